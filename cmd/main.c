@@ -1,0 +1,115 @@
+/*
+ * main.c — the dispatch table, global set-up, and the one place that turns
+ * an error into "vmm: <message>" on stderr and an exit code.
+ */
+#include "cmd/cmd.h"
+#include "common/util.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef VMM_VERSION
+#define VMM_VERSION "0.1.0"
+#endif
+
+typedef struct command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+	bool gc_tmp; /* run Tart's tmp GC first (all but pull and clone) */
+	bool hidden;
+} command;
+
+static const command commands[] = {
+#define VMM_COMMAND_TABLE
+#include "cmd/commands.inc"
+#undef VMM_COMMAND_TABLE
+};
+
+static vmm_home *home;
+
+vmm_home *cmd_home(void)
+{
+	if (home)
+		return home;
+	cleanup_vmm_error vmm_error *err = NULL;
+	if (vmm_home_open(&home, &err) < 0)
+		exit(vmm_fail(err));
+	return home;
+}
+
+int vmm_fail(const vmm_error *err)
+{
+	fprintf(stderr, "vmm: %s\n", err ? err->msg : "unknown error");
+	return vmm_error_exit_code(err);
+}
+
+int vmm_fail_msg(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("vmm: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 1;
+}
+
+bool cmd_interactive(void)
+{
+	const char *ci = getenv("CI");
+	return isatty(STDERR_FILENO) && !(ci && *ci);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "vmm %s — Tart-compatible virtual machines on Linux (QEMU)\n\n"
+		   "Usage: vmm <command> [options]\n\nCommands:\n",
+		VMM_VERSION);
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!commands[i].hidden)
+			fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nSee 'vmm <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	/* a dead QMP socket or registry connection is an error, not a death */
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	if (argc < 2) {
+		usage(stderr);
+		return 64;
+	}
+	const char *name = argv[1];
+	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(name, "--version") == 0) {
+		printf("%s\n", VMM_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(commands[i].name, name) != 0)
+			continue;
+		if (commands[i].gc_tmp) {
+			cleanup_vmm_error vmm_error *err = NULL;
+			if (vmm_home_gc_tmp(cmd_home(), &err) < 0)
+				fprintf(stderr, "vmm: failed to perform garbage collection: %s\n",
+					err->msg);
+		}
+		int rc = commands[i].fn(argc - 1, argv + 1);
+		vmm_home_free(home);
+		home = NULL;
+		return rc;
+	}
+	fprintf(stderr, "vmm: unknown command '%s'\n", name);
+	usage(stderr);
+	return 64;
+}

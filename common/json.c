@@ -1,0 +1,119 @@
+#include "common/json.h"
+#include "common/util.h"
+
+#include <string.h>
+
+int vmm_json_parse(json_t **out, const char *data, size_t len, const char *what, vmm_error **err)
+{
+	json_error_t je;
+	json_t *v = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+	if (!v)
+		return vmm_error_set(err, VMM_EINVAL, "%s: invalid JSON at line %d column %d: %s", what,
+				     je.line, je.column, je.text);
+	*out = v;
+	return 0;
+}
+
+int vmm_json_load_file(json_t **out, const char *path, size_t max, vmm_error **err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	if (vmm_read_file(path, max, &buf, &len, err) < 0)
+		return -1;
+	cleanup_free char *what = xasprintf("`%s`", path);
+	return vmm_json_parse(out, buf, len, what, err);
+}
+
+typedef struct strbuf {
+	char *p;
+	size_t len, cap;
+} strbuf;
+
+static void sb_put(strbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->len + n + 1) * 2;
+		b->p = xrealloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_puts(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_indent(strbuf *b, int depth)
+{
+	for (int i = 0; i < depth; i++)
+		sb_put(b, "  ", 2);
+}
+
+static void pretty(strbuf *b, const json_t *v, int depth)
+{
+	if (json_is_object(v)) {
+		if (json_object_size(v) == 0) {
+			sb_puts(b, "{\n\n");
+			sb_indent(b, depth);
+			sb_puts(b, "}");
+			return;
+		}
+		sb_puts(b, "{\n");
+		const char *key;
+		json_t *val;
+		size_t i = 0, n = json_object_size(v);
+		json_object_foreach((json_t *)v, key, val) {
+			sb_indent(b, depth + 1);
+			json_t *k = json_string(key);
+			char *ks = json_dumps(k, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH);
+			json_decref(k);
+			sb_puts(b, ks);
+			free(ks);
+			sb_puts(b, " : ");
+			pretty(b, val, depth + 1);
+			sb_puts(b, ++i < n ? ",\n" : "\n");
+		}
+		sb_indent(b, depth);
+		sb_puts(b, "}");
+	} else if (json_is_array(v)) {
+		if (json_array_size(v) == 0) {
+			sb_puts(b, "[\n\n");
+			sb_indent(b, depth);
+			sb_puts(b, "]");
+			return;
+		}
+		sb_puts(b, "[\n");
+		size_t i, n = json_array_size(v);
+		json_t *val;
+		json_array_foreach((json_t *)v, i, val) {
+			sb_indent(b, depth + 1);
+			pretty(b, val, depth + 1);
+			sb_puts(b, i + 1 < n ? ",\n" : "\n");
+		}
+		sb_indent(b, depth);
+		sb_puts(b, "]");
+	} else {
+		char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(17));
+		sb_puts(b, s);
+		free(s);
+	}
+}
+
+char *vmm_json_pretty(const json_t *v)
+{
+	strbuf b = {0};
+	pretty(&b, v, 0);
+	return b.p;
+}
+
+char *vmm_json_compact(const json_t *v, int sorted)
+{
+	size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_ESCAPE_SLASH;
+	if (sorted)
+		flags |= JSON_SORT_KEYS;
+	char *s = json_dumps(v, flags);
+	if (!s) {
+		fputs("vmm: out of memory\n", stderr);
+		abort();
+	}
+	return s;
+}

@@ -1,0 +1,51 @@
+/*
+ * cache.h — the OCI cache under <home>/cache/OCIs, laid out as Tart lays it
+ * out (tart-spec §1.4):
+ *
+ *   OCIs/<host with ':' as %3A>/<namespace…>/sha256:<hex>/   a pulled VM
+ *   OCIs/<host with ':' as %3A>/<namespace…>/<tag>           symlink (absolute) to it
+ *
+ * Listing names an entry "<host:port>/<ns>:<tag>" for a tag symlink and
+ * "<host:port>/<ns>@sha256:<hex>" for a digest directory.  The GC removes
+ * dangling symlinks and digest directories no tag points at, unless they
+ * hold `.explicitly-pulled`.
+ */
+#ifndef VMM_REGISTRY_CACHE_H
+#define VMM_REGISTRY_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/err.h"
+#include "registry/reference.h"
+#include "vm/home.h"
+
+typedef struct vmm_cache_entry {
+	char *name;   /* owned: "host:port/ns:tag" or "host:port/ns@sha256:…" */
+	char *path;   /* owned: the symlink or the digest directory */
+	char *target; /* owned: the digest directory (== path for digest entries) */
+	bool is_tag;
+} vmm_cache_entry;
+
+/* <home>/cache/OCIs/<host%3Aport>/<ns>/<tag or digest> (caller frees). */
+char *vmm_cache_path(const vmm_home *h, const vmm_reference *r);
+/* The repository directory <home>/cache/OCIs/<host%3Aport>/<ns> (caller frees). */
+char *vmm_cache_repo_dir(const vmm_home *h, const vmm_reference *r);
+
+/*
+ * Resolve a reference to its cached digest directory and digest
+ * ("sha256:<hex>").  Not cached: VMM_ENOTFOUND.  Either output may be NULL.
+ */
+int vmm_cache_resolve(const vmm_home *h, const vmm_reference *r, char **dir, char **digest,
+		      vmm_error **err);
+
+/* Every initialized entry, tags and digests, sorted by name. Free with vmm_cache_entries_free. */
+int vmm_cache_list(const vmm_home *h, vmm_cache_entry **out, size_t *n, vmm_error **err);
+void vmm_cache_entries_free(vmm_cache_entry *e, size_t n);
+
+/* Delete a reference: the tag symlink or the digest directory, then GC. */
+int vmm_cache_delete(const vmm_home *h, const vmm_reference *r, vmm_error **err);
+/* Tart's OCI GC. */
+int vmm_cache_gc(const vmm_home *h, vmm_error **err);
+
+#endif

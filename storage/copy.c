@@ -1,0 +1,286 @@
+#include "storage/copy.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#ifdef __APPLE__
+#include <sys/clonefile.h>
+#else
+#include <linux/fs.h>
+#endif
+
+#define COPY_BUF (1u << 20)    /* 1 MiB reads in the zero-skipping copy */
+#define ZERO_BLOCK (64u << 10) /* granularity of holes it leaves */
+
+const char *vmm_copy_method_name(vmm_copy_method m)
+{
+	switch (m) {
+	case VMM_COPY_REFLINK:
+		return "reflink";
+	case VMM_COPY_SPARSE:
+		return "sparse";
+	default:
+		return "zero-skip";
+	}
+}
+
+/* The errors that mean "these two files cannot share blocks", not "the copy failed". */
+static bool reflink_unsupported(int e)
+{
+	switch (e) {
+	case EXDEV:
+	case EOPNOTSUPP:
+#if EOPNOTSUPP != ENOTSUP
+	case ENOTSUP:
+#endif
+	case EINVAL:
+	case ENOTTY:
+	case ETXTBSY:
+	case EISDIR:
+	case EPERM:
+	case ENOSYS:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+	/* word-at-a-time compare; buffers are malloc-aligned */
+	size_t i = 0;
+	for (; i + sizeof(uint64_t) <= n; i += sizeof(uint64_t)) {
+		uint64_t w;
+		memcpy(&w, p + i, sizeof(w));
+		if (w)
+			return false;
+	}
+	for (; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Copy [off, off+len) with copy_file_range, falling back to read/write. */
+static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied)
+{
+	bool use_cfr = true;
+	cleanup_free unsigned char *buf = NULL;
+	while (len) {
+		if (use_cfr) {
+			loff_t ioff = off, ooff = off;
+			size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
+			ssize_t n = copy_file_range(in, &ioff, out, &ooff, want, 0);
+			if (n > 0) {
+				off += n;
+				len -= (uint64_t)n;
+				*copied += (uint64_t)n;
+				continue;
+			}
+			if (n == 0) {
+				errno = EIO; /* source shrank under us */
+				return -1;
+			}
+			if (errno == EINTR)
+				continue;
+			if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP &&
+			    errno != ENOSYS && errno != EBADF)
+				return -1;
+			use_cfr = false;
+		}
+		if (!buf)
+			buf = xmalloc(COPY_BUF);
+		size_t want = len > COPY_BUF ? COPY_BUF : (size_t)len;
+		if (vmm_pread_all(in, buf, want, off) < 0)
+			return -1;
+		/* keep zero blocks inside data extents as holes too */
+		for (size_t b = 0; b < want; b += ZERO_BLOCK) {
+			size_t bl = want - b < ZERO_BLOCK ? want - b : ZERO_BLOCK;
+			if (!all_zero(buf + b, bl) &&
+			    vmm_pwrite_all(out, buf + b, bl, off + (off_t)b) < 0)
+				return -1;
+		}
+		off += (off_t)want;
+		len -= want;
+		*copied += want;
+	}
+	return 0;
+}
+
+int vmm_copy_sparse_fd(int in, int out, uint64_t size, uint64_t *copied)
+{
+	off_t pos = 0, end = (off_t)size;
+	while (pos < end) {
+		off_t data = lseek(in, pos, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO)
+				return 0; /* only a hole remains: dst is already that size */
+			return -1;
+		}
+		if (data >= end)
+			return 0;
+		off_t hole = lseek(in, data, SEEK_HOLE);
+		if (hole < 0)
+			return -1;
+		if (hole > end)
+			hole = end;
+		if (copy_range(in, out, data, (uint64_t)(hole - data), copied) < 0)
+			return -1;
+		pos = hole;
+	}
+	return 0;
+}
+
+int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
+{
+	cleanup_free unsigned char *buf = xmalloc(COPY_BUF);
+	uint64_t off = 0;
+	while (off < size) {
+		size_t want = size - off > COPY_BUF ? COPY_BUF : (size_t)(size - off);
+		if (vmm_pread_all(in, buf, want, (off_t)off) < 0)
+			return -1;
+		for (size_t b = 0; b < want; b += ZERO_BLOCK) {
+			size_t bl = want - b < ZERO_BLOCK ? want - b : ZERO_BLOCK;
+			if (!all_zero(buf + b, bl) &&
+			    vmm_pwrite_all(out, buf + b, bl, (off_t)(off + b)) < 0)
+				return -1;
+		}
+		off += want;
+		*copied += want;
+	}
+	return 0;
+}
+
+/*
+ * Can SEEK_DATA see this file's holes?  File systems without support report
+ * the whole file as one data extent; if the file is visibly sparse
+ * (allocated < size) and yet looks all data, holes are invisible to it.
+ */
+static bool seek_data_works(int fd, const struct stat *st)
+{
+	off_t d = lseek(fd, 0, SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO; /* ENXIO: all hole, which is fine */
+	if ((uint64_t)st->st_blocks * 512 >= (uint64_t)st->st_size)
+		return true; /* dense: nothing to lose */
+	off_t h = lseek(fd, d, SEEK_HOLE);
+	return !(d == 0 && h >= st->st_size);
+}
+
+#ifdef __APPLE__
+static int try_reflink(const char *src, const char *dst, int in, int out)
+{
+	UNUSED(in);
+	close(out);
+	unlink(dst);
+	return clonefile(src, dst, CLONE_NOFOLLOW | CLONE_NOOWNERCOPY);
+}
+#else
+static int try_reflink(const char *src, const char *dst, int in, int out)
+{
+	UNUSED(src);
+	UNUSED(dst);
+	return ioctl(out, FICLONE, in);
+}
+#endif
+
+int vmm_copy_file(const char *src, const char *dst, const vmm_copy_opts *opts,
+		  vmm_copy_stats *stats, vmm_error **err)
+{
+	static const vmm_copy_opts defaults = {0};
+	if (!opts)
+		opts = &defaults;
+	cleanup_close int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return vmm_error_errno(err, errno, "open `%s`", src);
+	struct stat st;
+	if (fstat(in, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s`", src);
+	if (!S_ISREG(st.st_mode))
+		return vmm_error_set(err, EINVAL, "`%s` is not a regular file", src);
+	cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777);
+	if (out < 0)
+		return vmm_error_errno(err, errno, "create `%s`", dst);
+
+	vmm_copy_method method;
+	uint64_t copied = 0;
+	int rc = -1;
+	if (!opts->no_reflink && try_reflink(src, dst, in, out) == 0) {
+		method = VMM_COPY_REFLINK;
+#ifdef __APPLE__
+		out = open(dst, O_WRONLY | O_CLOEXEC);
+#endif
+		rc = 0;
+	} else if (!opts->no_reflink && !reflink_unsupported(errno)) {
+		int e = errno;
+		unlink(dst);
+		return vmm_error_errno(err, e, "clone `%s` to `%s`", src, dst);
+	} else {
+		if (ftruncate(out, st.st_size) < 0)
+			goto fail;
+		if (!opts->no_seek_data && seek_data_works(in, &st)) {
+			method = VMM_COPY_SPARSE;
+			rc = vmm_copy_sparse_fd(in, out, (uint64_t)st.st_size, &copied);
+			if (rc < 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
+				method = VMM_COPY_ZEROSKIP;
+				copied = 0;
+				rc = vmm_copy_zeroskip_fd(in, out, (uint64_t)st.st_size, &copied);
+			}
+		} else {
+			method = VMM_COPY_ZEROSKIP;
+			rc = vmm_copy_zeroskip_fd(in, out, (uint64_t)st.st_size, &copied);
+		}
+		if (rc < 0)
+			goto fail;
+	}
+	if (opts->fsync && out >= 0 && fsync(out) < 0)
+		goto fail;
+	if (stats) {
+		stats->method = method;
+		stats->files++;
+		stats->data_bytes += copied;
+		if (method == VMM_COPY_REFLINK)
+			stats->reflinked++;
+	}
+	return 0;
+fail: {
+	int e = errno;
+	unlink(dst);
+	return vmm_error_errno(err, e, "copy `%s` to `%s`", src, dst);
+}
+}
+
+int vmm_copy_dir(const char *src, const char *dst, bool recursive, bool (*skip)(const char *name),
+		 const vmm_copy_opts *opts, vmm_copy_stats *stats, vmm_error **err)
+{
+	cleanup_dir DIR *d = opendir(src);
+	if (!d)
+		return vmm_error_errno(err, errno, "open `%s`", src);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (skip && skip(e->d_name))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return vmm_error_errno(err, errno, "stat `%s/%s`", src, e->d_name);
+		cleanup_free char *s = path_join(src, e->d_name);
+		cleanup_free char *t = path_join(dst, e->d_name);
+		if (S_ISREG(st.st_mode)) {
+			if (vmm_copy_file(s, t, opts, stats, err) < 0)
+				return -1;
+		} else if (S_ISDIR(st.st_mode) && recursive) {
+			if (mkdir(t, st.st_mode & 0777) < 0)
+				return vmm_error_errno(err, errno, "create `%s`", t);
+			if (vmm_copy_dir(s, t, true, NULL, opts, stats, err) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}

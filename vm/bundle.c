@@ -1,0 +1,268 @@
+#include "vm/bundle.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+int vmm_error_not_found(vmm_error **err, const char *name)
+{
+	return vmm_error_set(err, VMM_ENOTFOUND, "the specified VM \"%s\" does not exist", name);
+}
+
+int vmm_error_running(vmm_error **err, const char *name)
+{
+	return vmm_error_set(err, VMM_ERUNNING, "VM \"%s\" is running", name);
+}
+
+bool vmm_bundle_dir_is_vm(const char *dir)
+{
+	static const char *const files[] = {VMM_CONFIG_FILE, VMM_DISK_FILE, VMM_NVRAM_FILE};
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		cleanup_free char *p = path_join(dir, files[i]);
+		if (access(p, F_OK) < 0)
+			return false;
+	}
+	return true;
+}
+
+void vmm_bundle_free(vmm_bundle *b)
+{
+	if (!b)
+		return;
+	free(b->name);
+	free(b->dir);
+	vmm_config_free(b->config);
+	free(b);
+}
+
+char *vmm_bundle_path(const vmm_bundle *b, const char *file)
+{
+	return path_join(b->dir, file);
+}
+
+int vmm_bundle_open_dir(vmm_bundle **out, const char *dir, const char *name, vmm_error **err)
+{
+	if (!vmm_bundle_dir_is_vm(dir)) {
+		if (!path_is_dir(dir))
+			return vmm_error_not_found(err, name);
+		return vmm_error_set(err, VMM_ENOTFOUND,
+				     "VM \"%s\" is missing some of its files (config.json, disk.img "
+				     "or nvram.bin)",
+				     name);
+	}
+	vmm_bundle *b = xcalloc(1, sizeof(*b));
+	b->name = xstrdup(name);
+	b->dir = xstrdup(dir);
+	cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
+	if (vmm_config_load(&b->config, cfg, err) < 0) {
+		vmm_bundle_free(b);
+		return -1;
+	}
+	*out = b;
+	return 0;
+}
+
+int vmm_bundle_open(vmm_bundle **out, const vmm_home *h, const char *name, vmm_error **err)
+{
+	if (!vmm_name_is_valid(name))
+		return vmm_error_not_found(err, name);
+	cleanup_free char *dir = vmm_home_vm_dir(h, name);
+	if (!path_is_dir(dir))
+		return vmm_error_not_found(err, name);
+	if (vmm_bundle_open_dir(out, dir, name, err) < 0)
+		return -1;
+	vmm_access_date_set(dir, time(NULL));
+	return 0;
+}
+
+int vmm_bundle_save_config(vmm_bundle *b, vmm_error **err)
+{
+	cleanup_close int lock = -1;
+	if (vmm_bundle_dir_lock(b->dir, b->name, &lock, err) < 0)
+		return -1;
+	cleanup_free char *cfg = path_join(b->dir, VMM_CONFIG_FILE);
+	return vmm_config_save(b->config, cfg, err);
+}
+
+pid_t vmm_bundle_dir_running_pid(const char *dir)
+{
+	cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
+	/* O_RDONLY suffices for F_GETLK; closing it drops no lock of ours */
+	cleanup_close int fd = open(cfg, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	if (fcntl(fd, F_GETLK, &fl) < 0)
+		return 0;
+	return fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+}
+
+vmm_vm_state vmm_bundle_dir_state(const char *dir)
+{
+	if (vmm_bundle_dir_running_pid(dir) > 0)
+		return VMM_STATE_RUNNING;
+	cleanup_free char *st = path_join(dir, VMM_STATE_FILE);
+	cleanup_free char *tart_st = path_join(dir, VMM_TART_STATE_FILE);
+	if (access(st, F_OK) == 0 || access(tart_st, F_OK) == 0)
+		return VMM_STATE_SUSPENDED;
+	return VMM_STATE_STOPPED;
+}
+
+const char *vmm_vm_state_name(vmm_vm_state s)
+{
+	switch (s) {
+	case VMM_STATE_RUNNING:
+		return "running";
+	case VMM_STATE_SUSPENDED:
+		return "suspended";
+	default:
+		return "stopped";
+	}
+}
+
+int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **err)
+{
+	cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
+	cleanup_close int f = open(cfg, O_RDWR | O_CLOEXEC);
+	if (f < 0) {
+		if (errno == ENOENT)
+			return vmm_error_not_found(err, name);
+		return vmm_error_errno(err, errno, "open `%s`", cfg);
+	}
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	if (fcntl(f, F_SETLK, &fl) < 0) {
+		if (errno == EAGAIN || errno == EACCES)
+			return vmm_error_running(err, name);
+		return vmm_error_errno(err, errno, "lock `%s`", cfg);
+	}
+	*fd = steal_fd(f);
+	return 0;
+}
+
+int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated,
+			 vmm_error **err)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		return vmm_error_errno(err, errno, "open `%s`", dir);
+	uint64_t ap = 0, al = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		ap += (uint64_t)st.st_size;
+		al += (uint64_t)st.st_blocks * 512;
+	}
+	if (apparent)
+		*apparent = ap;
+	if (allocated)
+		*allocated = al;
+	return 0;
+}
+
+void vmm_access_date_set(const char *dir, time_t t)
+{
+	struct stat st;
+	if (stat(dir, &st) < 0)
+		return;
+	struct timeval tv[2] = {
+		{.tv_sec = t, .tv_usec = 0},
+		{.tv_sec = st.st_atime, .tv_usec = 0},
+	};
+	utimes(dir, tv);
+}
+
+time_t vmm_access_date_get(const char *dir)
+{
+	struct stat st;
+	if (stat(dir, &st) < 0)
+		return 0;
+	return st.st_atime;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void vmm_strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int vmm_bundle_list_names(const vmm_home *h, char ***names, size_t *n, vmm_error **err)
+{
+	*names = NULL;
+	*n = 0;
+	cleanup_dir DIR *d = opendir(h->vms);
+	if (!d) {
+		if (errno == ENOENT)
+			return 0;
+		return vmm_error_errno(err, errno, "open `%s`", h->vms);
+	}
+	char **v = NULL;
+	size_t cnt = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		cleanup_free char *p = path_join(h->vms, e->d_name);
+		if (!vmm_bundle_dir_is_vm(p))
+			continue;
+		v = xrealloc(v, (cnt + 1) * sizeof(char *));
+		v[cnt++] = xstrdup(e->d_name);
+	}
+	if (cnt)
+		qsort(v, cnt, sizeof(char *), cmp_str);
+	*names = v;
+	*n = cnt;
+	return 0;
+}
+
+bool vmm_bundle_mac_in_use(const vmm_home *h, const char *mac, const char *except_dir,
+			   bool running_only)
+{
+	char **names = NULL;
+	size_t n = 0;
+	if (vmm_bundle_list_names(h, &names, &n, NULL) < 0)
+		return false;
+	bool used = false;
+	cleanup_free char *except = except_dir ? realpath(except_dir, NULL) : NULL;
+	for (size_t i = 0; i < n && !used; i++) {
+		cleanup_free char *dir = vmm_home_vm_dir(h, names[i]);
+		cleanup_free char *real = realpath(dir, NULL);
+		if (except && real && strcmp(real, except) == 0)
+			continue;
+		if (running_only && vmm_bundle_dir_running_pid(dir) <= 0)
+			continue;
+		cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
+		cleanup_vmm_config vmm_config *c = NULL;
+		if (vmm_config_load(&c, cfg, NULL) == 0 && strcasecmp(c->mac, mac) == 0)
+			used = true;
+	}
+	vmm_strv_free(names, n);
+	return used;
+}
+
+uint64_t vmm_bundle_dir_disk_bytes(const char *dir)
+{
+	static const char *const files[] = {VMM_CONFIG_FILE, VMM_DISK_FILE, VMM_NVRAM_FILE};
+	uint64_t total = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		cleanup_free char *p = path_join(dir, files[i]);
+		struct stat st;
+		if (stat(p, &st) == 0)
+			total += (uint64_t)st.st_size;
+	}
+	return total;
+}

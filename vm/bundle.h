@@ -1,0 +1,115 @@
+/*
+ * bundle.h — one VM directory (a Tart bundle plus vmm's extra files), its
+ * state, its running lock, its sizes and its access date.
+ *
+ * The running lock is Tart's: a classic POSIX write lock (fcntl F_SETLK) on
+ * the whole of config.json, held by the process that runs the VM; F_GETLK
+ * tells other processes its pid.  POSIX locks drop when the holder closes
+ * *any* descriptor of the file, so the holder must read config.json before
+ * locking and never open it again; and config.json is never replaced while
+ * a VM runs (a rename would leave the lock on the old inode).
+ */
+#ifndef VMM_VM_BUNDLE_H
+#define VMM_VM_BUNDLE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "common/err.h"
+#include "vm/config.h"
+#include "vm/home.h"
+
+#define VMM_CONFIG_FILE "config.json"
+#define VMM_DISK_FILE "disk.img"
+#define VMM_NVRAM_FILE "nvram.bin"
+#define VMM_STATE_FILE "state.vmmsave"
+#define VMM_TART_STATE_FILE "state.vzvmsave"
+#define VMM_KERNEL_FILE "kernel"
+#define VMM_INITRAMFS_FILE "initramfs"
+#define VMM_EFIVARS_FILE "efivars.fd"
+#define VMM_MANIFEST_FILE "manifest.json"
+#define VMM_EXPLICITLY_PULLED_FILE ".explicitly-pulled"
+
+typedef enum {
+	VMM_STATE_STOPPED,
+	VMM_STATE_RUNNING,
+	VMM_STATE_SUSPENDED,
+} vmm_vm_state;
+
+typedef struct vmm_bundle {
+	char *name;         /* owned: what the user called it */
+	char *dir;          /* owned: absolute or home-relative directory */
+	vmm_config *config; /* owned */
+} vmm_bundle;
+
+/* A directory is a VM iff config.json, disk.img and nvram.bin all exist (Tart's rule). */
+bool vmm_bundle_dir_is_vm(const char *dir);
+
+/*
+ * Open the local VM `name`: validates the name, loads config.json and bumps
+ * the access date.  A missing VM is VMM_ENOTFOUND with Tart's text
+ * `the specified VM "<name>" does not exist`.
+ */
+int vmm_bundle_open(vmm_bundle **out, const vmm_home *h, const char *name, vmm_error **err);
+/* Open a bundle at an explicit directory (cache entries, staging dirs). */
+int vmm_bundle_open_dir(vmm_bundle **out, const char *dir, const char *name, vmm_error **err);
+void vmm_bundle_free(vmm_bundle *b);
+
+/* "<dir>/<file>" (caller frees). */
+char *vmm_bundle_path(const vmm_bundle *b, const char *file);
+/* Atomically rewrite config.json from b->config.  Refuses while the VM runs. */
+int vmm_bundle_save_config(vmm_bundle *b, vmm_error **err);
+
+/* Pid of the process holding the running lock, 0 if none (or no config.json). */
+pid_t vmm_bundle_dir_running_pid(const char *dir);
+vmm_vm_state vmm_bundle_dir_state(const char *dir);
+static inline vmm_vm_state vmm_bundle_state(const vmm_bundle *b)
+{
+	return vmm_bundle_dir_state(b->dir);
+}
+/* "running", "suspended", "stopped" */
+const char *vmm_vm_state_name(vmm_vm_state s);
+
+/*
+ * Take the running lock on <dir>/config.json without waiting.  Held by
+ * another process: VMM_ERUNNING with Tart's text `VM "<name>" is running`.
+ * *fd holds the lock until closed.
+ */
+int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **err);
+
+/*
+ * Apparent and allocated bytes of the bundle's top-level regular files
+ * (config, disk, nvram and vmm's kernel, initramfs, state...).
+ */
+int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated,
+			 vmm_error **err);
+
+/*
+ * Access date = the directory's atime.  Bumping it copies Tart's quirk:
+ * utimes(dir, atime = t, mtime = previous atime), whole seconds.
+ */
+void vmm_access_date_set(const char *dir, time_t t);
+time_t vmm_access_date_get(const char *dir);
+
+/* Error helpers with Tart's texts. */
+int vmm_error_not_found(vmm_error **err, const char *name);
+int vmm_error_running(vmm_error **err, const char *name);
+
+static inline void cleanup_vmm_bundle_fn(vmm_bundle **b) { vmm_bundle_free(*b); }
+#define cleanup_vmm_bundle __attribute__((cleanup(cleanup_vmm_bundle_fn)))
+
+/*
+ * Does a local VM other than `except_dir` (may be NULL) use this MAC?  With
+ * running_only, only VMs that run now count (Tart's rule in `run`).
+ */
+bool vmm_bundle_mac_in_use(const vmm_home *h, const char *mac, const char *except_dir,
+			   bool running_only);
+/* Apparent bytes of config.json + disk.img + nvram.bin (Tart's `Disk`). */
+uint64_t vmm_bundle_dir_disk_bytes(const char *dir);
+/* The names of local VMs (initialized bundles in vms/), sorted bytewise. */
+int vmm_bundle_list_names(const vmm_home *h, char ***names, size_t *n, vmm_error **err);
+void vmm_strv_free(char **v, size_t n);
+
+#endif

@@ -1,0 +1,291 @@
+#include "vm/ops.h"
+#include "common/util.h"
+#include "vm/bundle.h"
+#include "vm/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+int vmm_vm_check_name(const char *name, vmm_error **err)
+{
+	if (!vmm_name_is_valid(name))
+		return vmm_error_set(err, VMM_EUSAGE,
+				     "\"%s\" is not a valid VM name: it must be non-empty, not "
+				     "\".\" or \"..\", and contain no '/'",
+				     name);
+	return 0;
+}
+
+static int refuse_existing(const vmm_home *h, const char *name, bool force, vmm_error **err)
+{
+	cleanup_free char *dir = vmm_home_vm_dir(h, name);
+	if (!path_exists(dir))
+		return 0;
+	if (!force)
+		return vmm_error_set(err, VMM_EEXISTS,
+				     "VM \"%s\" already exists; delete it first or pass --force to "
+				     "replace it",
+				     name);
+	if (vmm_bundle_dir_is_vm(dir) && vmm_bundle_dir_running_pid(dir) > 0)
+		return vmm_error_running(err, name);
+	return 0;
+}
+
+/* Under the home lock: re-check, then rename staging into vms/<name>. */
+static int install(const vmm_home *h, const char *staging, const char *name, bool force,
+		   vmm_error **err)
+{
+	cleanup_close int lock = -1;
+	if (vmm_home_lock(h, &lock, err) < 0)
+		return -1;
+	if (refuse_existing(h, name, force, err) < 0)
+		return -1;
+	cleanup_free char *dest = vmm_home_vm_dir(h, name);
+	return vmm_home_install(staging, dest, force, err);
+}
+
+int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o, vmm_error **err)
+{
+	if (vmm_vm_check_name(name, err) < 0 || refuse_existing(h, name, o->force, err) < 0)
+		return -1;
+	cleanup_free char *tmp = NULL;
+	cleanup_close int tmp_lock = -1;
+	if (vmm_home_mktemp(h, &tmp, &tmp_lock, err) < 0)
+		return -1;
+	int rc = -1;
+	cleanup_vmm_config vmm_config *cfg = vmm_config_new_linux();
+	if (o->cmdline) {
+		cfg->cmdline = xstrdup(o->cmdline);
+		vmm_config_to_json(cfg);
+	}
+	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
+	cleanup_free char *disk = path_join(tmp, VMM_DISK_FILE);
+	cleanup_free char *nvram = path_join(tmp, VMM_NVRAM_FILE);
+	if (o->kernel) {
+		cleanup_free char *k = path_join(tmp, VMM_KERNEL_FILE);
+		if (vmm_copy_file(o->kernel, k, NULL, NULL, err) < 0) {
+			vmm_error_wrap(err, "kernel");
+			goto out;
+		}
+		if (o->initramfs) {
+			cleanup_free char *i = path_join(tmp, VMM_INITRAMFS_FILE);
+			if (vmm_copy_file(o->initramfs, i, NULL, NULL, err) < 0) {
+				vmm_error_wrap(err, "initramfs");
+				goto out;
+			}
+		}
+	}
+	/* a sparse raw disk with nothing on it, as `tart create --linux` makes */
+	int fd = open(disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0 || ftruncate(fd, (off_t)o->disk_size) < 0) {
+		vmm_error_errno(err, errno, "create `%s`", disk);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	close(fd);
+	/* Tart's nvram.bin is Apple's EFI store; vmm carries it but keeps QEMU's
+	 * variables in efivars.fd, so a new VM gets an empty placeholder */
+	if (vmm_write_file_atomic(nvram, "", 0, 0644, err) < 0 ||
+	    vmm_config_save(cfg, cfg_path, err) < 0)
+		goto out;
+	rc = install(h, tmp, name, o->force, err);
+out:
+	if (rc < 0)
+		vmm_rm_rf(tmp, NULL);
+	return rc;
+}
+
+/* Files that belong to a cache entry or a live process, not to a clone. */
+static bool clone_skip(const char *name)
+{
+	return strcmp(name, VMM_CONFIG_FILE) == 0 || strcmp(name, VMM_MANIFEST_FILE) == 0 ||
+	       strcmp(name, VMM_EXPLICITLY_PULLED_FILE) == 0 ||
+	       strstr(name, ".tmp") != NULL;
+}
+
+int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, const char *name,
+		 const vmm_clone_opts *o, vmm_copy_stats *stats, vmm_error **err)
+{
+	if (vmm_vm_check_name(name, err) < 0 || refuse_existing(h, name, o->force, err) < 0)
+		return -1;
+	if (!vmm_bundle_dir_is_vm(src_dir))
+		return vmm_error_not_found(err, src_name);
+	cleanup_free char *dst_dir = vmm_home_vm_dir(h, name);
+	cleanup_free char *src_real = realpath(src_dir, NULL);
+	cleanup_free char *dst_real = realpath(dst_dir, NULL);
+	if (src_real && dst_real && strcmp(src_real, dst_real) == 0)
+		return vmm_error_set(err, VMM_EINVAL, "cannot clone VM \"%s\" onto itself", name);
+	cleanup_free char *vms_real = realpath(h->vms, NULL);
+	bool src_is_local = src_real && vms_real && strncmp(src_real, vms_real, strlen(vms_real)) == 0 &&
+			    src_real[strlen(vms_real)] == '/';
+	/*
+	 * Hold the source's running lock while copying so nobody starts it
+	 * mid-copy.  config.json is read through the locked descriptor: opening
+	 * and closing it again would drop our POSIX lock.
+	 */
+	cleanup_close int src_lock = -1;
+	if (vmm_bundle_dir_lock(src_dir, src_name, &src_lock, err) < 0)
+		return -1;
+	struct stat st;
+	if (fstat(src_lock, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s/config.json`", src_dir);
+	if (st.st_size > VMM_CONFIG_MAX_BYTES)
+		return vmm_error_set(err, EFBIG, "`%s/config.json` is too large", src_dir);
+	cleanup_free char *raw = xmalloc((size_t)st.st_size + 1);
+	if (vmm_pread_all(src_lock, raw, (size_t)st.st_size, 0) < 0)
+		return vmm_error_errno(err, errno, "read `%s/config.json`", src_dir);
+	cleanup_free char *what = xasprintf("`%s/config.json`", src_dir);
+	cleanup_vmm_config vmm_config *cfg = NULL;
+	if (vmm_config_parse(&cfg, raw, (size_t)st.st_size, what, err) < 0)
+		return -1;
+
+	cleanup_free char *tmp = NULL;
+	cleanup_close int tmp_lock = -1;
+	if (vmm_home_mktemp(h, &tmp, &tmp_lock, err) < 0)
+		return -1;
+	int rc = -1;
+	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
+	cleanup_free char *state = path_join(src_dir, VMM_STATE_FILE);
+	bool suspended = access(state, F_OK) == 0;
+	if (vmm_copy_dir(src_dir, tmp, false, clone_skip, o->copy, stats, err) < 0)
+		goto out;
+	/* Tart's rule; a local source always has the MAC in use (its own), and
+	 * the scan must not open the source's config.json (see above) */
+	bool collides = src_is_local || vmm_bundle_mac_in_use(h, cfg->mac, src_dir, false);
+	if (!suspended && collides) {
+		vmm_mac_random(cfg->mac);
+		if (vmm_config_save(cfg, cfg_path, err) < 0)
+			goto out;
+	} else if (vmm_write_file_atomic(cfg_path, raw, (size_t)st.st_size, 0644, err) < 0) {
+		goto out; /* the source's bytes, unchanged */
+	}
+	rc = install(h, tmp, name, o->force, err);
+out:
+	if (rc < 0)
+		vmm_rm_rf(tmp, NULL);
+	return rc;
+}
+
+int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, bool force,
+		  vmm_error **err)
+{
+	if (vmm_vm_check_name(new_name, err) < 0)
+		return -1;
+	cleanup_free char *src = vmm_home_vm_dir(h, name);
+	cleanup_free char *dst = vmm_home_vm_dir(h, new_name);
+	cleanup_close int lock = -1;
+	if (vmm_home_lock(h, &lock, err) < 0)
+		return -1;
+	if (!vmm_name_is_valid(name) || !vmm_bundle_dir_is_vm(src))
+		return vmm_error_set(err, VMM_ENOTFOUND,
+				     "failed to rename a non-existent local VM: %s", name);
+	if (strcmp(name, new_name) == 0)
+		return 0;
+	if (path_exists(dst) && !force)
+		return vmm_error_set(err, VMM_EEXISTS,
+				     "failed to rename VM %s, target VM %s already exists, delete "
+				     "it first (or pass --force)!",
+				     name, new_name);
+	cleanup_close int run_lock = -1;
+	if (vmm_bundle_dir_lock(src, name, &run_lock, err) < 0)
+		return -1;
+	if (path_exists(dst)) {
+		if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_running_pid(dst) > 0)
+			return vmm_error_running(err, new_name);
+		if (vmm_home_install(src, dst, true, err) < 0)
+			return -1;
+		return 0;
+	}
+	if (rename(src, dst) < 0)
+		return vmm_error_errno(err, errno, "rename `%s` to `%s`", src, dst);
+	return vmm_fsync_dir(h->vms, true, err);
+}
+
+int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)
+{
+	cleanup_free char *dir = vmm_home_vm_dir(h, name);
+	if (!vmm_name_is_valid(name) || !path_is_dir(dir))
+		return vmm_error_not_found(err, name);
+	cleanup_close int home_lock = -1;
+	if (vmm_home_lock(h, &home_lock, err) < 0)
+		return -1;
+	cleanup_close int run_lock = -1;
+	cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
+	if (access(cfg, F_OK) == 0 && vmm_bundle_dir_lock(dir, name, &run_lock, err) < 0)
+		return -1;
+	/* move it out of vms/ in one step, then take our time removing it */
+	char uuid[37];
+	vmm_uuid(uuid);
+	cleanup_free char *trash = xasprintf("%s/delete-%s", h->tmp, uuid);
+	if (rename(dir, trash) < 0)
+		return vmm_error_errno(err, errno, "remove `%s`", dir);
+	vmm_fsync_dir(h->vms, true, NULL);
+	return vmm_rm_rf(trash, err);
+}
+
+char *vmm_format_decimal_bytes(uint64_t n)
+{
+	static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB", "PB"};
+	if (n < 1000)
+		return xasprintf("%llu bytes", (unsigned long long)n);
+	double v = (double)n;
+	size_t u = 0;
+	while (v >= 1000 && u + 1 < ARRAY_SIZE(units)) {
+		v /= 1000;
+		u++;
+	}
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%.2f", v);
+	/* trim trailing zeros and a trailing point: "50.00" -> "50", "1.50" -> "1.5" */
+	char *end = buf + strlen(buf) - 1;
+	while (*end == '0')
+		*end-- = '\0';
+	if (*end == '.')
+		*end = '\0';
+	return xasprintf("%s %s", buf, units[u]);
+}
+
+int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err)
+{
+	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
+	cleanup_close int fd = open(disk, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vmm_error_errno(err, errno, "open `%s`", disk);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s`", disk);
+	if (bytes < (uint64_t)st.st_size) {
+		cleanup_free char *want = vmm_format_decimal_bytes(bytes);
+		cleanup_free char *have = vmm_format_decimal_bytes((uint64_t)st.st_size);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "new disk size of %s should be larger than the current disk "
+				     "size of %s",
+				     want, have);
+	}
+	if (bytes == (uint64_t)st.st_size)
+		return 0;
+	if (ftruncate(fd, (off_t)bytes) < 0 || fsync(fd) < 0)
+		return vmm_error_errno(err, errno, "resize `%s`", disk);
+	return 0;
+}
+
+int vmm_vm_disk_replace(const char *dir, const char *src, vmm_error **err)
+{
+	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
+	cleanup_free char *tmp = path_join(dir, VMM_DISK_FILE ".tmp");
+	unlink(tmp);
+	vmm_copy_opts co = {.fsync = true};
+	if (vmm_copy_file(src, tmp, &co, NULL, err) < 0)
+		return -1;
+	if (rename(tmp, disk) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return vmm_error_errno(err, e, "replace `%s`", disk);
+	}
+	return vmm_fsync_dir(dir, true, err);
+}

@@ -1,0 +1,58 @@
+/*
+ * ops.h — operations that make, move and remove whole bundles in vms/.
+ * Every one builds in tmp/ (or moves out to tmp/) and makes the change
+ * visible with a single rename under the home lock, so vms/ never holds a
+ * half-made or half-deleted VM.
+ */
+#ifndef VMM_VM_OPS_H
+#define VMM_VM_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "storage/copy.h"
+#include "vm/home.h"
+
+typedef struct vmm_create_opts {
+	uint64_t disk_size;    /* bytes */
+	const char *kernel;    /* direct boot: copied into the bundle; NULL for UEFI */
+	const char *initramfs; /* optional with kernel */
+	const char *cmdline;   /* optional with kernel */
+	bool force;            /* replace an existing VM */
+} vmm_create_opts;
+
+int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o, vmm_error **err);
+
+typedef struct vmm_clone_opts {
+	bool force;                  /* replace an existing VM */
+	const vmm_copy_opts *copy;   /* may be NULL */
+} vmm_clone_opts;
+
+/*
+ * Clone the bundle in src_dir (a local VM or a cache entry) into vms/<name>.
+ * Tart's MAC rule: a new MAC if another local VM has the source's MAC,
+ * unless the source is suspended (then MAC and state are kept: a fork).
+ * stats may be NULL.
+ */
+int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, const char *name,
+		 const vmm_clone_opts *o, vmm_copy_stats *stats, vmm_error **err);
+
+int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, bool force,
+		  vmm_error **err);
+int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err);
+
+/* A name fit for vms/: refuses "", ".", "..", and anything with '/'. */
+int vmm_vm_check_name(const char *name, vmm_error **err);
+
+/*
+ * Grow disk.img of the bundle in dir to `bytes` (sparse).  Smaller than now:
+ * refused with Tart's text; equal: nothing to do.
+ */
+int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err);
+/* Replace disk.img with a copy of `src` (built beside it, then renamed). */
+int vmm_vm_disk_replace(const char *dir, const char *src, vmm_error **err);
+/* Sizes as Foundation's ByteCountFormatter writes them: "50 GB", "1.5 GB" (caller frees). */
+char *vmm_format_decimal_bytes(uint64_t n);
+
+#endif
