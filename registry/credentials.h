@@ -1,0 +1,42 @@
+/*
+ * credentials.h — where registry credentials come from, in order
+ * (DESIGN.md §5, tart-spec §6):
+ *
+ *  1. VMM_REGISTRY_USERNAME + VMM_REGISTRY_PASSWORD, then Tart's
+ *     TART_REGISTRY_USERNAME + TART_REGISTRY_PASSWORD (if TART_REGISTRY_HOSTNAME
+ *     is set it must equal the host);
+ *  2. ~/.docker/config.json (or $DOCKER_CONFIG/config.json): `auths` (keys
+ *     "host", "https://host", "https://index.docker.io/v1/" for Docker Hub),
+ *     `credHelpers` (exact key or Tart's whole-match pattern keys), then
+ *     `credsStore`, both through docker-credential-<helper> get;
+ *  3. what `vmm login` stored (a JSON file, mode 0600).
+ *
+ * Secrets are never printed or logged.
+ */
+#ifndef VMM_REGISTRY_CREDENTIALS_H
+#define VMM_REGISTRY_CREDENTIALS_H
+
+#include "common/err.h"
+
+typedef struct vmm_credentials {
+	char *username; /* owned */
+	char *password; /* owned; wiped on free */
+} vmm_credentials;
+
+/* *out = NULL (and 0 returned) when no source has credentials for host ("host[:port]"). */
+int vmm_credentials_lookup(const char *host, vmm_credentials **out, vmm_error **err);
+void vmm_credentials_free(vmm_credentials *c);
+
+/* `vmm login` / `vmm logout`: the store file, replaced atomically, mode 0600. */
+int vmm_credentials_store(const char *host, const char *username, const char *password,
+			  vmm_error **err);
+/* Removing credentials that are not there succeeds. */
+int vmm_credentials_remove(const char *host, vmm_error **err);
+/* Path of the store: $VMM_CREDENTIALS_FILE, else $XDG_CONFIG_HOME/vmm/credentials.json,
+ * else ~/.config/vmm/credentials.json (caller frees). */
+char *vmm_credentials_store_path(void);
+
+static inline void cleanup_vmm_credentials_fn(vmm_credentials **c) { vmm_credentials_free(*c); }
+#define cleanup_vmm_credentials __attribute__((cleanup(cleanup_vmm_credentials_fn)))
+
+#endif
