@@ -53,7 +53,7 @@ static vmm_credentials *creds_new(const char *user, size_t ulen, const char *pas
  * The host a key in a Docker config names: "https://host/v1/" → "host",
  * lower case, Docker Hub's aliases folded into registry-1.docker.io.
  */
-static char *normalize_host(const char *key)
+char *vmm_credentials_host_key(const char *key)
 {
 	const char *s = key;
 	if (strncasecmp(s, "https://", 8) == 0)
@@ -71,6 +71,22 @@ static char *normalize_host(const char *key)
 			return xstrdup(DOCKER_HUB);
 		}
 	return h;
+}
+
+int vmm_credentials_check_host(const char *host, vmm_error **err)
+{
+	if (strncasecmp(host, "http://", 7) == 0 || strncasecmp(host, "https://", 8) == 0)
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided, make sure "
+				     "that it doesn't start with http:// or https://",
+				     host);
+	bool ok = *host && strlen(host) <= 255;
+	for (const char *p = host; ok && *p; p++)
+		ok = isalnum((unsigned char)*p) || strchr(".-:[]_", *p);
+	if (!ok)
+		return vmm_error_set(err, VMM_EINVAL, "improperly formatted host \"%s\" was provided",
+				     host);
+	return 0;
 }
 
 /* --- base64 ----------------------------------------------------------------- */
@@ -360,7 +376,7 @@ static const char *find_cred_helper(json_t *helpers, const char *host)
 	const char *key;
 	json_t *v;
 	json_object_foreach(helpers, key, v) {
-		cleanup_free char *k = normalize_host(key);
+		cleanup_free char *k = vmm_credentials_host_key(key);
 		if (json_is_string(v) && strcmp(k, host) == 0)
 			return json_string_value(v);
 	}
@@ -386,7 +402,7 @@ static int from_docker_config(const char *host, vmm_credentials **out, vmm_error
 	const char *key;
 	json_t *entry;
 	json_object_foreach(auths, key, entry) {
-		cleanup_free char *k = normalize_host(key);
+		cleanup_free char *k = vmm_credentials_host_key(key);
 		if (strcmp(k, host) != 0 || !json_is_object(entry))
 			continue;
 		cleanup_free char *where = xasprintf("`%s`: auths[\"%s\"]", path, key);
@@ -414,7 +430,7 @@ static vmm_credentials *from_env(const char *prefix, const char *host)
 	if (!u || !*u || !p)
 		return NULL;
 	if (h && *h) {
-		cleanup_free char *want = normalize_host(h);
+		cleanup_free char *want = vmm_credentials_host_key(h);
 		if (strcmp(want, host) != 0)
 			return NULL;
 	}
@@ -457,7 +473,7 @@ static int from_store(const char *host, vmm_credentials **out, vmm_error **err)
 
 int vmm_credentials_lookup(const char *host_in, vmm_credentials **out, vmm_error **err)
 {
-	cleanup_free char *host = normalize_host(host_in);
+	cleanup_free char *host = vmm_credentials_host_key(host_in);
 	*out = from_env("VMM", host);
 	if (!*out)
 		*out = from_env("TART", host);
@@ -527,7 +543,7 @@ static int store_update(const char *host_in, store_edit edit, void *ud, bool cre
 		auths = json_object();
 		json_object_set_new(st, "auths", auths);
 	}
-	cleanup_free char *host = normalize_host(host_in);
+	cleanup_free char *host = vmm_credentials_host_key(host_in);
 	int changed = edit(auths, host, ud);
 	if (changed <= 0)
 		return changed;

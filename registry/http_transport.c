@@ -71,7 +71,8 @@ int vmm_http_new(vmm_http **out, const vmm_http_opts *opts, vmm_error **err)
 		pthread_mutex_init(&h->locks[i], NULL);
 	pthread_mutex_init(&h->pool_lock, NULL);
 	h->user_agent = xstrdup(opts->user_agent);
-	h->ca_file = env_path("SSL_CERT_FILE", "CURL_CA_BUNDLE");
+	/* the curl tool's order: CURL_CA_BUNDLE, then OpenSSL's SSL_CERT_FILE */
+	h->ca_file = env_path("CURL_CA_BUNDLE", "SSL_CERT_FILE");
 	h->ca_dir = env_path("SSL_CERT_DIR", NULL);
 	h->connect_timeout = opts->connect_timeout_s > 0 ? opts->connect_timeout_s : 30;
 	h->stall_timeout = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 30;
