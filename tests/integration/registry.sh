@@ -21,10 +21,13 @@
 #                        told to trust it (SSL_CERT_FILE=$VAR_CA)
 #   fault_proxy_start VAR UPSTREAM [fault_proxy.py options...]
 #       Start tests/tools/fault_proxy.py in front of UPSTREAM (host:port), e.g.
-#       `--cut-after 100000` (cut the first blob GET after that many bytes),
-#       `--fail-first 2 --retry-after 1`, `--challenge 'Bearer realm="x'`.
-#       Sets VAR (host:port) and VAR_LOG (one JSON line per request: method,
-#       path, range, status, sent, cut, authorization).
+#       `--cut-after 100000` (cut the first blob GET after that many bytes;
+#       `--cut-times K`, `--stall` to hold the connection instead of closing),
+#       `--fail-first 2 --retry-after 1` (503s), `--challenge 'Bearer realm="x'`
+#       (401 with that header), `--set-cookie`, `--manifest-body FILE` and
+#       `--blob-body FILE` (serve those bytes for every manifest/blob GET: a
+#       hostile registry).  Sets VAR (host:port) and VAR_LOG (one JSON line per
+#       request: method, path, range, status, sent, cut, authorization, cookie).
 #   redirect_server_start VAR UPSTREAM STORAGE_DIR
 #       Start tests/tools/redirect_server.py: a front for UPSTREAM that answers
 #       authorised blob GETs with a 307 to a blob server on 127.0.0.2 serving

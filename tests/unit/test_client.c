@@ -17,6 +17,11 @@
  *   VMM_TEST_PROXY_CHALLENGE  fault proxy: every request gets 401 with a broken challenge
  *   VMM_TEST_REDIRECT         redirect front of the htpasswd registry;
  *                             VMM_TEST_REDIRECT_LOG the blob server's request log
+ *   VMM_TEST_PROXY_HOSTILE    fault proxy in front of the plain registry serving the
+ *                             bytes of VMM_TEST_HOSTILE_MANIFEST for every manifest GET
+ *                             and of VMM_TEST_HOSTILE_BLOB for every blob GET, with
+ *                             Set-Cookie on every answer; VMM_TEST_PROXY_HOSTILE_LOG
+ *   VMM_TEST_REGISTRY_TOKEN_SHORT  token-auth registry whose tokens live 2 s
  *   VMM_TEST_SKOPEO_OUT       file to write the pushed image's reference and digests to
  */
 #include <stdarg.h>
@@ -26,9 +31,12 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "common/json.h"
 #include "common/util.h"
@@ -869,6 +877,141 @@ static void test_client_threads__connection_reuse(void **state)
 	vmm_registry_free(r);
 }
 
+/* --- hostile answers, cookies, token expiry, sink errors ------------------------ */
+
+static void write_bytes(const char *path, const void *data, size_t len)
+{
+	vmm_error *err = NULL;
+	expect_ok(vmm_write_file_atomic(path, data, len, 0644, &err), err, "write file");
+}
+
+static void test_client_hostile__manifests_and_blobs(void **state)
+{
+	(void)state;
+	const char *proxy = NEED("VMM_TEST_PROXY_HOSTILE");
+	const char *mfile = NEED("VMM_TEST_HOSTILE_MANIFEST");
+	const char *bfile = NEED("VMM_TEST_HOSTILE_BLOB");
+	const char *log = NEED("VMM_TEST_PROXY_HOSTILE_LOG");
+	vmm_registry *r = open_repo(proxy, "vmm-test/hostile");
+	vmm_error *err = NULL;
+	char *body = NULL, digest[72];
+	size_t len;
+	/* an absurdly large manifest is refused, not buffered */
+	size_t big = 5 * 1024 * 1024;
+	char *junk = xmalloc(big);
+	memset(junk, '{', big);
+	write_bytes(mfile, junk, big);
+	free(junk);
+	int rc = vmm_registry_manifest_get(r, "latest", &body, &len, NULL, digest, &err);
+	expect_fail(rc, err, VMM_EFORMAT, "GET manifest `latest`: response body larger than");
+	vmm_error_free(err);
+	err = NULL;
+	/* bytes that do not hash to the digest asked for */
+	const char *other = "{\"schemaVersion\":2}";
+	write_bytes(mfile, other, strlen(other));
+	const char *want = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+	rc = vmm_registry_manifest_get(r, want, &body, &len, NULL, digest, &err);
+	expect_fail(rc, err, VMM_EFORMAT, "the manifest's bytes hash to `sha256:");
+	vmm_error_free(err);
+	err = NULL;
+	/* by tag the bytes are returned as they are: judging them is the caller's job */
+	expect_ok(vmm_registry_manifest_get(r, "latest", &body, &len, NULL, digest, &err), err,
+		  "manifest by tag");
+	assert_int_equal(len, strlen(other));
+	free(body);
+	/* a blob longer than announced stops at the announced size */
+	blob b = blob_random(50000);
+	write_bytes(bfile, b.data, b.len);
+	buf got = {0};
+	rc = vmm_registry_blob_get(r, want, 0, 40000, buf_sink, &got, &err);
+	expect_fail(rc, err, VMM_EFORMAT, "more than the expected 40000 bytes");
+	assert_true(got.len <= 40000);
+	free(got.p);
+	vmm_error_free(err);
+	/* Set-Cookie came with every answer; no request carried a cookie back */
+	log_line l[64];
+	size_t n = read_proxy_log(log, "/v2/", l, 64);
+	assert_true(n >= 4);
+	char *text = NULL;
+	size_t tl;
+	expect_ok(vmm_read_file(log, 1 << 20, &text, &tl, &err), err, "read log");
+	assert_null(strstr(text, "\"cookie\": true"));
+	assert_non_null(strstr(text, "\"cookie\": false"));
+	free(text);
+	log_lines_free(l, n);
+	free(b.data);
+	vmm_registry_free(r);
+}
+
+typedef struct failing_sink {
+	vmm_error **err;
+	size_t seen, limit;
+} failing_sink;
+
+static int fail_after(void *ctx, const void *data, size_t len)
+{
+	(void)data;
+	failing_sink *f = ctx;
+	f->seen += len;
+	if (f->seen > f->limit) {
+		vmm_error_set(f->err, ENOSPC, "write `disk.img`: no space left on device");
+		return -1;
+	}
+	return 0;
+}
+
+static void test_client_blob__sink_error(void **state)
+{
+	(void)state;
+	const char *host = NEED("VMM_TEST_REGISTRY");
+	char *ns = repo("sinkerr");
+	vmm_registry *r = open_repo(host, ns);
+	blob b = blob_random(2 * 1024 * 1024);
+	vmm_error *err = NULL;
+	expect_ok(vmm_registry_blob_put(r, b.digest, b.data, b.len, 0, &err), err, "put");
+	failing_sink f = {.err = &err, .limit = 100000};
+	vmm_registry_stats before, after;
+	vmm_registry_get_stats(r, &before);
+	int rc = vmm_registry_blob_get(r, b.digest, 0, b.len, fail_after, &f, &err);
+	vmm_registry_get_stats(r, &after);
+	/* the sink's own error, named by the request, and no retry of a refused write */
+	expect_fail(rc, err, ENOSPC, "no space left on device");
+	assert_non_null(strstr(err->msg, "GET blob `sha256:"));
+	assert_int_equal(after.requests - before.requests, 1);
+	vmm_error_free(err);
+	free(b.data);
+	free(ns);
+	vmm_registry_free(r);
+}
+
+static void test_client_auth__token_expiry(void **state)
+{
+	(void)state;
+	const char *host = NEED("VMM_TEST_REGISTRY_TOKEN_SHORT");
+	creds_on();
+	char *ns = repo("expiry");
+	vmm_registry *r = open_repo(host, ns);
+	vmm_error *err = NULL;
+	blob b = blob_random(10);
+	bool exists;
+	vmm_registry_stats st;
+	expect_ok(vmm_registry_blob_exists(r, b.digest, &exists, &err), err, "head");
+	expect_ok(vmm_registry_blob_exists(r, b.digest, &exists, &err), err, "head again");
+	vmm_registry_get_stats(r, &st);
+	assert_int_equal(st.token_fetches, 1);
+	/* tokens live 2 s: after that the cached one is not sent again */
+	sleep(2);
+	expect_ok(vmm_registry_blob_exists(r, b.digest, &exists, &err), err, "head after expiry");
+	vmm_registry_get_stats(r, &st);
+	assert_int_equal(st.token_fetches, 2);
+	/* and fetched proactively: no 401 round trip (HEAD 401, token, HEAD, HEAD, token, HEAD) */
+	assert_int_equal(st.requests, 2 + 1 + 1 + 1 + 1);
+	creds_off();
+	free(b.data);
+	free(ns);
+	vmm_registry_free(r);
+}
+
 /* --- an image skopeo can read ------------------------------------------------------- */
 
 /* A ustar archive holding one file, as an image layer. */
@@ -958,6 +1101,9 @@ int main(void)
 		cmocka_unit_test(test_client_auth__broken_challenge),
 		cmocka_unit_test(test_client_threads__parallel_pulls),
 		cmocka_unit_test(test_client_threads__connection_reuse),
+		cmocka_unit_test(test_client_hostile__manifests_and_blobs),
+		cmocka_unit_test(test_client_blob__sink_error),
+		cmocka_unit_test(test_client_auth__token_expiry),
 		cmocka_unit_test(test_client_skopeo__image),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
