@@ -25,17 +25,21 @@
 #define CREDENTIAL_MAX 8192
 
 static const vmm_opt login_opts[] = {
-	{"username", 0, "USER", "User name (the password then comes from standard input)", false},
-	{"password-stdin", 0, NULL, "Read the password from standard input", false},
-	{"insecure", 0, NULL, "Connect to the registry over plain HTTP", false},
-	{"no-validate", 0, NULL, "Store the credentials without checking them with the registry",
-	 false},
-	{NULL, 0, NULL, NULL, false},
+    {"username", 0, "USER", "User name (the password then comes from standard input)", false},
+    {"password-stdin", 0, NULL, "Read the password from standard input", false},
+    {"insecure", 0, NULL, "Connect to the registry over plain HTTP", false},
+    {"no-validate", 0, NULL, "Store the credentials without checking them with the registry",
+     false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec login_spec = {
-	"login", "HOST [--username USER --password-stdin] [--insecure] [--no-validate]",
-	"Log in to a registry", login_opts, 1, 1,
+    "login",
+    "HOST [--username USER --password-stdin] [--insecure] [--no-validate]",
+    "Log in to a registry",
+    login_opts,
+    1,
+    1,
 };
 
 /* --- reading secrets -------------------------------------------------------- */
@@ -99,7 +103,7 @@ static int read_line(int fd, const char *name, char *buf)
 		if (n == CREDENTIAL_MAX) {
 			explicit_bzero(buf, n);
 			return complain("the %s should contain no more than %d characters", name,
-					    CREDENTIAL_MAX);
+					CREDENTIAL_MAX);
 		}
 		buf[n++] = c;
 	}
@@ -147,14 +151,14 @@ static int read_stdin_password(char *buf)
 		if (n > CREDENTIAL_MAX) {
 			explicit_bzero(buf, n);
 			return complain("the password should contain no more than %d characters",
-					    CREDENTIAL_MAX);
+					CREDENTIAL_MAX);
 		}
 		ssize_t r = read(STDIN_FILENO, buf + n, CREDENTIAL_MAX + 1 - n);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
 			return complain("read the password from standard input: %s",
-					    strerror(errno));
+					strerror(errno));
 		if (r == 0)
 			break;
 		n += (size_t)r;
@@ -187,7 +191,7 @@ static int login(const vmm_args *a, char *user, char *pass)
 	cleanup_free char *host = vmm_credentials_host_key(host_arg);
 	if (!vmm_args_has(a, "no-validate") &&
 	    vmm_registry_check_credentials(host, vmm_args_has(a, "insecure"), user, pass, &err) <
-		    0) {
+		0) {
 		if (vmm_error_code(err) == VMM_EAUTH && !strstr(err->msg, "invalid credentials"))
 			vmm_error_wrap(&err, "invalid credentials");
 		else if (vmm_error_code(err) != VMM_EAUTH)

@@ -8,7 +8,7 @@
 #include "registry/credentials.h"
 
 static const vmm_cmd_spec spec = {
-	"logout", "HOST", "Log out from a registry", NULL, 1, 1,
+    "logout", "HOST", "Log out from a registry", NULL, 1, 1,
 };
 
 int cmd_logout(int argc, char **argv)

@@ -30,8 +30,8 @@
 #define RESUME_LIMIT 100
 
 typedef struct token_entry {
-	char *scope;  /* owned: what was asked for */
-	char *header; /* owned: "Bearer <token>" */
+	char *scope;   /* owned: what was asked for */
+	char *header;  /* owned: "Bearer <token>" */
 	double expiry; /* vmm_now() seconds */
 } token_entry;
 
@@ -48,36 +48,36 @@ struct vmm_registry {
 
 	pthread_mutex_t auth_lock; /* everything below up to the counters */
 	enum auth_mode mode;
-	char *basic;          /* "Basic …" */
+	char *basic;	       /* "Basic …" */
 	char *realm, *service; /* of the last Bearer challenge */
 	token_entry *tokens;
 	size_t ntokens;
 	bool creds_looked_up;
-	bool creds_fixed;     /* check_credentials: use exactly these, look nothing up */
+	bool creds_fixed; /* check_credentials: use exactly these, look nothing up */
 	vmm_credentials *creds;
-	char *creds_note;     /* why a credential source failed, for auth errors */
+	char *creds_note; /* why a credential source failed, for auth errors */
 
 	atomic_long requests, token_fetches, retries;
 };
 
 /* One logical request. */
 typedef struct call {
-	const char *what;   /* "GET blob `sha256:…`" for messages */
+	const char *what; /* "GET blob `sha256:…`" for messages */
 	const char *method;
 	const char *url;
-	const char *scope;  /* needed scope, "" for /v2/ */
+	const char *scope; /* needed scope, "" for /v2/ */
 	const char *const *headers;
 	const void *body;
 	size_t body_len;
 	bool follow;
-	bool noauth;        /* the token request itself */
+	bool noauth;		   /* the token request itself */
 	const char *authorization; /* with noauth: a fixed header (Basic for the realm) */
 	size_t max_body;
-	int attempts;       /* 0: r->max_attempts */
+	int attempts; /* 0: r->max_attempts */
 	vmm_http_sink sink;
 	void *sink_ctx;
 	uint64_t range_from; /* advanced as bytes reach the sink */
-	bool retryable;     /* out: the failure was retryable (attempts ran out) */
+	bool retryable;	     /* out: the failure was retryable (attempts ran out) */
 } call;
 
 /* --- small helpers ------------------------------------------------------- */
@@ -285,7 +285,8 @@ static int fetch_token(vmm_registry *r, const char *scope, char **header, vmm_er
 	/* keep a margin so a token does not expire on the way */
 	double margin = ttl > 40 ? 10 : ttl / 4.0;
 	r->tokens = xrealloc(r->tokens, (r->ntokens + 1) * sizeof(*r->tokens));
-	r->tokens[r->ntokens++] = (token_entry){xstrdup(scope), xstrdup(h), vmm_now() + ttl - margin};
+	r->tokens[r->ntokens++] =
+	    (token_entry){xstrdup(scope), xstrdup(h), vmm_now() + ttl - margin};
 	*header = h;
 	return 0;
 }
@@ -391,7 +392,7 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 			r->service = svc ? xstrdup(svc) : NULL;
 			r->mode = AUTH_BEARER;
 			cleanup_free char *want =
-				vmm_auth_scope_merge(c->scope, vmm_auth_param_get(pick, "scope"));
+			    vmm_auth_scope_merge(c->scope, vmm_auth_param_get(pick, "scope"));
 			char *fresh = cached_token(r, want);
 			if (fresh && (!sent || strcmp(fresh, sent) != 0)) {
 				*out = fresh;
@@ -410,8 +411,7 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 }
 
 /* A second 401 after answering the challenge. */
-static int auth_rejected(vmm_registry *r, const call *c, const vmm_http_resp *resp,
-			 vmm_error **err)
+static int auth_rejected(vmm_registry *r, const call *c, const vmm_http_resp *resp, vmm_error **err)
 {
 	status_error(err, c->what, resp);
 	pthread_mutex_lock(&r->auth_lock);
@@ -483,10 +483,10 @@ static int perform(vmm_registry *r, call *c, vmm_http_resp *resp, vmm_error **er
 			if (!resp->retryable || ++failures >= max || resumes > RESUME_LIMIT) {
 				c->retryable = resp->retryable;
 				int code = vmm_error_code(e);
-				return vmm_error_set(err, code ? code : VMM_EGENERIC, "%s: %s%s",
-						     c->what, e ? e->msg : "failed",
-						     c->retryable && max > 1 ? " (retries exhausted)"
-									     : "");
+				return vmm_error_set(
+				    err, code ? code : VMM_EGENERIC, "%s: %s%s", c->what,
+				    e ? e->msg : "failed",
+				    c->retryable && max > 1 ? " (retries exhausted)" : "");
 			}
 			atomic_fetch_add(&r->retries, 1);
 			if (!progress)
@@ -547,8 +547,8 @@ int vmm_registry_open(vmm_registry **out, const char *host, const char *namespac
 				     "that it doesn't start with http:// or https://",
 				     host);
 	if (!host_is_valid(host))
-		return vmm_error_set(err, VMM_EINVAL, "improperly formatted host \"%s\" was provided",
-				     host);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided", host);
 	if (namespace && !namespace_is_valid(namespace))
 		return vmm_error_set(err, VMM_EINVAL, "invalid repository name `%s`", namespace);
 	vmm_registry_opts o = opts ? *opts : (vmm_registry_opts){0};
@@ -559,19 +559,20 @@ int vmm_registry_open(vmm_registry **out, const char *host, const char *namespac
 	r->base = xasprintf("%s://%s/v2/", o.insecure ? "http" : "https", host);
 	r->origin = vmm_http_origin(r->base);
 	r->max_attempts = o.max_attempts > 0 ? o.max_attempts : 5;
-	r->retry_base_ms = o.retry_base_ms > 0 ? o.retry_base_ms : env_long("VMM_REGISTRY_RETRY_BASE_MS");
+	r->retry_base_ms =
+	    o.retry_base_ms > 0 ? o.retry_base_ms : env_long("VMM_REGISTRY_RETRY_BASE_MS");
 	if (r->retry_base_ms <= 0)
 		r->retry_base_ms = 1000;
 	pthread_mutex_init(&r->auth_lock, NULL);
 	cleanup_free char *ua = xstrdup(o.user_agent ? o.user_agent : "vmm/" VMM_VERSION);
 	vmm_http_opts ho = {.user_agent = ua,
 			    .stall_timeout_s = o.stall_timeout_s > 0
-						       ? o.stall_timeout_s
-						       : env_long("VMM_REGISTRY_STALL_TIMEOUT")};
+						   ? o.stall_timeout_s
+						   : env_long("VMM_REGISTRY_STALL_TIMEOUT")};
 	if (!r->origin) {
 		vmm_registry_free(r);
-		return vmm_error_set(err, VMM_EINVAL, "improperly formatted host \"%s\" was provided",
-				     host);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided", host);
 	}
 	if (vmm_http_new(&r->http, &ho, err) < 0) {
 		vmm_registry_free(r);
@@ -681,12 +682,15 @@ int vmm_registry_manifest_get(vmm_registry *r, const char *reference, char **bod
 	char d[72];
 	vmm_sha256_digest(resp.body ? resp.body : "", resp.body_len, d);
 	if (digest_is_valid(reference) && strcmp(d, reference) != 0)
-		rc = vmm_error_set(err, VMM_EFORMAT, "%s: the manifest's bytes hash to `%s`", what, d);
-	else if (resp.docker_content_digest && strncmp(resp.docker_content_digest, "sha256:", 7) == 0 &&
+		rc = vmm_error_set(err, VMM_EFORMAT, "%s: the manifest's bytes hash to `%s`", what,
+				   d);
+	else if (resp.docker_content_digest &&
+		 strncmp(resp.docker_content_digest, "sha256:", 7) == 0 &&
 		 strcmp(resp.docker_content_digest, d) != 0)
-		rc = vmm_error_set(err, VMM_EFORMAT,
-				   "%s: the manifest's bytes hash to `%s`, the registry says `%.80s`",
-				   what, d, resp.docker_content_digest);
+		rc = vmm_error_set(
+		    err, VMM_EFORMAT,
+		    "%s: the manifest's bytes hash to `%s`, the registry says `%.80s`", what, d,
+		    resp.docker_content_digest);
 	if (rc < 0) {
 		vmm_http_resp_clear(&resp);
 		return -1;
@@ -703,8 +707,8 @@ int vmm_registry_manifest_get(vmm_registry *r, const char *reference, char **bod
 	return 0;
 }
 
-int vmm_registry_manifest_put(vmm_registry *r, const char *reference, const void *body,
-			      size_t len, const char *media_type, vmm_error **err)
+int vmm_registry_manifest_put(vmm_registry *r, const char *reference, const void *body, size_t len,
+			      const char *media_type, vmm_error **err)
 {
 	cleanup_free char *what = xasprintf("PUT manifest `%s`", reference);
 	if (!reference_is_valid(reference))
@@ -772,8 +776,8 @@ static void abandon_upload(vmm_registry *r, const char *from_url, const char *lo
 	cleanup_free char *url = upload_url(from_url, location, NULL);
 	if (!url)
 		return;
-	call c = {.what = "DELETE upload", .method = "DELETE", .url = url, .scope = scope,
-		  .attempts = 1};
+	call c = {
+	    .what = "DELETE upload", .method = "DELETE", .url = url, .scope = scope, .attempts = 1};
 	vmm_http_resp resp;
 	perform(r, &c, &resp, NULL);
 	vmm_http_resp_clear(&resp);
@@ -790,7 +794,7 @@ int vmm_registry_blob_mount(vmm_registry *r, const char *digest, const char *fro
 	cleanup_free char *url = xasprintf("%s%s/blobs/uploads/?mount=%s&from=%s", r->base, r->ns,
 					   digest, from_namespace);
 	cleanup_free char *scope =
-		xasprintf("repository:%s:pull,push repository:%s:pull", r->ns, from_namespace);
+	    xasprintf("repository:%s:pull,push repository:%s:pull", r->ns, from_namespace);
 	call c = {.what = what, .method = "POST", .url = url, .scope = scope};
 	vmm_http_resp resp;
 	int rc = perform(r, &c, &resp, err);
@@ -826,7 +830,8 @@ static int upload_step(vmm_registry *r, call *c, char **location, const char *sc
 		} else if (resp.location) {
 			char *next = upload_url(resp.url, resp.location, NULL);
 			if (!next)
-				rc = vmm_error_set(err, VMM_EFORMAT, "%s: invalid Location", c->what);
+				rc = vmm_error_set(err, VMM_EFORMAT, "%s: invalid Location",
+						   c->what);
 			free(*location);
 			*location = next;
 		}
@@ -858,9 +863,10 @@ static int upload_once(vmm_registry *r, const char *digest, const uint8_t *data,
 		/* Tart's form: inclusive, no "bytes=" prefix (what distribution and ECR take) */
 		char range[64];
 		snprintf(range, sizeof(range), "Content-Range: %zu-%zu", off, off + n - 1);
-		const char *const headers[] = {range, "Content-Type: application/octet-stream", NULL};
-		cleanup_free char *what = xasprintf("PATCH blob `%s` bytes %zu-%zu", digest, off,
-						    off + n - 1);
+		const char *const headers[] = {range, "Content-Type: application/octet-stream",
+					       NULL};
+		cleanup_free char *what =
+		    xasprintf("PATCH blob `%s` bytes %zu-%zu", digest, off, off + n - 1);
 		cleanup_free char *cur = xstrdup(loc); /* upload_step replaces loc */
 		call patch = {.what = what,
 			      .method = "PATCH",
@@ -940,8 +946,9 @@ int vmm_registry_blob_get(vmm_registry *r, const char *digest, uint64_t from,
 	if (!digest_is_valid(digest))
 		return vmm_error_set(err, VMM_EINVAL, "%s: invalid digest", what);
 	if (expected_size && from > expected_size)
-		return vmm_error_set(err, VMM_EINVAL, "%s: offset %" PRIu64 " beyond its size %" PRIu64,
-				     what, from, expected_size);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "%s: offset %" PRIu64 " beyond its size %" PRIu64, what, from,
+				     expected_size);
 	if (expected_size && from == expected_size)
 		return 0;
 	cleanup_free char *url = xasprintf("%s%s/blobs/%s", r->base, r->ns, digest);
@@ -960,10 +967,12 @@ int vmm_registry_blob_get(vmm_registry *r, const char *digest, uint64_t from,
 		vmm_http_resp resp;
 		int rc = perform(r, &c, &resp, err);
 		if (rc < 0 && g.overflow) {
-			vmm_error_set(err, VMM_EFORMAT, "%s: more than the expected %" PRIu64 " bytes",
-				      what, expected_size);
+			vmm_error_set(err, VMM_EFORMAT,
+				      "%s: more than the expected %" PRIu64 " bytes", what,
+				      expected_size);
 		} else if (rc == 0 && resp.status == 416 && expected_size && g.pos > from) {
-			/* resumed at the registry's end of the blob: it is shorter than announced */
+			/* resumed at the registry's end of the blob: it is shorter than announced
+			 */
 			rc = vmm_error_set(err, VMM_EFORMAT,
 					   "%s: ended after %" PRIu64 " of %" PRIu64 " bytes", what,
 					   g.pos, expected_size);
@@ -1003,7 +1012,8 @@ int vmm_registry_check_credentials(const char *host, bool insecure, const char *
 	int rc = perform(r, &c, &resp, err);
 	if (rc == 0 && resp.status != 200)
 		rc = status_error(err, what, &resp);
-	if (rc < 0 && err && *err && (*err)->code == VMM_EAUTH && !strstr((*err)->msg, "invalid credentials"))
+	if (rc < 0 && err && *err && (*err)->code == VMM_EAUTH &&
+	    !strstr((*err)->msg, "invalid credentials"))
 		vmm_error_wrap(err, "invalid credentials for `%s`", host);
 	vmm_http_resp_clear(&resp);
 	vmm_registry_free(r);

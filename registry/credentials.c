@@ -84,8 +84,8 @@ int vmm_credentials_check_host(const char *host, vmm_error **err)
 	for (const char *p = host; ok && *p; p++)
 		ok = isalnum((unsigned char)*p) || strchr(".-:[]_", *p);
 	if (!ok)
-		return vmm_error_set(err, VMM_EINVAL, "improperly formatted host \"%s\" was provided",
-				     host);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided", host);
 	return 0;
 }
 
@@ -139,7 +139,8 @@ static char *b64_decode(const char *in, size_t *len)
 
 static char *b64_encode(const char *in, size_t n)
 {
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static const char tbl[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	char *out = xmalloc(4 * ((n + 2) / 3) + 1), *o = out;
 	for (size_t i = 0; i < n; i += 3) {
 		uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
@@ -175,8 +176,9 @@ static int parse_auth_entry(json_t *entry, const char *where, vmm_credentials **
 		char *colon = memchr(plain, ':', len);
 		int rc = 0;
 		if (!colon || colon == plain || memchr(plain, '\0', len))
-			rc = vmm_error_set(err, VMM_EINVAL,
-					   "%s: `auth` does not decode to \"user:password\"", where);
+			rc =
+			    vmm_error_set(err, VMM_EINVAL,
+					  "%s: `auth` does not decode to \"user:password\"", where);
 		else
 			*out = creds_new(plain, (size_t)(colon - plain), colon + 1,
 					 len - (size_t)(colon - plain) - 1);
@@ -253,8 +255,7 @@ static void close_pipe(int p[2])
  * Run `docker-credential-<helper> get` with the server on stdin; parse
  * {"Username", "Secret"}.  "credentials not found" is 0 with *out NULL.
  */
-static int run_helper(const char *helper, const char *host, vmm_credentials **out,
-		      vmm_error **err)
+static int run_helper(const char *helper, const char *host, vmm_credentials **out, vmm_error **err)
 {
 	*out = NULL;
 	if (!helper_name_is_valid(helper))
@@ -263,7 +264,7 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 	cleanup_free char *prog = xasprintf("docker-credential-%s", helper);
 	/* Docker names its Hub by this URL when it talks to helpers */
 	cleanup_free char *server =
-		xstrdup(strcmp(host, DOCKER_HUB) == 0 ? "https://index.docker.io/v1/" : host);
+	    xstrdup(strcmp(host, DOCKER_HUB) == 0 ? "https://index.docker.io/v1/" : host);
 	int in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		int e = errno;
@@ -284,9 +285,9 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 	if (sr != 0) {
 		close_pipe(in), close_pipe(outp), close_pipe(errp);
 		if (sr == ENOENT)
-			return vmm_error_set(err, VMM_ENOTFOUND,
-					     "credential helper `%s` is not installed (not in PATH)",
-					     prog);
+			return vmm_error_set(
+			    err, VMM_ENOTFOUND,
+			    "credential helper `%s` is not installed (not in PATH)", prog);
 		return vmm_error_errno(err, sr, "run `%s`", prog);
 	}
 	cleanup_free char *line = xasprintf("%s\n", server);
@@ -312,7 +313,8 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 		rc = vmm_error_errno(err, -rr, "`%s get`", prog);
 	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		/* docker's helpers say this on stdout when they hold nothing for the server */
-		if (strstr(so, "credentials not found") || strstr(se ? se : "", "credentials not found"))
+		if (strstr(so, "credentials not found") ||
+		    strstr(se ? se : "", "credentials not found"))
 			goto out;
 		const char *msg = so && *so ? so : (se ? se : "");
 		size_t n = strcspn(msg, "\r\n");
@@ -375,12 +377,14 @@ static const char *find_cred_helper(json_t *helpers, const char *host)
 {
 	const char *key;
 	json_t *v;
-	json_object_foreach(helpers, key, v) {
+	json_object_foreach(helpers, key, v)
+	{
 		cleanup_free char *k = vmm_credentials_host_key(key);
 		if (json_is_string(v) && strcmp(k, host) == 0)
 			return json_string_value(v);
 	}
-	json_object_foreach(helpers, key, v) {
+	json_object_foreach(helpers, key, v)
+	{
 		if (json_is_string(v) && pattern_matches(key, host))
 			return json_string_value(v);
 	}
@@ -401,7 +405,8 @@ static int from_docker_config(const char *host, vmm_credentials **out, vmm_error
 	json_t *auths = json_object_get(cfg, "auths");
 	const char *key;
 	json_t *entry;
-	json_object_foreach(auths, key, entry) {
+	json_object_foreach(auths, key, entry)
+	{
 		cleanup_free char *k = vmm_credentials_host_key(key);
 		if (strcmp(k, host) != 0 || !json_is_object(entry))
 			continue;

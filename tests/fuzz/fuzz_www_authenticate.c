@@ -54,7 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* a well-formed list merged with another covers both */
 		char *m = vmm_auth_scope_merge(s, "repository:a/b:pull");
 		if (vmm_auth_scope_covers(s, s) &&
-		    (!vmm_auth_scope_covers(m, "repository:a/b:pull") || !vmm_auth_scope_covers(m, s)))
+		    (!vmm_auth_scope_covers(m, "repository:a/b:pull") ||
+		     !vmm_auth_scope_covers(m, s)))
 			abort();
 		free(m);
 	}

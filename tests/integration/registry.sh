@@ -24,7 +24,7 @@
 #       `--cut-after 100000` (cut the first blob GET after that many bytes;
 #       `--cut-times K`, `--stall` to hold the connection instead of closing),
 #       `--fail-first 2 --retry-after 1` (503s), `--challenge 'Bearer realm="x'`
-#       (401 with that header), `--set-cookie`, `--manifest-body FILE` and
+#       (401 with that header), `--ignore-range`, `--set-cookie`, `--manifest-body FILE` and
 #       `--blob-body FILE` (serve those bytes for every manifest/blob GET: a
 #       hostile registry).  Sets VAR (host:port) and VAR_LOG (one JSON line per
 #       request: method, path, range, status, sent, cut, authorization, cookie).

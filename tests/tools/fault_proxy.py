@@ -15,6 +15,8 @@ point back here) and injects faults:
                      `Retry-After: --retry-after` when that is given
   --challenge S      answer every request with 401 and `WWW-Authenticate: S`
                      (a broken challenge)
+  --ignore-range     drop the Range header before forwarding, so the registry
+                     answers 200 with the whole blob (servers that ignore Range)
   --set-cookie       add `Set-Cookie: session=...` to every answer (a client that
                      keeps cookies sends them back; see "cookie" in the log)
   --manifest-body F  answer GET/HEAD of any manifest with 200 and the bytes of F
@@ -39,7 +41,7 @@ class Handler(toollib.Proxy):
     def entry(self, status, sent, cut=False):
         toollib.log_json(self.server.args.log, {
             "method": self.command, "path": self.path,
-            "range": self.headers.get("Range"), "status": status, "sent": sent, "cut": cut,
+            "range": getattr(self, "asked_range", self.headers.get("Range")), "status": status, "sent": sent, "cut": cut,
             "authorization": "Authorization" in self.headers,
             "cookie": "Cookie" in self.headers})
 
@@ -83,6 +85,9 @@ class Handler(toollib.Proxy):
                           b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}',
                           head=self.command == "HEAD")
                 return
+        self.asked_range = self.headers.get("Range")
+        if a.ignore_range and "Range" in self.headers:
+            del self.headers["Range"]
         status, headers, data = self.forward(body)
         blob_get = self.command == "GET" and re.search(r"/blobs/sha256:[0-9a-f]{64}$",
                                                        self.path.split("?")[0])
@@ -130,6 +135,7 @@ def main():
     ap.add_argument("--retry-after")
     ap.add_argument("--challenge")
     ap.add_argument("--set-cookie", action="store_true")
+    ap.add_argument("--ignore-range", action="store_true")
     ap.add_argument("--manifest-body")
     ap.add_argument("--blob-body")
     ap.add_argument("--log")

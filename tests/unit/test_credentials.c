@@ -29,7 +29,8 @@ static void write_file(const char *rel, const char *text, mode_t mode)
 	char *dir = xstrdup(p);
 	*strrchr(dir, '/') = '\0';
 	vmm_error *err = NULL;
-	if (vmm_mkdir_p(dir, &err) < 0 || vmm_write_file_atomic(p, text, strlen(text), mode, &err) < 0)
+	if (vmm_mkdir_p(dir, &err) < 0 ||
+	    vmm_write_file_atomic(p, text, strlen(text), mode, &err) < 0)
 		fail_msg("%s", err->msg);
 	free(dir);
 	free(p);
@@ -47,8 +48,8 @@ static int setup(void **state)
 	free(v);
 	unsetenv("DOCKER_CONFIG");
 	unsetenv("VMM_CREDENTIALS_FILE");
-	const char *vars[] = {"VMM_REGISTRY_USERNAME", "VMM_REGISTRY_PASSWORD",
-			      "VMM_REGISTRY_HOSTNAME", "TART_REGISTRY_USERNAME",
+	const char *vars[] = {"VMM_REGISTRY_USERNAME",	"VMM_REGISTRY_PASSWORD",
+			      "VMM_REGISTRY_HOSTNAME",	"TART_REGISTRY_USERNAME",
 			      "TART_REGISTRY_PASSWORD", "TART_REGISTRY_HOSTNAME"};
 	for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
 		unsetenv(vars[i]);
@@ -163,8 +164,8 @@ static void test_credentials_docker__auths(void **state)
 	char *dc = xasprintf("%s/elsewhere", tmp);
 	setenv("DOCKER_CONFIG", dc, 1);
 	expect("127.0.0.1:5000", NULL, NULL);
-	write_file("elsewhere/config.json", "{\"auths\": {\"127.0.0.1:5000\": {\"auth\": \"eDp5\"}}}",
-		   0600);
+	write_file("elsewhere/config.json",
+		   "{\"auths\": {\"127.0.0.1:5000\": {\"auth\": \"eDp5\"}}}", 0600);
 	expect("127.0.0.1:5000", "x", "y");
 	free(dc);
 }
@@ -172,7 +173,8 @@ static void test_credentials_docker__auths(void **state)
 static void test_credentials_docker__helpers(void **state)
 {
 	(void)state;
-	helper("exact", "ghcr.io", "{\"ServerURL\":\"ghcr.io\",\"Username\":\"gh\",\"Secret\":\"ghs\"}");
+	helper("exact", "ghcr.io",
+	       "{\"ServerURL\":\"ghcr.io\",\"Username\":\"gh\",\"Secret\":\"ghs\"}");
 	helper("ecr", "123.dkr.ecr.us-east-1.amazonaws.com",
 	       "{\"Username\":\"AWS\",\"Secret\":\"ecrpw\"}");
 	helper("store", "https://index.docker.io/v1/", "{\"Username\":\"hub\",\"Secret\":\"h\"}");
@@ -304,12 +306,12 @@ static void test_credentials_host__key(void **state)
 	const struct {
 		const char *in, *out;
 	} cases[] = {
-		{"ghcr.io", "ghcr.io"},
-		{"GHCR.io", "ghcr.io"},
-		{"https://index.docker.io/v1/", "registry-1.docker.io"},
-		{"docker.io", "registry-1.docker.io"},
-		{"registry.hub.docker.com", "registry-1.docker.io"},
-		{"http://127.0.0.1:5000/v2/", "127.0.0.1:5000"},
+	    {"ghcr.io", "ghcr.io"},
+	    {"GHCR.io", "ghcr.io"},
+	    {"https://index.docker.io/v1/", "registry-1.docker.io"},
+	    {"docker.io", "registry-1.docker.io"},
+	    {"registry.hub.docker.com", "registry-1.docker.io"},
+	    {"http://127.0.0.1:5000/v2/", "127.0.0.1:5000"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char *k = vmm_credentials_host_key(cases[i].in);
@@ -329,13 +331,13 @@ static void test_credentials_host__key(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_credentials_env__order, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_credentials_docker__auths, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_credentials_docker__helpers, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_credentials_docker__helper_failures, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_credentials_store__roundtrip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_credentials_host__key, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials_env__order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials_docker__auths, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials_docker__helpers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials_docker__helper_failures, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials_store__roundtrip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials_host__key, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
