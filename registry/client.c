@@ -220,10 +220,12 @@ static const vmm_credentials *creds_get(vmm_registry *r)
 	return r->creds;
 }
 
-static const char *no_creds_hint(vmm_registry *r)
+/* Under auth_lock: what to do about missing credentials, and why a source failed. */
+static char *no_creds_hint(const vmm_registry *r)
 {
-	(void)r;
-	return "run `vmm login` or set VMM_REGISTRY_USERNAME and VMM_REGISTRY_PASSWORD";
+	return xasprintf("run `vmm login %s` or set VMM_REGISTRY_USERNAME and "
+			 "VMM_REGISTRY_PASSWORD%s%s",
+			 r->host, r->creds_note ? "; " : "", r->creds_note ? r->creds_note : "");
 }
 
 static int perform(vmm_registry *r, call *c, vmm_http_resp *resp, vmm_error **err);
@@ -266,9 +268,10 @@ static int fetch_token(vmm_registry *r, const char *scope, char **header, vmm_er
 		if (cr && (resp.status == 401 || resp.status == 403))
 			vmm_error_wrap(err, "invalid credentials for `%s` (user `%s`)", r->host,
 				       cr->username);
-		else if (resp.status == 401 || resp.status == 403)
-			vmm_error_wrap(err, "`%s` refused an anonymous token (%s)", r->host,
-				       no_creds_hint(r));
+		else if (resp.status == 401 || resp.status == 403) {
+			cleanup_free char *hint = no_creds_hint(r);
+			vmm_error_wrap(err, "`%s` refused an anonymous token (%s)", r->host, hint);
+		}
 		if (err && *err && (resp.status == 401 || resp.status == 403))
 			(*err)->code = VMM_EAUTH;
 		vmm_http_resp_clear(&resp);
@@ -365,11 +368,11 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 			*out = xstrdup(r->basic);
 			rc = 0;
 		} else if (!cr) {
+			cleanup_free char *hint = no_creds_hint(r);
 			vmm_error_set(err, VMM_EAUTH,
 				      "%s: HTTP 401: `%s` requires a user name and password, and "
-				      "none were found (%s)%s%s",
-				      c->what, r->host, no_creds_hint(r), r->creds_note ? ": " : "",
-				      r->creds_note ? r->creds_note : "");
+				      "none were found (%s)",
+				      c->what, r->host, hint);
 		} else {
 			free(r->basic);
 			r->basic = vmm_auth_basic_header(cr->username, cr->password);
@@ -421,13 +424,22 @@ static int auth_rejected(vmm_registry *r, const call *c, const vmm_http_resp *re
 			       cr->username);
 	else if (cr)
 		vmm_error_wrap(err, "access denied to `%s` for user `%s`", r->host, cr->username);
-	else
+	else {
+		cleanup_free char *hint = no_creds_hint(r);
 		vmm_error_wrap(err, "access denied to `%s` without credentials (%s)", r->host,
-			       no_creds_hint(r));
+			       hint);
+	}
 	pthread_mutex_unlock(&r->auth_lock);
 	if (err && *err)
 		(*err)->code = VMM_EAUTH;
 	return -1;
+}
+
+/* Did the answer come from the registry itself (not a storage host it redirected to)? */
+static bool from_registry(const vmm_registry *r, const vmm_http_resp *resp)
+{
+	cleanup_free char *o = resp->url ? vmm_http_origin(resp->url) : NULL;
+	return o && strcmp(o, r->origin) == 0;
 }
 
 /* --- the request loop ------------------------------------------------------- */
@@ -493,7 +505,7 @@ static int perform(vmm_registry *r, call *c, vmm_http_resp *resp, vmm_error **er
 				backoff(r, failures, NULL);
 			continue;
 		}
-		if (resp->status == 401 && !c->noauth) {
+		if (resp->status == 401 && !c->noauth && from_registry(r, resp)) {
 			if (answered)
 				return auth_rejected(r, c, resp, err);
 			answered = true;

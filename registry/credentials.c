@@ -205,41 +205,63 @@ static bool helper_name_is_valid(const char *s)
 	return true;
 }
 
-/* Read fd until EOF or the deadline into *buf (at most max bytes). */
-static int read_all_until(int fd, char **buf, size_t *len, size_t max, double deadline)
+typedef struct sink_buf {
+	int fd;
+	char *buf; /* owned, NUL-terminated */
+	size_t len, cap;
+} sink_buf;
+
+/*
+ * Read two pipes (a helper's stdout and stderr) together until both reach
+ * EOF, the deadline passes (-ETIMEDOUT) or one holds more than max bytes
+ * (-EFBIG).  Reading them together keeps a chatty stderr from blocking the
+ * helper while we wait on its stdout.
+ */
+static int read_both(sink_buf *b, size_t max, double deadline)
 {
-	size_t cap = 4096;
-	*buf = xmalloc(cap + 1);
-	*len = 0;
+	for (int i = 0; i < 2; i++) {
+		b[i].cap = 4096;
+		b[i].buf = xmalloc(b[i].cap + 1);
+		b[i].buf[0] = '\0';
+		b[i].len = 0;
+	}
 	for (;;) {
+		struct pollfd p[2];
+		nfds_t n = 0;
+		for (int i = 0; i < 2; i++)
+			if (b[i].fd >= 0)
+				p[n++] = (struct pollfd){b[i].fd, POLLIN, 0};
+		if (n == 0)
+			return 0;
 		double left = deadline - vmm_now();
 		if (left <= 0)
 			return -ETIMEDOUT;
-		struct pollfd p = {fd, POLLIN, 0};
-		int pr = poll(&p, 1, (int)(left * 1000) + 1);
+		int pr = poll(p, n, (int)(left * 1000) + 1);
 		if (pr < 0 && errno == EINTR)
 			continue;
 		if (pr < 0)
 			return -errno;
-		if (pr == 0)
-			continue;
-		if (*len == cap) {
-			if (cap >= max)
-				return -EFBIG;
-			cap *= 2;
-			*buf = xrealloc(*buf, cap + 1);
+		for (nfds_t k = 0; k < n; k++) {
+			if (!p[k].revents)
+				continue;
+			sink_buf *s = b[0].fd == p[k].fd ? &b[0] : &b[1];
+			if (s->len == s->cap) {
+				if (s->cap >= max)
+					return -EFBIG;
+				s->cap *= 2;
+				s->buf = xrealloc(s->buf, s->cap + 1);
+			}
+			ssize_t r = read(s->fd, s->buf + s->len, s->cap - s->len);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0)
+				return -errno;
+			if (r == 0)
+				s->fd = -1; /* EOF; the caller closes it */
+			s->len += r > 0 ? (size_t)r : 0;
+			s->buf[s->len] = '\0';
 		}
-		ssize_t r = read(fd, *buf + *len, cap - *len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			break;
-		*len += (size_t)r;
 	}
-	(*buf)[*len] = '\0';
-	return 0;
 }
 
 static void close_pipe(int p[2])
@@ -294,12 +316,11 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 	vmm_write_all(in[1], line, strlen(line)); /* EPIPE: the helper's exit status tells */
 	close_pipe(in);
 	double deadline = vmm_now() + HELPER_TIMEOUT_MS / 1000.0;
-	cleanup_free char *so = NULL, *se = NULL;
-	size_t sol = 0, sel = 0;
-	int rr = read_all_until(outp[0], &so, &sol, HELPER_OUTPUT_MAX, deadline);
-	if (rr == 0)
-		rr = read_all_until(errp[0], &se, &sel, HELPER_OUTPUT_MAX, deadline);
+	sink_buf b[2] = {{.fd = outp[0]}, {.fd = errp[0]}};
+	int rr = read_both(b, HELPER_OUTPUT_MAX, deadline);
 	close_pipe(outp), close_pipe(errp);
+	cleanup_free char *so = b[0].buf, *se = b[1].buf;
+	size_t sol = b[0].len;
 	if (rr < 0)
 		kill(pid, SIGKILL);
 	int status = 0;
