@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -287,34 +288,40 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 	/* Docker names its Hub by this URL when it talks to helpers */
 	cleanup_free char *server =
 	    xstrdup(strcmp(host, DOCKER_HUB) == 0 ? "https://index.docker.io/v1/" : host);
-	int in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+	/*
+	 * stdin is a memfd holding "<server>\n", not a pipe: a helper that exits
+	 * without reading cannot raise SIGPIPE in a library that does not own
+	 * the process's signal dispositions.
+	 */
+	cleanup_free char *line = xasprintf("%s\n", server);
+	cleanup_close int in = memfd_create("vmm-credential-helper-stdin", MFD_CLOEXEC);
+	if (in < 0 || vmm_write_all(in, line, strlen(line)) < 0 || lseek(in, 0, SEEK_SET) < 0)
+		return vmm_error_errno(err, errno, "%s: stdin", prog);
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		int e = errno;
-		close_pipe(in), close_pipe(outp), close_pipe(errp);
+		close_pipe(outp), close_pipe(errp);
 		return vmm_error_errno(err, e, "%s: pipe", prog);
 	}
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+	posix_spawn_file_actions_adddup2(&fa, in, 0);
 	posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
 	char *argv[] = {prog, (char *)"get", NULL};
 	pid_t pid;
 	int sr = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
-	close(in[0]), close(outp[1]), close(errp[1]);
-	in[0] = outp[1] = errp[1] = -1;
+	close(outp[1]), close(errp[1]);
+	outp[1] = errp[1] = -1;
 	if (sr != 0) {
-		close_pipe(in), close_pipe(outp), close_pipe(errp);
+		close_pipe(outp), close_pipe(errp);
 		if (sr == ENOENT)
 			return vmm_error_set(
 			    err, VMM_ENOTFOUND,
 			    "credential helper `%s` is not installed (not in PATH)", prog);
 		return vmm_error_errno(err, sr, "run `%s`", prog);
 	}
-	cleanup_free char *line = xasprintf("%s\n", server);
-	vmm_write_all(in[1], line, strlen(line)); /* EPIPE: the helper's exit status tells */
-	close_pipe(in);
 	double deadline = vmm_now() + HELPER_TIMEOUT_MS / 1000.0;
 	sink_buf b[2] = {{.fd = outp[0]}, {.fd = errp[0]}};
 	int rr = read_both(b, HELPER_OUTPUT_MAX, deadline);
