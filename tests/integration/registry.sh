@@ -125,7 +125,6 @@ registry_start() { # VAR [options]
 	local d=$T_TMP/reg-$var
 	mkdir -p "$d/storage"
 	local port scheme=http curl_ca=()
-	port=$(reg_free_port)
 	if [ $tls = 1 ]; then
 		reg_make_ca "$T_TMP/ca" || return 1
 		scheme=https
@@ -140,7 +139,7 @@ registry_start() { # VAR [options]
 		echo "  delete: {enabled: true}"
 		echo "  redirect: {disable: true}"
 		echo "http:"
-		echo "  addr: 127.0.0.1:$port"
+		echo "  addr: 127.0.0.1:@PORT@"
 		echo "  secret: vmm-test-secret"
 		if [ $tls = 1 ]; then
 			echo "  tls: {certificate: $T_TMP/ca/server.pem, key: $T_TMP/ca/server.key}"
@@ -182,11 +181,22 @@ registry_start() { # VAR [options]
 		;;
 	*) echo "registry_start: unknown auth $auth" >&2; return 1 ;;
 	esac
-	reg_spawn "$d/registry.log" docker-registry serve "$d/config.yml"
-	if ! reg_wait_http "$scheme://127.0.0.1:$port/v2/" "${curl_ca[@]}"; then
-		cat "$d/registry.log" >&2
-		return 1
-	fi
+	mv "$d/config.yml" "$d/config.in"
+	local try
+	for try in 1 2 3; do
+		port=$(reg_free_port)
+		sed "s/@PORT@/$port/" "$d/config.in" >"$d/config.yml"
+		reg_spawn "$d/registry.log" docker-registry serve "$d/config.yml"
+		if reg_wait_http "$scheme://127.0.0.1:$port/v2/" "${curl_ca[@]}" 2>/dev/null; then
+			break
+		fi
+		kill "$REG_LAST_PID" 2>/dev/null
+		if [ $try = 3 ]; then
+			echo "registry.sh: docker-registry did not start:" >&2
+			cat "$d/registry.log" >&2
+			return 1
+		fi
+	done
 	printf -v "$var" '%s' "127.0.0.1:$port"
 	printf -v "${var}_DIR" '%s' "$d/storage"
 	printf -v "${var}_LOG" '%s' "$d/registry.log"
