@@ -33,7 +33,7 @@ curl_get() {
 	t0=$(date +%s.%N)
 	curl -sf -o /dev/null "http://$REG/v2/bench/seed/blobs/$digest" || return 1
 	t1=$(date +%s.%N)
-	echo "$t1 - $t0" | bc -l
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
 }
 curl_put() { # repo
 	local loc t0 t1
@@ -43,7 +43,7 @@ curl_put() { # repo
 	curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' \
 		--data-binary @"$blob" "$loc&digest=$digest" || return 1
 	t1=$(date +%s.%N)
-	echo "$t1 - $t0" | bc -l
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
 }
 
 vg=() cg=() vp=() cp_=()
@@ -61,9 +61,10 @@ for ((i = 0; i < RUNS; i++)); do
 done
 mvg=$(printf '%s\n' "${vg[@]}" | median) mcg=$(printf '%s\n' "${cg[@]}" | median)
 mvp=$(printf '%s\n' "${vp[@]}" | median) mcp=$(printf '%s\n' "${cp_[@]}" | median)
-rate() { echo "$MB / $1" | bc -l | xargs printf '%.0f'; }
-rg=$(echo "$mvg / $mcg" | bc -l | xargs printf '%.2f')
-rp=$(echo "$mvp / $mcp" | bc -l | xargs printf '%.2f')
+div() { awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { printf f, a / b }'; }
+rate() { div "$MB" "$1" '%.0f'; }
+rg=$(div "$mvg" "$mcg" '%.2f')
+rp=$(div "$mvp" "$mcp" '%.2f')
 verdict() { awk -v r="$1" 'BEGIN { print (r <= 1.10) ? "met" : "MISSED" }'; }
 echo "blob ${MB} MiB, median of $RUNS runs, local docker-registry"
 printf '  GET  vmm %6ss (%s MiB/s)  curl %6ss (%s MiB/s)  ratio %s  target <= 1.10 %s\n' \
