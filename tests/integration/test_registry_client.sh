@@ -33,7 +33,7 @@ fault_proxy_start PFAIL "$PLAIN" --fail-first 1000000 || { fail "start failing p
 fault_proxy_start PCHAL "$PLAIN" --challenge 'Bearer realm="http://127.0.0.1:1/token,service=x' ||
 	{ fail "start challenge proxy"; t_done; }
 redirect_server_start REDIR "$BASIC" "$BASIC_DIR" || { fail "start redirect server"; t_done; }
-registry_start TSHORT --auth token --user "$VMM_TEST_USER:$VMM_TEST_PASSWORD" --token-expires 2 ||
+registry_start TSHORT --auth token --user "$VMM_TEST_USER:$VMM_TEST_PASSWORD" --token-expires 4 ||
 	{ fail "start short-token registry"; t_done; }
 : >"$T_TMP/hostile.manifest"
 : >"$T_TMP/hostile.blob"
