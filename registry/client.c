@@ -348,11 +348,9 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 				     "%s: HTTP 401 without a WWW-Authenticate header", c->what);
 	vmm_auth_challenge *ch = NULL;
 	size_t n = 0;
-	if (vmm_auth_parse_challenges(resp->www_authenticate, &ch, &n, err) < 0) {
-		if (err && *err)
-			(*err)->code = VMM_EAUTH;
+	/* a broken challenge is the registry's fault, not the credentials' (VMM_EFORMAT) */
+	if (vmm_auth_parse_challenges(resp->www_authenticate, &ch, &n, err) < 0)
 		return vmm_error_wrap(err, "%s: HTTP 401", c->what);
-	}
 	int rc = -1;
 	const vmm_auth_challenge *pick = vmm_auth_pick(ch, n);
 	pthread_mutex_lock(&r->auth_lock);
@@ -384,7 +382,7 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 		const char *realm = vmm_auth_param_get(pick, "realm");
 		cleanup_free char *ro = realm ? vmm_http_origin(realm) : NULL;
 		if (!ro) {
-			vmm_error_set(err, VMM_EAUTH,
+			vmm_error_set(err, VMM_EFORMAT,
 				      "%s: HTTP 401: Bearer challenge without a usable realm URL",
 				      c->what);
 		} else {

@@ -115,6 +115,16 @@ if command -v script >/dev/null && command -v setsid >/dev/null; then
 	assert_eq "$(stored_pair "$BASIC")" "alice:$PW" "typed answers stored"
 fi
 
+# --- a registry whose 401 carries a broken challenge --------------------------------
+fault_proxy_start BROKEN "$BASIC" --challenge 'Bearer realm="http://127.0.0.1:1/token'
+t0=$(date +%s)
+vmm login "$BROKEN" --insecure --username alice --password-stdin <<<"$PW"
+assert_rc 1 "a broken challenge: exit 1"
+assert_contains "$ERR" "malformed WWW-Authenticate header" "a broken challenge is named as such"
+assert_not_contains "$ERR" "invalid credentials" "and not blamed on the credentials"
+assert_one_line_error "a broken challenge: one line"
+assert_true "a broken challenge fails within seconds" test $(($(date +%s) - t0)) -le 5
+
 # --- TLS: verification is on; a CA is trusted only when named ----------------------------
 vmm login "$TLS" --username alice --password-stdin <<<"$PW"
 assert_rc 1 "TLS registry with an unknown CA: refused"

@@ -800,7 +800,7 @@ static void test_client_auth__broken_challenge(void **state)
 	size_t len;
 	double t0 = vmm_now();
 	int rc = vmm_registry_manifest_get(r, "latest", &body, &len, NULL, digest, &err);
-	expect_fail(rc, err, VMM_EAUTH,
+	expect_fail(rc, err, VMM_EFORMAT,
 		    "GET manifest `latest`: HTTP 401: malformed WWW-Authenticate");
 	assert_true(vmm_now() - t0 < 3);
 	vmm_error_free(err);
