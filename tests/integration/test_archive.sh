@@ -88,13 +88,14 @@ assert_true "nothing half-made in vms/" test ! -e "$V/bad1" -a ! -e "$V/bad2" -a
 assert_eq "$(ls "$VMM_HOME/tmp")" "" "nothing left in tmp/"
 
 # a running VM cannot be exported (the POSIX lock on config.json marks it running)
-python3 - "$V/back/config.json" <<'PY' &
+# hold the POSIX running lock from another process, as `vmm run` does
+python3 - "$V/back/config.json" "$T_TMP/locked" <<'PY' &
 import fcntl, sys, time
-f = open(sys.argv[1], "r+"); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(30)
+f = open(sys.argv[1], "r+"); fcntl.lockf(f, fcntl.LOCK_EX); open(sys.argv[2], "w").close(); time.sleep(60)
 PY
 locker=$!
 t_defer "kill $locker"
-sleep 0.5
+for _ in $(seq 100); do [ -e "$T_TMP/locked" ] && break; sleep 0.1; done
 vmm export back "$T_TMP/running.tar.zst"
 assert_rc 1 "export of a running VM refused"
 assert_contains "$ERR" 'VM "back" is running' "... with Tart's text"
