@@ -102,5 +102,6 @@ int cmd_suspend(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_fqn(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 #endif

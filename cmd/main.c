@@ -45,7 +45,7 @@ vmm_home *cmd_home(void)
 int vmm_fail(const vmm_error *err)
 {
 	fprintf(stderr, "vmm: %s\n", err ? err->msg : "unknown error");
-	return vmm_error_exit_code(err);
+	return err ? vmm_error_exit_code(err) : 1;
 }
 
 int vmm_fail_msg(const char *fmt, ...)

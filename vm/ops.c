@@ -35,8 +35,7 @@ static int refuse_existing(const vmm_home *h, const char *name, bool force, vmm_
 	return 0;
 }
 
-/* Under the home lock: re-check, then rename staging into vms/<name>. */
-static int install(const vmm_home *h, const char *staging, const char *name, bool force,
+int vmm_vm_install(const vmm_home *h, const char *staging, const char *name, bool force,
 		   vmm_error **err)
 {
 	cleanup_close int lock = -1;
@@ -93,7 +92,7 @@ int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o,
 	if (vmm_write_file_atomic(nvram, "", 0, 0644, err) < 0 ||
 	    vmm_config_save(cfg, cfg_path, err) < 0)
 		goto out;
-	rc = install(h, tmp, name, o->force, err);
+	rc = vmm_vm_install(h, tmp, name, o->force, err);
 out:
 	if (rc < 0)
 		vmm_rm_rf(tmp, NULL);
@@ -164,7 +163,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	} else if (vmm_write_file_atomic(cfg_path, raw, (size_t)st.st_size, 0644, err) < 0) {
 		goto out; /* the source's bytes, unchanged */
 	}
-	rc = install(h, tmp, name, o->force, err);
+	rc = vmm_vm_install(h, tmp, name, o->force, err);
 out:
 	if (rc < 0)
 		vmm_rm_rf(tmp, NULL);

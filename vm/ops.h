@@ -42,6 +42,14 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 		  vmm_error **err);
 int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err);
 
+/*
+ * Move a finished staging directory into vms/<name> under the home lock,
+ * re-checking there that the name is free (or, with force, that the VM it
+ * replaces is not running).
+ */
+int vmm_vm_install(const vmm_home *h, const char *staging, const char *name, bool force,
+		   vmm_error **err);
+
 /* A name fit for vms/: refuses "", ".", "..", and anything with '/'. */
 int vmm_vm_check_name(const char *name, vmm_error **err);
 

@@ -1,0 +1,29 @@
+#include "cmd/cmd.h"
+#include "common/util.h"
+#include "vm/transfer.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const vmm_opt opts[] = {
+	{"force", 0, NULL, "Replace an existing VM of that name", false},
+	{NULL, 0, NULL, NULL, false},
+};
+
+static const vmm_cmd_spec spec = {
+	"import", "FILE NAME [--force]", "Create a VM from a portable archive (- for stdin)", opts, 2,
+	2,
+};
+
+int cmd_import(int argc, char **argv)
+{
+	cleanup_vmm_args vmm_args a;
+	VMM_ARGS_PARSE(a, spec, argc, argv);
+	if (strchr(a.pos[1], '/'))
+		return vmm_usage_error(&spec, "%s should be a local name", a.pos[1]);
+	fprintf(stderr, "importing...\n");
+	cleanup_vmm_error vmm_error *err = NULL;
+	if (vmm_vm_import(cmd_home(), a.pos[0], a.pos[1], vmm_args_has(&a, "force"), &err) < 0)
+		return vmm_fail(err);
+	return 0;
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Snapshots of stopped and suspended VMs: create, list, restore, delete, export, import.
+. "$(dirname "$0")/lib.sh"
+t_init
+V=$VMM_HOME/vms
+write_disk() { printf '%s' "$2" | dd of="$V/$1/disk.img" bs=1 seek=1048576 conv=notrunc status=none; }
+read_disk() { dd if="$V/$1/disk.img" bs=1 skip=1048576 count="$2" status=none; }
+
+vmm create vm --linux --disk-size 1
+write_disk vm "version-one"
+vmm snapshot create vm one
+assert_rc 0 "snapshot create"
+assert_true "snapshot is a bundle of its own" test -f "$V/vm/snapshots/one/config.json" -a -f "$V/vm/snapshots/one/disk.img"
+write_disk vm "version-two"
+vmm snapshot list vm
+assert_rc 0 "snapshot list"
+assert_contains "$OUT" "one" "list shows the snapshot"
+assert_contains "$(head -1 <<<"$OUT")" "Name Created" "list has Tart-style headers"
+vmm snapshot list vm --format json
+assert_contains "$OUT" '"Memory" : false' "json list says no memory state"
+
+vmm snapshot restore vm one
+assert_rc 0 "snapshot restore"
+assert_eq "$(read_disk vm 11)" "version-one" "restore brings the disk back"
+vmm snapshot list vm -q 2>/dev/null
+vmm snapshot list vm
+assert_contains "$OUT" "one" "the snapshot stays after restore"
+vmm list -q
+assert_eq "$OUT" "vm" "snapshots are not listed as VMs"
+
+vmm snapshot create vm one
+assert_rc 1 "a second snapshot of the same name is refused"
+assert_contains "$ERR" 'already has a snapshot "one"' "... saying so"
+vmm snapshot restore vm nope
+assert_rc 2 "restore of a missing snapshot exits 2"
+vmm snapshot create vm ../evil
+assert_rc 64 "bad snapshot names are usage errors"
+vmm snapshot create missing x
+assert_rc 2 "snapshot of a missing VM exits 2"
+
+# a suspended VM's snapshot carries its memory state; restoring a snapshot
+# without memory drops the VM's (it belongs to another disk)
+printf 'memory-A' >"$V/vm/state.vmmsave"
+vmm snapshot create vm suspended
+assert_true "memory state carried" cmp -s "$V/vm/snapshots/suspended/state.vmmsave" <(printf 'memory-A')
+vmm snapshot list vm --format json
+assert_contains "$OUT" '"Memory" : true' "list marks the memory state"
+vmm snapshot restore vm one
+assert_true "restoring a disk-only snapshot drops the VM's memory state" test ! -e "$V/vm/state.vmmsave"
+vmm get vm
+assert_contains "$OUT" "stopped" "... and the VM is stopped"
+vmm snapshot restore vm suspended
+assert_true "restoring a suspended snapshot brings its memory" cmp -s "$V/vm/state.vmmsave" <(printf 'memory-A')
+vmm get vm
+assert_contains "$OUT" "suspended" "... and the VM is suspended again"
+
+# export and import as a portable archive
+vmm snapshot export vm one "$T_TMP/one.tar.zst"
+assert_rc 0 "snapshot export"
+assert_contains "$(tar --zstd -tf "$T_TMP/one.tar.zst")" "disk.img" "GNU tar reads the snapshot archive"
+vmm create other --linux --disk-size 1
+vmm snapshot import "$T_TMP/one.tar.zst" other imported
+assert_rc 0 "snapshot import into another VM"
+vmm snapshot restore other imported
+assert_eq "$(read_disk other 11)" "version-one" "imported snapshot restores the right disk"
+
+vmm snapshot delete vm one
+assert_rc 0 "snapshot delete"
+assert_true "deleted snapshot is gone" test ! -e "$V/vm/snapshots/one"
+vmm snapshot delete vm one
+assert_rc 2 "deleting it again exits 2"
+assert_eq "$(ls -A "$V/vm/snapshots" | grep -c '^\.')" "0" "no staging left in snapshots/"
+
+# a running VM is refused (the POSIX lock on config.json marks it running)
+# hold the POSIX running lock from another process, as `vmm run` does
+python3 - "$V/other/config.json" "$T_TMP/locked" <<'PY' &
+import fcntl, sys, time
+f = open(sys.argv[1], "r+"); fcntl.lockf(f, fcntl.LOCK_EX); open(sys.argv[2], "w").close(); time.sleep(60)
+PY
+locker=$!
+t_defer "kill $locker"
+for _ in $(seq 100); do [ -e "$T_TMP/locked" ] && break; sleep 0.1; done
+vmm snapshot restore other imported
+assert_rc 1 "restore on a running VM refused"
+assert_contains "$ERR" 'VM "other" is running' "... with Tart's text"
+kill $locker
+t_done

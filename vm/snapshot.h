@@ -1,0 +1,58 @@
+/*
+ * snapshot.h — named snapshots kept inside a bundle:
+ *
+ *   vms/<vm>/snapshots/<snap>/   a bundle of its own: config.json, disk.img,
+ *                                nvram.bin, and whatever else the VM had
+ *                                (efivars.fd, kernel, initramfs, and
+ *                                state.vmmsave when the VM was suspended)
+ *
+ * Files are reflinked where the file system allows, so a snapshot costs no
+ * space until the VM writes.  A snapshot directory is built under a
+ * dot-name and renamed into place; restore replaces the VM's files one by
+ * one, dropping the VM's memory state first and writing the snapshot's
+ * last, so a crash never leaves memory state beside a disk it does not
+ * belong to.
+ */
+#ifndef VMM_VM_SNAPSHOT_H
+#define VMM_VM_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "common/err.h"
+#include "storage/copy.h"
+
+#define VMM_SNAPSHOTS_DIR "snapshots"
+
+typedef struct vmm_snapshot_info {
+	char *name;          /* owned */
+	time_t created;
+	uint64_t allocated;  /* bytes the snapshot holds on its own (reflinks count in full) */
+	bool has_memory;     /* holds a suspended memory state */
+} vmm_snapshot_info;
+
+/* <vm_dir>/snapshots/<snap> (caller frees). */
+char *vmm_snapshot_dir(const char *vm_dir, const char *snap);
+/* A snapshot name: non-empty, no '/', not starting with '.'. */
+int vmm_snapshot_check_name(const char *snap, vmm_error **err);
+
+/*
+ * Snapshot a VM that is not running (a suspended VM's memory state comes
+ * along).  `vm_name` is for messages.  Exists already: VMM_EEXISTS.
+ */
+int vmm_snapshot_create(const char *vm_dir, const char *vm_name, const char *snap,
+			vmm_copy_stats *stats, vmm_error **err);
+/* Sorted by creation time, then name.  Free with vmm_snapshot_infos_free(). */
+int vmm_snapshot_list(const char *vm_dir, vmm_snapshot_info **out, size_t *n, vmm_error **err);
+void vmm_snapshot_infos_free(vmm_snapshot_info *v, size_t n);
+/* Put the VM (not running) back to the snapshot; the snapshot stays. */
+int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *snap,
+			 vmm_error **err);
+int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap,
+			vmm_error **err);
+/* Import an archive (storage/archive.h) as snapshot `snap`; "-" reads stdin. */
+int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap,
+			const char *path, vmm_error **err);
+
+#endif

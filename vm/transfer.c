@@ -1,0 +1,156 @@
+#include "vm/transfer.h"
+#include "common/util.h"
+#include "storage/archive.h"
+#include "vm/bundle.h"
+#include "vm/config.h"
+#include "vm/ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+/* The bundle's files worth carrying, in archive order; cache metadata and
+ * temporaries stay behind. */
+static bool exportable(const char *name)
+{
+	return strcmp(name, VMM_CONFIG_FILE) != 0 && strcmp(name, VMM_MANIFEST_FILE) != 0 &&
+	       strcmp(name, VMM_EXPLICITLY_PULLED_FILE) != 0 && name[0] != '.' &&
+	       !strstr(name, ".tmp");
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	const vmm_archive_file *x = a, *y = b;
+	/* Tart's three first, then the rest by name */
+	static const char *const order[] = {VMM_DISK_FILE, VMM_NVRAM_FILE};
+	int rx = 2, ry = 2;
+	for (int i = 0; i < 2; i++) {
+		if (strcmp(x->name, order[i]) == 0)
+			rx = i;
+		if (strcmp(y->name, order[i]) == 0)
+			ry = i;
+	}
+	return rx != ry ? rx - ry : strcmp(x->name, y->name);
+}
+
+int vmm_vm_export(const char *dir, const char *name, const char *path, vmm_error **err)
+{
+	cleanup_close int lock = -1;
+	if (vmm_bundle_dir_lock(dir, name, &lock, err) < 0)
+		return -1;
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		return vmm_error_errno(err, errno, "open `%s`", dir);
+	bool to_stdout = strcmp(path, "-") == 0;
+	cleanup_free char *tmp = to_stdout ? NULL : xasprintf("%s.tmp", path);
+	vmm_archive_file files[VMM_ARCHIVE_MAX_FILES];
+	char *names[VMM_ARCHIVE_MAX_FILES];
+	size_t n = 0;
+	int rc = -1;
+	/* config.json is read through the lock's descriptor: opening and closing
+	 * it again would drop the lock (POSIX semantics, see vm/bundle.h) */
+	files[n++] = (vmm_archive_file){VMM_CONFIG_FILE, lock};
+	names[0] = NULL;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		struct stat st;
+		if (!exportable(e->d_name) ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (n == VMM_ARCHIVE_MAX_FILES) {
+			vmm_error_set(err, VMM_EINVAL, "`%s` holds too many files", dir);
+			goto out;
+		}
+		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			vmm_error_errno(err, errno, "open `%s/%s`", dir, e->d_name);
+			goto out;
+		}
+		names[n] = xstrdup(e->d_name);
+		files[n] = (vmm_archive_file){names[n], fd};
+		n++;
+	}
+	qsort(files + 1, n - 1, sizeof(files[0]), cmp_name);
+
+	int out = to_stdout ? STDOUT_FILENO
+			    : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		vmm_error_errno(err, errno, "create `%s`", tmp);
+		goto out;
+	}
+	if (vmm_archive_write(out, files, n, NULL, err) < 0) {
+		vmm_error_wrap(err, "export `%s`", name);
+	} else if (to_stdout) {
+		rc = 0;
+	} else if (fsync(out) < 0) {
+		vmm_error_errno(err, errno, "write `%s`", path);
+	} else if (rename(tmp, path) < 0) {
+		vmm_error_errno(err, errno, "replace `%s`", path);
+	} else {
+		rc = vmm_fsync_dir(path, false, err);
+	}
+	if (!to_stdout) {
+		close(out);
+		if (rc < 0)
+			unlink(tmp);
+	}
+out:
+	for (size_t i = 1; i < n; i++) {
+		close(files[i].fd);
+		free(names[i]);
+	}
+	return rc;
+}
+
+int vmm_vm_import(const vmm_home *h, const char *path, const char *name, bool force,
+		  vmm_error **err)
+{
+	if (vmm_vm_check_name(name, err) < 0)
+		return -1;
+	cleanup_free char *dest = vmm_home_vm_dir(h, name);
+	if (path_exists(dest) && !force)
+		return vmm_error_set(err, VMM_EEXISTS,
+				     "VM \"%s\" already exists; delete it first or pass --force to "
+				     "replace it",
+				     name);
+	bool from_stdin = strcmp(path, "-") == 0;
+	cleanup_close int in = from_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return vmm_error_errno(err, errno, "open `%s`", path);
+	cleanup_free char *tmp = NULL;
+	cleanup_close int tmp_lock = -1;
+	if (vmm_home_mktemp(h, &tmp, &tmp_lock, err) < 0)
+		return -1;
+	int rc = -1;
+	cleanup_vmm_config vmm_config *cfg = NULL;
+	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
+	cleanup_free char *state = path_join(tmp, VMM_STATE_FILE);
+	if (vmm_archive_read(in, tmp, err) < 0) {
+		vmm_error_wrap(err, "import `%s`", path);
+		goto out;
+	}
+	if (!vmm_bundle_dir_is_vm(tmp)) {
+		vmm_error_set(err, VMM_EFORMAT,
+			      "import `%s`: the archive lacks config.json, disk.img or nvram.bin",
+			      path);
+		goto out;
+	}
+	if (vmm_config_load(&cfg, cfg_path, err) < 0) {
+		vmm_error_wrap(err, "import `%s`", path);
+		goto out;
+	}
+	if (access(state, F_OK) < 0 && vmm_bundle_mac_in_use(h, cfg->mac, NULL, false)) {
+		vmm_mac_random(cfg->mac);
+		if (vmm_config_save(cfg, cfg_path, err) < 0)
+			goto out;
+	}
+	rc = vmm_vm_install(h, tmp, name, force, err);
+out:
+	if (rc < 0)
+		vmm_rm_rf(tmp, NULL);
+	return rc;
+}
