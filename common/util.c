@@ -157,13 +157,15 @@ int vmm_read_file(const char *path, size_t max, char **out, size_t *len, vmm_err
 	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vmm_error_errno(err, errno, "open `%s`", path);
-	size_t cap = 4096, n = 0;
+	/* room for max bytes plus one more, so a file of exactly max bytes is
+	 * read whole and one byte larger is refused without reading further */
+	size_t cap = max < 4096 ? max + 1 : 4096, n = 0;
 	cleanup_free char *buf = xmalloc(cap + 1);
 	for (;;) {
+		if (n > max)
+			return vmm_error_set(err, EFBIG, "`%s` is larger than %zu bytes", path, max);
 		if (n == cap) {
-			if (cap >= max)
-				return vmm_error_set(err, EFBIG, "`%s` is larger than %zu bytes", path, max);
-			cap = cap * 2 > max ? max : cap * 2;
+			cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
 			buf = xrealloc(buf, cap + 1);
 		}
 		ssize_t r = read(fd, buf + n, cap - n);
