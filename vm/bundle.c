@@ -51,7 +51,8 @@ int vmm_bundle_open_dir(vmm_bundle **out, const char *dir, const char *name, vmm
 	if (!vmm_bundle_dir_is_vm(dir)) {
 		if (!path_is_dir(dir))
 			return vmm_error_not_found(err, name);
-		return vmm_error_set(err, VMM_ENOTFOUND,
+		/* Tart's VMMissingFiles: a runtime error (exit 1), not "does not exist" */
+		return vmm_error_set(err, VMM_EINVAL,
 				     "VM \"%s\" is missing some of its files (config.json, disk.img "
 				     "or nvram.bin)",
 				     name);
