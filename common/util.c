@@ -146,10 +146,20 @@ int vmm_rm_rf(const char *path, vmm_error **err)
 			return vmm_error_errno(err, errno, "remove `%s`", path);
 		return 0;
 	}
-	int r = nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
-	if (r != 0)
-		return vmm_error_errno(err, r > 0 ? r : errno, "remove `%s`", path);
-	return 0;
+	/* Another process (the tmp GC) may be removing the same tree: entries
+	 * vanishing under the walk are not errors, and a second walk finishes
+	 * what the first could not. */
+	for (int attempt = 0;; attempt++) {
+		errno = 0;
+		int r = nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
+		if (r == 0)
+			return 0;
+		int e = r > 0 ? r : errno;
+		if (lstat(path, &st) < 0 && errno == ENOENT)
+			return 0;
+		if (e != ENOENT || attempt == 2)
+			return vmm_error_errno(err, e ? e : EIO, "remove `%s`", path);
+	}
 }
 
 int vmm_read_file(const char *path, size_t max, char **out, size_t *len, vmm_error **err)
