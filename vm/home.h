@@ -52,9 +52,11 @@ int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err);
 int vmm_flock_path(const char *path, int op, int *fd, vmm_error **err);
 
 /*
- * Move a finished staging directory to `dest` with one rename.  With
- * `replace`, an existing dest is swapped out atomically and then removed;
- * without, an existing dest is VMM_EEXISTS.  Call under vmm_home_lock().
+ * Move a finished staging directory to `dest` with one rename, after an
+ * fsync of the staging directory (the files in it must already be synced).
+ * With `replace`, an existing dest is swapped out atomically and then
+ * removed; without, an existing dest is VMM_EEXISTS.  Call under
+ * vmm_home_lock().
  */
 int vmm_home_install(const char *staging, const char *dest, int replace, vmm_error **err);
 
