@@ -26,7 +26,8 @@ int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o,
 
 typedef struct vmm_clone_opts {
 	bool force;                  /* replace an existing VM */
-	const vmm_copy_opts *copy;   /* may be NULL */
+	const vmm_copy_opts *copy;   /* may be NULL; its fsync is ignored (see no_fsync) */
+	bool no_fsync;               /* skip the per-file fsync before the clone appears */
 } vmm_clone_opts;
 
 /*
