@@ -114,11 +114,15 @@ static int parse_fields(vmm_config *c, const char *what, vmm_error **err)
 				     (long long)mem);
 	c->memory_size_min = (uint64_t)mem_min;
 	c->memory_size = (uint64_t)mem;
-	if (need_str(o, "macAddress", c->mac, sizeof(c->mac), true, what, err) < 0)
-		return -1;
-	if (!vmm_mac_is_valid(c->mac))
-		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` \"%s\" is not a MAC address",
-				     what, c->mac);
+	json_t *mac = json_object_get(o, "macAddress");
+	if (!mac)
+		return vmm_error_set(err, VMM_EINVAL, "%s: missing key `macAddress`", what);
+	if (!json_is_string(mac))
+		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` must be a string", what);
+	if (json_string_length(mac) != 17 || !vmm_mac_is_valid(json_string_value(mac)))
+		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` \"%.40s\" is not a MAC address",
+				     what, json_string_value(mac));
+	memcpy(c->mac, json_string_value(mac), sizeof(c->mac)); /* 17 characters and the NUL */
 	for (char *p = c->mac; *p; p++)
 		*p = (char)tolower((unsigned char)*p);
 
