@@ -79,6 +79,14 @@ int vmm_flock_path(const char *path, int op, int *fd, vmm_error **err)
 	return 0;
 }
 
+void vmm_home_gc_guard(const char *path, int *fd)
+{
+	/* held elsewhere (a staging lock still open, another process): then
+	 * the GC cannot take it either, which is all we want */
+	*fd = -1;
+	vmm_flock_path(path, LOCK_EX | LOCK_NB, fd, NULL);
+}
+
 int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err)
 {
 	return vmm_flock_path(h->root, LOCK_EX, lock_fd, err);
@@ -157,8 +165,7 @@ int vmm_home_install(const char *staging, const char *dest, int replace, vmm_err
 	 * path in tmp/).  Lock it first so another process's tmp GC leaves it
 	 * to us. */
 	cleanup_close int old_lock = -1;
-	if (vmm_flock_path(dest, LOCK_EX, &old_lock, err) < 0)
-		return -1;
+	vmm_home_gc_guard(dest, &old_lock);
 	if (syscall(SYS_renameat2, AT_FDCWD, staging, AT_FDCWD, dest, 2 /* RENAME_EXCHANGE */) < 0)
 		return vmm_error_errno(err, errno, "replace `%s`", dest);
 	if (vmm_fsync_dir(dest, false, err) < 0)

@@ -42,6 +42,13 @@ int vmm_home_gc_tmp(const vmm_home *h, vmm_error **err);
  */
 int vmm_home_mktemp(const vmm_home *h, char **path, int *lock_fd, vmm_error **err);
 
+/*
+ * Keep the tmp GC of other processes away from `path` (about to be moved
+ * into tmp/ and removed): try an flock without waiting; *fd is the lock or
+ * -1 if someone else already holds one.  Close *fd when done.
+ */
+void vmm_home_gc_guard(const char *path, int *fd);
+
 /* Take the global lock (blocking flock on the home directory). */
 int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err);
 

@@ -45,8 +45,7 @@ static int refuse_existing(const vmm_home *h, const char *name, bool force, vmm_
 static int move_out_and_remove(const vmm_home *h, const char *dir, vmm_error **err)
 {
 	cleanup_close int gc_lock = -1;
-	if (vmm_flock_path(dir, LOCK_EX, &gc_lock, err) < 0)
-		return -1;
+	vmm_home_gc_guard(dir, &gc_lock);
 	char uuid[37];
 	vmm_uuid(uuid);
 	cleanup_free char *trash = xasprintf("%s/delete-%s", h->tmp, uuid);
