@@ -14,8 +14,8 @@
 #include <linux/fs.h>
 #endif
 
-#define COPY_BUF (1u << 20)    /* 1 MiB reads in the zero-skipping copy */
-#define ZERO_BLOCK (64u << 10) /* granularity of holes it leaves */
+#define COPY_BUF (1u << 20) /* 1 MiB reads in the zero-skipping copy */
+#define ZERO_BLOCK 4096u     /* granularity of holes it leaves: a file system block */
 
 const char *vmm_copy_method_name(vmm_copy_method m)
 {
@@ -66,6 +66,31 @@ static bool all_zero(const unsigned char *p, size_t n)
 	return true;
 }
 
+/*
+ * Write the non-zero ZERO_BLOCK-sized pieces of buf (which belongs at file
+ * offset off, a multiple of ZERO_BLOCK) to out, each run of them in one
+ * write; all-zero pieces stay holes.
+ */
+static int write_nonzero(int out, const unsigned char *buf, size_t len, off_t off)
+{
+	size_t run = 0, run_len = 0; /* the pending run of non-zero pieces */
+	for (size_t b = 0; b < len; b += ZERO_BLOCK) {
+		size_t bl = len - b < ZERO_BLOCK ? len - b : ZERO_BLOCK;
+		if (!all_zero(buf + b, bl)) {
+			if (!run_len)
+				run = b;
+			run_len += bl;
+			continue;
+		}
+		if (run_len && vmm_pwrite_all(out, buf + run, run_len, off + (off_t)run) < 0)
+			return -1;
+		run_len = 0;
+	}
+	if (run_len && vmm_pwrite_all(out, buf + run, run_len, off + (off_t)run) < 0)
+		return -1;
+	return 0;
+}
+
 /* Copy [off, off+len) with copy_file_range, falling back to read/write. */
 static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied)
 {
@@ -99,12 +124,8 @@ static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied
 		if (vmm_pread_all(in, buf, want, off) < 0)
 			return -1;
 		/* keep zero blocks inside data extents as holes too */
-		for (size_t b = 0; b < want; b += ZERO_BLOCK) {
-			size_t bl = want - b < ZERO_BLOCK ? want - b : ZERO_BLOCK;
-			if (!all_zero(buf + b, bl) &&
-			    vmm_pwrite_all(out, buf + b, bl, off + (off_t)b) < 0)
-				return -1;
-		}
+		if (write_nonzero(out, buf, want, off) < 0)
+			return -1;
 		off += (off_t)want;
 		len -= want;
 		*copied += want;
@@ -144,12 +165,8 @@ int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
 		size_t want = size - off > COPY_BUF ? COPY_BUF : (size_t)(size - off);
 		if (vmm_pread_all(in, buf, want, (off_t)off) < 0)
 			return -1;
-		for (size_t b = 0; b < want; b += ZERO_BLOCK) {
-			size_t bl = want - b < ZERO_BLOCK ? want - b : ZERO_BLOCK;
-			if (!all_zero(buf + b, bl) &&
-			    vmm_pwrite_all(out, buf + b, bl, (off_t)(off + b)) < 0)
-				return -1;
-		}
+		if (write_nonzero(out, buf, want, (off_t)off) < 0)
+			return -1;
 		off += want;
 		*copied += want;
 	}
