@@ -91,17 +91,28 @@ static int write_nonzero(int out, const unsigned char *buf, size_t len, off_t of
 	return 0;
 }
 
+#define WRITEBACK_CHUNK (32u << 20) /* start writeback of the copy every 32 MiB */
+
+/* Start writeback of [off, off+len) of out without waiting (write_back mode). */
+static void kick_writeback(int out, bool write_back, off_t off, uint64_t len)
+{
+	if (write_back)
+		(void)sync_file_range(out, off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
 /* Copy [off, off+len) with copy_file_range, falling back to read/write. */
-static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied)
+static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied,
+		      bool write_back)
 {
 	bool use_cfr = true;
 	cleanup_free unsigned char *buf = NULL;
 	while (len) {
 		if (use_cfr) {
 			loff_t ioff = off, ooff = off;
-			size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
+			size_t want = len > WRITEBACK_CHUNK ? WRITEBACK_CHUNK : (size_t)len;
 			ssize_t n = copy_file_range(in, &ioff, out, &ooff, want, 0);
 			if (n > 0) {
+				kick_writeback(out, write_back, off, (uint64_t)n);
 				off += n;
 				len -= (uint64_t)n;
 				*copied += (uint64_t)n;
@@ -126,6 +137,7 @@ static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied
 		/* keep zero blocks inside data extents as holes too */
 		if (write_nonzero(out, buf, want, off) < 0)
 			return -1;
+		kick_writeback(out, write_back, off, want);
 		off += (off_t)want;
 		len -= want;
 		*copied += want;
@@ -133,7 +145,7 @@ static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied
 	return 0;
 }
 
-int vmm_copy_sparse_fd(int in, int out, uint64_t size, uint64_t *copied)
+static int copy_sparse(int in, int out, uint64_t size, uint64_t *copied, bool write_back)
 {
 	off_t pos = 0, end = (off_t)size;
 	while (pos < end) {
@@ -150,14 +162,19 @@ int vmm_copy_sparse_fd(int in, int out, uint64_t size, uint64_t *copied)
 			return -1;
 		if (hole > end)
 			hole = end;
-		if (copy_range(in, out, data, (uint64_t)(hole - data), copied) < 0)
+		if (copy_range(in, out, data, (uint64_t)(hole - data), copied, write_back) < 0)
 			return -1;
 		pos = hole;
 	}
 	return 0;
 }
 
-int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
+int vmm_copy_sparse_fd(int in, int out, uint64_t size, uint64_t *copied)
+{
+	return copy_sparse(in, out, size, copied, false);
+}
+
+static int copy_zeroskip(int in, int out, uint64_t size, uint64_t *copied, bool write_back)
 {
 	cleanup_free unsigned char *buf = xmalloc(COPY_BUF);
 	uint64_t off = 0;
@@ -167,10 +184,16 @@ int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
 			return -1;
 		if (write_nonzero(out, buf, want, (off_t)off) < 0)
 			return -1;
+		kick_writeback(out, write_back, (off_t)off, want);
 		off += want;
 		*copied += want;
 	}
 	return 0;
+}
+
+int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
+{
+	return copy_zeroskip(in, out, size, copied, false);
 }
 
 /*
@@ -240,19 +263,25 @@ int vmm_copy_file(const char *src, const char *dst, const vmm_copy_opts *opts,
 	} else {
 		if (ftruncate(out, st.st_size) < 0)
 			goto fail;
+		bool wb = opts->write_back && !opts->fsync;
 		if (!opts->no_seek_data && seek_data_works(in, &st)) {
 			method = VMM_COPY_SPARSE;
-			rc = vmm_copy_sparse_fd(in, out, (uint64_t)st.st_size, &copied);
+			rc = copy_sparse(in, out, (uint64_t)st.st_size, &copied, wb);
 			if (rc < 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
 				method = VMM_COPY_ZEROSKIP;
 				copied = 0;
-				rc = vmm_copy_zeroskip_fd(in, out, (uint64_t)st.st_size, &copied);
+				rc = copy_zeroskip(in, out, (uint64_t)st.st_size, &copied, wb);
 			}
 		} else {
 			method = VMM_COPY_ZEROSKIP;
-			rc = vmm_copy_zeroskip_fd(in, out, (uint64_t)st.st_size, &copied);
+			rc = copy_zeroskip(in, out, (uint64_t)st.st_size, &copied, wb);
 		}
 		if (rc < 0)
+			goto fail;
+		/* wait for the writeback started along the way (and start the rest) */
+		if (wb && sync_file_range(out, 0, 0,
+					  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+						  SYNC_FILE_RANGE_WAIT_AFTER) < 0)
 			goto fail;
 	}
 	if (opts->fsync && out >= 0 && fsync(out) < 0)

@@ -2,6 +2,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <stdlib.h>
@@ -142,7 +143,8 @@ int vmm_home_mktemp(const vmm_home *h, char **path, int *lock_fd, vmm_error **er
 			     h->tmp);
 }
 
-int vmm_home_install(const char *staging, const char *dest, int replace, vmm_error **err)
+static int install(const char *staging, const char *dest, int replace, bool durable,
+		   vmm_error **err)
 {
 	cleanup_free char *parent = xstrdup(dest);
 	char *slash = strrchr(parent, '/');
@@ -152,12 +154,12 @@ int vmm_home_install(const char *staging, const char *dest, int replace, vmm_err
 			return -1;
 	}
 	/* what is in staging must be on disk before a name in vms/ points at it */
-	if (vmm_fsync_dir(staging, true, err) < 0)
+	if (durable && vmm_fsync_dir(staging, true, err) < 0)
 		return -1;
 	if (!path_exists(dest)) {
 		if (rename(staging, dest) < 0)
 			return vmm_error_errno(err, errno, "move `%s` into place", dest);
-		return vmm_fsync_dir(dest, false, err);
+		return durable ? vmm_fsync_dir(dest, false, err) : 0;
 	}
 	if (!replace)
 		return vmm_error_set(err, VMM_EEXISTS, "`%s` already exists", dest);
@@ -168,7 +170,18 @@ int vmm_home_install(const char *staging, const char *dest, int replace, vmm_err
 	vmm_home_gc_guard(dest, &old_lock);
 	if (syscall(SYS_renameat2, AT_FDCWD, staging, AT_FDCWD, dest, 2 /* RENAME_EXCHANGE */) < 0)
 		return vmm_error_errno(err, errno, "replace `%s`", dest);
-	if (vmm_fsync_dir(dest, false, err) < 0)
+	if (durable && vmm_fsync_dir(dest, false, err) < 0)
 		return -1;
 	return vmm_rm_rf(staging, err);
+}
+
+int vmm_home_install(const char *staging, const char *dest, int replace, vmm_error **err)
+{
+	return install(staging, dest, replace, true, err);
+}
+
+int vmm_home_install_ordered(const char *staging, const char *dest, int replace,
+			     vmm_error **err)
+{
+	return install(staging, dest, replace, false, err);
 }

@@ -66,5 +66,13 @@ int vmm_flock_path(const char *path, int op, int *fd, vmm_error **err);
  * vmm_home_lock().
  */
 int vmm_home_install(const char *staging, const char *dest, int replace, vmm_error **err);
+/*
+ * The same without any fsync: for staging whose files are already written
+ * to the device (vmm_copy_opts.write_back, reflinks).  Journaling and COW
+ * file systems commit the rename after those writes, so a crash never
+ * shows a half-made dest - but it may lose the new dest altogether.
+ */
+int vmm_home_install_ordered(const char *staging, const char *dest, int replace,
+			     vmm_error **err);
 
 #endif

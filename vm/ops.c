@@ -129,6 +129,29 @@ static bool clone_skip(const char *name)
 	       strstr(name, ".tmp") != NULL;
 }
 
+/*
+ * Create path with data and have it written to the device before returning
+ * (no cache flush, no metadata commit: see vmm_copy_opts.write_back), or
+ * fsync it when `durable`.
+ */
+static int write_new_file(const char *path, const char *data, size_t len, bool durable,
+			  vmm_error **err)
+{
+	cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return vmm_error_errno(err, errno, "create `%s`", path);
+	if (vmm_write_all(fd, data, len) < 0 ||
+	    (durable ? fsync(fd)
+		     : sync_file_range(fd, 0, 0,
+				       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+					       SYNC_FILE_RANGE_WAIT_AFTER)) < 0) {
+		int e = errno;
+		unlink(path);
+		return vmm_error_errno(err, e, "write `%s`", path);
+	}
+	return 0;
+}
+
 /* Is the bundle in dir suspended (vmm's state file or Tart's)? */
 static bool dir_suspended(const char *dir)
 {
@@ -180,8 +203,17 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 		return -1;
 	int rc = -1;
 	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
+	/*
+	 * Crash consistency by ordering, not flushing: every file of the clone
+	 * is on the device (shared extents, or data written back) before the
+	 * rename that makes it visible, and journaling/COW file systems commit
+	 * that rename after those writes.  A crash may lose the new clone (as
+	 * with cp), never show a broken one.  With `durable`, fsyncs make the
+	 * clone survive a crash too, at the price of a cache flush per file.
+	 */
 	vmm_copy_opts copy = o->copy ? *o->copy : (vmm_copy_opts){0};
-	copy.fsync = !o->no_fsync;
+	copy.fsync = o->durable;
+	copy.write_back = !o->durable;
 	if (vmm_copy_dir(src_dir, tmp, false, clone_skip, &copy, stats, err) < 0) {
 		vmm_error_wrap(err, "clone \"%s\" to \"%s\"", src_name, name);
 		goto out;
@@ -196,15 +228,19 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 		/* a local source always has the MAC in use (its own); the scan must
 		 * not open the source's config.json (see above) */
 		bool collides = src_is_local || vmm_bundle_mac_in_use(h, cfg->mac, src_dir, false);
+		cleanup_free char *text = NULL;
+		const char *bytes = raw; /* the source's bytes, unchanged */
+		size_t len = (size_t)st.st_size;
 		if (!suspended && collides) {
 			vmm_mac_random(cfg->mac);
-			if (vmm_config_save(cfg, cfg_path, err) < 0)
-				goto out;
-		} else if (vmm_write_file_atomic(cfg_path, raw, (size_t)st.st_size, 0644, err) < 0) {
-			goto out; /* the source's bytes, unchanged */
+			bytes = text = vmm_config_pretty(cfg);
+			len = strlen(text);
 		}
+		if (write_new_file(cfg_path, bytes, len, o->durable, err) < 0)
+			goto out;
 		cleanup_free char *dest = vmm_home_vm_dir(h, name);
-		rc = vmm_home_install(tmp, dest, o->force, err);
+		rc = o->durable ? vmm_home_install(tmp, dest, o->force, err)
+				: vmm_home_install_ordered(tmp, dest, o->force, err);
 	}
 out:
 	if (rc < 0)

@@ -169,6 +169,13 @@ static void test_copy_sparse__holes_kept_past_4gib(void **state)
 	check_sparse_copy(&o, VMM_COPY_SPARSE);
 }
 
+static void test_copy_sparse__write_back_mode_same_result(void **state)
+{
+	(void)state;
+	vmm_copy_opts o = {.no_reflink = true, .write_back = true};
+	check_sparse_copy(&o, VMM_COPY_SPARSE);
+}
+
 static void test_copy_zeroskip__holes_kept_past_4gib(void **state)
 {
 	(void)state;
@@ -236,7 +243,7 @@ static void test_copy_dense__every_byte(void **state)
 	const extent ex[] = {{0, 24 * MiB + 123, R}};
 	char *src = make_file("src", 24 * MiB + 123, ex, 1);
 	for (int zs = 0; zs < 2; zs++) {
-		vmm_copy_opts o = {.no_reflink = true, .no_seek_data = zs, .fsync = true};
+		vmm_copy_opts o = {.no_reflink = true, .no_seek_data = zs, .write_back = true};
 		vmm_copy_stats st = {0};
 		char *dst = copy_with(src, zs ? "dst-zs" : "dst", &o, &st);
 		assert_same_content(src, dst);
@@ -388,6 +395,7 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_copy_sparse__holes_kept_past_4gib),
+		T(test_copy_sparse__write_back_mode_same_result),
 		T(test_copy_zeroskip__holes_kept_past_4gib),
 		T(test_copy_default__best_method_of_this_fs),
 		T(test_copy_sparse__ends_in_data_unaligned),

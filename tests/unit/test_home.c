@@ -245,7 +245,7 @@ static void test_home_install__exists_refused_replace_swaps(void **state)
 	assert_int_equal(vmm_home_mktemp(h, &s1, &f1, NULL), 0);
 	char *m1 = path_join(s1, "one");
 	touch(m1);
-	assert_int_equal(vmm_home_install(s1, dest, 0, NULL), 0); /* makes vms/ */
+	assert_int_equal(vmm_home_install_ordered(s1, dest, 0, NULL), 0); /* makes vms/ */
 	assert_false(path_exists(s1));
 	char *in_dest = path_join(dest, "one");
 	assert_true(path_exists(in_dest));
