@@ -14,6 +14,7 @@ t_init
 for t in mkfs.btrfs mkfs.xfs mkfs.ext4 filefrag losetup python3; do
 	command -v "$t" >/dev/null || t_skip "$t missing (make deps installs it)"
 done
+losetup -f >/dev/null 2>&1 || t_skip "no loop device can be had here"
 
 MiB=$((1 << 20))
 
