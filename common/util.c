@@ -269,10 +269,12 @@ int vmm_fsync_dir(const char *path, bool is_dir, vmm_error **err)
 int vmm_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
 			  vmm_error **err)
 {
-	cleanup_free char *tmp = xasprintf("%s.tmp", path);
-	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* a unique name: two writers of one file must not share (and truncate)
+	 * one temporary file; the last rename wins with a whole file */
+	cleanup_free char *tmp = xasprintf("%s.tmp-XXXXXX", path);
+	cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
-		return vmm_error_errno(err, errno, "create `%s`", tmp);
+		return vmm_error_errno(err, errno, "create a temporary file beside `%s`", path);
 	if (fchmod(fd, mode) < 0 || vmm_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
 		int e = errno;
 		unlink(tmp);
