@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/stat.h>
 
 static const vmm_opt opts[] = {
 	{"source", 0, "local|oci", "Only list VMs from this source", false},
@@ -24,11 +26,21 @@ typedef struct row {
 	char *name;
 	uint64_t disk_gb, size_gb;
 	time_t accessed;
+	long long accessed_ns; /* for the relative date, which Foundation computes to the nanosecond */
 	vmm_vm_state state;
 } row;
 
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void add_row(row **rows, size_t *n, const char *source, const char *name, const char *dir)
 {
+	struct stat st = {0};
+	stat(dir, &st); /* before anything reads the directory */
 	uint64_t allocated = 0;
 	vmm_bundle_dir_sizes(dir, NULL, &allocated, NULL);
 	*rows = xrealloc(*rows, (*n + 1) * sizeof(row));
@@ -37,7 +49,8 @@ static void add_row(row **rows, size_t *n, const char *source, const char *name,
 		.name = xstrdup(name),
 		.disk_gb = vmm_bundle_dir_disk_bytes(dir) / 1000000000ULL,
 		.size_gb = allocated / 1000000000ULL,
-		.accessed = vmm_access_date_get(dir),
+		.accessed = st.st_atim.tv_sec,
+		.accessed_ns = (long long)st.st_atim.tv_sec * 1000000000LL + st.st_atim.tv_nsec,
 		.state = vmm_bundle_dir_state(dir),
 	};
 }
@@ -85,7 +98,7 @@ int cmd_list(int argc, char **argv)
 		vmm_cache_entries_free(e, cnt);
 	}
 
-	time_t now = time(NULL);
+	long long now = now_ns();
 	if (vmm_args_has(&a, "quiet")) {
 		for (size_t i = 0; i < n; i++)
 			printf("%s\n", rows[i].name);
@@ -116,7 +129,10 @@ int cmd_list(int argc, char **argv)
 			c[1] = xstrdup(rows[i].name);
 			c[2] = xasprintf("%llu", (unsigned long long)rows[i].disk_gb);
 			c[3] = xasprintf("%llu", (unsigned long long)rows[i].size_gb);
-			c[4] = vmm_format_relative(rows[i].accessed, now);
+			/* whole seconds of difference, truncated toward zero as Foundation's
+			 * calendar components are */
+			c[4] = vmm_format_relative(0, (time_t)((now - rows[i].accessed_ns) /
+							      1000000000LL));
 			c[5] = xstrdup(vmm_vm_state_name(rows[i].state));
 		}
 		char *t = n ? vmm_format_table(headers, 6, (const char *const *)cells, n)

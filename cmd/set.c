@@ -116,10 +116,14 @@ int cmd_set(int argc, char **argv)
 	if (vmm_bundle_save_config(b, &err) < 0)
 		return vmm_fail(err);
 	if (new_mac) {
-		/* a suspended guest would wake with the old MAC: drop its state (Tart) */
-		cleanup_free char *state = vmm_bundle_path(b, VMM_STATE_FILE);
-		if (unlink(state) < 0 && errno != ENOENT)
-			return vmm_fail_msg("remove `%s`: %s", state, vmm_strerror(errno));
+		/* a suspended guest would wake with the old MAC: drop its state,
+		 * vmm's or Tart's (Tart removes its own on any new MAC) */
+		static const char *const states[] = {VMM_STATE_FILE, VMM_TART_STATE_FILE};
+		for (size_t i = 0; i < ARRAY_SIZE(states); i++) {
+			cleanup_free char *state = vmm_bundle_path(b, states[i]);
+			if (unlink(state) < 0 && errno != ENOENT)
+				return vmm_fail_msg("remove `%s`: %s", state, vmm_strerror(errno));
+		}
 	}
 	return 0;
 }

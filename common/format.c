@@ -54,6 +54,9 @@ char *vmm_format_relative(time_t then, time_t now)
 		{1, "second"},
 	};
 	long d = (long)(now - then);
+	/* Foundation's numeric style counts "no difference" as the future */
+	if (d == 0)
+		return xstrdup("in 0 seconds");
 	int future = d < 0;
 	long a = future ? -d : d;
 	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
@@ -64,7 +67,7 @@ char *vmm_format_relative(time_t then, time_t now)
 				      : xasprintf("%ld %s%s ago", n, units[i].unit, pl);
 		}
 	}
-	return xstrdup("now");
+	return xstrdup("in 0 seconds"); /* not reached: the last unit always matches */
 }
 
 char *vmm_format_iso8601(time_t t)

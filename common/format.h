@@ -22,7 +22,10 @@
 char *vmm_format_table(const char *const *headers, size_t ncols, const char *const *cells,
 		       size_t nrows);
 
-/* "3 days ago", "1 hour ago", "in 5 minutes" (Foundation's RelativeDateTimeFormatter, .full). */
+/*
+ * "3 days ago", "1 hour ago", "in 5 minutes", and "in 0 seconds" for no
+ * difference (Foundation's RelativeDateTimeFormatter, numeric, .full).
+ */
 char *vmm_format_relative(time_t then, time_t now);
 /* "2026-05-12T21:45:18Z" */
 char *vmm_format_iso8601(time_t t);

@@ -146,10 +146,20 @@ int vmm_rm_rf(const char *path, vmm_error **err)
 			return vmm_error_errno(err, errno, "remove `%s`", path);
 		return 0;
 	}
-	int r = nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
-	if (r != 0)
-		return vmm_error_errno(err, r > 0 ? r : errno, "remove `%s`", path);
-	return 0;
+	/* Another process (the tmp GC) may be removing the same tree: entries
+	 * vanishing under the walk are not errors, and a second walk finishes
+	 * what the first could not. */
+	for (int attempt = 0;; attempt++) {
+		errno = 0;
+		int r = nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
+		if (r == 0)
+			return 0;
+		int e = r > 0 ? r : errno;
+		if (lstat(path, &st) < 0 && errno == ENOENT)
+			return 0;
+		if (e != ENOENT || attempt == 2)
+			return vmm_error_errno(err, e ? e : EIO, "remove `%s`", path);
+	}
 }
 
 int vmm_read_file(const char *path, size_t max, char **out, size_t *len, vmm_error **err)
@@ -157,13 +167,15 @@ int vmm_read_file(const char *path, size_t max, char **out, size_t *len, vmm_err
 	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vmm_error_errno(err, errno, "open `%s`", path);
-	size_t cap = 4096, n = 0;
+	/* room for max bytes plus one more, so a file of exactly max bytes is
+	 * read whole and one byte larger is refused without reading further */
+	size_t cap = max < 4096 ? max + 1 : 4096, n = 0;
 	cleanup_free char *buf = xmalloc(cap + 1);
 	for (;;) {
+		if (n > max)
+			return vmm_error_set(err, EFBIG, "`%s` is larger than %zu bytes", path, max);
 		if (n == cap) {
-			if (cap >= max)
-				return vmm_error_set(err, EFBIG, "`%s` is larger than %zu bytes", path, max);
-			cap = cap * 2 > max ? max : cap * 2;
+			cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
 			buf = xrealloc(buf, cap + 1);
 		}
 		ssize_t r = read(fd, buf + n, cap - n);
@@ -257,10 +269,12 @@ int vmm_fsync_dir(const char *path, bool is_dir, vmm_error **err)
 int vmm_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
 			  vmm_error **err)
 {
-	cleanup_free char *tmp = xasprintf("%s.tmp", path);
-	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* a unique name: two writers of one file must not share (and truncate)
+	 * one temporary file; the last rename wins with a whole file */
+	cleanup_free char *tmp = xasprintf("%s.tmp-XXXXXX", path);
+	cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
-		return vmm_error_errno(err, errno, "create `%s`", tmp);
+		return vmm_error_errno(err, errno, "create a temporary file beside `%s`", path);
 	if (fchmod(fd, mode) < 0 || vmm_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
 		int e = errno;
 		unlink(tmp);

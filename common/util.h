@@ -56,9 +56,9 @@ int vmm_rm_rf(const char *path, vmm_error **err);
 /* Read a whole file (at most max bytes, else EFBIG). *out is NUL-terminated. */
 int vmm_read_file(const char *path, size_t max, char **out, size_t *len, vmm_error **err);
 /*
- * Replace `path` atomically: write "<path>.tmp", fsync, rename over path,
- * fsync the directory.  Nothing but the old or the new content is ever
- * visible at `path`.
+ * Replace `path` atomically: write "<path>.tmp-XXXXXX" (a unique name),
+ * fsync, rename over path, fsync the directory.  Nothing but the old or the
+ * new content is ever visible at `path`.
  */
 int vmm_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
 			  vmm_error **err);

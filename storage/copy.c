@@ -14,8 +14,8 @@
 #include <linux/fs.h>
 #endif
 
-#define COPY_BUF (1u << 20)    /* 1 MiB reads in the zero-skipping copy */
-#define ZERO_BLOCK (64u << 10) /* granularity of holes it leaves */
+#define COPY_BUF (1u << 20) /* 1 MiB reads in the zero-skipping copy */
+#define ZERO_BLOCK 4096u     /* granularity of holes it leaves: a file system block */
 
 const char *vmm_copy_method_name(vmm_copy_method m)
 {
@@ -66,17 +66,53 @@ static bool all_zero(const unsigned char *p, size_t n)
 	return true;
 }
 
+/*
+ * Write the non-zero ZERO_BLOCK-sized pieces of buf (which belongs at file
+ * offset off, a multiple of ZERO_BLOCK) to out, each run of them in one
+ * write; all-zero pieces stay holes.
+ */
+static int write_nonzero(int out, const unsigned char *buf, size_t len, off_t off)
+{
+	size_t run = 0, run_len = 0; /* the pending run of non-zero pieces */
+	for (size_t b = 0; b < len; b += ZERO_BLOCK) {
+		size_t bl = len - b < ZERO_BLOCK ? len - b : ZERO_BLOCK;
+		if (!all_zero(buf + b, bl)) {
+			if (!run_len)
+				run = b;
+			run_len += bl;
+			continue;
+		}
+		if (run_len && vmm_pwrite_all(out, buf + run, run_len, off + (off_t)run) < 0)
+			return -1;
+		run_len = 0;
+	}
+	if (run_len && vmm_pwrite_all(out, buf + run, run_len, off + (off_t)run) < 0)
+		return -1;
+	return 0;
+}
+
+#define WRITEBACK_CHUNK (32u << 20) /* start writeback of the copy every 32 MiB */
+
+/* Start writeback of [off, off+len) of out without waiting (write_back mode). */
+static void kick_writeback(int out, bool write_back, off_t off, uint64_t len)
+{
+	if (write_back)
+		(void)sync_file_range(out, off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
 /* Copy [off, off+len) with copy_file_range, falling back to read/write. */
-static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied)
+static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied,
+		      bool write_back)
 {
 	bool use_cfr = true;
 	cleanup_free unsigned char *buf = NULL;
 	while (len) {
 		if (use_cfr) {
 			loff_t ioff = off, ooff = off;
-			size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
+			size_t want = len > WRITEBACK_CHUNK ? WRITEBACK_CHUNK : (size_t)len;
 			ssize_t n = copy_file_range(in, &ioff, out, &ooff, want, 0);
 			if (n > 0) {
+				kick_writeback(out, write_back, off, (uint64_t)n);
 				off += n;
 				len -= (uint64_t)n;
 				*copied += (uint64_t)n;
@@ -99,12 +135,9 @@ static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied
 		if (vmm_pread_all(in, buf, want, off) < 0)
 			return -1;
 		/* keep zero blocks inside data extents as holes too */
-		for (size_t b = 0; b < want; b += ZERO_BLOCK) {
-			size_t bl = want - b < ZERO_BLOCK ? want - b : ZERO_BLOCK;
-			if (!all_zero(buf + b, bl) &&
-			    vmm_pwrite_all(out, buf + b, bl, off + (off_t)b) < 0)
-				return -1;
-		}
+		if (write_nonzero(out, buf, want, off) < 0)
+			return -1;
+		kick_writeback(out, write_back, off, want);
 		off += (off_t)want;
 		len -= want;
 		*copied += want;
@@ -112,7 +145,7 @@ static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied
 	return 0;
 }
 
-int vmm_copy_sparse_fd(int in, int out, uint64_t size, uint64_t *copied)
+static int copy_sparse(int in, int out, uint64_t size, uint64_t *copied, bool write_back)
 {
 	off_t pos = 0, end = (off_t)size;
 	while (pos < end) {
@@ -129,14 +162,19 @@ int vmm_copy_sparse_fd(int in, int out, uint64_t size, uint64_t *copied)
 			return -1;
 		if (hole > end)
 			hole = end;
-		if (copy_range(in, out, data, (uint64_t)(hole - data), copied) < 0)
+		if (copy_range(in, out, data, (uint64_t)(hole - data), copied, write_back) < 0)
 			return -1;
 		pos = hole;
 	}
 	return 0;
 }
 
-int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
+int vmm_copy_sparse_fd(int in, int out, uint64_t size, uint64_t *copied)
+{
+	return copy_sparse(in, out, size, copied, false);
+}
+
+static int copy_zeroskip(int in, int out, uint64_t size, uint64_t *copied, bool write_back)
 {
 	cleanup_free unsigned char *buf = xmalloc(COPY_BUF);
 	uint64_t off = 0;
@@ -144,16 +182,18 @@ int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
 		size_t want = size - off > COPY_BUF ? COPY_BUF : (size_t)(size - off);
 		if (vmm_pread_all(in, buf, want, (off_t)off) < 0)
 			return -1;
-		for (size_t b = 0; b < want; b += ZERO_BLOCK) {
-			size_t bl = want - b < ZERO_BLOCK ? want - b : ZERO_BLOCK;
-			if (!all_zero(buf + b, bl) &&
-			    vmm_pwrite_all(out, buf + b, bl, (off_t)(off + b)) < 0)
-				return -1;
-		}
+		if (write_nonzero(out, buf, want, (off_t)off) < 0)
+			return -1;
+		kick_writeback(out, write_back, (off_t)off, want);
 		off += want;
 		*copied += want;
 	}
 	return 0;
+}
+
+int vmm_copy_zeroskip_fd(int in, int out, uint64_t size, uint64_t *copied)
+{
+	return copy_zeroskip(in, out, size, copied, false);
 }
 
 /*
@@ -223,19 +263,25 @@ int vmm_copy_file(const char *src, const char *dst, const vmm_copy_opts *opts,
 	} else {
 		if (ftruncate(out, st.st_size) < 0)
 			goto fail;
+		bool wb = opts->write_back && !opts->fsync;
 		if (!opts->no_seek_data && seek_data_works(in, &st)) {
 			method = VMM_COPY_SPARSE;
-			rc = vmm_copy_sparse_fd(in, out, (uint64_t)st.st_size, &copied);
+			rc = copy_sparse(in, out, (uint64_t)st.st_size, &copied, wb);
 			if (rc < 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
 				method = VMM_COPY_ZEROSKIP;
 				copied = 0;
-				rc = vmm_copy_zeroskip_fd(in, out, (uint64_t)st.st_size, &copied);
+				rc = copy_zeroskip(in, out, (uint64_t)st.st_size, &copied, wb);
 			}
 		} else {
 			method = VMM_COPY_ZEROSKIP;
-			rc = vmm_copy_zeroskip_fd(in, out, (uint64_t)st.st_size, &copied);
+			rc = copy_zeroskip(in, out, (uint64_t)st.st_size, &copied, wb);
 		}
 		if (rc < 0)
+			goto fail;
+		/* wait for the writeback started along the way (and start the rest) */
+		if (wb && sync_file_range(out, 0, 0,
+					  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+						  SYNC_FILE_RANGE_WAIT_AFTER) < 0)
 			goto fail;
 	}
 	if (opts->fsync && out >= 0 && fsync(out) < 0)

@@ -34,6 +34,15 @@ typedef struct vmm_copy_opts {
 	bool no_reflink;   /* force the sparse fallback (tests, benchmarks) */
 	bool no_seek_data; /* force the zero-skipping copy (tests) */
 	bool fsync;        /* fsync each file before returning */
+	/*
+	 * Have the data of each copied file written to the device (without a
+	 * cache flush or a metadata commit) before returning; writeback starts
+	 * while the copy runs.  Enough for a later rename to never expose the
+	 * file without its data after a crash: journaling and COW file systems
+	 * commit metadata after completed writes, behind a cache flush.
+	 * Reflinked files need nothing: sharing extents is a metadata change.
+	 */
+	bool write_back;
 } vmm_copy_opts;
 
 /*

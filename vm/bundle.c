@@ -51,7 +51,8 @@ int vmm_bundle_open_dir(vmm_bundle **out, const char *dir, const char *name, vmm
 	if (!vmm_bundle_dir_is_vm(dir)) {
 		if (!path_is_dir(dir))
 			return vmm_error_not_found(err, name);
-		return vmm_error_set(err, VMM_ENOTFOUND,
+		/* Tart's VMMissingFiles: a runtime error (exit 1), not "does not exist" */
+		return vmm_error_set(err, VMM_EINVAL,
 				     "VM \"%s\" is missing some of its files (config.json, disk.img "
 				     "or nvram.bin)",
 				     name);
@@ -148,9 +149,19 @@ int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **
 int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated,
 			 vmm_error **err)
 {
-	cleanup_dir DIR *d = opendir(dir);
-	if (!d)
+	/* O_NOATIME: reading the directory must not bump its access date,
+	 * which is the VM's (prune's LRU); it needs ownership, so fall back */
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return vmm_error_errno(err, errno, "open `%s`", dir);
+	cleanup_dir DIR *d = fdopendir(fd);
+	if (!d) {
+		int e = errno;
+		close(fd);
+		return vmm_error_errno(err, e, "open `%s`", dir);
+	}
 	uint64_t ap = 0, al = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {

@@ -114,11 +114,15 @@ static int parse_fields(vmm_config *c, const char *what, vmm_error **err)
 				     (long long)mem);
 	c->memory_size_min = (uint64_t)mem_min;
 	c->memory_size = (uint64_t)mem;
-	if (need_str(o, "macAddress", c->mac, sizeof(c->mac) + 1, true, what, err) < 0)
-		return -1;
-	if (!vmm_mac_is_valid(c->mac))
-		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` \"%s\" is not a MAC address",
-				     what, c->mac);
+	json_t *mac = json_object_get(o, "macAddress");
+	if (!mac)
+		return vmm_error_set(err, VMM_EINVAL, "%s: missing key `macAddress`", what);
+	if (!json_is_string(mac))
+		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` must be a string", what);
+	if (json_string_length(mac) != 17 || !vmm_mac_is_valid(json_string_value(mac)))
+		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` \"%.40s\" is not a MAC address",
+				     what, json_string_value(mac));
+	memcpy(c->mac, json_string_value(mac), sizeof(c->mac)); /* 17 characters and the NUL */
 	for (char *p = c->mac; *p; p++)
 		*p = (char)tolower((unsigned char)*p);
 
@@ -135,8 +139,19 @@ static int parse_fields(vmm_config *c, const char *what, vmm_error **err)
 		    need_str(d, "unit", c->display_unit, sizeof(c->display_unit), false, dwhat,
 			     err) < 0)
 			return -1;
+		if (c->display_width <= 0 || c->display_height <= 0)
+			return vmm_error_set(err, VMM_EINVAL, "%s: `display` %lldx%lld is not a size",
+					     what, (long long)c->display_width,
+					     (long long)c->display_height);
+		if (c->display_unit[0] && strcmp(c->display_unit, "pt") != 0 &&
+		    strcmp(c->display_unit, "px") != 0)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "%s: display `unit` \"%s\" is neither \"pt\" nor \"px\"",
+					     what, c->display_unit);
 	}
 	json_t *r = json_object_get(o, "displayRefit");
+	if (r && !json_is_boolean(r))
+		return vmm_error_set(err, VMM_EINVAL, "%s: `displayRefit` must be true or false", what);
 	c->display_refit = r ? (json_is_true(r) ? 1 : 0) : -1;
 	strcpy(c->disk_format, "raw");
 	json_t *df = json_object_get(o, "diskFormat");

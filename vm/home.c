@@ -2,6 +2,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <stdlib.h>
@@ -79,6 +80,14 @@ int vmm_flock_path(const char *path, int op, int *fd, vmm_error **err)
 	return 0;
 }
 
+void vmm_home_gc_guard(const char *path, int *fd)
+{
+	/* held elsewhere (a staging lock still open, another process): then
+	 * the GC cannot take it either, which is all we want */
+	*fd = -1;
+	vmm_flock_path(path, LOCK_EX | LOCK_NB, fd, NULL);
+}
+
 int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err)
 {
 	return vmm_flock_path(h->root, LOCK_EX, lock_fd, err);
@@ -110,20 +119,32 @@ int vmm_home_gc_tmp(const vmm_home *h, vmm_error **err)
 
 int vmm_home_mktemp(const vmm_home *h, char **path, int *lock_fd, vmm_error **err)
 {
-	char uuid[37];
-	vmm_uuid(uuid);
-	cleanup_free char *p = path_join(h->tmp, uuid);
-	if (mkdir(p, 0755) < 0)
-		return vmm_error_errno(err, errno, "create `%s`", p);
-	if (vmm_flock_path(p, LOCK_EX, lock_fd, err) < 0) {
-		rmdir(p);
-		return -1;
+	/* Between mkdir and flock another process's tmp GC can lock and remove
+	 * the new directory; check that the locked inode is still the one at
+	 * the path, and start over with a new name if not. */
+	for (int attempt = 0; attempt < 8; attempt++) {
+		char uuid[37];
+		vmm_uuid(uuid);
+		cleanup_free char *p = path_join(h->tmp, uuid);
+		if (mkdir(p, 0755) < 0)
+			return vmm_error_errno(err, errno, "create `%s`", p);
+		cleanup_close int fd = -1;
+		if (vmm_flock_path(p, LOCK_EX, &fd, NULL) < 0)
+			continue;
+		struct stat locked, now;
+		if (fstat(fd, &locked) < 0 || stat(p, &now) < 0 || locked.st_ino != now.st_ino ||
+		    locked.st_dev != now.st_dev)
+			continue;
+		*lock_fd = steal_fd(fd);
+		*path = steal_ptr(p);
+		return 0;
 	}
-	*path = steal_ptr(p);
-	return 0;
+	return vmm_error_set(err, EAGAIN, "create a directory in `%s`: removed as soon as made",
+			     h->tmp);
 }
 
-int vmm_home_install(const char *staging, const char *dest, int replace, vmm_error **err)
+static int install(const char *staging, const char *dest, int replace, bool durable,
+		   vmm_error **err)
 {
 	cleanup_free char *parent = xstrdup(dest);
 	char *slash = strrchr(parent, '/');
@@ -132,17 +153,35 @@ int vmm_home_install(const char *staging, const char *dest, int replace, vmm_err
 		if (vmm_mkdir_p(parent, err) < 0)
 			return -1;
 	}
+	/* what is in staging must be on disk before a name in vms/ points at it */
+	if (durable && vmm_fsync_dir(staging, true, err) < 0)
+		return -1;
 	if (!path_exists(dest)) {
 		if (rename(staging, dest) < 0)
 			return vmm_error_errno(err, errno, "move `%s` into place", dest);
-		return vmm_fsync_dir(dest, false, err);
+		return durable ? vmm_fsync_dir(dest, false, err) : 0;
 	}
 	if (!replace)
 		return vmm_error_set(err, VMM_EEXISTS, "`%s` already exists", dest);
-	/* swap atomically, then remove what was swapped out (now at staging) */
+	/* Swap atomically, then remove what was swapped out (now at the staging
+	 * path in tmp/).  Lock it first so another process's tmp GC leaves it
+	 * to us. */
+	cleanup_close int old_lock = -1;
+	vmm_home_gc_guard(dest, &old_lock);
 	if (syscall(SYS_renameat2, AT_FDCWD, staging, AT_FDCWD, dest, 2 /* RENAME_EXCHANGE */) < 0)
 		return vmm_error_errno(err, errno, "replace `%s`", dest);
-	if (vmm_fsync_dir(dest, false, err) < 0)
+	if (durable && vmm_fsync_dir(dest, false, err) < 0)
 		return -1;
 	return vmm_rm_rf(staging, err);
+}
+
+int vmm_home_install(const char *staging, const char *dest, int replace, vmm_error **err)
+{
+	return install(staging, dest, replace, true, err);
+}
+
+int vmm_home_install_ordered(const char *staging, const char *dest, int replace,
+			     vmm_error **err)
+{
+	return install(staging, dest, replace, false, err);
 }

@@ -42,6 +42,13 @@ int vmm_home_gc_tmp(const vmm_home *h, vmm_error **err);
  */
 int vmm_home_mktemp(const vmm_home *h, char **path, int *lock_fd, vmm_error **err);
 
+/*
+ * Keep the tmp GC of other processes away from `path` (about to be moved
+ * into tmp/ and removed): try an flock without waiting; *fd is the lock or
+ * -1 if someone else already holds one.  Close *fd when done.
+ */
+void vmm_home_gc_guard(const char *path, int *fd);
+
 /* Take the global lock (blocking flock on the home directory). */
 int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err);
 
@@ -52,10 +59,20 @@ int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err);
 int vmm_flock_path(const char *path, int op, int *fd, vmm_error **err);
 
 /*
- * Move a finished staging directory to `dest` with one rename.  With
- * `replace`, an existing dest is swapped out atomically and then removed;
- * without, an existing dest is VMM_EEXISTS.  Call under vmm_home_lock().
+ * Move a finished staging directory to `dest` with one rename, after an
+ * fsync of the staging directory (the files in it must already be synced).
+ * With `replace`, an existing dest is swapped out atomically and then
+ * removed; without, an existing dest is VMM_EEXISTS.  Call under
+ * vmm_home_lock().
  */
 int vmm_home_install(const char *staging, const char *dest, int replace, vmm_error **err);
+/*
+ * The same without any fsync: for staging whose files are already written
+ * to the device (vmm_copy_opts.write_back, reflinks).  Journaling and COW
+ * file systems commit the rename after those writes, so a crash never
+ * shows a half-made dest - but it may lose the new dest altogether.
+ */
+int vmm_home_install_ordered(const char *staging, const char *dest, int replace,
+			     vmm_error **err);
 
 #endif

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 int vmm_vm_check_name(const char *name, vmm_error **err)
 {
@@ -33,6 +35,24 @@ static int refuse_existing(const vmm_home *h, const char *name, bool force, vmm_
 	if (vmm_bundle_dir_is_vm(dir) && vmm_bundle_dir_running_pid(dir) > 0)
 		return vmm_error_running(err, name);
 	return 0;
+}
+
+/*
+ * Take the VM directory at `dir` out of vms/ with one rename into tmp/, then
+ * remove it there.  The directory is flocked first so that another
+ * process's tmp GC leaves it to us.  Call under the home lock.
+ */
+static int move_out_and_remove(const vmm_home *h, const char *dir, vmm_error **err)
+{
+	cleanup_close int gc_lock = -1;
+	vmm_home_gc_guard(dir, &gc_lock);
+	char uuid[37];
+	vmm_uuid(uuid);
+	cleanup_free char *trash = xasprintf("%s/delete-%s", h->tmp, uuid);
+	if (rename(dir, trash) < 0)
+		return vmm_error_errno(err, errno, "remove `%s`", dir);
+	vmm_fsync_dir(dir, false, NULL);
+	return vmm_rm_rf(trash, err);
 }
 
 int vmm_vm_install(const vmm_home *h, const char *staging, const char *name, bool force,
@@ -64,15 +84,16 @@ int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o,
 	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
 	cleanup_free char *disk = path_join(tmp, VMM_DISK_FILE);
 	cleanup_free char *nvram = path_join(tmp, VMM_NVRAM_FILE);
+	static const vmm_copy_opts durable = {.fsync = true};
 	if (o->kernel) {
 		cleanup_free char *k = path_join(tmp, VMM_KERNEL_FILE);
-		if (vmm_copy_file(o->kernel, k, NULL, NULL, err) < 0) {
+		if (vmm_copy_file(o->kernel, k, &durable, NULL, err) < 0) {
 			vmm_error_wrap(err, "kernel");
 			goto out;
 		}
 		if (o->initramfs) {
 			cleanup_free char *i = path_join(tmp, VMM_INITRAMFS_FILE);
-			if (vmm_copy_file(o->initramfs, i, NULL, NULL, err) < 0) {
+			if (vmm_copy_file(o->initramfs, i, &durable, NULL, err) < 0) {
 				vmm_error_wrap(err, "initramfs");
 				goto out;
 			}
@@ -80,7 +101,7 @@ int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o,
 	}
 	/* a sparse raw disk with nothing on it, as `tart create --linux` makes */
 	int fd = open(disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0 || ftruncate(fd, (off_t)o->disk_size) < 0) {
+	if (fd < 0 || ftruncate(fd, (off_t)o->disk_size) < 0 || fsync(fd) < 0) {
 		vmm_error_errno(err, errno, "create `%s`", disk);
 		if (fd >= 0)
 			close(fd);
@@ -105,6 +126,37 @@ static bool clone_skip(const char *name)
 	return strcmp(name, VMM_CONFIG_FILE) == 0 || strcmp(name, VMM_MANIFEST_FILE) == 0 ||
 	       strcmp(name, VMM_EXPLICITLY_PULLED_FILE) == 0 ||
 	       strstr(name, ".tmp") != NULL;
+}
+
+/*
+ * Create path with data and have it written to the device before returning
+ * (no cache flush, no metadata commit: see vmm_copy_opts.write_back), or
+ * fsync it when `durable`.
+ */
+static int write_new_file(const char *path, const char *data, size_t len, bool durable,
+			  vmm_error **err)
+{
+	cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return vmm_error_errno(err, errno, "create `%s`", path);
+	if (vmm_write_all(fd, data, len) < 0 ||
+	    (durable ? fsync(fd)
+		     : sync_file_range(fd, 0, 0,
+				       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+					       SYNC_FILE_RANGE_WAIT_AFTER)) < 0) {
+		int e = errno;
+		unlink(path);
+		return vmm_error_errno(err, e, "write `%s`", path);
+	}
+	return 0;
+}
+
+/* Is the bundle in dir suspended (vmm's state file or Tart's)? */
+static bool dir_suspended(const char *dir)
+{
+	cleanup_free char *st = path_join(dir, VMM_STATE_FILE);
+	cleanup_free char *tart_st = path_join(dir, VMM_TART_STATE_FILE);
+	return access(st, F_OK) == 0 || access(tart_st, F_OK) == 0;
 }
 
 int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, const char *name,
@@ -142,6 +194,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	cleanup_vmm_config vmm_config *cfg = NULL;
 	if (vmm_config_parse(&cfg, raw, (size_t)st.st_size, what, err) < 0)
 		return -1;
+	bool suspended = dir_suspended(src_dir);
 
 	cleanup_free char *tmp = NULL;
 	cleanup_close int tmp_lock = -1;
@@ -149,21 +202,45 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 		return -1;
 	int rc = -1;
 	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
-	cleanup_free char *state = path_join(src_dir, VMM_STATE_FILE);
-	bool suspended = access(state, F_OK) == 0;
-	if (vmm_copy_dir(src_dir, tmp, false, clone_skip, o->copy, stats, err) < 0)
+	/*
+	 * Crash consistency by ordering, not flushing: every file of the clone
+	 * is on the device (shared extents, or data written back) before the
+	 * rename that makes it visible, and journaling/COW file systems commit
+	 * that rename after those writes.  A crash may lose the new clone (as
+	 * with cp), never show a broken one.  With `durable`, fsyncs make the
+	 * clone survive a crash too, at the price of a cache flush per file.
+	 */
+	vmm_copy_opts copy = o->copy ? *o->copy : (vmm_copy_opts){0};
+	copy.fsync = o->durable;
+	copy.write_back = !o->durable;
+	if (vmm_copy_dir(src_dir, tmp, false, clone_skip, &copy, stats, err) < 0) {
+		vmm_error_wrap(err, "clone \"%s\" to \"%s\"", src_name, name);
 		goto out;
-	/* Tart's rule; a local source always has the MAC in use (its own), and
-	 * the scan must not open the source's config.json (see above) */
-	bool collides = src_is_local || vmm_bundle_mac_in_use(h, cfg->mac, src_dir, false);
-	if (!suspended && collides) {
-		vmm_mac_random(cfg->mac);
-		if (vmm_config_save(cfg, cfg_path, err) < 0)
-			goto out;
-	} else if (vmm_write_file_atomic(cfg_path, raw, (size_t)st.st_size, 0644, err) < 0) {
-		goto out; /* the source's bytes, unchanged */
 	}
-	rc = vmm_vm_install(h, tmp, name, o->force, err);
+	{
+		/* Tart decides on the MAC and moves the clone in under the global
+		 * lock, so two clones of one image cannot both keep its MAC */
+		cleanup_close int home_lock = -1;
+		if (vmm_home_lock(h, &home_lock, err) < 0 ||
+		    refuse_existing(h, name, o->force, err) < 0)
+			goto out;
+		/* a local source always has the MAC in use (its own); the scan must
+		 * not open the source's config.json (see above) */
+		bool collides = src_is_local || vmm_bundle_mac_in_use(h, cfg->mac, src_dir, false);
+		cleanup_free char *text = NULL;
+		const char *bytes = raw; /* the source's bytes, unchanged */
+		size_t len = (size_t)st.st_size;
+		if (!suspended && collides) {
+			vmm_mac_random(cfg->mac);
+			bytes = text = vmm_config_pretty(cfg);
+			len = strlen(text);
+		}
+		if (write_new_file(cfg_path, bytes, len, o->durable, err) < 0)
+			goto out;
+		cleanup_free char *dest = vmm_home_vm_dir(h, name);
+		rc = o->durable ? vmm_home_install(tmp, dest, o->force, err)
+				: vmm_home_install_ordered(tmp, dest, o->force, err);
+	}
 out:
 	if (rc < 0)
 		vmm_rm_rf(tmp, NULL);
@@ -196,9 +273,13 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 	if (path_exists(dst)) {
 		if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_running_pid(dst) > 0)
 			return vmm_error_running(err, new_name);
-		if (vmm_home_install(src, dst, true, err) < 0)
-			return -1;
-		return 0;
+		/* swap, so that NEW is never missing, then take the old NEW (now
+		 * at NAME) out of vms/ before removing it: no half-deleted VM is
+		 * ever visible */
+		if (syscall(SYS_renameat2, AT_FDCWD, src, AT_FDCWD, dst, 2 /* RENAME_EXCHANGE */) < 0)
+			return vmm_error_errno(err, errno, "replace `%s`", dst);
+		vmm_fsync_dir(h->vms, true, NULL);
+		return move_out_and_remove(h, src, err);
 	}
 	if (rename(src, dst) < 0)
 		return vmm_error_errno(err, errno, "rename `%s` to `%s`", src, dst);
@@ -218,13 +299,7 @@ int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)
 	if (access(cfg, F_OK) == 0 && vmm_bundle_dir_lock(dir, name, &run_lock, err) < 0)
 		return -1;
 	/* move it out of vms/ in one step, then take our time removing it */
-	char uuid[37];
-	vmm_uuid(uuid);
-	cleanup_free char *trash = xasprintf("%s/delete-%s", h->tmp, uuid);
-	if (rename(dir, trash) < 0)
-		return vmm_error_errno(err, errno, "remove `%s`", dir);
-	vmm_fsync_dir(h->vms, true, NULL);
-	return vmm_rm_rf(trash, err);
+	return move_out_and_remove(h, dir, err);
 }
 
 char *vmm_format_decimal_bytes(uint64_t n)
@@ -238,14 +313,18 @@ char *vmm_format_decimal_bytes(uint64_t n)
 		v /= 1000;
 		u++;
 	}
+	/* ByteCountFormatter is adaptive: KB without decimals, MB with one,
+	 * GB and up with two, trailing zeros dropped */
 	char buf[32];
-	snprintf(buf, sizeof(buf), "%.2f", v);
+	snprintf(buf, sizeof(buf), "%.*f", u <= 1 ? 0 : u == 2 ? 1 : 2, v);
 	/* trim trailing zeros and a trailing point: "50.00" -> "50", "1.50" -> "1.5" */
-	char *end = buf + strlen(buf) - 1;
-	while (*end == '0')
-		*end-- = '\0';
-	if (*end == '.')
-		*end = '\0';
+	if (strchr(buf, '.')) {
+		char *end = buf + strlen(buf) - 1;
+		while (*end == '0')
+			*end-- = '\0';
+		if (*end == '.')
+			*end = '\0';
+	}
 	return xasprintf("%s %s", buf, units[u]);
 }
 

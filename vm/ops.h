@@ -26,13 +26,16 @@ int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o,
 
 typedef struct vmm_clone_opts {
 	bool force;                  /* replace an existing VM */
-	const vmm_copy_opts *copy;   /* may be NULL */
+	const vmm_copy_opts *copy;   /* may be NULL; fsync/write_back are set from durable */
+	bool durable;                /* fsync everything: the clone survives a crash */
 } vmm_clone_opts;
 
 /*
  * Clone the bundle in src_dir (a local VM or a cache entry) into vms/<name>.
  * Tart's MAC rule: a new MAC if another local VM has the source's MAC,
  * unless the source is suspended (then MAC and state are kept: a fork).
+ * Crash-consistent always (a crash never leaves a broken clone visible);
+ * crash-durable only with opts.durable (costs a cache flush per file).
  * stats may be NULL.
  */
 int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, const char *name,

@@ -29,13 +29,17 @@ t_skip() { echo "SKIP: $*"; exit 77; }
 ok() { T_PASS=$((T_PASS + 1)); echo "  ok   $*"; }
 fail() { T_FAIL=$((T_FAIL + 1)); echo "  FAIL $*"; }
 
-# vmm ARGS... : run vmm, capture OUT, ERR and RC (never fails the shell)
+# vmm ARGS... : run vmm, capture OUT, ERR and RC (never fails the shell).
+# OUT and ERR lose trailing newlines (as $(...) does); OUT_RAW is stdout
+# byte for byte, trailing newlines included.
 vmm() {
 	local o e
 	o=$(mktemp) e=$(mktemp)
 	"$VMM" "$@" >"$o" 2>"$e"
 	RC=$?
 	OUT=$(cat "$o") ERR=$(cat "$e")
+	OUT_RAW=$(cat "$o"; echo x)
+	OUT_RAW=${OUT_RAW%x}
 	rm -f "$o" "$e"
 	if grep -q -E 'AddressSanitizer|runtime error:|LeakSanitizer' <<<"$ERR"; then
 		fail "sanitizer report from: vmm $*"
@@ -76,6 +80,72 @@ assert_one_line_error() {
 	local n
 	n=$(grep -c . <<<"$ERR")
 	if [ "$n" -ge 1 ] && grep -q '^vmm: ' <<<"$ERR"; then ok "$1"; else fail "$1 (stderr: $ERR)"; fi
+}
+
+# Hold Tart's running lock (a classic POSIX write lock on config.json, as
+# `tart run` and `vmm run` take it) from another process until killed;
+# prints that process's pid.  t_defer the kill.
+hold_running_lock() { # vm-dir
+	local ready
+	ready=$(mktemp -u)
+	python3 -c '
+import fcntl, os, sys, time
+f = open(sys.argv[1] + "/config.json", "r+")
+fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+open(sys.argv[2], "w").close()
+time.sleep(3600)
+' "$1" "$ready" >/dev/null 2>&1 &
+	local pid=$! i
+	for i in $(seq 100); do [ -e "$ready" ] && break; sleep 0.05; done
+	rm -f "$ready"
+	echo "$pid"
+}
+
+# Hold an flock on a path (as a staging directory's owner does) until killed.
+hold_flock() { # path
+	local ready
+	ready=$(mktemp -u)
+	python3 -c '
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(sys.argv[2], "w").close()
+time.sleep(3600)
+' "$1" "$ready" >/dev/null 2>&1 &
+	local pid=$! i
+	for i in $(seq 100); do [ -e "$ready" ] && break; sleep 0.05; done
+	rm -f "$ready"
+	echo "$pid"
+}
+
+# sparse_cmp A B: same size and same bytes, reading only where either file
+# has data (SEEK_DATA/SEEK_HOLE), so 64 GiB sparse disks compare quickly.
+sparse_cmp() {
+	python3 - "$1" "$2" <<'PY'
+import os, sys
+a, b = (os.open(p, os.O_RDONLY) for p in sys.argv[1:3])
+size = os.fstat(a).st_size
+if size != os.fstat(b).st_size:
+    sys.exit(1)
+def extents(fd):
+    pos = 0
+    while pos < size:
+        try:
+            d = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            return
+        h = os.lseek(fd, d, os.SEEK_HOLE)
+        yield d, h
+        pos = h
+for fd in (a, b):
+    for d, h in extents(fd):
+        off = d
+        while off < h:
+            n = min(h - off, 1 << 20)
+            if os.pread(a, n, off) != os.pread(b, n, off):
+                sys.exit(1)
+            off += n
+PY
 }
 
 # Allocated bytes of a file.

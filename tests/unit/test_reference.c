@@ -69,6 +69,8 @@ static void test_reference_parse__invalid(void **state)
 		"debian:latest",         /* local name (Tart) */
 		"debian",                /* local name */
 		"a/../b",                /* Tart rejects */
+		"ghcr.io/a/../b/c:latest", /* no path traversal (RemoteNameTests) */
+		"ghcr.io/a/./b",
 		"127.0.0.1:/a/b",        /* port must be given when ':' is used */
 		"touch\xc3\xa9.fr/a/b:latest", /* ASCII only */
 		"ghcr.io/tou/ch\xc3\xa9:latest",
