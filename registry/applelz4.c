@@ -281,6 +281,8 @@ static int check_total(vmm_applelz4_dec *d, uint64_t n, vmm_error **err)
 	return 0;
 }
 
+static void next_header(vmm_applelz4_dec *d);
+
 /* Parse a complete header; sets the state for the block body. */
 static int header_done(vmm_applelz4_dec *d, vmm_error **err)
 {
@@ -308,6 +310,10 @@ static int header_done(vmm_applelz4_dec *d, vmm_error **err)
 			return bad(d, err, "stored block larger than 4 MiB");
 		if (check_total(d, d->dsize, err) < 0)
 			return -1;
+		if (d->dsize == 0) { /* an empty stored block: nothing to gather */
+			next_header(d);
+			return 0;
+		}
 		win_reserve(d, d->dsize);
 		d->in_have = 0;
 		d->state = ST_RAW;
@@ -388,7 +394,7 @@ int vmm_applelz4_dec_update(vmm_applelz4_dec *d, const void *data, size_t len,
 				d->win_pos += d->dsize;
 				d->total += d->dsize;
 				next_header(d);
-				int rc = d->dsize ? out(ctx, blk, d->dsize) : 0;
+				int rc = out(ctx, blk, d->dsize);
 				if (rc < 0)
 					return rc;
 			}
