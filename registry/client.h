@@ -17,8 +17,20 @@
  *
  * Thread safety: one vmm_registry may be used by many threads at once
  * (each call runs on its own easy handle; the token cache is locked).
- * Every function returns 0 or -1 with *err set; messages name the request,
- * e.g. "GET manifest `latest`: HTTP 404: MANIFEST_UNKNOWN ...".
+ * Every function returns 0 or -1 with *err set; messages name the request
+ * and carry the registry's error code, e.g.
+ * "GET manifest `latest`: HTTP 404 MANIFEST_UNKNOWN: manifest unknown".
+ * Codes: 404 is VMM_ENOTFOUND, 401/403 and rejected credentials VMM_EAUTH,
+ * a stalled transfer VMM_ETIMEOUT, a hostile answer VMM_EFORMAT.
+ *
+ * Connection reuse: a pool of curl easy handles (each keeps its idle
+ * connections) plus a curl share handle for DNS and TLS sessions; the
+ * connection cache itself is not shared across threads because libcurl
+ * 7.88 documents that as unsafe (see registry/http_transport.h).
+ * TLS trust: libcurl's CA bundle, or SSL_CERT_FILE / CURL_CA_BUNDLE /
+ * SSL_CERT_DIR when set.  There is no option to turn verification off.
+ * Test knobs (environment, used when the opts fields are 0):
+ * VMM_REGISTRY_RETRY_BASE_MS, VMM_REGISTRY_STALL_TIMEOUT (seconds).
  */
 #ifndef VMM_REGISTRY_CLIENT_H
 #define VMM_REGISTRY_CLIENT_H
@@ -35,12 +47,18 @@ typedef struct vmm_registry_opts {
 	bool insecure;          /* plain HTTP */
 	const char *user_agent; /* NULL: "vmm/<version>" */
 	int max_attempts;       /* per request, for retryable failures; 0: 5 */
+	/* added by the transport work; 0 keeps the defaults */
+	long retry_base_ms;     /* backoff base (full jitter, doubling, capped at 20 s); 0: 1000 */
+	long stall_timeout_s;   /* abort+retry a transfer below 1 KiB/s for this long; 0: 30 */
 } vmm_registry_opts;
 
 #define VMM_MEDIA_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define VMM_MEDIA_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 
-/* A client for host ("host[:port]") and namespace ("a/b"); opts may be NULL. */
+/*
+ * A client for host ("host[:port]") and namespace ("a/b"); opts may be NULL.
+ * Credentials are looked up (registry/credentials.h) on the first challenge.
+ */
 int vmm_registry_open(vmm_registry **out, const char *host, const char *namespace,
 		      const vmm_registry_opts *opts, vmm_error **err);
 void vmm_registry_free(vmm_registry *r);
@@ -87,7 +105,8 @@ typedef int (*vmm_blob_sink)(void *ctx, const void *data, size_t len);
 
 /*
  * GET /v2/<ns>/blobs/<digest> from byte `from` on (Range: bytes=<from>- when
- * from > 0, 206 required), following redirects (without Authorization to
+ * from > 0; a 206 must start at that byte, a 200 that ignores the Range has
+ * its first bytes dropped), following redirects (without Authorization to
  * another host).  Bytes go to sink exactly once each, in order: when the
  * transfer breaks, the client retries from the first byte the sink has not
  * seen.  If expected_size is non-zero, more bytes than expected_size - from
@@ -104,5 +123,14 @@ int vmm_registry_blob_get(vmm_registry *r, const char *digest, uint64_t from,
  */
 int vmm_registry_check_credentials(const char *host, bool insecure, const char *username,
 				   const char *password, vmm_error **err);
+
+/* Counters of one client, for tests and benchmarks. */
+typedef struct vmm_registry_stats {
+	long requests;      /* HTTP exchanges, redirect hops included */
+	long connections;   /* TCP connections opened */
+	long token_fetches; /* Bearer token requests */
+	long retries;       /* attempts repeated after a retryable failure */
+} vmm_registry_stats;
+void vmm_registry_get_stats(vmm_registry *r, vmm_registry_stats *out);
 
 #endif
