@@ -195,7 +195,7 @@ int vmm_fs_available(const char *path, uint64_t *out, vmm_error **err)
 int vmm_prune_reclaim(const vmm_home *h, uint64_t required, const char *initiator,
 		      uint64_t *reclaimed, vmm_error **err)
 {
-	uint64_t avail;
+	uint64_t avail = 0;
 	if (reclaimed)
 		*reclaimed = 0;
 	if (getenv("VMM_NO_AUTO_PRUNE") || getenv("TART_NO_AUTO_PRUNE"))

@@ -432,6 +432,7 @@ int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, si
 	cleanup_free char *cfg = vmm_config_compact(b->config);
 	cleanup_free char *oci_cfg = NULL;
 	cleanup_free char *manifest = NULL;
+	cleanup_free char *now = NULL;
 	char cfg_digest[72], oci_digest[72], mdigest[72];
 	struct stat st;
 	if (stat(disk_path, &st) < 0) {
@@ -492,7 +493,7 @@ int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, si
 	char disk_size[32];
 	snprintf(disk_size, sizeof(disk_size), "%llu", (unsigned long long)st.st_size);
 	vmm_manifest_annotate(m, VMM_ANN_DISK_SIZE, disk_size);
-	cleanup_free char *now = vmm_format_iso8601(time(NULL));
+	now = vmm_format_iso8601(time(NULL));
 	vmm_manifest_annotate(m, VMM_ANN_UPLOAD_TIME, now);
 	manifest = vmm_manifest_encode(m);
 	vmm_sha256_digest(manifest, strlen(manifest), mdigest);
