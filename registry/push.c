@@ -312,6 +312,7 @@ static void learn_from_cache(const vmm_home *h, group *g)
 		if (vmm_read_file(mp, 4 << 20, &raw, &len, NULL) < 0 ||
 		    vmm_manifest_parse(&m, raw, len, NULL) < 0)
 			continue;
+		group_remember(g, m->config.digest, imgs[i].namespace);
 		for (size_t k = 0; k < m->nlayers; k++)
 			group_remember(g, m->layers[k].digest, imgs[i].namespace);
 	}

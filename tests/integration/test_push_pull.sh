@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Push and pull round trips against a real registry (Debian's docker-registry):
+# a VM with a mixed-content sparse disk comes back byte for byte and sparse;
+# the manifest is Tart's; skopeo, an independent client, reads and copies what
+# vmm pushed; HEAD-before-upload and cross-repository mounts avoid uploads; the
+# cache layout, list, fqn, clone, delete and a running VM's refusal.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/registry.sh"
+t_init
+reg_have_registry || t_skip "docker-registry or python3-cryptography missing"
+export DOCKER_CONFIG=$T_TMP/docker VMM_CREDENTIALS_FILE=$T_TMP/credentials.json
+unset VMM_REGISTRY_USERNAME VMM_REGISTRY_PASSWORD TART_REGISTRY_USERNAME TART_REGISTRY_PASSWORD
+
+registry_start REG || { fail "start registry"; t_done; }
+fault_proxy_start PX "$REG" || { fail "start counting proxy"; t_done; }
+MiB=$((1024 * 1024))
+
+# A 2 GB VM (four 512 MiB layers): random, text, allocated zeros, holes, data at the end.
+vmm create vm1 --linux --disk-size 2
+assert_rc 0 "create vm1"
+D=$VMM_HOME/vms/vm1/disk.img
+head -c $((8 * MiB)) /dev/urandom | dd of="$D" bs=1M seek=0 conv=notrunc status=none
+yes "tart compatible vmm" | head -c $((4 * MiB)) | dd of="$D" bs=1M seek=600 conv=notrunc status=none
+head -c $MiB /dev/zero | dd of="$D" bs=1M seek=1000 conv=notrunc status=none
+head -c $((3 * MiB)) /dev/urandom | dd of="$D" bs=1M seek=$((2000000000 / MiB - 3)) conv=notrunc status=none
+printf 'nvram-bytes' >"$VMM_HOME/vms/vm1/nvram.bin"
+DATA=$((15 * MiB)) # non-zero bytes
+
+vmm push vm1 "$REG/vm/one:latest" "$REG/vm/one:v1" --insecure --label team=ci --label url=http://x/y
+assert_rc 0 "push to two tags"
+assert_contains "$OUT" "pushing vm1 to $REG/vm/one{:latest,:v1}..." "Tart's group line"
+assert_contains "$OUT" "pushing disk... this will take a while..." "disk line"
+assert_contains "$OUT" "pushing manifest for v1..." "manifest line per tag"
+assert_contains "$OUT" "100%" "plain progress lines (CI set)"
+
+# The manifest as the registry holds it, read by skopeo.
+RAW=$(skopeo inspect --raw --tls-verify=false "docker://$REG/vm/one:latest")
+assert_eq "$?" 0 "skopeo inspect --raw"
+MDIGEST=sha256:$(printf '%s' "$RAW" | sha256sum | cut -d' ' -f1)
+python3 - "$RAW" <<'EOF' >"$T_TMP/check.out" 2>&1
+import json, sys
+raw = sys.argv[1]
+m = json.loads(raw)
+t = [l["mediaType"] for l in m["layers"]]
+assert t[0] == "application/vnd.cirruslabs.tart.config.v1", t
+assert t[1:-1] == ["application/vnd.cirruslabs.tart.disk.v2"] * 4, t
+assert t[-1] == "application/vnd.cirruslabs.tart.nvram.v1", t
+sizes = [int(l["annotations"]["org.cirruslabs.tart.uncompressed-size"]) for l in m["layers"][1:-1]]
+assert sizes == [536870912] * 3 + [2000000000 - 3 * 536870912], sizes
+assert all(l["annotations"]["org.cirruslabs.tart.uncompressed-content-digest"].startswith("sha256:") for l in m["layers"][1:-1])
+assert m["layers"][0]["annotations"] == {} and m["layers"][-1]["annotations"] == {}
+assert m["annotations"]["org.cirruslabs.tart.uncompressed-disk-size"] == "2000000000"
+assert len(m["annotations"]["org.cirruslabs.tart.upload-time"]) == 20
+# Tart's bytes: compact, sorted keys, escaped slashes
+assert raw == json.dumps(m, separators=(",", ":"), sort_keys=True).replace("/", "\\/"), "not canonical"
+print("ok")
+EOF
+assert_eq "$(tail -1 "$T_TMP/check.out")" "ok" "manifest is Tart's shape and bytes ($(head -c 300 "$T_TMP/check.out"))"
+CFG=$(skopeo inspect --config --raw --tls-verify=false "docker://$REG/vm/one:latest")
+assert_contains "$CFG" '"org.cirruslabs.tart.disk.format":"raw"' "OCI config carries the disk format label"
+assert_contains "$CFG" '"team":"ci"' "and --label"
+assert_contains "$CFG" '"url":"http:\/\/x\/y"' "labels escaped as Foundation does"
+
+# Pull: identical bytes, sparse, Tart's cache layout.
+vmm pull "$REG/vm/one:latest" --insecure
+assert_rc 0 "pull"
+assert_contains "$OUT" "pulling $REG/vm/one:latest..." "pull line"
+assert_contains "$OUT" "pulling NVRAM..." "NVRAM line"
+HOSTDIR=$VMM_HOME/cache/OCIs/${REG/:/%3A}
+TAG=$HOSTDIR/vm/one/latest
+assert_true "tag is a symlink" test -L "$TAG"
+assert_eq "$(readlink "$TAG")" "$HOSTDIR/vm/one/$MDIGEST" "absolute link to the digest dir named by the manifest's sha256"
+P=$HOSTDIR/vm/one/$MDIGEST
+assert_true "disk identical" cmp -s "$P/disk.img" "$D"
+assert_true "nvram identical" cmp -s "$P/nvram.bin" "$VMM_HOME/vms/vm1/nvram.bin"
+assert_eq "$(sha256sum <"$P/manifest.json" | cut -d' ' -f1)" "${MDIGEST#sha256:}" "manifest.json holds the registry's bytes"
+A=$(allocated "$P/disk.img")
+if [ "$A" -ge "$DATA" ] && [ "$A" -le $((DATA + DATA / 100)) ]; then ok "pulled disk sparse: $A bytes allocated for $DATA of data"
+else fail "pulled disk allocation $A for $DATA bytes of data"; fi
+assert_true "no staging left in tmp/" test -z "$(ls "$VMM_HOME/tmp")"
+
+vmm pull "$REG/vm/one:latest" --insecure
+assert_contains "$OUT" "$MDIGEST image is already cached and linked!" "second pull is a no-op"
+vmm pull "$REG/vm/one:v1" --insecure
+assert_contains "$OUT" "$MDIGEST image is already cached! creating a symlink..." "same digest, new tag"
+
+vmm list --source oci --quiet
+assert_eq "$OUT" "$REG/vm/one:latest
+$REG/vm/one:v1
+$REG/vm/one@$MDIGEST" "list --source oci"
+vmm fqn "$REG/vm/one:v1"
+assert_eq "$OUT" "$REG/vm/one@$MDIGEST" "fqn"
+
+# Pull by digest: .explicitly-pulled, kept by the GC when the tags go.
+vmm pull "$REG/vm/one@$MDIGEST" --insecure
+assert_rc 0 "pull by digest"
+assert_true ".explicitly-pulled" test -f "$P/.explicitly-pulled"
+vmm delete "$REG/vm/one:latest" "$REG/vm/one:v1"
+assert_rc 0 "delete tags"
+assert_true "digest dir kept (explicitly pulled)" test -d "$P"
+vmm delete "$REG/vm/one@$MDIGEST"
+assert_true "digest dir deleted" test ! -e "$P"
+
+# Clone from the registry: pulls, then clones from the cache.
+vmm clone "$REG/vm/one:latest" c1 --insecure
+assert_rc 0 "clone REF NEW"
+assert_contains "$OUT" "pulling manifest..." "clone pulled"
+assert_true "clone disk identical" cmp -s "$VMM_HOME/vms/c1/disk.img" "$D"
+assert_true "clone has config.json" test -s "$VMM_HOME/vms/c1/config.json"
+vmm clone "$REG/vm/one:latest" c2
+assert_rc 0 "clone again from the cache, no network flags needed"
+assert_not_contains "$OUT" "pulling" "no pull when cached"
+
+# skopeo copies what vmm pushed, registry -> dir -> registry, and vmm pulls the copy.
+skopeo copy -q --src-tls-verify=false "docker://$REG/vm/one:latest" "dir:$T_TMP/sk" >/dev/null 2>"$T_TMP/sk.err"
+assert_eq "$?" 0 "skopeo copy registry -> dir ($(head -c 300 "$T_TMP/sk.err"))"
+skopeo copy -q --dest-tls-verify=false "dir:$T_TMP/sk" "docker://$REG/vm/copied:latest" >/dev/null 2>"$T_TMP/sk.err"
+assert_eq "$?" 0 "skopeo copy dir -> registry"
+vmm pull "$REG/vm/copied:latest" --insecure
+assert_rc 0 "pull skopeo's copy"
+assert_true "skopeo's copy pulls to the same disk" cmp -s "$(readlink -f "$HOSTDIR/vm/copied/latest")/disk.img" "$D"
+
+# HEAD before upload: pushing again (same labels) uploads no blob.
+vmm push vm1 "$PX/vm/one:again" --insecure --label team=ci --label url=http://x/y
+assert_rc 0 "re-push through the counting proxy"
+puts=$(grep -c '"method": "PUT", "path": "/v2/vm/one/blobs/uploads' "$PX_LOG")
+heads=$(grep -c '"method": "HEAD", "path": "/v2/vm/one/blobs/sha256' "$PX_LOG")
+assert_eq "$puts" 0 "no blob uploaded again ($heads HEADs)"
+# Cross-repository mount: once the cache knows the blobs in vm/one of this
+# registry, a new repository on it gets mounts, not uploads.
+vmm pull "$PX/vm/one:again" --insecure
+assert_rc 0 "pull through the proxy"
+: >"$PX_LOG"
+vmm push vm1 "$PX/vm/mounted:latest" --insecure --label team=ci --label url=http://x/y
+assert_rc 0 "push to a new repository"
+mounts=$(grep -c '"method": "POST", "path": "/v2/vm/mounted/blobs/uploads/?mount=' "$PX_LOG")
+puts=$(grep -c '"method": "PUT", "path": "/v2/vm/mounted/blobs/uploads' "$PX_LOG")
+assert_eq "$puts" 0 "no uploads: $mounts blobs mounted from the cached repository"
+[ "$mounts" -ge 7 ] && ok "mounts used ($mounts)" || fail "expected mounts, got $mounts"
+
+# --populate-cache: the pushed image is in the cache without a pull.
+vmm push vm1 "$REG/vm/populated:latest" --insecure --populate-cache
+assert_rc 0 "push --populate-cache"
+assert_true "populated tag in the cache" cmp -s "$(readlink -f "$HOSTDIR/vm/populated/latest")/disk.img" "$D"
+
+# A running VM is refused (the PID lock on config.json held by another process).
+python3 -c 'import fcntl,sys,time; f=open(sys.argv[1],"r+"); fcntl.lockf(f, fcntl.LOCK_EX); open(sys.argv[2],"w").close(); time.sleep(30)' \
+	"$VMM_HOME/vms/vm1/config.json" "$T_TMP/locked" &
+LOCKER=$!
+t_defer "kill $LOCKER"
+for _ in $(seq 50); do [ -e "$T_TMP/locked" ] && break; sleep 0.1; done
+vmm push vm1 "$REG/vm/one:running" --insecure
+assert_rc 1 "push of a running VM fails"
+assert_eq "$ERR" 'vmm: VM "vm1" is running' "Tart's message"
+kill $LOCKER 2>/dev/null
+
+vmm push vm1 "$REG/vm/one@sha256:0000000000000000000000000000000000000000000000000000000000000000" --insecure
+assert_rc 64 "push to a digest is a usage error"
+vmm push nope "$REG/vm/one:x" --insecure
+assert_rc 2 "push of a missing VM"
+vmm pull vm1
+assert_rc 0 "pull of a local name"
+assert_eq "$OUT" '"vm1" is a local image, nothing to pull here!' "Tart's local-image message"
+vmm pull "$REG/vm/one:latest" --insecure --concurrency 0
+assert_rc 64 "concurrency below 1"
+assert_contains "$ERR" "network concurrency cannot be less than 1" "Tart's concurrency message"
+t_done
