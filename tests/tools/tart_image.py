@@ -9,7 +9,7 @@ The Apple LZ4 encoder here shares no code with vmm's: it writes
   - anything else as "bv4-" stored blocks,
 and ends each layer with "bv4$", as Apple's framing requires.
 
-  tart_image.py layout --disk D --config C --nvram N --sizes 4194304,12582912,... OUT
+  tart_image.py layout --out OUT --disk D --config C --nvram N --sizes 4194304,12582912,...
       write an OCI image layout (for `skopeo copy oci:OUT:TAG docker://...`);
       the layers' uncompressed sizes follow --sizes (the last one takes the rest)
   tart_image.py serve --port-file F --log L --disk D --config C --nvram N
@@ -162,7 +162,7 @@ def hostile(blobs, manifest, mode):
         nv = [l for l in manifest["layers"] if l["mediaType"].endswith("nvram.v1")][0]
         missing.add(nv["digest"])
     elif mode == "not-lz4":
-        frame = b"\x04\x22\x4d\x18\x64\x40\xa7" + b"\x00" * 16
+        frame = b"\x04\x22\x4d\x18\x64\x40\xa7" + b"\x00" * 100000
         del blobs[target["digest"]]
         target["digest"] = sha(frame)
         target["size"] = len(frame)
@@ -235,7 +235,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("cmd", choices=["layout", "serve"])
-    p.add_argument("out", nargs="?")
+    p.add_argument("--out", help="layout: the directory to write")
     p.add_argument("--disk", required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--nvram", required=True)
