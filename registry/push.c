@@ -259,22 +259,76 @@ static int push_file_layer(push_ctx *c, vmm_manifest *m, const char *media_type,
 }
 
 /*
- * The suspended state (DESIGN §4): state.vmmsave is already zstd inside,
- * so it goes verbatim.  Its header (raw size, SHA-256, QEMU version,
- * machine) belongs to vm/; until that reader exists here the layer carries
- * the file's own size, which is all a puller needs to verify it.
+ * The suspended state (DESIGN §4).  state.vmmsave is already zstd inside,
+ * so it goes verbatim; its annotations come from the file's header, whose
+ * format vm/ owns (vm/savefile.h on the QEMU branch: "VMMSAVE\n", u32le
+ * JSON length, JSON).  Until that reader is on this branch, this small
+ * reader takes the four fields the layer needs; swap it for
+ * vmm_savefile_read_header() once both meet.
  */
+typedef struct state_info {
+	uint64_t raw_size;
+	char raw_digest[72];
+	char qemu_version[64];
+	char machine[64];
+} state_info;
+
+static int read_state_header(const char *path, state_info *si, vmm_error **err)
+{
+	unsigned char hdr[16384];
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vmm_error_errno(err, errno, "open `%s`", path);
+	ssize_t n = pread(fd, hdr, sizeof(hdr), 0);
+	if (n < 12 || memcmp(hdr, "VMMSAVE\n", 8) != 0)
+		return vmm_error_set(err, VMM_EFORMAT, "`%s` has no state header", path);
+	uint32_t len = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 | (uint32_t)hdr[10] << 16 |
+		       (uint32_t)hdr[11] << 24;
+	if (len > (uint32_t)n - 12)
+		return vmm_error_set(err, VMM_EFORMAT, "`%s`: state header is truncated", path);
+	json_t *o = NULL;
+	cleanup_free char *what = xasprintf("`%s` header", path);
+	if (vmm_json_parse(&o, (const char *)hdr + 12, len, what, err) < 0)
+		return -1;
+	json_t *rs = json_object_get(o, "rawSize");
+	const char *rd = json_string_value(json_object_get(o, "rawSha256"));
+	const char *qv = json_string_value(json_object_get(o, "qemuVersion"));
+	const char *mc = json_string_value(json_object_get(o, "machine"));
+	int rc = 0;
+	if (!json_is_integer(rs) || json_integer_value(rs) < 0 || !vmm_digest_is_valid(rd) || !qv ||
+	    !mc) {
+		rc = vmm_error_set(err, VMM_EFORMAT,
+				   "`%s`: state header lacks rawSize, rawSha256, qemuVersion or "
+				   "machine",
+				   path);
+	} else {
+		si->raw_size = (uint64_t)json_integer_value(rs);
+		snprintf(si->raw_digest, sizeof(si->raw_digest), "%s", rd);
+		snprintf(si->qemu_version, sizeof(si->qemu_version), "%s", qv);
+		snprintf(si->machine, sizeof(si->machine), "%s", mc);
+	}
+	json_decref(o);
+	return rc;
+}
+
 static int push_state_layer(push_ctx *c, vmm_manifest *m, const char *dir, vmm_error **err)
 {
 	cleanup_free char *path = path_join(dir, VMM_STATE_FILE);
 	if (access(path, F_OK) < 0)
 		return 0;
+	state_info si;
+	if (read_state_header(path, &si, err) < 0)
+		return -1;
+	say(c->o, "pushing suspended state...");
 	vmm_descriptor *d = NULL;
 	if (push_file_layer(c, m, VMM_MEDIA_VMM_STATE, path, "suspended state", &d, err) < 0)
 		return -1;
 	char size[32];
-	snprintf(size, sizeof(size), "%llu", (unsigned long long)d->size);
-	vmm_descriptor_annotate(d, "org.vmm.state.file-size", size);
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)si.raw_size);
+	vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_SIZE, size);
+	vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_DIGEST, si.raw_digest);
+	vmm_descriptor_annotate(d, VMM_ANN_STATE_QEMU_VERSION, si.qemu_version);
+	vmm_descriptor_annotate(d, VMM_ANN_STATE_MACHINE, si.machine);
 	return 0;
 }
 

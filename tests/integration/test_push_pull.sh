@@ -154,6 +154,48 @@ assert_rc 1 "push of a running VM fails"
 assert_eq "$ERR" 'vmm: VM "vm1" is running' "Tart's message"
 kill $LOCKER 2>/dev/null
 
+# Direct-boot VMs carry vmm's kernel and initramfs layers; a suspended one its state.
+head -c 300000 /dev/urandom >"$T_TMP/kernel"
+head -c 100000 /dev/urandom >"$T_TMP/initrd"
+vmm create kvm --kernel "$T_TMP/kernel" --initramfs "$T_TMP/initrd" --cmdline "console=ttyS0" --disk-size 1
+assert_rc 0 "create a direct-boot VM"
+python3 - "$VMM_HOME/vms/kvm/state.vmmsave" <<'EOF'
+import hashlib, json, struct, sys
+raw = b"QEVM" + bytes(range(256)) * 40
+h = {"format": 1, "qemuVersion": "7.2.22", "machine": "pc-q35-7.2", "rawSize": len(raw),
+     "rawSha256": "sha256:" + hashlib.sha256(raw).hexdigest()}
+j = json.dumps(h).encode()
+hdr = b"VMMSAVE\n" + struct.pack("<I", len(j)) + j
+open(sys.argv[1], "wb").write(hdr + b"\0" * (16384 - len(hdr)) + b"(zstd frame stand-in)")
+EOF
+vmm push kvm "$REG/vm/kvm:latest" --insecure
+assert_rc 0 "push a direct-boot, suspended VM"
+assert_contains "$OUT" "pushing kernel..." "kernel layer"
+RAW=$(skopeo inspect --raw --tls-verify=false "docker://$REG/vm/kvm:latest")
+python3 - "$RAW" >"$T_TMP/kvm.out" 2>&1 <<'EOF'
+import json, sys
+m = json.loads(sys.argv[1])
+t = [l["mediaType"] for l in m["layers"]]
+assert t[-4:] == ["application/vnd.cirruslabs.tart.nvram.v1", "application/vnd.vmm.kernel.v1",
+                  "application/vnd.vmm.initramfs.v1", "application/vnd.vmm.state.v1+zstd"], t
+a = m["layers"][-1]["annotations"]
+assert a["org.vmm.state.qemu-version"] == "7.2.22" and a["org.vmm.state.machine"] == "pc-q35-7.2", a
+assert a["org.vmm.state.raw-size"] == "10244" and a["org.vmm.state.raw-digest"].startswith("sha256:"), a
+print("ok")
+EOF
+assert_eq "$(tail -1 "$T_TMP/kvm.out")" ok "vmm's layers follow Tart's, state annotated ($(head -c 300 "$T_TMP/kvm.out"))"
+vmm clone "$REG/vm/kvm:latest" kvm2 --insecure
+assert_rc 0 "clone it back"
+for f in kernel initramfs state.vmmsave; do
+	assert_true "$f identical" cmp -s "$VMM_HOME/vms/kvm/$f" "$VMM_HOME/vms/kvm2/$f"
+done
+vmm get kvm2 --format json
+assert_contains "$OUT" '"State" : "suspended"' "the clone is suspended (a fork)"
+printf 'garbage' >"$VMM_HOME/vms/kvm/state.vmmsave"
+vmm push kvm "$REG/vm/kvm:bad" --insecure
+assert_rc 1 "a state file without a header is not pushed"
+assert_contains "$ERR" "has no state header" "says so"
+
 vmm push vm1 "$REG/vm/one@sha256:0000000000000000000000000000000000000000000000000000000000000000" --insecure
 assert_rc 64 "push to a digest is a usage error"
 vmm push nope "$REG/vm/one:x" --insecure
