@@ -33,6 +33,8 @@ struct vmm_applelz4_enc {
 	int cur;
 	size_t fill;
 	unsigned char dst[12 + LZ4_COMPRESSBOUND(VMM_APPLELZ4_BLOCK)];
+	/* history kept when blocks were compressed straight from the caller's buffer */
+	char dict[VMM_APPLELZ4_BLOCK];
 };
 
 /* One 64 KiB zero block, encoded once per process. */
@@ -71,33 +73,38 @@ void vmm_applelz4_enc_reset(vmm_applelz4_enc *e)
 	e->fill = 0;
 }
 
-/* Compress the current slot into one block and hand it out. */
+/* Compress one block at src (the slot or the caller's memory) and hand it out. */
+static int emit_block(vmm_applelz4_enc *e, const unsigned char *src, size_t n,
+		      vmm_applelz4_out out, void *ctx)
+{
+	int c = LZ4_compress_fast_continue(&e->stream, (const char *)src, (char *)e->dst + 12,
+					   (int)n, LZ4_COMPRESSBOUND(VMM_APPLELZ4_BLOCK), 1);
+	if (c > 0 && (size_t)c < n) {
+		memcpy(e->dst, MAGIC_LZ4, 4);
+		put_u32le(e->dst + 4, (uint32_t)n);
+		put_u32le(e->dst + 8, (uint32_t)c);
+		return out(ctx, e->dst, 12 + (size_t)c);
+	}
+	/*
+	 * Stored block.  Whether Apple's decoder keeps a stored block as
+	 * history is not documented, so the next block links to nothing.
+	 */
+	unsigned char hdr[8];
+	memcpy(hdr, MAGIC_RAW, 4);
+	put_u32le(hdr + 4, (uint32_t)n);
+	int rc = out(ctx, hdr, 8);
+	if (rc == 0)
+		rc = out(ctx, src, n);
+	LZ4_resetStream_fast(&e->stream);
+	return rc;
+}
+
+/* Compress the current slot into one block; the other slot takes the next. */
 static int flush_block(vmm_applelz4_enc *e, vmm_applelz4_out out, void *ctx)
 {
 	if (e->fill == 0)
 		return 0;
-	const unsigned char *src = e->slot[e->cur];
-	int n = LZ4_compress_fast_continue(&e->stream, (const char *)src, (char *)e->dst + 12,
-					   (int)e->fill, LZ4_COMPRESSBOUND(VMM_APPLELZ4_BLOCK), 1);
-	int rc;
-	if (n > 0 && (size_t)n < e->fill) {
-		memcpy(e->dst, MAGIC_LZ4, 4);
-		put_u32le(e->dst + 4, (uint32_t)e->fill);
-		put_u32le(e->dst + 8, (uint32_t)n);
-		rc = out(ctx, e->dst, 12 + (size_t)n);
-	} else {
-		/*
-		 * Stored block.  Whether Apple's decoder keeps a stored block as
-		 * history is not documented, so the next block links to nothing.
-		 */
-		unsigned char hdr[8];
-		memcpy(hdr, MAGIC_RAW, 4);
-		put_u32le(hdr + 4, (uint32_t)e->fill);
-		rc = out(ctx, hdr, 8);
-		if (rc == 0)
-			rc = out(ctx, src, e->fill);
-		LZ4_resetStream_fast(&e->stream);
-	}
+	int rc = emit_block(e, e->slot[e->cur], e->fill, out, ctx);
 	e->cur ^= 1;
 	e->fill = 0;
 	return rc;
@@ -107,7 +114,8 @@ int vmm_applelz4_enc_update(vmm_applelz4_enc *e, const void *data, size_t len,
 			    vmm_applelz4_out out, void *ctx)
 {
 	const unsigned char *p = data;
-	while (len) {
+	/* complete a block in progress */
+	if (e->fill) {
 		size_t take = VMM_APPLELZ4_BLOCK - e->fill;
 		if (take > len)
 			take = len;
@@ -115,11 +123,31 @@ int vmm_applelz4_enc_update(vmm_applelz4_enc *e, const void *data, size_t len,
 		e->fill += take;
 		p += take;
 		len -= take;
-		if (e->fill == VMM_APPLELZ4_BLOCK) {
-			int rc = flush_block(e, out, ctx);
-			if (rc < 0)
-				return rc;
-		}
+		if (e->fill < VMM_APPLELZ4_BLOCK)
+			return 0;
+		int rc = flush_block(e, out, ctx);
+		if (rc < 0)
+			return rc;
+	}
+	/*
+	 * Whole blocks straight from the caller's memory (no copy; consecutive
+	 * blocks are contiguous, LZ4's fastest case), then the history is saved
+	 * before that memory goes back to the caller.
+	 */
+	bool direct = false;
+	while (len >= VMM_APPLELZ4_BLOCK) {
+		int rc = emit_block(e, p, VMM_APPLELZ4_BLOCK, out, ctx);
+		if (rc < 0)
+			return rc;
+		p += VMM_APPLELZ4_BLOCK;
+		len -= VMM_APPLELZ4_BLOCK;
+		direct = true;
+	}
+	if (direct)
+		LZ4_saveDict(&e->stream, e->dict, VMM_APPLELZ4_BLOCK);
+	if (len) {
+		memcpy(e->slot[e->cur], p, len);
+		e->fill = len;
 	}
 	return 0;
 }

@@ -214,6 +214,8 @@ int vmm_disk_chunk_encode(int fd, uint64_t offset, uint64_t size, vmm_disk_chunk
 	};
 	/* a wholly empty chunk: its raw digest is known without hashing zeros */
 	bool empty = region_is_hole(fd, offset, size);
+	/* read once, front to back: ask for a large readahead */
+	posix_fadvise(fd, (off_t)offset, (off_t)size, POSIX_FADV_SEQUENTIAL);
 	e.hash_zeros = !empty;
 	/* compressed output is rarely more than half; grow from there */
 	e.cap = size / 2 + 65536;

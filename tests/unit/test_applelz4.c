@@ -278,6 +278,38 @@ static void test_applelz4_encode__zeros_fast_path(void **state)
 	free(ref);
 }
 
+/* Slices of every size mix the copying and the zero-copy paths; the stream stays linked and valid. */
+static void test_applelz4_encode__uneven_slices(void **state)
+{
+	(void)state;
+	size_t n = 2 * 1024 * 1024 + 333;
+	unsigned char *in = mixed(n, 5);
+	/* repeat the first MiB so later blocks have history worth referencing */
+	memcpy(in + 1024 * 1024, in, 1024 * 1024);
+	vmm_applelz4_enc *e = vmm_applelz4_enc_new();
+	collect c = {0};
+	uint32_t x = 17;
+	for (size_t off = 0; off < n;) {
+		x = x * 1103515245u + 12345u;
+		size_t take = 1 + (x >> 8) % 200000;
+		if (take > n - off)
+			take = n - off;
+		assert_int_equal(vmm_applelz4_enc_update(e, in + off, take, enc_out, &c), 0);
+		off += take;
+	}
+	assert_int_equal(vmm_applelz4_enc_finish(e, enc_out, &c), 0);
+	vmm_applelz4_enc_free(e);
+	unsigned char *out = NULL;
+	size_t m = 0;
+	vmm_error *err = NULL;
+	assert_int_equal(vmm_applelz4_decompress(c.p, c.len, n, &out, &m, &err), 0);
+	assert_int_equal(m, n);
+	assert_memory_equal(out, in, n);
+	free(out);
+	free(c.p);
+	free(in);
+}
+
 typedef struct bad_case {
 	const char *name;
 	const unsigned char *data;
@@ -379,6 +411,7 @@ int main(void)
 		cmocka_unit_test(test_applelz4_decode__linked_blocks),
 		cmocka_unit_test(test_applelz4_decode__byte_by_byte),
 		cmocka_unit_test(test_applelz4_encode__zeros_fast_path),
+		cmocka_unit_test(test_applelz4_encode__uneven_slices),
 		cmocka_unit_test(test_applelz4_decode__hostile),
 		cmocka_unit_test(test_applelz4_decode__bit_flips),
 	};
