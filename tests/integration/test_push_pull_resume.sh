@@ -47,6 +47,9 @@ assert_true "nothing in the cache yet" test -z "$(find "$VMM_HOME/cache/OCIs" -n
 # which layer blobs the first attempt fetched completely
 first=$(grep '"method": "GET"' "$PX_LOG" | grep '/blobs/sha256' | grep '"cut": false' |
 	grep -o 'sha256:[0-9a-f]*' | sort)
+# another command in between runs the tmp GC: the staging directory survives it
+vmm list
+assert_true "staging kept by the tmp GC" test -s "$STAGING/.vmm-verified-layers"
 : >"$PX_LOG"
 vmm pull "$REF" --insecure --concurrency 2
 assert_rc 0 "the pull resumes"
