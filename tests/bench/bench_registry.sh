@@ -20,6 +20,8 @@ RUNS=${RUNS:-3}
 MiB=$((1024 * 1024))
 GiB=$((1024 * MiB))
 now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.3f\", $* }"; }   # arithmetic without bc
+le() { awk "BEGIN { exit !($1 <= $2) }"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "building the VM: 8 GiB disk, 2 GiB of data"
@@ -49,7 +51,7 @@ for i in $(seq "$RUNS"); do
 	t0=$(now)
 	"$VMM" pull "$REF" --insecure >/dev/null || { echo "vmm pull failed"; exit 1; }
 	t1=$(now)
-	pull_t+=("$(echo "$t1 - $t0" | bc)")
+	pull_t+=("$(calc "$t1 - $t0")")
 	P=$(readlink -f "$VMM_HOME/cache/OCIs/${SRC/:/%3A}/bench/vm/latest")
 	alloc+=("$(allocated "$P/disk.img")")
 	if [ "$i" -eq 1 ] && ! cmp -s "$P/disk.img" "$T_TMP/home/vms/bench/disk.img"; then
@@ -61,7 +63,7 @@ for i in $(seq "$RUNS"); do
 	t0=$(now)
 	skopeo copy -q --src-tls-verify=false "docker://$REF" "dir:$T_TMP/sk" >/dev/null || exit 1
 	t1=$(now)
-	sko_pull_t+=("$(echo "$t1 - $t0" | bc)")
+	sko_pull_t+=("$(calc "$t1 - $t0")")
 
 	# pushes go to fresh registries so nothing can be skipped or mounted
 	export VMM_HOME=$T_TMP/home
@@ -70,7 +72,7 @@ for i in $(seq "$RUNS"); do
 	t0=$(now)
 	"$VMM" push bench "$dst/bench/vm:latest" --insecure >/dev/null || { echo "vmm push failed"; exit 1; }
 	t1=$(now)
-	push_t+=("$(echo "$t1 - $t0" | bc)")
+	push_t+=("$(calc "$t1 - $t0")")
 	eval "rm -rf \"\$P${i}_DIR\"/docker"
 
 	registry_start S$i || exit 1
@@ -78,7 +80,7 @@ for i in $(seq "$RUNS"); do
 	t0=$(now)
 	skopeo copy -q --dest-tls-verify=false "dir:$T_TMP/sk" "docker://$dst/bench/vm:latest" >/dev/null || exit 1
 	t1=$(now)
-	sko_push_t+=("$(echo "$t1 - $t0" | bc)")
+	sko_push_t+=("$(calc "$t1 - $t0")")
 	eval "rm -rf \"\$S${i}_DIR\"/docker"
 	rm -rf "$T_TMP/sk"
 	echo "run $i: vmm pull ${pull_t[-1]} s, skopeo registry->dir ${sko_pull_t[-1]} s, vmm push ${push_t[-1]} s, skopeo dir->registry ${sko_push_t[-1]} s"
@@ -90,17 +92,17 @@ mu=$(printf '%s\n' "${push_t[@]}" | median)
 mk=$(printf '%s\n' "${sko_push_t[@]}" | median)
 ma=$(printf '%s\n' "${alloc[@]}" | median)
 size=$((8 * GiB))
-rate=$(echo "$size / $mu / 1000000" | bc)
+rate=$(awk "BEGIN { printf \"%d\", $size / $mu / 1000000 }")
 echo
 echo "median vmm pull:              $mp s"
 echo "median skopeo registry->dir:  $ms s"
-echo "pull ratio vmm/skopeo:        $(echo "scale=2; $mp / $ms" | bc)   (target <= 1.00)"
+echo "pull ratio vmm/skopeo:        $(calc "$mp / $ms")   (target <= 1.00)"
 echo "median vmm push:              $mu s  = $rate MB/s of disk   (target >= 400 MB/s)"
 echo "median skopeo dir->registry:  $mk s"
-echo "push ratio vmm/skopeo:        $(echo "scale=2; $mu / $mk" | bc)"
-echo "pulled disk allocation:       $ma bytes for $DATA bytes of data: $(echo "scale=3; ($ma - $DATA) * 100 / $DATA" | bc)%   (target within 1%)"
+echo "push ratio vmm/skopeo:        $(calc "$mu / $mk")"
+echo "pulled disk allocation:       $ma bytes for $DATA bytes of data: $(calc "($ma - $DATA) * 100 / $DATA")%   (target within 1%)"
 ok=1
-[ "$(echo "$mp <= $ms" | bc)" = 1 ] && echo "pull target: met" || { echo "pull target: MISSED"; ok=0; }
+le "$mp" "$ms" && echo "pull target: met" || { echo "pull target: MISSED"; ok=0; }
 [ "$rate" -ge 400 ] && echo "push target: met" || { echo "push target: MISSED"; ok=0; }
 d=$((ma > DATA ? ma - DATA : DATA - ma))
 [ $((d * 100)) -le "$DATA" ] && echo "sparseness target: met" || { echo "sparseness target: MISSED"; ok=0; }

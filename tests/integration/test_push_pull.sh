@@ -196,6 +196,37 @@ vmm push kvm "$REG/vm/kvm:bad" --insecure
 assert_rc 1 "a state file without a header is not pushed"
 assert_contains "$ERR" "has no state header" "says so"
 
+# Another pull from the same registry holds the per-host lock: this one waits.
+HOSTDIR=$VMM_HOME/cache/OCIs/${REG/:/%3A}
+python3 -c 'import fcntl,os,sys,time; fd=os.open(sys.argv[1],os.O_RDONLY); fcntl.flock(fd,fcntl.LOCK_EX); open(sys.argv[2],"w").close(); time.sleep(2)' \
+	"$HOSTDIR" "$T_TMP/hostlocked" &
+HOLDER=$!
+for _ in $(seq 50); do [ -e "$T_TMP/hostlocked" ] && break; sleep 0.1; done
+vmm delete "$REG/vm/kvm:latest"
+vmm pull "$REG/vm/kvm:latest" --insecure
+wait $HOLDER
+assert_rc 0 "pull waits for the host lock, then succeeds"
+assert_contains "$OUT" "waiting for lock..." "Tart's waiting line"
+
+# prune: Tart's validation, then the space budget empties the cache.
+vmm prune
+assert_rc 64 "prune without criteria"
+assert_contains "$ERR" "at least one pruning criteria must be specified" "Tart's message"
+vmm prune --entries bogus --older-than 1
+assert_rc 64 "prune with bad entries"
+vmm prune --cache-budget 1000
+assert_rc 0 "deprecated --cache-budget still works"
+assert_contains "$ERR" "--cache-budget is deprecated, please use --space-budget" "with Tart's warning"
+vmm prune --older-than 1
+assert_rc 0 "prune --older-than 1"
+assert_true "recent cache entries kept" test -n "$(ls "$HOSTDIR/vm")"
+vmm prune --space-budget 0
+assert_rc 0 "prune --space-budget 0"
+vmm list --source oci --quiet
+assert_eq "$OUT" "" "cache empty after a zero budget"
+vmm list --source local --quiet
+assert_contains "$OUT" "vm1" "local VMs untouched by cache pruning"
+
 vmm push vm1 "$REG/vm/one@sha256:0000000000000000000000000000000000000000000000000000000000000000" --insecure
 assert_rc 64 "push to a digest is a usage error"
 vmm push nope "$REG/vm/one:x" --insecure
