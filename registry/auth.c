@@ -109,7 +109,7 @@ static int parse_bare_value(parser *p, char **out)
 	}
 	if (n == 0) {
 		p->why = p->s[p->pos] == '\0' || p->s[p->pos] == ',' ? "parameter without a value"
-								      : "unexpected character";
+								     : "unexpected character";
 		return -1;
 	}
 	*out = xstrndup(p->s + p->pos, n);
@@ -446,8 +446,8 @@ static bool token_is_safe(const char *t)
 	return true;
 }
 
-int vmm_auth_parse_token_response(const char *body, size_t len, time_t now, char **token,
-				  long *ttl, vmm_error **err)
+int vmm_auth_parse_token_response(const char *body, size_t len, time_t now, char **token, long *ttl,
+				  vmm_error **err)
 {
 	json_auto_t *root = NULL;
 	if (vmm_json_parse(&root, body, len, "token response", err) < 0)
@@ -467,7 +467,7 @@ int vmm_auth_parse_token_response(const char *body, size_t len, time_t now, char
 	json_t *e = json_object_get(root, "expires_in");
 	if (json_is_integer(e) && json_integer_value(e) > 0)
 		expires = json_integer_value(e) > 365L * 86400 ? 365L * 86400
-								: (long)json_integer_value(e);
+							       : (long)json_integer_value(e);
 	else if (json_is_real(e) && json_real_value(e) >= 1 && json_real_value(e) < 365.0 * 86400)
 		expires = (long)json_real_value(e);
 	time_t issued = now;

@@ -27,8 +27,8 @@ typedef struct vmm_auth_param {
 } vmm_auth_param;
 
 typedef struct vmm_auth_challenge {
-	char *scheme;           /* owned; as sent (compare with strcasecmp) */
-	char *token68;          /* owned; NULL unless the challenge is `Scheme token68` */
+	char *scheme;		/* owned; as sent (compare with strcasecmp) */
+	char *token68;		/* owned; NULL unless the challenge is `Scheme token68` */
 	vmm_auth_param *params; /* owned */
 	size_t nparams;
 } vmm_auth_challenge;
@@ -67,8 +67,8 @@ char *vmm_auth_token_url(const char *realm, const char *service, const char *sco
  * from `now` the token stays valid (0 if already expired).  *token is the
  * caller's.
  */
-int vmm_auth_parse_token_response(const char *body, size_t len, time_t now, char **token,
-				  long *ttl, vmm_error **err);
+int vmm_auth_parse_token_response(const char *body, size_t len, time_t now, char **token, long *ttl,
+				  vmm_error **err);
 
 /* Parse "2024-01-02T03:04:05[.frac](Z|±hh:mm)" into *out; false if malformed. */
 bool vmm_auth_parse_time(const char *s, time_t *out);

@@ -30,8 +30,8 @@
 #define RESUME_LIMIT 100
 
 typedef struct token_entry {
-	char *scope;  /* owned: what was asked for */
-	char *header; /* owned: "Bearer <token>" */
+	char *scope;   /* owned: what was asked for */
+	char *header;  /* owned: "Bearer <token>" */
 	double expiry; /* vmm_now() seconds */
 } token_entry;
 
@@ -48,36 +48,36 @@ struct vmm_registry {
 
 	pthread_mutex_t auth_lock; /* everything below up to the counters */
 	enum auth_mode mode;
-	char *basic;          /* "Basic …" */
+	char *basic;	       /* "Basic …" */
 	char *realm, *service; /* of the last Bearer challenge */
 	token_entry *tokens;
 	size_t ntokens;
 	bool creds_looked_up;
-	bool creds_fixed;     /* check_credentials: use exactly these, look nothing up */
+	bool creds_fixed; /* check_credentials: use exactly these, look nothing up */
 	vmm_credentials *creds;
-	char *creds_note;     /* why a credential source failed, for auth errors */
+	char *creds_note; /* why a credential source failed, for auth errors */
 
 	atomic_long requests, token_fetches, retries;
 };
 
 /* One logical request. */
 typedef struct call {
-	const char *what;   /* "GET blob `sha256:…`" for messages */
+	const char *what; /* "GET blob `sha256:…`" for messages */
 	const char *method;
 	const char *url;
-	const char *scope;  /* needed scope, "" for /v2/ */
+	const char *scope; /* needed scope, "" for /v2/ */
 	const char *const *headers;
 	const void *body;
 	size_t body_len;
 	bool follow;
-	bool noauth;        /* the token request itself */
+	bool noauth;		   /* the token request itself */
 	const char *authorization; /* with noauth: a fixed header (Basic for the realm) */
 	size_t max_body;
-	int attempts;       /* 0: r->max_attempts */
+	int attempts; /* 0: r->max_attempts */
 	vmm_http_sink sink;
 	void *sink_ctx;
 	uint64_t range_from; /* advanced as bytes reach the sink */
-	bool retryable;     /* out: the failure was retryable (attempts ran out) */
+	bool retryable;	     /* out: the failure was retryable (attempts ran out) */
 } call;
 
 /* --- small helpers ------------------------------------------------------- */
@@ -220,10 +220,12 @@ static const vmm_credentials *creds_get(vmm_registry *r)
 	return r->creds;
 }
 
-static const char *no_creds_hint(vmm_registry *r)
+/* Under auth_lock: what to do about missing credentials, and why a source failed. */
+static char *no_creds_hint(const vmm_registry *r)
 {
-	(void)r;
-	return "run `vmm login` or set VMM_REGISTRY_USERNAME and VMM_REGISTRY_PASSWORD";
+	return xasprintf("run `vmm login %s` or set VMM_REGISTRY_USERNAME and "
+			 "VMM_REGISTRY_PASSWORD%s%s",
+			 r->host, r->creds_note ? "; " : "", r->creds_note ? r->creds_note : "");
 }
 
 static int perform(vmm_registry *r, call *c, vmm_http_resp *resp, vmm_error **err);
@@ -266,9 +268,10 @@ static int fetch_token(vmm_registry *r, const char *scope, char **header, vmm_er
 		if (cr && (resp.status == 401 || resp.status == 403))
 			vmm_error_wrap(err, "invalid credentials for `%s` (user `%s`)", r->host,
 				       cr->username);
-		else if (resp.status == 401 || resp.status == 403)
-			vmm_error_wrap(err, "`%s` refused an anonymous token (%s)", r->host,
-				       no_creds_hint(r));
+		else if (resp.status == 401 || resp.status == 403) {
+			cleanup_free char *hint = no_creds_hint(r);
+			vmm_error_wrap(err, "`%s` refused an anonymous token (%s)", r->host, hint);
+		}
 		if (err && *err && (resp.status == 401 || resp.status == 403))
 			(*err)->code = VMM_EAUTH;
 		vmm_http_resp_clear(&resp);
@@ -285,7 +288,8 @@ static int fetch_token(vmm_registry *r, const char *scope, char **header, vmm_er
 	/* keep a margin so a token does not expire on the way */
 	double margin = ttl > 40 ? 10 : ttl / 4.0;
 	r->tokens = xrealloc(r->tokens, (r->ntokens + 1) * sizeof(*r->tokens));
-	r->tokens[r->ntokens++] = (token_entry){xstrdup(scope), xstrdup(h), vmm_now() + ttl - margin};
+	r->tokens[r->ntokens++] =
+	    (token_entry){xstrdup(scope), xstrdup(h), vmm_now() + ttl - margin};
 	*header = h;
 	return 0;
 }
@@ -344,11 +348,9 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 				     "%s: HTTP 401 without a WWW-Authenticate header", c->what);
 	vmm_auth_challenge *ch = NULL;
 	size_t n = 0;
-	if (vmm_auth_parse_challenges(resp->www_authenticate, &ch, &n, err) < 0) {
-		if (err && *err)
-			(*err)->code = VMM_EAUTH;
+	/* a broken challenge is the registry's fault, not the credentials' (VMM_EFORMAT) */
+	if (vmm_auth_parse_challenges(resp->www_authenticate, &ch, &n, err) < 0)
 		return vmm_error_wrap(err, "%s: HTTP 401", c->what);
-	}
 	int rc = -1;
 	const vmm_auth_challenge *pick = vmm_auth_pick(ch, n);
 	pthread_mutex_lock(&r->auth_lock);
@@ -364,11 +366,11 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 			*out = xstrdup(r->basic);
 			rc = 0;
 		} else if (!cr) {
+			cleanup_free char *hint = no_creds_hint(r);
 			vmm_error_set(err, VMM_EAUTH,
 				      "%s: HTTP 401: `%s` requires a user name and password, and "
-				      "none were found (%s)%s%s",
-				      c->what, r->host, no_creds_hint(r), r->creds_note ? ": " : "",
-				      r->creds_note ? r->creds_note : "");
+				      "none were found (%s)",
+				      c->what, r->host, hint);
 		} else {
 			free(r->basic);
 			r->basic = vmm_auth_basic_header(cr->username, cr->password);
@@ -380,7 +382,7 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 		const char *realm = vmm_auth_param_get(pick, "realm");
 		cleanup_free char *ro = realm ? vmm_http_origin(realm) : NULL;
 		if (!ro) {
-			vmm_error_set(err, VMM_EAUTH,
+			vmm_error_set(err, VMM_EFORMAT,
 				      "%s: HTTP 401: Bearer challenge without a usable realm URL",
 				      c->what);
 		} else {
@@ -391,7 +393,7 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 			r->service = svc ? xstrdup(svc) : NULL;
 			r->mode = AUTH_BEARER;
 			cleanup_free char *want =
-				vmm_auth_scope_merge(c->scope, vmm_auth_param_get(pick, "scope"));
+			    vmm_auth_scope_merge(c->scope, vmm_auth_param_get(pick, "scope"));
 			char *fresh = cached_token(r, want);
 			if (fresh && (!sent || strcmp(fresh, sent) != 0)) {
 				*out = fresh;
@@ -410,8 +412,7 @@ static int answer_challenge(vmm_registry *r, const call *c, const vmm_http_resp 
 }
 
 /* A second 401 after answering the challenge. */
-static int auth_rejected(vmm_registry *r, const call *c, const vmm_http_resp *resp,
-			 vmm_error **err)
+static int auth_rejected(vmm_registry *r, const call *c, const vmm_http_resp *resp, vmm_error **err)
 {
 	status_error(err, c->what, resp);
 	pthread_mutex_lock(&r->auth_lock);
@@ -421,13 +422,22 @@ static int auth_rejected(vmm_registry *r, const call *c, const vmm_http_resp *re
 			       cr->username);
 	else if (cr)
 		vmm_error_wrap(err, "access denied to `%s` for user `%s`", r->host, cr->username);
-	else
+	else {
+		cleanup_free char *hint = no_creds_hint(r);
 		vmm_error_wrap(err, "access denied to `%s` without credentials (%s)", r->host,
-			       no_creds_hint(r));
+			       hint);
+	}
 	pthread_mutex_unlock(&r->auth_lock);
 	if (err && *err)
 		(*err)->code = VMM_EAUTH;
 	return -1;
+}
+
+/* Did the answer come from the registry itself (not a storage host it redirected to)? */
+static bool from_registry(const vmm_registry *r, const vmm_http_resp *resp)
+{
+	cleanup_free char *o = resp->url ? vmm_http_origin(resp->url) : NULL;
+	return o && strcmp(o, r->origin) == 0;
 }
 
 /* --- the request loop ------------------------------------------------------- */
@@ -483,17 +493,17 @@ static int perform(vmm_registry *r, call *c, vmm_http_resp *resp, vmm_error **er
 			if (!resp->retryable || ++failures >= max || resumes > RESUME_LIMIT) {
 				c->retryable = resp->retryable;
 				int code = vmm_error_code(e);
-				return vmm_error_set(err, code ? code : VMM_EGENERIC, "%s: %s%s",
-						     c->what, e ? e->msg : "failed",
-						     c->retryable && max > 1 ? " (retries exhausted)"
-									     : "");
+				return vmm_error_set(
+				    err, code ? code : VMM_EGENERIC, "%s: %s%s", c->what,
+				    e ? e->msg : "failed",
+				    c->retryable && max > 1 ? " (retries exhausted)" : "");
 			}
 			atomic_fetch_add(&r->retries, 1);
 			if (!progress)
 				backoff(r, failures, NULL);
 			continue;
 		}
-		if (resp->status == 401 && !c->noauth) {
+		if (resp->status == 401 && !c->noauth && from_registry(r, resp)) {
 			if (answered)
 				return auth_rejected(r, c, resp, err);
 			answered = true;
@@ -547,8 +557,8 @@ int vmm_registry_open(vmm_registry **out, const char *host, const char *namespac
 				     "that it doesn't start with http:// or https://",
 				     host);
 	if (!host_is_valid(host))
-		return vmm_error_set(err, VMM_EINVAL, "improperly formatted host \"%s\" was provided",
-				     host);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided", host);
 	if (namespace && !namespace_is_valid(namespace))
 		return vmm_error_set(err, VMM_EINVAL, "invalid repository name `%s`", namespace);
 	vmm_registry_opts o = opts ? *opts : (vmm_registry_opts){0};
@@ -559,19 +569,20 @@ int vmm_registry_open(vmm_registry **out, const char *host, const char *namespac
 	r->base = xasprintf("%s://%s/v2/", o.insecure ? "http" : "https", host);
 	r->origin = vmm_http_origin(r->base);
 	r->max_attempts = o.max_attempts > 0 ? o.max_attempts : 5;
-	r->retry_base_ms = o.retry_base_ms > 0 ? o.retry_base_ms : env_long("VMM_REGISTRY_RETRY_BASE_MS");
+	r->retry_base_ms =
+	    o.retry_base_ms > 0 ? o.retry_base_ms : env_long("VMM_REGISTRY_RETRY_BASE_MS");
 	if (r->retry_base_ms <= 0)
 		r->retry_base_ms = 1000;
 	pthread_mutex_init(&r->auth_lock, NULL);
 	cleanup_free char *ua = xstrdup(o.user_agent ? o.user_agent : "vmm/" VMM_VERSION);
 	vmm_http_opts ho = {.user_agent = ua,
 			    .stall_timeout_s = o.stall_timeout_s > 0
-						       ? o.stall_timeout_s
-						       : env_long("VMM_REGISTRY_STALL_TIMEOUT")};
+						   ? o.stall_timeout_s
+						   : env_long("VMM_REGISTRY_STALL_TIMEOUT")};
 	if (!r->origin) {
 		vmm_registry_free(r);
-		return vmm_error_set(err, VMM_EINVAL, "improperly formatted host \"%s\" was provided",
-				     host);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided", host);
 	}
 	if (vmm_http_new(&r->http, &ho, err) < 0) {
 		vmm_registry_free(r);
@@ -681,12 +692,15 @@ int vmm_registry_manifest_get(vmm_registry *r, const char *reference, char **bod
 	char d[72];
 	vmm_sha256_digest(resp.body ? resp.body : "", resp.body_len, d);
 	if (digest_is_valid(reference) && strcmp(d, reference) != 0)
-		rc = vmm_error_set(err, VMM_EFORMAT, "%s: the manifest's bytes hash to `%s`", what, d);
-	else if (resp.docker_content_digest && strncmp(resp.docker_content_digest, "sha256:", 7) == 0 &&
+		rc = vmm_error_set(err, VMM_EFORMAT, "%s: the manifest's bytes hash to `%s`", what,
+				   d);
+	else if (resp.docker_content_digest &&
+		 strncmp(resp.docker_content_digest, "sha256:", 7) == 0 &&
 		 strcmp(resp.docker_content_digest, d) != 0)
-		rc = vmm_error_set(err, VMM_EFORMAT,
-				   "%s: the manifest's bytes hash to `%s`, the registry says `%.80s`",
-				   what, d, resp.docker_content_digest);
+		rc = vmm_error_set(
+		    err, VMM_EFORMAT,
+		    "%s: the manifest's bytes hash to `%s`, the registry says `%.80s`", what, d,
+		    resp.docker_content_digest);
 	if (rc < 0) {
 		vmm_http_resp_clear(&resp);
 		return -1;
@@ -703,8 +717,8 @@ int vmm_registry_manifest_get(vmm_registry *r, const char *reference, char **bod
 	return 0;
 }
 
-int vmm_registry_manifest_put(vmm_registry *r, const char *reference, const void *body,
-			      size_t len, const char *media_type, vmm_error **err)
+int vmm_registry_manifest_put(vmm_registry *r, const char *reference, const void *body, size_t len,
+			      const char *media_type, vmm_error **err)
 {
 	cleanup_free char *what = xasprintf("PUT manifest `%s`", reference);
 	if (!reference_is_valid(reference))
@@ -772,8 +786,8 @@ static void abandon_upload(vmm_registry *r, const char *from_url, const char *lo
 	cleanup_free char *url = upload_url(from_url, location, NULL);
 	if (!url)
 		return;
-	call c = {.what = "DELETE upload", .method = "DELETE", .url = url, .scope = scope,
-		  .attempts = 1};
+	call c = {
+	    .what = "DELETE upload", .method = "DELETE", .url = url, .scope = scope, .attempts = 1};
 	vmm_http_resp resp;
 	perform(r, &c, &resp, NULL);
 	vmm_http_resp_clear(&resp);
@@ -790,7 +804,7 @@ int vmm_registry_blob_mount(vmm_registry *r, const char *digest, const char *fro
 	cleanup_free char *url = xasprintf("%s%s/blobs/uploads/?mount=%s&from=%s", r->base, r->ns,
 					   digest, from_namespace);
 	cleanup_free char *scope =
-		xasprintf("repository:%s:pull,push repository:%s:pull", r->ns, from_namespace);
+	    xasprintf("repository:%s:pull,push repository:%s:pull", r->ns, from_namespace);
 	call c = {.what = what, .method = "POST", .url = url, .scope = scope};
 	vmm_http_resp resp;
 	int rc = perform(r, &c, &resp, err);
@@ -826,7 +840,8 @@ static int upload_step(vmm_registry *r, call *c, char **location, const char *sc
 		} else if (resp.location) {
 			char *next = upload_url(resp.url, resp.location, NULL);
 			if (!next)
-				rc = vmm_error_set(err, VMM_EFORMAT, "%s: invalid Location", c->what);
+				rc = vmm_error_set(err, VMM_EFORMAT, "%s: invalid Location",
+						   c->what);
 			free(*location);
 			*location = next;
 		}
@@ -858,9 +873,10 @@ static int upload_once(vmm_registry *r, const char *digest, const uint8_t *data,
 		/* Tart's form: inclusive, no "bytes=" prefix (what distribution and ECR take) */
 		char range[64];
 		snprintf(range, sizeof(range), "Content-Range: %zu-%zu", off, off + n - 1);
-		const char *const headers[] = {range, "Content-Type: application/octet-stream", NULL};
-		cleanup_free char *what = xasprintf("PATCH blob `%s` bytes %zu-%zu", digest, off,
-						    off + n - 1);
+		const char *const headers[] = {range, "Content-Type: application/octet-stream",
+					       NULL};
+		cleanup_free char *what =
+		    xasprintf("PATCH blob `%s` bytes %zu-%zu", digest, off, off + n - 1);
 		cleanup_free char *cur = xstrdup(loc); /* upload_step replaces loc */
 		call patch = {.what = what,
 			      .method = "PATCH",
@@ -940,8 +956,9 @@ int vmm_registry_blob_get(vmm_registry *r, const char *digest, uint64_t from,
 	if (!digest_is_valid(digest))
 		return vmm_error_set(err, VMM_EINVAL, "%s: invalid digest", what);
 	if (expected_size && from > expected_size)
-		return vmm_error_set(err, VMM_EINVAL, "%s: offset %" PRIu64 " beyond its size %" PRIu64,
-				     what, from, expected_size);
+		return vmm_error_set(err, VMM_EINVAL,
+				     "%s: offset %" PRIu64 " beyond its size %" PRIu64, what, from,
+				     expected_size);
 	if (expected_size && from == expected_size)
 		return 0;
 	cleanup_free char *url = xasprintf("%s%s/blobs/%s", r->base, r->ns, digest);
@@ -960,10 +977,12 @@ int vmm_registry_blob_get(vmm_registry *r, const char *digest, uint64_t from,
 		vmm_http_resp resp;
 		int rc = perform(r, &c, &resp, err);
 		if (rc < 0 && g.overflow) {
-			vmm_error_set(err, VMM_EFORMAT, "%s: more than the expected %" PRIu64 " bytes",
-				      what, expected_size);
+			vmm_error_set(err, VMM_EFORMAT,
+				      "%s: more than the expected %" PRIu64 " bytes", what,
+				      expected_size);
 		} else if (rc == 0 && resp.status == 416 && expected_size && g.pos > from) {
-			/* resumed at the registry's end of the blob: it is shorter than announced */
+			/* resumed at the registry's end of the blob: it is shorter than announced
+			 */
 			rc = vmm_error_set(err, VMM_EFORMAT,
 					   "%s: ended after %" PRIu64 " of %" PRIu64 " bytes", what,
 					   g.pos, expected_size);
@@ -1003,7 +1022,8 @@ int vmm_registry_check_credentials(const char *host, bool insecure, const char *
 	int rc = perform(r, &c, &resp, err);
 	if (rc == 0 && resp.status != 200)
 		rc = status_error(err, what, &resp);
-	if (rc < 0 && err && *err && (*err)->code == VMM_EAUTH && !strstr((*err)->msg, "invalid credentials"))
+	if (rc < 0 && err && *err && (*err)->code == VMM_EAUTH &&
+	    !strstr((*err)->msg, "invalid credentials"))
 		vmm_error_wrap(err, "invalid credentials for `%s`", host);
 	vmm_http_resp_clear(&resp);
 	vmm_registry_free(r);

@@ -27,8 +27,9 @@
  * connections) plus a curl share handle for DNS and TLS sessions; the
  * connection cache itself is not shared across threads because libcurl
  * 7.88 documents that as unsafe (see registry/http_transport.h).
- * TLS trust: libcurl's CA bundle, or SSL_CERT_FILE / CURL_CA_BUNDLE /
- * SSL_CERT_DIR when set.  There is no option to turn verification off.
+ * TLS trust: libcurl's CA bundle, or CURL_CA_BUNDLE, else SSL_CERT_FILE,
+ * and SSL_CERT_DIR, when set (the curl tool's variables).  There is no
+ * option to turn verification off.
  * Test knobs (environment, used when the opts fields are 0):
  * VMM_REGISTRY_RETRY_BASE_MS, VMM_REGISTRY_STALL_TIMEOUT (seconds).
  */

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,7 +54,7 @@ static vmm_credentials *creds_new(const char *user, size_t ulen, const char *pas
  * The host a key in a Docker config names: "https://host/v1/" → "host",
  * lower case, Docker Hub's aliases folded into registry-1.docker.io.
  */
-static char *normalize_host(const char *key)
+char *vmm_credentials_host_key(const char *key)
 {
 	const char *s = key;
 	if (strncasecmp(s, "https://", 8) == 0)
@@ -71,6 +72,22 @@ static char *normalize_host(const char *key)
 			return xstrdup(DOCKER_HUB);
 		}
 	return h;
+}
+
+int vmm_credentials_check_host(const char *host, vmm_error **err)
+{
+	if (strncasecmp(host, "http://", 7) == 0 || strncasecmp(host, "https://", 8) == 0)
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided, make sure "
+				     "that it doesn't start with http:// or https://",
+				     host);
+	bool ok = *host && strlen(host) <= 255;
+	for (const char *p = host; ok && *p; p++)
+		ok = isalnum((unsigned char)*p) || strchr(".-:[]_", *p);
+	if (!ok)
+		return vmm_error_set(err, VMM_EINVAL,
+				     "improperly formatted host \"%s\" was provided", host);
+	return 0;
 }
 
 /* --- base64 ----------------------------------------------------------------- */
@@ -123,7 +140,8 @@ static char *b64_decode(const char *in, size_t *len)
 
 static char *b64_encode(const char *in, size_t n)
 {
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static const char tbl[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	char *out = xmalloc(4 * ((n + 2) / 3) + 1), *o = out;
 	for (size_t i = 0; i < n; i += 3) {
 		uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
@@ -159,8 +177,9 @@ static int parse_auth_entry(json_t *entry, const char *where, vmm_credentials **
 		char *colon = memchr(plain, ':', len);
 		int rc = 0;
 		if (!colon || colon == plain || memchr(plain, '\0', len))
-			rc = vmm_error_set(err, VMM_EINVAL,
-					   "%s: `auth` does not decode to \"user:password\"", where);
+			rc =
+			    vmm_error_set(err, VMM_EINVAL,
+					  "%s: `auth` does not decode to \"user:password\"", where);
 		else
 			*out = creds_new(plain, (size_t)(colon - plain), colon + 1,
 					 len - (size_t)(colon - plain) - 1);
@@ -187,41 +206,63 @@ static bool helper_name_is_valid(const char *s)
 	return true;
 }
 
-/* Read fd until EOF or the deadline into *buf (at most max bytes). */
-static int read_all_until(int fd, char **buf, size_t *len, size_t max, double deadline)
+typedef struct sink_buf {
+	int fd;
+	char *buf; /* owned, NUL-terminated */
+	size_t len, cap;
+} sink_buf;
+
+/*
+ * Read two pipes (a helper's stdout and stderr) together until both reach
+ * EOF, the deadline passes (-ETIMEDOUT) or one holds more than max bytes
+ * (-EFBIG).  Reading them together keeps a chatty stderr from blocking the
+ * helper while we wait on its stdout.
+ */
+static int read_both(sink_buf *b, size_t max, double deadline)
 {
-	size_t cap = 4096;
-	*buf = xmalloc(cap + 1);
-	*len = 0;
+	for (int i = 0; i < 2; i++) {
+		b[i].cap = 4096;
+		b[i].buf = xmalloc(b[i].cap + 1);
+		b[i].buf[0] = '\0';
+		b[i].len = 0;
+	}
 	for (;;) {
+		struct pollfd p[2];
+		nfds_t n = 0;
+		for (int i = 0; i < 2; i++)
+			if (b[i].fd >= 0)
+				p[n++] = (struct pollfd){b[i].fd, POLLIN, 0};
+		if (n == 0)
+			return 0;
 		double left = deadline - vmm_now();
 		if (left <= 0)
 			return -ETIMEDOUT;
-		struct pollfd p = {fd, POLLIN, 0};
-		int pr = poll(&p, 1, (int)(left * 1000) + 1);
+		int pr = poll(p, n, (int)(left * 1000) + 1);
 		if (pr < 0 && errno == EINTR)
 			continue;
 		if (pr < 0)
 			return -errno;
-		if (pr == 0)
-			continue;
-		if (*len == cap) {
-			if (cap >= max)
-				return -EFBIG;
-			cap *= 2;
-			*buf = xrealloc(*buf, cap + 1);
+		for (nfds_t k = 0; k < n; k++) {
+			if (!p[k].revents)
+				continue;
+			sink_buf *s = b[0].fd == p[k].fd ? &b[0] : &b[1];
+			if (s->len == s->cap) {
+				if (s->cap >= max)
+					return -EFBIG;
+				s->cap *= 2;
+				s->buf = xrealloc(s->buf, s->cap + 1);
+			}
+			ssize_t r = read(s->fd, s->buf + s->len, s->cap - s->len);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0)
+				return -errno;
+			if (r == 0)
+				s->fd = -1; /* EOF; the caller closes it */
+			s->len += r > 0 ? (size_t)r : 0;
+			s->buf[s->len] = '\0';
 		}
-		ssize_t r = read(fd, *buf + *len, cap - *len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			break;
-		*len += (size_t)r;
 	}
-	(*buf)[*len] = '\0';
-	return 0;
 }
 
 static void close_pipe(int p[2])
@@ -237,8 +278,7 @@ static void close_pipe(int p[2])
  * Run `docker-credential-<helper> get` with the server on stdin; parse
  * {"Username", "Secret"}.  "credentials not found" is 0 with *out NULL.
  */
-static int run_helper(const char *helper, const char *host, vmm_credentials **out,
-		      vmm_error **err)
+static int run_helper(const char *helper, const char *host, vmm_credentials **out, vmm_error **err)
 {
 	*out = NULL;
 	if (!helper_name_is_valid(helper))
@@ -247,42 +287,47 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 	cleanup_free char *prog = xasprintf("docker-credential-%s", helper);
 	/* Docker names its Hub by this URL when it talks to helpers */
 	cleanup_free char *server =
-		xstrdup(strcmp(host, DOCKER_HUB) == 0 ? "https://index.docker.io/v1/" : host);
-	int in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+	    xstrdup(strcmp(host, DOCKER_HUB) == 0 ? "https://index.docker.io/v1/" : host);
+	/*
+	 * stdin is a memfd holding "<server>\n", not a pipe: a helper that exits
+	 * without reading cannot raise SIGPIPE in a library that does not own
+	 * the process's signal dispositions.
+	 */
+	cleanup_free char *line = xasprintf("%s\n", server);
+	cleanup_close int in = memfd_create("vmm-credential-helper-stdin", MFD_CLOEXEC);
+	if (in < 0 || vmm_write_all(in, line, strlen(line)) < 0 || lseek(in, 0, SEEK_SET) < 0)
+		return vmm_error_errno(err, errno, "%s: stdin", prog);
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		int e = errno;
-		close_pipe(in), close_pipe(outp), close_pipe(errp);
+		close_pipe(outp), close_pipe(errp);
 		return vmm_error_errno(err, e, "%s: pipe", prog);
 	}
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+	posix_spawn_file_actions_adddup2(&fa, in, 0);
 	posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
 	char *argv[] = {prog, (char *)"get", NULL};
 	pid_t pid;
 	int sr = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
-	close(in[0]), close(outp[1]), close(errp[1]);
-	in[0] = outp[1] = errp[1] = -1;
+	close(outp[1]), close(errp[1]);
+	outp[1] = errp[1] = -1;
 	if (sr != 0) {
-		close_pipe(in), close_pipe(outp), close_pipe(errp);
+		close_pipe(outp), close_pipe(errp);
 		if (sr == ENOENT)
-			return vmm_error_set(err, VMM_ENOTFOUND,
-					     "credential helper `%s` is not installed (not in PATH)",
-					     prog);
+			return vmm_error_set(
+			    err, VMM_ENOTFOUND,
+			    "credential helper `%s` is not installed (not in PATH)", prog);
 		return vmm_error_errno(err, sr, "run `%s`", prog);
 	}
-	cleanup_free char *line = xasprintf("%s\n", server);
-	vmm_write_all(in[1], line, strlen(line)); /* EPIPE: the helper's exit status tells */
-	close_pipe(in);
 	double deadline = vmm_now() + HELPER_TIMEOUT_MS / 1000.0;
-	cleanup_free char *so = NULL, *se = NULL;
-	size_t sol = 0, sel = 0;
-	int rr = read_all_until(outp[0], &so, &sol, HELPER_OUTPUT_MAX, deadline);
-	if (rr == 0)
-		rr = read_all_until(errp[0], &se, &sel, HELPER_OUTPUT_MAX, deadline);
+	sink_buf b[2] = {{.fd = outp[0]}, {.fd = errp[0]}};
+	int rr = read_both(b, HELPER_OUTPUT_MAX, deadline);
 	close_pipe(outp), close_pipe(errp);
+	cleanup_free char *so = b[0].buf, *se = b[1].buf;
+	size_t sol = b[0].len;
 	if (rr < 0)
 		kill(pid, SIGKILL);
 	int status = 0;
@@ -296,7 +341,8 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 		rc = vmm_error_errno(err, -rr, "`%s get`", prog);
 	} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		/* docker's helpers say this on stdout when they hold nothing for the server */
-		if (strstr(so, "credentials not found") || strstr(se ? se : "", "credentials not found"))
+		if (strstr(so, "credentials not found") ||
+		    strstr(se ? se : "", "credentials not found"))
 			goto out;
 		const char *msg = so && *so ? so : (se ? se : "");
 		size_t n = strcspn(msg, "\r\n");
@@ -359,12 +405,14 @@ static const char *find_cred_helper(json_t *helpers, const char *host)
 {
 	const char *key;
 	json_t *v;
-	json_object_foreach(helpers, key, v) {
-		cleanup_free char *k = normalize_host(key);
+	json_object_foreach(helpers, key, v)
+	{
+		cleanup_free char *k = vmm_credentials_host_key(key);
 		if (json_is_string(v) && strcmp(k, host) == 0)
 			return json_string_value(v);
 	}
-	json_object_foreach(helpers, key, v) {
+	json_object_foreach(helpers, key, v)
+	{
 		if (json_is_string(v) && pattern_matches(key, host))
 			return json_string_value(v);
 	}
@@ -385,8 +433,9 @@ static int from_docker_config(const char *host, vmm_credentials **out, vmm_error
 	json_t *auths = json_object_get(cfg, "auths");
 	const char *key;
 	json_t *entry;
-	json_object_foreach(auths, key, entry) {
-		cleanup_free char *k = normalize_host(key);
+	json_object_foreach(auths, key, entry)
+	{
+		cleanup_free char *k = vmm_credentials_host_key(key);
 		if (strcmp(k, host) != 0 || !json_is_object(entry))
 			continue;
 		cleanup_free char *where = xasprintf("`%s`: auths[\"%s\"]", path, key);
@@ -414,7 +463,7 @@ static vmm_credentials *from_env(const char *prefix, const char *host)
 	if (!u || !*u || !p)
 		return NULL;
 	if (h && *h) {
-		cleanup_free char *want = normalize_host(h);
+		cleanup_free char *want = vmm_credentials_host_key(h);
 		if (strcmp(want, host) != 0)
 			return NULL;
 	}
@@ -457,7 +506,7 @@ static int from_store(const char *host, vmm_credentials **out, vmm_error **err)
 
 int vmm_credentials_lookup(const char *host_in, vmm_credentials **out, vmm_error **err)
 {
-	cleanup_free char *host = normalize_host(host_in);
+	cleanup_free char *host = vmm_credentials_host_key(host_in);
 	*out = from_env("VMM", host);
 	if (!*out)
 		*out = from_env("TART", host);
@@ -527,7 +576,7 @@ static int store_update(const char *host_in, store_edit edit, void *ud, bool cre
 		auths = json_object();
 		json_object_set_new(st, "auths", auths);
 	}
-	cleanup_free char *host = normalize_host(host_in);
+	cleanup_free char *host = vmm_credentials_host_key(host_in);
 	int changed = edit(auths, host, ud);
 	if (changed <= 0)
 		return changed;

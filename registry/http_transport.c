@@ -35,7 +35,10 @@ struct vmm_http {
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc;
 
-static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void global_init(void)
+{
+	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 static void share_lock(CURL *c, curl_lock_data data, curl_lock_access access, void *user)
 {
@@ -71,7 +74,8 @@ int vmm_http_new(vmm_http **out, const vmm_http_opts *opts, vmm_error **err)
 		pthread_mutex_init(&h->locks[i], NULL);
 	pthread_mutex_init(&h->pool_lock, NULL);
 	h->user_agent = xstrdup(opts->user_agent);
-	h->ca_file = env_path("SSL_CERT_FILE", "CURL_CA_BUNDLE");
+	/* the curl tool's order: CURL_CA_BUNDLE, then OpenSSL's SSL_CERT_FILE */
+	h->ca_file = env_path("CURL_CA_BUNDLE", "SSL_CERT_FILE");
 	h->ca_dir = env_path("SSL_CERT_DIR", NULL);
 	h->connect_timeout = opts->connect_timeout_s > 0 ? opts->connect_timeout_s : 30;
 	h->stall_timeout = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 30;
@@ -106,7 +110,10 @@ void vmm_http_free(vmm_http *h)
 	free(h);
 }
 
-long vmm_http_connections(vmm_http *h) { return atomic_load(&h->connections); }
+long vmm_http_connections(vmm_http *h)
+{
+	return atomic_load(&h->connections);
+}
 
 static CURL *pool_get(vmm_http *h)
 {
@@ -181,15 +188,15 @@ typedef struct xfer {
 	CURL *curl;
 	const vmm_http_req *req;
 	vmm_http_resp *resp;
-	bool follow;          /* is this hop allowed to redirect */
-	bool decided;         /* has the body's destination been chosen */
+	bool follow;  /* is this hop allowed to redirect */
+	bool decided; /* has the body's destination been chosen */
 	enum { TO_DISCARD, TO_CAPTURE, TO_ERROR, TO_SINK } dest;
-	uint64_t skip;        /* bytes of a 200 to drop before the sink (range resumed as 200) */
-	size_t cap;           /* body capacity */
+	uint64_t skip; /* bytes of a 200 to drop before the sink (range resumed as 200) */
+	size_t cap;    /* body capacity */
 	size_t max_body;
 	bool too_large;
 	bool bad_range;
-	size_t up_off;        /* upload cursor */
+	size_t up_off; /* upload cursor */
 } xfer;
 
 static void set_header(char **slot, const char *v, size_t n)
@@ -200,7 +207,7 @@ static void set_header(char **slot, const char *v, size_t n)
 
 static void clear_headers(vmm_http_resp *r)
 {
-	char **slots[] = {&r->location,    &r->content_type, &r->docker_content_digest,
+	char **slots[] = {&r->location,		&r->content_type, &r->docker_content_digest,
 			  &r->www_authenticate, &r->retry_after,  &r->range};
 	for (size_t i = 0; i < ARRAY_SIZE(slots); i++) {
 		free(*slots[i]);
@@ -296,7 +303,8 @@ static void decide(xfer *x)
 		if (x->req->range_from > 0 && x->dest == TO_SINK) {
 			if (status == 200)
 				x->skip = x->req->range_from;
-			else if (status != 206 || !content_range_starts_at(x->curl, x->req->range_from))
+			else if (status != 206 ||
+				 !content_range_starts_at(x->curl, x->req->range_from))
 				x->bad_range = true;
 		}
 	} else {
@@ -499,10 +507,11 @@ static int transport_error(vmm_error **err, CURLcode rc, const char *errbuf, con
 {
 	const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
 	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
-		return vmm_error_set(err, VMM_EGENERIC,
-				     "TLS certificate of `%s` is not trusted: %s (point SSL_CERT_FILE "
-				     "at a CA bundle that holds its issuer)",
-				     url, detail);
+		return vmm_error_set(
+		    err, VMM_EGENERIC,
+		    "TLS certificate of `%s` is not trusted: %s (point SSL_CERT_FILE "
+		    "at a CA bundle that holds its issuer)",
+		    url, detail);
 	if (rc == CURLE_OPERATION_TIMEDOUT)
 		return vmm_error_set(err, VMM_ETIMEOUT, "timed out: %s", detail);
 	return vmm_error_set(err, VMM_EGENERIC, "%s", detail);
@@ -520,7 +529,7 @@ int vmm_http_do(vmm_http *h, const vmm_http_req *req, vmm_http_resp *resp, vmm_e
 	memset(resp, 0, sizeof(*resp));
 	cleanup_free char *url = xstrdup(req->url);
 	cleanup_free char *origin =
-		req->auth_origin ? xstrdup(req->auth_origin) : vmm_http_origin(req->url);
+	    req->auth_origin ? xstrdup(req->auth_origin) : vmm_http_origin(req->url);
 	if (!origin)
 		return vmm_error_set(err, VMM_EINVAL, "not an http(s) URL: `%s`", req->url);
 	const char *method = req->method;
@@ -543,7 +552,8 @@ int vmm_http_do(vmm_http *h, const vmm_http_req *req, vmm_http_resp *resp, vmm_e
 		atomic_fetch_add(&h->connections, nc);
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 		if (x.too_large) {
-			vmm_error_set(err, EFBIG, "response body larger than %zu bytes", x.max_body);
+			vmm_error_set(err, EFBIG, "response body larger than %zu bytes",
+				      x.max_body);
 			break;
 		}
 		if (x.bad_range) {

@@ -32,7 +32,7 @@ typedef struct vmm_http vmm_http;
 typedef struct vmm_http_opts {
 	const char *user_agent; /* required */
 	long connect_timeout_s; /* 0: 30 */
-	long stall_timeout_s;   /* abort a transfer slower than 1 KiB/s for this long; 0: 30 */
+	long stall_timeout_s;	/* abort a transfer slower than 1 KiB/s for this long; 0: 30 */
 } vmm_http_opts;
 
 int vmm_http_new(vmm_http **out, const vmm_http_opts *opts, vmm_error **err);
@@ -44,25 +44,25 @@ long vmm_http_connections(vmm_http *h);
 typedef int (*vmm_http_sink)(void *ctx, const void *data, size_t len);
 
 typedef struct vmm_http_req {
-	const char *method;        /* "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE" */
+	const char *method; /* "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE" */
 	const char *url;
-	const char *auth_origin;   /* "scheme://host:port" authorization may go to; NULL: url's */
-	const char *authorization; /* value of the Authorization header, or NULL */
+	const char *auth_origin;    /* "scheme://host:port" authorization may go to; NULL: url's */
+	const char *authorization;  /* value of the Authorization header, or NULL */
 	const char *const *headers; /* extra "Name: value" lines, NULL-terminated; may be NULL */
-	const void *body;          /* request body (PUT, POST, PATCH) */
+	const void *body;	    /* request body (PUT, POST, PATCH) */
 	size_t body_len;
-	bool follow_redirects;     /* up to 10; never from https to http */
-	uint64_t range_from;       /* > 0: `Range: bytes=<n>-`; a 200 answer is skipped up to n */
-	size_t max_body;           /* cap of a captured 2xx body; 0: 1 MiB */
-	vmm_http_sink sink;        /* 2xx body goes here instead of resp->body */
+	bool follow_redirects; /* up to 10; never from https to http */
+	uint64_t range_from;   /* > 0: `Range: bytes=<n>-`; a 200 answer is skipped up to n */
+	size_t max_body;       /* cap of a captured 2xx body; 0: 1 MiB */
+	vmm_http_sink sink;    /* 2xx body goes here instead of resp->body */
 	void *sink_ctx;
 } vmm_http_req;
 
 typedef struct vmm_http_resp {
 	long status;
-	char *body;       /* owned: captured 2xx body, or the first 64 KiB of another status */
+	char *body; /* owned: captured 2xx body, or the first 64 KiB of another status */
 	size_t body_len;
-	char *location;   /* owned headers of the final response, NULL if absent */
+	char *location; /* owned headers of the final response, NULL if absent */
 	char *content_type;
 	char *docker_content_digest;
 	char *www_authenticate; /* all such headers joined with ", " */
@@ -70,9 +70,9 @@ typedef struct vmm_http_resp {
 	char *range;
 	bool has_content_length;
 	uint64_t content_length;
-	char *url;        /* owned: the URL that gave the final response */
-	uint64_t sunk;    /* body bytes handed to the sink */
-	bool retryable;   /* on failure: a transport error worth retrying */
+	char *url;	   /* owned: the URL that gave the final response */
+	uint64_t sunk;	   /* body bytes handed to the sink */
+	bool retryable;	   /* on failure: a transport error worth retrying */
 	bool sink_aborted; /* on failure: the sink asked to stop */
 } vmm_http_resp;
 

@@ -28,14 +28,16 @@ for s in "${suites[@]}"; do
 			case $t in *.d) continue ;; esac
 			echo "=== unit: $(basename "$t")"
 			"$t"
-			record "unit/$(basename "$t")" $?
+			rc=$? # before any $(...) in record's arguments resets $?
+			record "unit/$(basename "$t")" $rc
 		done ;;
 	integration)
 		for t in tests/integration/test_*.sh; do
 			[ -f "$t" ] || continue
 			echo "=== integration: $(basename "$t")"
 			timeout --kill-after=30 "${VMM_TEST_TIMEOUT:-1800}" bash "$t"
-			record "integration/$(basename "$t")" $?
+			rc=$?
+			record "integration/$(basename "$t")" $rc
 		done ;;
 	fuzz)
 		echo "=== fuzz smoke"

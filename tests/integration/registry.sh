@@ -21,10 +21,13 @@
 #                        told to trust it (SSL_CERT_FILE=$VAR_CA)
 #   fault_proxy_start VAR UPSTREAM [fault_proxy.py options...]
 #       Start tests/tools/fault_proxy.py in front of UPSTREAM (host:port), e.g.
-#       `--cut-after 100000` (cut the first blob GET after that many bytes),
-#       `--fail-first 2 --retry-after 1`, `--challenge 'Bearer realm="x'`.
-#       Sets VAR (host:port) and VAR_LOG (one JSON line per request: method,
-#       path, range, status, sent, cut, authorization).
+#       `--cut-after 100000` (cut the first blob GET after that many bytes;
+#       `--cut-times K`, `--stall` to hold the connection instead of closing),
+#       `--fail-first 2 --retry-after 1` (503s), `--challenge 'Bearer realm="x'`
+#       (401 with that header), `--ignore-range`, `--set-cookie`, `--manifest-body FILE` and
+#       `--blob-body FILE` (serve those bytes for every manifest/blob GET: a
+#       hostile registry).  Sets VAR (host:port) and VAR_LOG (one JSON line per
+#       request: method, path, range, status, sent, cut, authorization, cookie).
 #   redirect_server_start VAR UPSTREAM STORAGE_DIR
 #       Start tests/tools/redirect_server.py: a front for UPSTREAM that answers
 #       authorised blob GETs with a 307 to a blob server on 127.0.0.2 serving
@@ -122,7 +125,6 @@ registry_start() { # VAR [options]
 	local d=$T_TMP/reg-$var
 	mkdir -p "$d/storage"
 	local port scheme=http curl_ca=()
-	port=$(reg_free_port)
 	if [ $tls = 1 ]; then
 		reg_make_ca "$T_TMP/ca" || return 1
 		scheme=https
@@ -137,7 +139,7 @@ registry_start() { # VAR [options]
 		echo "  delete: {enabled: true}"
 		echo "  redirect: {disable: true}"
 		echo "http:"
-		echo "  addr: 127.0.0.1:$port"
+		echo "  addr: 127.0.0.1:@PORT@"
 		echo "  secret: vmm-test-secret"
 		if [ $tls = 1 ]; then
 			echo "  tls: {certificate: $T_TMP/ca/server.pem, key: $T_TMP/ca/server.key}"
@@ -179,11 +181,22 @@ registry_start() { # VAR [options]
 		;;
 	*) echo "registry_start: unknown auth $auth" >&2; return 1 ;;
 	esac
-	reg_spawn "$d/registry.log" docker-registry serve "$d/config.yml"
-	if ! reg_wait_http "$scheme://127.0.0.1:$port/v2/" "${curl_ca[@]}"; then
-		cat "$d/registry.log" >&2
-		return 1
-	fi
+	mv "$d/config.yml" "$d/config.in"
+	local try
+	for try in 1 2 3; do
+		port=$(reg_free_port)
+		sed "s/@PORT@/$port/" "$d/config.in" >"$d/config.yml"
+		reg_spawn "$d/registry.log" docker-registry serve "$d/config.yml"
+		if reg_wait_http "$scheme://127.0.0.1:$port/v2/" "${curl_ca[@]}" 2>/dev/null; then
+			break
+		fi
+		kill "$REG_LAST_PID" 2>/dev/null
+		if [ $try = 3 ]; then
+			echo "registry.sh: docker-registry did not start:" >&2
+			cat "$d/registry.log" >&2
+			return 1
+		fi
+	done
 	printf -v "$var" '%s' "127.0.0.1:$port"
 	printf -v "${var}_DIR" '%s' "$d/storage"
 	printf -v "${var}_LOG" '%s' "$d/registry.log"

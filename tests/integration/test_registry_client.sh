@@ -26,19 +26,31 @@ CUT=70000
 fault_proxy_start CUTP "$PLAIN" --cut-after $CUT || { fail "start cutting proxy"; t_done; }
 fault_proxy_start STALLP "$PLAIN" --cut-after $CUT --stall --stall-seconds 60 ||
 	{ fail "start stalling proxy"; t_done; }
+fault_proxy_start NORANGE "$PLAIN" --cut-after $CUT --ignore-range ||
+	{ fail "start range-ignoring proxy"; t_done; }
 fault_proxy_start P503 "$PLAIN" --fail-first 2 --retry-after 1 || { fail "start 503 proxy"; t_done; }
 fault_proxy_start PFAIL "$PLAIN" --fail-first 1000000 || { fail "start failing proxy"; t_done; }
 fault_proxy_start PCHAL "$PLAIN" --challenge 'Bearer realm="http://127.0.0.1:1/token,service=x' ||
 	{ fail "start challenge proxy"; t_done; }
 redirect_server_start REDIR "$BASIC" "$BASIC_DIR" || { fail "start redirect server"; t_done; }
+registry_start TSHORT --auth token --user "$VMM_TEST_USER:$VMM_TEST_PASSWORD" --token-expires 4 ||
+	{ fail "start short-token registry"; t_done; }
+: >"$T_TMP/hostile.manifest"
+: >"$T_TMP/hostile.blob"
+fault_proxy_start PHOST "$PLAIN" --set-cookie --manifest-body "$T_TMP/hostile.manifest" \
+	--blob-body "$T_TMP/hostile.blob" || { fail "start hostile proxy"; t_done; }
 
 out=$T_TMP/skopeo-image
 VMM_TEST_REGISTRY=$PLAIN VMM_TEST_REGISTRY_BASIC=$BASIC VMM_TEST_REGISTRY_TOKEN=$TOKEN \
 VMM_TEST_TOKEN_LOG=$TOKEN_TOKEN_LOG VMM_TEST_CUT_AFTER=$CUT \
 VMM_TEST_PROXY_CUT=$CUTP VMM_TEST_PROXY_CUT_LOG=$CUTP_LOG \
 VMM_TEST_PROXY_STALL=$STALLP VMM_TEST_PROXY_STALL_LOG=$STALLP_LOG \
+VMM_TEST_PROXY_NORANGE=$NORANGE VMM_TEST_PROXY_NORANGE_LOG=$NORANGE_LOG \
 VMM_TEST_PROXY_503=$P503 VMM_TEST_PROXY_FAIL=$PFAIL VMM_TEST_PROXY_CHALLENGE=$PCHAL \
 VMM_TEST_REDIRECT=$REDIR VMM_TEST_REDIRECT_LOG=$REDIR_LOG VMM_TEST_SKOPEO_OUT=$out \
+VMM_TEST_PROXY_HOSTILE=$PHOST VMM_TEST_PROXY_HOSTILE_LOG=$PHOST_LOG \
+VMM_TEST_HOSTILE_MANIFEST=$T_TMP/hostile.manifest VMM_TEST_HOSTILE_BLOB=$T_TMP/hostile.blob \
+VMM_TEST_REGISTRY_TOKEN_SHORT=$TSHORT \
 	"$BIN" >"$T_TMP/test_client.out" 2>&1
 rc=$?
 cat "$T_TMP/test_client.out"

@@ -15,10 +15,19 @@ point back here) and injects faults:
                      `Retry-After: --retry-after` when that is given
   --challenge S      answer every request with 401 and `WWW-Authenticate: S`
                      (a broken challenge)
+  --ignore-range     drop the Range header before forwarding, so the registry
+                     answers 200 with the whole blob (servers that ignore Range)
+  --set-cookie       add `Set-Cookie: session=...` to every answer (a client that
+                     keeps cookies sends them back; see "cookie" in the log)
+  --manifest-body F  answer GET/HEAD of any manifest with 200 and the bytes of F
+                     (Content-Type: the OCI manifest type; no Docker-Content-Digest)
+  --blob-body F      answer GET of any blob with 200 and the bytes of F
+                     (hostile registries: wrong digests, absurd sizes, garbage)
 
 Every request is logged to --log as one JSON line:
-  {"method", "path", "range", "status", "sent", "cut", "authorization"}
-where "sent" is the body bytes sent and "authorization" whether the header came.
+  {"method", "path", "range", "status", "sent", "cut", "authorization", "cookie"}
+where "sent" is the body bytes sent and "authorization"/"cookie" whether those
+headers came.
 """
 import argparse
 import re
@@ -32,8 +41,20 @@ class Handler(toollib.Proxy):
     def entry(self, status, sent, cut=False):
         toollib.log_json(self.server.args.log, {
             "method": self.command, "path": self.path,
-            "range": self.headers.get("Range"), "status": status, "sent": sent, "cut": cut,
-            "authorization": "Authorization" in self.headers})
+            "range": getattr(self, "asked_range", self.headers.get("Range")), "status": status, "sent": sent, "cut": cut,
+            "authorization": "Authorization" in self.headers,
+            "cookie": "Cookie" in self.headers})
+
+    def send(self, status, headers, data, head=False):
+        if self.server.args.set_cookie:
+            headers = list(headers) + [("Set-Cookie", "session=vmm-test; Path=/")]
+        super().send(status, headers, data, head)
+
+    def serve_file(self, path, content_type):
+        with open(path, "rb") as f:
+            data = f.read()
+        self.entry(200, 0 if self.command == "HEAD" else len(data))
+        self.send(200, [("Content-Type", content_type)], data, head=self.command == "HEAD")
 
     def handle_any(self):
         srv, a = self.server, self.server.args
@@ -43,6 +64,13 @@ class Handler(toollib.Proxy):
             self.send(401, [("WWW-Authenticate", a.challenge),
                             ("Content-Type", "application/json")], b'{"errors":[]}',
                       head=self.command == "HEAD")
+            return
+        bare = self.path.split("?")[0]
+        if a.manifest_body and "/manifests/" in bare and self.command in ("GET", "HEAD"):
+            self.serve_file(a.manifest_body, "application/vnd.oci.image.manifest.v1+json")
+            return
+        if a.blob_body and re.search(r"/blobs/sha256:", bare) and self.command == "GET":
+            self.serve_file(a.blob_body, "application/octet-stream")
             return
         if a.fail_first and re.search(a.fail_path, self.path):
             with srv.lock:
@@ -57,6 +85,9 @@ class Handler(toollib.Proxy):
                           b'{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}',
                           head=self.command == "HEAD")
                 return
+        self.asked_range = self.headers.get("Range")
+        if a.ignore_range and "Range" in self.headers:
+            del self.headers["Range"]
         status, headers, data = self.forward(body)
         blob_get = self.command == "GET" and re.search(r"/blobs/sha256:[0-9a-f]{64}$",
                                                        self.path.split("?")[0])
@@ -103,6 +134,10 @@ def main():
     ap.add_argument("--fail-status", type=int, default=503)
     ap.add_argument("--retry-after")
     ap.add_argument("--challenge")
+    ap.add_argument("--set-cookie", action="store_true")
+    ap.add_argument("--ignore-range", action="store_true")
+    ap.add_argument("--manifest-body")
+    ap.add_argument("--blob-body")
     ap.add_argument("--log")
     args = ap.parse_args()
     srv = toollib.Server((args.listen, 0), Handler)
