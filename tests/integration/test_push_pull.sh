@@ -227,6 +227,28 @@ assert_eq "$OUT" "" "cache empty after a zero budget"
 vmm list --source local --quiet
 assert_contains "$OUT" "vm1" "local VMs untouched by cache pruning"
 
+# Registries with authentication: token (Bearer, push scope) and htpasswd (Basic).
+registry_start TOK --auth token --user "alice:pw for push" --anonymous-pull || fail "start token registry"
+registry_start BAS --auth htpasswd --user "bob:basic-pw" || fail "start htpasswd registry"
+vmm create small --linux --disk-size 1
+head -c $MiB /dev/urandom | dd of="$VMM_HOME/vms/small/disk.img" bs=1M seek=10 conv=notrunc status=none
+vmm push small "$TOK/auth/small:latest" --insecure
+assert_rc 1 "anonymous push to a token registry is refused"
+assert_one_line_error "one line"
+VMM_REGISTRY_USERNAME=alice VMM_REGISTRY_PASSWORD="pw for push" vmm push small "$TOK/auth/small:latest" --insecure
+assert_rc 0 "push with a Bearer token"
+vmm clone "$TOK/auth/small:latest" small-tok --insecure
+assert_rc 0 "anonymous pull with an anonymous token"
+assert_true "token round trip identical" cmp -s "$VMM_HOME/vms/small-tok/disk.img" "$VMM_HOME/vms/small/disk.img"
+VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm push small "$BAS/auth/small:latest" --insecure
+assert_rc 0 "push with Basic auth"
+vmm pull "$BAS/auth/small:latest" --insecure
+assert_rc 1 "pull without credentials is refused"
+assert_true "nothing cached after the refusal" test ! -e "$VMM_HOME/cache/OCIs/${BAS/:/%3A}/auth/small/latest"
+VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm clone "$BAS/auth/small:latest" small-bas --insecure
+assert_rc 0 "pull with Basic auth"
+assert_true "basic round trip identical" cmp -s "$VMM_HOME/vms/small-bas/disk.img" "$VMM_HOME/vms/small/disk.img"
+
 vmm push vm1 "$REG/vm/one@sha256:0000000000000000000000000000000000000000000000000000000000000000" --insecure
 assert_rc 64 "push to a digest is a usage error"
 vmm push nope "$REG/vm/one:x" --insecure
