@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 /* A blob known to sit in another repository of the same registry. */
@@ -243,14 +244,23 @@ static int push_file_layer(push_ctx *c, vmm_manifest *m, const char *media_type,
 			   const char *path, const char *what, vmm_descriptor **out,
 			   vmm_error **err)
 {
-	cleanup_free char *data = NULL;
-	size_t len = 0;
-	/* kernels, initramfs and NVRAM are small enough to hold */
-	if (vmm_read_file(path, (size_t)4 << 30, &data, &len, err) < 0)
-		return -1;
+	/* mapped, not read: a suspended VM's state can be gigabytes */
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return vmm_error_errno(err, errno, "open `%s`", path);
+	size_t len = (size_t)st.st_size;
+	void *data = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : (void *)"";
+	if (data == MAP_FAILED)
+		return vmm_error_errno(err, errno, "map `%s`", path);
+	if (len)
+		madvise(data, len, MADV_SEQUENTIAL);
 	char digest[72];
 	vmm_sha256_digest(data, len, digest);
-	if (send_everywhere(c, what, digest, data, len, err) < 0)
+	int rc = send_everywhere(c, what, digest, data, len, err);
+	if (len)
+		munmap(data, len);
+	if (rc < 0)
 		return -1;
 	vmm_descriptor *d = vmm_manifest_add_layer(m, media_type, digest, len);
 	if (out)

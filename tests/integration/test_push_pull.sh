@@ -249,6 +249,18 @@ VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm clone "$BAS/auth/sm
 assert_rc 0 "pull with Basic auth"
 assert_true "basic round trip identical" cmp -s "$VMM_HOME/vms/small-bas/disk.img" "$VMM_HOME/vms/small/disk.img"
 
+# On a terminal (and CI unset) progress is a bar redrawn in place on stderr.
+vmm delete "$TOK/auth/small:latest"
+if command -v script >/dev/null; then
+	env -u CI script -qec "$VMM pull $TOK/auth/small:latest --insecure" /dev/null >"$T_TMP/tty.out" 2>&1
+	assert_eq "$?" 0 "pull on a terminal"
+	TTY=$(cat -v "$T_TMP/tty.out")
+	assert_contains "$TTY" "^Mpulling disk [" "a bar redrawn with carriage returns"
+	assert_contains "$TTY" "/s  " "with a rate"
+	assert_contains "$TTY" " left" "and the time left"
+	assert_eq "$(grep -c '^[0-9]*%' "$T_TMP/tty.out")" 0 "no plain percentage lines on a terminal"
+fi
+
 vmm push vm1 "$REG/vm/one@sha256:0000000000000000000000000000000000000000000000000000000000000000" --insecure
 assert_rc 64 "push to a digest is a usage error"
 vmm push nope "$REG/vm/one:x" --insecure

@@ -157,6 +157,13 @@ static void test_layers_encode__empty_chunk(void **state)
 	free(out);
 	vmm_disk_chunk_clear(&c);
 	close(fd);
+	/* the built-in digest for Tart's chunk size is the digest of 512 MiB of zeros */
+	unsigned char *zeros = calloc(1, 512 * MiB);
+	char computed[72], builtin[72];
+	vmm_sha256_digest(zeros, 512 * MiB, computed);
+	vmm_zero_digest(512 * MiB, builtin);
+	assert_string_equal(builtin, computed);
+	free(zeros);
 }
 
 /* Encode one 1 MiB layer of mixed data for the hostile cases. */
