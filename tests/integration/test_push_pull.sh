@@ -249,6 +249,16 @@ VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm clone "$BAS/auth/sm
 assert_rc 0 "pull with Basic auth"
 assert_true "basic round trip identical" cmp -s "$VMM_HOME/vms/small-bas/disk.img" "$VMM_HOME/vms/small/disk.img"
 
+# --chunk-size: PATCH uploads of 1 MB slices, the last one with the PUT.
+: >"$PX_LOG"
+vmm push small "$PX/chunked/small:latest" --insecure --chunk-size 1
+assert_rc 0 "chunked push"
+patches=$(grep -c '"method": "PATCH", "path": "/v2/chunked/small/blobs/uploads' "$PX_LOG")
+[ "$patches" -ge 1 ] && ok "PATCH requests used ($patches)" || fail "no PATCH requests in a chunked push"
+vmm clone "$PX/chunked/small:latest" small-chunked --insecure
+assert_rc 0 "pull the chunked push"
+assert_true "chunked round trip identical" cmp -s "$VMM_HOME/vms/small-chunked/disk.img" "$VMM_HOME/vms/small/disk.img"
+
 # On a terminal (and CI unset) progress is a bar redrawn in place on stderr.
 vmm delete "$TOK/auth/small:latest"
 if command -v script >/dev/null; then

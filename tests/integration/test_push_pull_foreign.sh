@@ -91,6 +91,18 @@ hostile huge-claim "cannot hold" "10^15 uncompressed bytes claimed"
 hostile missing-layer "404" "the NVRAM blob is missing"
 hostile not-lz4 "unknown block magic" "an LZ4 frame instead of Apple's stream"
 
+# a registry whose 401 carries a broken challenge (quote never closed)
+export VMM_HOME=$T_TMP/home-challenge
+fault_proxy_start CHAL "$REG" --challenge 'Bearer realm="http://127.0.0.1:1/token,service=x' ||
+	fail "start challenge proxy"
+start=$(date +%s)
+vmm pull "$CHAL/tart/foreign:latest" --insecure
+[ "$RC" -ne 0 ] && ok "broken challenge: pull fails ($ERR)" || fail "broken challenge: pull succeeded"
+assert_eq "$(grep -c . <<<"$ERR")" 1 "broken challenge: one line"
+assert_contains "$ERR" "manifest" "broken challenge: names the request"
+[ $(($(date +%s) - start)) -le 15 ] && ok "broken challenge: within seconds" || fail "broken challenge: slow"
+assert_eq "$(find "$VMM_HOME/cache/OCIs" -mindepth 2 2>/dev/null)" "" "broken challenge: no cache entry"
+
 # the ok mode of the same server pulls fine (the checks above are not trivially failing)
 serve ok || fail "start registry (ok)"
 vmm pull "$H/tart/image:latest" --insecure
