@@ -18,7 +18,8 @@ static const vmm_opt opts[] = {
 
 static const vmm_cmd_spec spec = {
 	"push", "NAME REF... [--insecure] [--concurrency N] [--chunk-size MB] [--label K=V]...",
-	"Push a VM to one or more registry references", opts, 2, (size_t)-1,
+	"Push a local VM (or a cached image, under new tags) to registry references", opts, 2,
+	(size_t)-1,
 };
 
 /*
@@ -66,7 +67,13 @@ int cmd_push(int argc, char **argv)
 		uint64_t chunk = 0;
 		if (dc && vmm_parse_u64(dc, &chunk) == 0 && chunk >= 65536)
 			o.disk_chunk = chunk;
-		if (vmm_push(cmd_home(), a.pos[0], refs, nrefs, &o, NULL, &err) < 0)
+		vmm_reference *src = NULL;
+		if (vmm_reference_parse(&src, a.pos[0], NULL) == 0)
+			rc = vmm_push_remote(cmd_home(), src, refs, nrefs, &o, &err);
+		else
+			rc = vmm_push(cmd_home(), a.pos[0], refs, nrefs, &o, NULL, &err);
+		vmm_reference_free(src);
+		if (rc < 0)
 			rc = vmm_fail(err);
 	}
 	for (size_t i = 0; i < nrefs; i++)

@@ -588,3 +588,64 @@ out:
 	pthread_mutex_destroy(&c.stats_lock);
 	return rc;
 }
+
+/* --- pushing a cached image to other tags ------------------------------ */
+
+/* Make sure every blob of m is in g's repository, mounting from src_ns when missing. */
+static int mount_all(group *g, const vmm_manifest *m, const char *src_ns, vmm_error **err)
+{
+	for (size_t i = 0; i <= m->nlayers; i++) {
+		const char *digest = i < m->nlayers ? m->layers[i].digest : m->config.digest;
+		bool exists = false, mounted = false;
+		if (vmm_registry_blob_exists(g->reg, digest, &exists, err) < 0)
+			return -1;
+		if (exists)
+			continue;
+		if (vmm_registry_blob_mount(g->reg, digest, src_ns, &mounted, err) < 0)
+			return -1;
+		if (!mounted)
+			return vmm_error_set(err, VMM_ENOTFOUND,
+					     "`%s/%s` lacks blob `%s` and would not mount it from "
+					     "`%s`",
+					     g->host, g->namespace, digest, src_ns);
+	}
+	return 0;
+}
+
+int vmm_push_remote(const vmm_home *h, const vmm_reference *src, vmm_reference *const *refs,
+		    size_t nrefs, const vmm_push_opts *o, vmm_error **err)
+{
+	cleanup_free char *name = vmm_reference_string(src);
+	cleanup_free char *dir = NULL;
+	if (vmm_cache_resolve(h, src, &dir, NULL, err) < 0)
+		return -1;
+	cleanup_free char *mpath = path_join(dir, VMM_MANIFEST_FILE);
+	cleanup_free char *raw = NULL;
+	size_t len = 0;
+	cleanup_vmm_manifest vmm_manifest *m = NULL;
+	if (vmm_read_file(mpath, 4 << 20, &raw, &len, err) < 0 ||
+	    vmm_manifest_parse(&m, raw, len, err) < 0)
+		return vmm_error_wrap(err, "cached image `%s`", name);
+	push_ctx c = {.o = o};
+	pthread_mutex_init(&c.stats_lock, NULL);
+	if (make_groups(h, refs, nrefs, o, &c.groups, &c.ngroups, err) < 0)
+		return -1;
+	int rc = 0;
+	for (size_t i = 0; i < c.ngroups && rc == 0; i++) {
+		group *g = &c.groups[i];
+		say_group(o, name, g);
+		if (strcmp(g->host, src->host) == 0 && strcmp(g->namespace, src->namespace) != 0)
+			rc = mount_all(g, m, src->namespace, err);
+		for (size_t k = 0; k < g->ntags && rc == 0; k++) {
+			say(o, "pushing manifest for %s...", g->tags[k]);
+			rc = vmm_registry_manifest_put(g->reg, g->tags[k], raw, len,
+						       VMM_MEDIA_OCI_MANIFEST_V1, err);
+			if (rc < 0)
+				vmm_error_wrap(err, "push manifest to `%s/%s:%s`", g->host,
+					       g->namespace, g->tags[k]);
+		}
+	}
+	groups_free(c.groups, c.ngroups);
+	pthread_mutex_destroy(&c.stats_lock);
+	return rc;
+}

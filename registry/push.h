@@ -49,4 +49,13 @@ typedef struct vmm_push_opts {
 int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, size_t nrefs,
 	     const vmm_push_opts *o, char digest_out[72], vmm_error **err);
 
+/*
+ * Tart's "lightweight push" of a cached image to other tags: its manifest,
+ * byte for byte (so the digest stays), under each tag.  The blobs must be in
+ * each target repository already; for a repository on the source's registry
+ * they are mounted from the source repository when missing.
+ */
+int vmm_push_remote(const vmm_home *h, const vmm_reference *src, vmm_reference *const *refs,
+		    size_t nrefs, const vmm_push_opts *o, vmm_error **err);
+
 #endif

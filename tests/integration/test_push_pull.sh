@@ -111,6 +111,18 @@ vmm clone "$REG/vm/one:latest" c2
 assert_rc 0 "clone again from the cache, no network flags needed"
 assert_not_contains "$OUT" "pulling" "no pull when cached"
 
+# Tart's lightweight push: a cached image to other tags, same manifest bytes;
+# blobs mounted into another repository of the same registry.
+vmm push "$REG/vm/one:latest" "$REG/vm/one:retag" "$REG/vm/elsewhere:x" --insecure
+assert_rc 0 "push a cached image to new tags"
+assert_contains "$OUT" "pushing manifest for retag..." "manifest line"
+for r in vm/one:retag vm/elsewhere:x; do
+	d=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$REG/$r" | sha256sum | cut -d' ' -f1)
+	assert_eq "$d" "$MDIGEST" "$r has the same manifest digest"
+done
+vmm push "$REG/vm/never-pulled:x" "$REG/vm/one:y" --insecure
+assert_rc 2 "a reference that is not cached"
+
 # skopeo copies what vmm pushed, registry -> dir -> registry, and vmm pulls the copy.
 skopeo copy -q --src-tls-verify=false "docker://$REG/vm/one:latest" "dir:$T_TMP/sk" >/dev/null 2>"$T_TMP/sk.err"
 assert_eq "$?" 0 "skopeo copy registry -> dir ($(head -c 300 "$T_TMP/sk.err"))"
