@@ -443,8 +443,19 @@ static void say_group(const vmm_push_opts *o, const char *name, const group *g)
 	say(o, "pushing %s to %s/%s%s...", name, g->host, g->namespace, tags);
 }
 
+/* Leave config.json to the caller: copying it would drop our lock on the source's. */
+static bool skip_for_cache(const char *name)
+{
+	return strcmp(name, VMM_CONFIG_FILE) == 0 || strstr(name, ".tmp") != NULL;
+}
+
+/*
+ * Install the pushed VM in the cache as a pull would have made it: the
+ * config layer's bytes as config.json, the manifest's bytes as manifest.json.
+ */
 static int populate_cache(const vmm_home *h, const char *vm_dir, const group *g,
-			  const char *manifest, const char *digest, vmm_error **err)
+			  const char *cfg, const char *manifest, const char *digest,
+			  vmm_error **err)
 {
 	vmm_reference r = {.host = g->host, .namespace = g->namespace, .digest = (char *)digest};
 	cleanup_free char *dest = vmm_cache_digest_dir(h, &r, digest);
@@ -454,7 +465,10 @@ static int populate_cache(const vmm_home *h, const char *vm_dir, const group *g,
 		if (vmm_home_mktemp(h, &tmp, &tmp_lock, err) < 0)
 			return -1;
 		cleanup_free char *mp = path_join(tmp, VMM_MANIFEST_FILE);
-		int rc = vmm_copy_dir(vm_dir, tmp, false, NULL, NULL, NULL, err);
+		cleanup_free char *cp = path_join(tmp, VMM_CONFIG_FILE);
+		int rc = vmm_copy_dir(vm_dir, tmp, false, skip_for_cache, NULL, NULL, err);
+		if (rc == 0)
+			rc = vmm_write_file_atomic(cp, cfg, strlen(cfg), 0644, err);
 		if (rc == 0)
 			rc = vmm_write_file_atomic(mp, manifest, strlen(manifest), 0644, err);
 		if (rc == 0)
@@ -576,7 +590,7 @@ int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, si
 	}
 	if (o->populate_cache) {
 		for (size_t i = 0; i < c.ngroups; i++)
-			if (populate_cache(h, b->dir, &c.groups[i], manifest, mdigest, err) < 0)
+			if (populate_cache(h, b->dir, &c.groups[i], cfg, manifest, mdigest, err) < 0)
 				goto out;
 	}
 	if (digest_out)

@@ -153,7 +153,10 @@ assert_eq "$puts" 0 "no uploads: $mounts blobs mounted from the cached repositor
 # --populate-cache: the pushed image is in the cache without a pull.
 vmm push vm1 "$REG/vm/populated:latest" --insecure --populate-cache
 assert_rc 0 "push --populate-cache"
-assert_true "populated tag in the cache" cmp -s "$(readlink -f "$HOSTDIR/vm/populated/latest")/disk.img" "$D"
+PP=$(readlink -f "$HOSTDIR/vm/populated/latest")
+assert_true "populated tag in the cache" cmp -s "$PP/disk.img" "$D"
+assert_eq "$(sha256sum <"$PP/manifest.json" | cut -d' ' -f1)" "$(basename "$PP" | cut -d: -f2)" "populated entry named by its manifest's digest"
+assert_eq "$(head -c 1 "$PP/config.json")$(grep -c . "$PP/config.json")" "{1" "populated config.json is the compact config layer"
 
 # A running VM is refused (the PID lock on config.json held by another process).
 python3 -c 'import fcntl,sys,time; f=open(sys.argv[1],"r+"); fcntl.lockf(f, fcntl.LOCK_EX); open(sys.argv[2],"w").close(); time.sleep(30)' \
