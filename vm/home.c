@@ -88,7 +88,7 @@ int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err)
 /*
  * A pull stages in tmp/<md5 hex of the name> so that it can resume
  * (registry/pull.h).  Unlike Tart, the GC leaves such a directory alone for
- * a week, or a `vmm list` between an interrupted pull and its retry would
+ * three days, or a `vmm list` between an interrupted pull and its retry would
  * throw the finished layers away.
  */
 static bool is_fresh_pull_staging(const char *path, const char *name)
@@ -97,7 +97,7 @@ static bool is_fresh_pull_staging(const char *path, const char *name)
 		return false;
 	struct stat st;
 	return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
-	       time(NULL) - st.st_mtime < 7 * 86400;
+	       time(NULL) - st.st_mtime < 3 * 86400;
 }
 
 int vmm_home_gc_tmp(const vmm_home *h, vmm_error **err)
