@@ -12,16 +12,19 @@
 #include <string.h>
 
 static const vmm_opt opts[] = {
-	{"force", 0, NULL, "Replace an existing VM named NEW", false},
-	{"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-	{"concurrency", 0, "N", "Parallel layer downloads when pulling (default 4)", false},
-	{"prune-limit", 0, "GB", "Most cache space to reclaim for the clone (default 100)", true},
-	{NULL, 0, NULL, NULL, false},
+    {"force", 0, NULL, "Replace an existing VM named NEW", false},
+    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
+    {"concurrency", 0, "N", "Parallel layer downloads when pulling (default 4)", false},
+    {"prune-limit", 0, "GB", "Most cache space to reclaim for the clone (default 100)", true},
+    {NULL, 0, NULL, NULL, false},
 };
 
-static const vmm_cmd_spec spec = {"clone", "SOURCE NEW [--force]",
-				  "Clone a local VM or a registry image into a new local VM", opts,
-				  2, 2};
+static const vmm_cmd_spec spec = {"clone",
+				  "SOURCE NEW [--force]",
+				  "Clone a local VM or a registry image into a new local VM",
+				  opts,
+				  2,
+				  2};
 
 /* A registry source: pull it unless cached (Tart's pull output), then clone from the cache. */
 static int remote_source(vmm_home *h, const vmm_reference *ref, const vmm_args *a, char **dir,
@@ -36,9 +39,9 @@ static int remote_source(vmm_home *h, const vmm_reference *ref, const vmm_args *
 	cleanup_free char *display = vmm_reference_string(ref);
 	printf("pulling %s...\n", display);
 	vmm_pull_opts o = {
-		.concurrency = conc,
-		.insecure = vmm_args_has(a, "insecure"),
-		.ui = cmd_transfer_ui(),
+	    .concurrency = conc,
+	    .insecure = vmm_args_has(a, "insecure"),
+	    .ui = cmd_transfer_ui(),
 	};
 	return vmm_pull(h, ref, &o, dir, NULL, err);
 }
@@ -80,7 +83,8 @@ int cmd_clone(int argc, char **argv)
 	 * now but will need up to the source's sparse remainder as it is written.
 	 */
 	uint64_t apparent = 0, allocated = 0;
-	if (vmm_bundle_dir_sizes(src_dir, &apparent, &allocated, NULL) == 0 && apparent > allocated) {
+	if (vmm_bundle_dir_sizes(src_dir, &apparent, &allocated, NULL) == 0 &&
+	    apparent > allocated) {
 		uint64_t need = apparent - allocated;
 		if (need > (limit_gb << 30))
 			need = limit_gb << 30;

@@ -8,17 +8,23 @@
 #include <time.h>
 
 static const vmm_opt opts[] = {
-	{"entries", 0, "caches|vms", "Entries to consider: OCI and IPSW caches (default) or local VMs", false},
-	{"older-than", 0, "DAYS", "Delete entries not accessed in DAYS days", false},
-	{"space-budget", 0, "GB", "Keep the most recently accessed entries within GB GiB, delete the rest", false},
-	{"cache-budget", 0, "GB", "Deprecated: use --space-budget", true},
-	{"gc", 0, NULL, "Remove dangling tags and untagged cached images", true},
-	{NULL, 0, NULL, NULL, false},
+    {"entries", 0, "caches|vms", "Entries to consider: OCI and IPSW caches (default) or local VMs",
+     false},
+    {"older-than", 0, "DAYS", "Delete entries not accessed in DAYS days", false},
+    {"space-budget", 0, "GB",
+     "Keep the most recently accessed entries within GB GiB, delete the rest", false},
+    {"cache-budget", 0, "GB", "Deprecated: use --space-budget", true},
+    {"gc", 0, NULL, "Remove dangling tags and untagged cached images", true},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec spec = {
-	"prune", "[--entries caches|vms] [--older-than DAYS] [--space-budget GB]",
-	"Prune OCI and IPSW caches or local VMs", opts, 0, 0,
+    "prune",
+    "[--entries caches|vms] [--older-than DAYS] [--space-budget GB]",
+    "Prune OCI and IPSW caches or local VMs",
+    opts,
+    0,
+    0,
 };
 
 static int number(const char *opt, const char *s, uint64_t *out)

@@ -8,14 +8,18 @@
 #include <stdio.h>
 
 static const vmm_opt opts[] = {
-	{"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-	{"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
-	{NULL, 0, NULL, NULL, false},
+    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
+    {"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec spec = {
-	"pull", "REF [--insecure] [--concurrency N]", "Pull a VM image from a registry into the cache",
-	opts, 1, 1,
+    "pull",
+    "REF [--insecure] [--concurrency N]",
+    "Pull a VM image from a registry into the cache",
+    opts,
+    1,
+    1,
 };
 
 /*
@@ -48,9 +52,9 @@ int cmd_pull(int argc, char **argv)
 	cleanup_free char *display = vmm_reference_string(ref);
 	printf("pulling %s...\n", display);
 	vmm_pull_opts o = {
-		.concurrency = conc,
-		.insecure = vmm_args_has(&a, "insecure"),
-		.ui = cmd_transfer_ui(),
+	    .concurrency = conc,
+	    .insecure = vmm_args_has(&a, "insecure"),
+	    .ui = cmd_transfer_ui(),
 	};
 	if (vmm_pull(h, ref, &o, NULL, NULL, &err) < 0)
 		return vmm_fail(err);

@@ -8,18 +8,22 @@
 #include <string.h>
 
 static const vmm_opt opts[] = {
-	{"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-	{"concurrency", 0, "N", "Layers compressed and uploaded at once (default 4)", false},
-	{"chunk-size", 0, "MB", "Upload blobs in PATCH chunks of MB megabytes (default: one PUT)", false},
-	{"label", 0, "KEY=VALUE", "Add a label to the image's OCI config (repeatable)", false},
-	{"populate-cache", 0, NULL, "Also keep the pushed image in the OCI cache", false},
-	{NULL, 0, NULL, NULL, false},
+    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
+    {"concurrency", 0, "N", "Layers compressed and uploaded at once (default 4)", false},
+    {"chunk-size", 0, "MB", "Upload blobs in PATCH chunks of MB megabytes (default: one PUT)",
+     false},
+    {"label", 0, "KEY=VALUE", "Add a label to the image's OCI config (repeatable)", false},
+    {"populate-cache", 0, NULL, "Also keep the pushed image in the OCI cache", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec spec = {
-	"push", "NAME REF... [--insecure] [--concurrency N] [--chunk-size MB] [--label K=V]...",
-	"Push a local VM (or a cached image, under new tags) to registry references", opts, 2,
-	(size_t)-1,
+    "push",
+    "NAME REF... [--insecure] [--concurrency N] [--chunk-size MB] [--label K=V]...",
+    "Push a local VM (or a cached image, under new tags) to registry references",
+    opts,
+    2,
+    (size_t)-1,
 };
 
 /*
@@ -55,13 +59,13 @@ int cmd_push(int argc, char **argv)
 			rc = vmm_fail(err);
 	if (rc == 0) {
 		vmm_push_opts o = {
-			.labels = labels,
-			.nlabels = nlabels,
-			.concurrency = conc,
-			.chunk_size = chunk_mb * 1000000,
-			.insecure = vmm_args_has(&a, "insecure"),
-			.populate_cache = vmm_args_has(&a, "populate-cache"),
-			.ui = cmd_transfer_ui(),
+		    .labels = labels,
+		    .nlabels = nlabels,
+		    .concurrency = conc,
+		    .chunk_size = chunk_mb * 1000000,
+		    .insecure = vmm_args_has(&a, "insecure"),
+		    .populate_cache = vmm_args_has(&a, "populate-cache"),
+		    .ui = cmd_transfer_ui(),
 		};
 		const char *dc = getenv("VMM_TEST_DISK_CHUNK"); /* tests: smaller chunks */
 		uint64_t chunk = 0;

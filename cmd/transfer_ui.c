@@ -35,8 +35,8 @@ static void end(void *meter, bool ok)
 
 vmm_transfer_ui cmd_transfer_ui(void)
 {
-	return (vmm_transfer_ui){.say = say, .progress_begin = begin, .progress_add = add,
-				 .progress_end = end};
+	return (vmm_transfer_ui){
+	    .say = say, .progress_begin = begin, .progress_add = add, .progress_end = end};
 }
 
 /* Shared with pull and clone: --concurrency N, at least 1 (Tart's message). */

@@ -59,9 +59,9 @@ char *vmm_progress_format_bar(const char *label, uint64_t done, uint64_t total, 
 	cleanup_free char *t = total ? vmm_format_bytes(total) : xstrdup("?");
 	cleanup_free char *r = vmm_progress_format_rate(rate);
 	cleanup_free char *eta = vmm_progress_format_eta(
-		total && rate > 0 ? (double)(total > done ? total - done : 0) / rate : -1);
+	    total && rate > 0 ? (double)(total > done ? total - done : 0) / rate : -1);
 	cleanup_free char *tail =
-		xasprintf("%3u%%  %s / %s  %s  %s left", percent(done, total), d, t, r, eta);
+	    xasprintf("%3u%%  %s / %s  %s  %s left", percent(done, total), d, t, r, eta);
 	int fixed = (int)strlen(label) + 4 + (int)strlen(tail);
 	int bar = width - fixed;
 	if (bar > 40)
@@ -92,7 +92,7 @@ static void draw(vmm_progress *p, double now, int final)
 {
 	if (p->mode == VMM_PROGRESS_BAR) {
 		cleanup_free char *line = vmm_progress_format_bar(
-			p->label, p->done, p->total, now - p->start, term_width(p->out));
+		    p->label, p->done, p->total, now - p->start, term_width(p->out));
 		fprintf(p->out, "\r%s\033[K%s", line, final ? "\n" : "");
 		fflush(p->out);
 	} else if (p->mode == VMM_PROGRESS_PLAIN) {
@@ -109,8 +109,7 @@ static void draw(vmm_progress *p, double now, int final)
 	p->last_draw = now;
 }
 
-vmm_progress *vmm_progress_new(const char *label, uint64_t total, vmm_progress_mode mode,
-			       FILE *out)
+vmm_progress *vmm_progress_new(const char *label, uint64_t total, vmm_progress_mode mode, FILE *out)
 {
 	vmm_progress *p = xcalloc(1, sizeof(*p));
 	pthread_mutex_init(&p->lock, NULL);

@@ -74,8 +74,8 @@ void vmm_applelz4_enc_reset(vmm_applelz4_enc *e)
 }
 
 /* Compress one block at src (the slot or the caller's memory) and hand it out. */
-static int emit_block(vmm_applelz4_enc *e, const unsigned char *src, size_t n,
-		      vmm_applelz4_out out, void *ctx)
+static int emit_block(vmm_applelz4_enc *e, const unsigned char *src, size_t n, vmm_applelz4_out out,
+		      void *ctx)
 {
 	int c = LZ4_compress_fast_continue(&e->stream, (const char *)src, (char *)e->dst + 12,
 					   (int)n, LZ4_COMPRESSBOUND(VMM_APPLELZ4_BLOCK), 1);
@@ -110,8 +110,8 @@ static int flush_block(vmm_applelz4_enc *e, vmm_applelz4_out out, void *ctx)
 	return rc;
 }
 
-int vmm_applelz4_enc_update(vmm_applelz4_enc *e, const void *data, size_t len,
-			    vmm_applelz4_out out, void *ctx)
+int vmm_applelz4_enc_update(vmm_applelz4_enc *e, const void *data, size_t len, vmm_applelz4_out out,
+			    void *ctx)
 {
 	const unsigned char *p = data;
 	/* complete a block in progress */
@@ -231,14 +231,14 @@ struct vmm_applelz4_dec {
 	int state;
 	unsigned char hdr[12];
 	size_t hdr_have, hdr_need;
-	uint32_t dsize, esize;   /* of the block being read */
-	unsigned char *in;       /* encoded block being gathered */
+	uint32_t dsize, esize; /* of the block being read */
+	unsigned char *in;     /* encoded block being gathered */
 	size_t in_have, in_cap;
-	unsigned char *win;      /* history + the block being decoded */
+	unsigned char *win; /* history + the block being decoded */
 	size_t win_pos, win_cap;
 	uint64_t total, max_output;
-	uint64_t offset;         /* stream bytes consumed */
-	uint64_t block_offset;   /* where the current block began */
+	uint64_t offset;       /* stream bytes consumed */
+	uint64_t block_offset; /* where the current block began */
 };
 
 vmm_applelz4_dec *vmm_applelz4_dec_new(uint64_t max_output)
@@ -385,8 +385,8 @@ static void next_header(vmm_applelz4_dec *d)
 	d->block_offset = d->offset;
 }
 
-int vmm_applelz4_dec_update(vmm_applelz4_dec *d, const void *data, size_t len,
-			    vmm_applelz4_out out, void *ctx, vmm_error **err)
+int vmm_applelz4_dec_update(vmm_applelz4_dec *d, const void *data, size_t len, vmm_applelz4_out out,
+			    void *ctx, vmm_error **err)
 {
 	const unsigned char *p = data;
 	while (len) {

@@ -50,8 +50,8 @@ void vmm_applelz4_enc_reset(vmm_applelz4_enc *e);
  * Compress `len` bytes; complete blocks are handed to out as they fill.
  * Returns 0, or the negative value out returned.
  */
-int vmm_applelz4_enc_update(vmm_applelz4_enc *e, const void *data, size_t len,
-			    vmm_applelz4_out out, void *ctx);
+int vmm_applelz4_enc_update(vmm_applelz4_enc *e, const void *data, size_t len, vmm_applelz4_out out,
+			    void *ctx);
 /*
  * Append `len` zero bytes without reading them: whole zero blocks reuse one
  * precomputed encoding, so holes of a sparse disk cost almost nothing.
@@ -78,8 +78,8 @@ void vmm_applelz4_dec_free(vmm_applelz4_dec *d);
  * Errors (VMM_EFORMAT) say what is wrong and at which stream offset.  If
  * out fails, its return value is passed on and *err is left alone.
  */
-int vmm_applelz4_dec_update(vmm_applelz4_dec *d, const void *data, size_t len,
-			    vmm_applelz4_out out, void *ctx, vmm_error **err);
+int vmm_applelz4_dec_update(vmm_applelz4_dec *d, const void *data, size_t len, vmm_applelz4_out out,
+			    void *ctx, vmm_error **err);
 /* The stream must have ended with "bv4$": else a truncation error. */
 int vmm_applelz4_dec_finish(vmm_applelz4_dec *d, vmm_error **err);
 /* Decoded bytes so far. */

@@ -69,7 +69,8 @@ void vmm_zero_digest(uint64_t size, char out[72])
 {
 	/* Tart's chunk size, the common case: known without hashing 512 MiB */
 	if (size == 536870912ULL) {
-		memcpy(out, "sha256:9acca8e8c22201155389f65abbf6bc9723edc7384ead80503839f49dcc56d767",
+		memcpy(out,
+		       "sha256:9acca8e8c22201155389f65abbf6bc9723edc7384ead80503839f49dcc56d767",
 		       72);
 		return;
 	}
@@ -87,7 +88,8 @@ void vmm_zero_digest(uint64_t size, char out[72])
 	sha_final(c, out);
 	EVP_MD_CTX_free(c);
 	pthread_mutex_lock(&zero_lock);
-	size_t slot = zero_cache_n < ARRAY_SIZE(zero_cache) ? zero_cache_n++ : size % ARRAY_SIZE(zero_cache);
+	size_t slot =
+	    zero_cache_n < ARRAY_SIZE(zero_cache) ? zero_cache_n++ : size % ARRAY_SIZE(zero_cache);
 	zero_cache[slot].size = size;
 	memcpy(zero_cache[slot].digest, out, 72);
 	pthread_mutex_unlock(&zero_lock);
@@ -212,11 +214,11 @@ int vmm_disk_chunk_encode(int fd, uint64_t offset, uint64_t size, vmm_disk_chunk
 	c->offset = offset;
 	c->size = size;
 	enc_ctx e = {
-		.enc = vmm_applelz4_enc_new(),
-		.raw = sha_new(),
-		.comp = sha_new(),
-		.progress = progress,
-		.pctx = pctx,
+	    .enc = vmm_applelz4_enc_new(),
+	    .raw = sha_new(),
+	    .comp = sha_new(),
+	    .progress = progress,
+	    .pctx = pctx,
 	};
 	/* a wholly empty chunk: its raw digest is known without hashing zeros */
 	bool empty = region_is_hole(fd, offset, size);
@@ -331,8 +333,8 @@ static void writer_reset(vmm_layer_writer *w)
 	w->fed = w->pos = 0;
 }
 
-int vmm_layer_writer_new(vmm_layer_writer **out, int fd, const vmm_descriptor *d,
-			 const char *name, vmm_error **err)
+int vmm_layer_writer_new(vmm_layer_writer **out, int fd, const vmm_descriptor *d, const char *name,
+			 vmm_error **err)
 {
 	if (punch(fd, d->offset, d->uncompressed_size, err) < 0)
 		return vmm_error_wrap(err, "%s", name);
@@ -400,9 +402,9 @@ int vmm_layer_writer_finish(vmm_layer_writer *w, vmm_error **err)
 {
 	char got[72];
 	if (w->fed != w->csize)
-		return vmm_error_set(err, VMM_EFORMAT,
-				     "%s: truncated: got %llu of %llu bytes", w->name,
-				     (unsigned long long)w->fed, (unsigned long long)w->csize);
+		return vmm_error_set(err, VMM_EFORMAT, "%s: truncated: got %llu of %llu bytes",
+				     w->name, (unsigned long long)w->fed,
+				     (unsigned long long)w->csize);
 	sha_final(w->ch, got);
 	if (strcmp(got, w->digest) != 0)
 		return vmm_error_set(err, VMM_EFORMAT,
@@ -411,15 +413,16 @@ int vmm_layer_writer_finish(vmm_layer_writer *w, vmm_error **err)
 	if (vmm_applelz4_dec_finish(w->dec, err) < 0)
 		return vmm_error_wrap(err, "%s", w->name);
 	if (w->pos != w->usize)
-		return vmm_error_set(err, VMM_EFORMAT,
-				     "%s: decompresses to %llu bytes, the manifest says %llu", w->name,
-				     (unsigned long long)w->pos, (unsigned long long)w->usize);
+		return vmm_error_set(
+		    err, VMM_EFORMAT, "%s: decompresses to %llu bytes, the manifest says %llu",
+		    w->name, (unsigned long long)w->pos, (unsigned long long)w->usize);
 	sha_final(w->uh, got);
 	if (strcmp(got, w->udigest) != 0)
-		return vmm_error_set(err, VMM_EFORMAT,
-				     "%s: uncompressed digest mismatch: got `%s`, the manifest says "
-				     "`%s`",
-				     w->name, got, w->udigest);
+		return vmm_error_set(
+		    err, VMM_EFORMAT,
+		    "%s: uncompressed digest mismatch: got `%s`, the manifest says "
+		    "`%s`",
+		    w->name, got, w->udigest);
 	return 0;
 }
 
@@ -523,8 +526,8 @@ static int copy_hole(void *ctx, uint64_t len)
 	return 0;
 }
 
-int vmm_layer_copy_local(int fd, const char *src_disk, uint64_t src_offset,
-			 const vmm_descriptor *d, vmm_error **err)
+int vmm_layer_copy_local(int fd, const char *src_disk, uint64_t src_offset, const vmm_descriptor *d,
+			 vmm_error **err)
 {
 	cleanup_close int src = open(src_disk, O_RDONLY | O_CLOEXEC);
 	if (src < 0)

@@ -29,11 +29,11 @@
 typedef void (*vmm_progress_fn)(void *ctx, uint64_t n);
 
 typedef struct vmm_disk_chunk {
-	uint64_t offset, size;          /* the region of disk.img */
-	unsigned char *blob;            /* owned: the Apple LZ4 stream */
+	uint64_t offset, size; /* the region of disk.img */
+	unsigned char *blob;   /* owned: the Apple LZ4 stream */
 	size_t blob_len;
-	char digest[72];                /* of blob */
-	char uncompressed_digest[72];   /* of the region */
+	char digest[72];	      /* of blob */
+	char uncompressed_digest[72]; /* of the region */
 } vmm_disk_chunk;
 
 /*
@@ -57,8 +57,8 @@ typedef struct vmm_layer_writer vmm_layer_writer;
  * errors, e.g. "layer 3 `sha256:…`".  The region is first punched to a hole,
  * so a resumed pull never keeps stale bytes.
  */
-int vmm_layer_writer_new(vmm_layer_writer **out, int fd, const vmm_descriptor *d,
-			 const char *name, vmm_error **err);
+int vmm_layer_writer_new(vmm_layer_writer **out, int fd, const vmm_descriptor *d, const char *name,
+			 vmm_error **err);
 void vmm_layer_writer_free(vmm_layer_writer *w);
 /* Forget what was fed and start the layer again (a download restarted from byte 0). */
 int vmm_layer_writer_restart(vmm_layer_writer *w, vmm_error **err);
@@ -86,8 +86,8 @@ void vmm_blob_writer_free(vmm_blob_writer *w);
  * way.  On mismatch the region is punched again and VMM_EFORMAT returned,
  * so the caller can download instead.
  */
-int vmm_layer_copy_local(int fd, const char *src_disk, uint64_t src_offset,
-			 const vmm_descriptor *d, vmm_error **err);
+int vmm_layer_copy_local(int fd, const char *src_disk, uint64_t src_offset, const vmm_descriptor *d,
+			 vmm_error **err);
 
 /* Hash [offset, offset+size) of fd (holes hashed without reading). */
 int vmm_region_digest(int fd, uint64_t offset, uint64_t size, char out[72], vmm_error **err);

@@ -41,10 +41,11 @@ static int check_annotations(json_t *a, const char *what, vmm_error **err)
 		return vmm_error_set(err, VMM_EINVAL, "%s: \"annotations\" is not an object", what);
 	const char *k;
 	json_t *v;
-	json_object_foreach(a, k, v) {
+	json_object_foreach(a, k, v)
+	{
 		if (!json_is_string(v))
-			return vmm_error_set(err, VMM_EINVAL, "%s: annotation \"%s\" is not a string",
-					     what, k);
+			return vmm_error_set(err, VMM_EINVAL,
+					     "%s: annotation \"%s\" is not a string", what, k);
 	}
 	return 0;
 }
@@ -92,10 +93,12 @@ int vmm_manifest_parse(vmm_manifest **out, const char *data, size_t len, vmm_err
 	if (mt) {
 		const char *s = json_string_value(mt);
 		if (!s)
-			return vmm_error_set(err, VMM_EINVAL, "manifest: \"mediaType\" is not a string");
+			return vmm_error_set(err, VMM_EINVAL,
+					     "manifest: \"mediaType\" is not a string");
 		if (strstr(s, "index") || strstr(s, "manifest.list"))
 			return vmm_error_set(err, VMM_EINVAL,
-					     "manifest: got an image index (%s), not a VM image", s);
+					     "manifest: got an image index (%s), not a VM image",
+					     s);
 		if (strcmp(s, VMM_MEDIA_OCI_MANIFEST_V1) != 0)
 			return vmm_error_set(err, VMM_EINVAL,
 					     "manifest: unsupported media type \"%.100s\"", s);
@@ -149,10 +152,11 @@ static size_t count_type(const vmm_manifest *m, const char *media_type)
 int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 {
 	if (count_type(m, VMM_MEDIA_TART_DISK_V1))
-		return vmm_error_set(err, VMM_EINVAL,
-				     "Pulling OCI images with legacy disk media type " VMM_MEDIA_TART_DISK_V1
-				     " is no longer supported, please re-push the image using a "
-				     "current Tart version");
+		return vmm_error_set(
+		    err, VMM_EINVAL,
+		    "Pulling OCI images with legacy disk media type " VMM_MEDIA_TART_DISK_V1
+		    " is no longer supported, please re-push the image using a "
+		    "current Tart version");
 	static const char *const once[] = {VMM_MEDIA_TART_CONFIG, VMM_MEDIA_TART_NVRAM};
 	for (size_t i = 0; i < ARRAY_SIZE(once); i++)
 		if (count_type(m, once[i]) != 1)
@@ -163,8 +167,8 @@ int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 						   VMM_MEDIA_VMM_STATE};
 	for (size_t i = 0; i < ARRAY_SIZE(at_most_once); i++)
 		if (count_type(m, at_most_once[i]) > 1)
-			return vmm_error_set(err, VMM_EINVAL,
-					     "manifest: more than one %s layer", at_most_once[i]);
+			return vmm_error_set(err, VMM_EINVAL, "manifest: more than one %s layer",
+					     at_most_once[i]);
 	if (count_type(m, VMM_MEDIA_TART_DISK_V2) == 0)
 		return vmm_error_set(err, VMM_EINVAL, "manifest: no %s layer",
 				     VMM_MEDIA_TART_DISK_V2);
@@ -173,10 +177,10 @@ int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 		vmm_descriptor *d = &m->layers[i];
 		if (strcmp(d->media_type, VMM_MEDIA_TART_DISK_V2) != 0)
 			continue;
-		const char *us = json_string_value(json_object_get(d->annotations,
-								   VMM_ANN_UNCOMPRESSED_SIZE));
-		const char *ud = json_string_value(json_object_get(d->annotations,
-								   VMM_ANN_UNCOMPRESSED_DIGEST));
+		const char *us =
+		    json_string_value(json_object_get(d->annotations, VMM_ANN_UNCOMPRESSED_SIZE));
+		const char *ud =
+		    json_string_value(json_object_get(d->annotations, VMM_ANN_UNCOMPRESSED_DIGEST));
 		if (!us)
 			return vmm_error_set(err, VMM_EINVAL,
 					     "layer `%s` is missing the %s annotation", d->digest,
@@ -186,9 +190,10 @@ int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 					     "layer `%s` is missing the %s annotation", d->digest,
 					     VMM_ANN_UNCOMPRESSED_DIGEST);
 		if (vmm_parse_u64(us, &d->uncompressed_size) < 0)
-			return vmm_error_set(err, VMM_EINVAL,
-					     "layer `%s`: uncompressed size \"%.40s\" is not a number",
-					     d->digest, us);
+			return vmm_error_set(
+			    err, VMM_EINVAL,
+			    "layer `%s`: uncompressed size \"%.40s\" is not a number", d->digest,
+			    us);
 		if (!vmm_digest_is_valid(ud))
 			return vmm_error_set(err, VMM_EINVAL,
 					     "layer `%s`: uncompressed digest \"%.80s\" is invalid",
@@ -231,8 +236,8 @@ vmm_manifest *vmm_manifest_new(void)
 	return m;
 }
 
-vmm_descriptor *vmm_manifest_add_layer(vmm_manifest *m, const char *media_type,
-				       const char *digest, uint64_t size)
+vmm_descriptor *vmm_manifest_add_layer(vmm_manifest *m, const char *media_type, const char *digest,
+				       uint64_t size)
 {
 	m->layers = xrealloc(m->layers, (m->nlayers + 1) * sizeof(*m->layers));
 	vmm_descriptor *d = &m->layers[m->nlayers++];
@@ -266,7 +271,8 @@ int vmm_foundation_compare(const char *a, const char *b)
 	const unsigned char *p = (const unsigned char *)a, *q = (const unsigned char *)b;
 	while (*p && *q) {
 		if (isdigit(*p) && isdigit(*q)) {
-			/* compare digit runs by value: skip leading zeros, then length, then digits */
+			/* compare digit runs by value: skip leading zeros, then length, then digits
+			 */
 			while (*p == '0' && isdigit(p[1]))
 				p++;
 			while (*q == '0' && isdigit(q[1]))
@@ -310,8 +316,7 @@ static json_t *sorted_copy(const json_t *v)
 		const char **keys = xcalloc(n ? n : 1, sizeof(char *));
 		const char *k;
 		json_t *val;
-		json_object_foreach((json_t *)v, k, val)
-			keys[i++] = k;
+		json_object_foreach((json_t *)v, k, val) keys[i++] = k;
 		qsort(keys, n, sizeof(char *), cmp_keys);
 		json_t *o = json_object();
 		for (i = 0; i < n; i++)
@@ -323,8 +328,7 @@ static json_t *sorted_copy(const json_t *v)
 		json_t *a = json_array();
 		size_t i;
 		json_t *val;
-		json_array_foreach((json_t *)v, i, val)
-			json_array_append_new(a, sorted_copy(val));
+		json_array_foreach((json_t *)v, i, val) json_array_append_new(a, sorted_copy(val));
 		return a;
 	}
 	return json_deep_copy(v);
@@ -374,14 +378,14 @@ char *vmm_oci_config_encode(const char *arch, const char *os, const char *disk_f
 	json_object_set_new(l, VMM_LABEL_DISK_FORMAT, json_string(disk_format));
 	for (size_t i = 0; i < nlabels; i++) {
 		const char *eq = strchr(labels[i], '=');
-		cleanup_free char *key = eq ? xstrndup(labels[i], (size_t)(eq - labels[i]))
-					    : xstrdup(labels[i]);
+		cleanup_free char *key =
+		    eq ? xstrndup(labels[i], (size_t)(eq - labels[i])) : xstrdup(labels[i]);
 		if (!*key)
 			continue;
 		json_object_set_new(l, key, json_string(eq ? eq + 1 : ""));
 	}
-	json_t *o = json_pack("{s:s, s:{s:o}, s:s}", "architecture", arch, "config", "Labels", l,
-			      "os", os);
+	json_t *o =
+	    json_pack("{s:s, s:{s:o}, s:s}", "architecture", arch, "config", "Labels", l, "os", os);
 	char *s = vmm_json_tart_sorted(o);
 	json_decref(o);
 	return s;

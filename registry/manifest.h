@@ -53,22 +53,22 @@
 #define VMM_BLOB_MAX_SIZE (1ULL << 42)
 
 typedef struct vmm_descriptor {
-	char *media_type;    /* owned */
-	char digest[72];     /* "sha256:<hex>" */
+	char *media_type; /* owned */
+	char digest[72];  /* "sha256:<hex>" */
 	uint64_t size;
 	json_t *annotations; /* owned: an object of strings (maybe empty) */
 	/* disk layers, filled by vmm_manifest_check_tart() */
 	uint64_t uncompressed_size;
 	char uncompressed_digest[72];
-	uint64_t offset;     /* where the layer starts in disk.img */
+	uint64_t offset; /* where the layer starts in disk.img */
 } vmm_descriptor;
 
 typedef struct vmm_manifest {
 	vmm_descriptor config;
 	vmm_descriptor *layers; /* owned */
 	size_t nlayers;
-	json_t *annotations;    /* owned: an object (maybe empty) */
-	uint64_t disk_size;     /* Σ disk layers' uncompressed sizes (after check_tart) */
+	json_t *annotations; /* owned: an object (maybe empty) */
+	uint64_t disk_size;  /* Σ disk layers' uncompressed sizes (after check_tart) */
 } vmm_manifest;
 
 /* Parse and validate an OCI image manifest. */
@@ -89,8 +89,8 @@ bool vmm_digest_is_valid(const char *s);
 
 vmm_manifest *vmm_manifest_new(void);
 /* Append a layer (annotations start empty); returns it (borrowed). */
-vmm_descriptor *vmm_manifest_add_layer(vmm_manifest *m, const char *media_type,
-				       const char *digest, uint64_t size);
+vmm_descriptor *vmm_manifest_add_layer(vmm_manifest *m, const char *media_type, const char *digest,
+				       uint64_t size);
 void vmm_descriptor_annotate(vmm_descriptor *d, const char *key, const char *value);
 void vmm_manifest_annotate(vmm_manifest *m, const char *key, const char *value);
 /* Tart's exact manifest bytes (caller frees). */
@@ -114,7 +114,10 @@ int vmm_foundation_compare(const char *a, const char *b);
 /* Compact JSON with every object's keys in Foundation order, '/' escaped (caller frees). */
 char *vmm_json_tart_sorted(const json_t *v);
 
-static inline void cleanup_vmm_manifest_fn(vmm_manifest **m) { vmm_manifest_free(*m); }
+static inline void cleanup_vmm_manifest_fn(vmm_manifest **m)
+{
+	vmm_manifest_free(*m);
+}
 #define cleanup_vmm_manifest __attribute__((cleanup(cleanup_vmm_manifest_fn)))
 
 #endif

@@ -41,11 +41,11 @@ static void add(plist *l, const char *path, const char *name, bool is_vm)
 	}
 	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
 	l->v[l->n++] = (vmm_prunable){
-		.path = xstrdup(path),
-		.name = xstrdup(name),
-		.accessed = acc,
-		.allocated = alloc,
-		.is_vm = is_vm,
+	    .path = xstrdup(path),
+	    .name = xstrdup(name),
+	    .accessed = acc,
+	    .allocated = alloc,
+	    .is_vm = is_vm,
 	};
 }
 
@@ -127,8 +127,8 @@ static int finish(const vmm_home *h, vmm_prune_entries which, vmm_error **err)
 	return which == VMM_PRUNE_CACHES ? vmm_cache_gc(h, err) : 0;
 }
 
-int vmm_prune_older_than(const vmm_home *h, vmm_prune_entries which, time_t cutoff,
-			 size_t *deleted, vmm_error **err)
+int vmm_prune_older_than(const vmm_home *h, vmm_prune_entries which, time_t cutoff, size_t *deleted,
+			 vmm_error **err)
 {
 	vmm_prunable *v = NULL;
 	size_t n = 0, del = 0;

@@ -27,8 +27,8 @@ typedef enum {
 } vmm_prune_entries;
 
 typedef struct vmm_prunable {
-	char *path;         /* owned: directory or file */
-	char *name;         /* owned: VM name (vms) or path (caches) */
+	char *path; /* owned: directory or file */
+	char *name; /* owned: VM name (vms) or path (caches) */
 	time_t accessed;
 	uint64_t allocated; /* bytes */
 	bool is_vm;
@@ -39,8 +39,8 @@ int vmm_prunables(const vmm_home *h, vmm_prune_entries which, vmm_prunable **out
 void vmm_prunables_free(vmm_prunable *v, size_t n);
 
 /* Delete entries accessed at or before `cutoff`.  *deleted (may be NULL) gets the count. */
-int vmm_prune_older_than(const vmm_home *h, vmm_prune_entries which, time_t cutoff,
-			 size_t *deleted, vmm_error **err);
+int vmm_prune_older_than(const vmm_home *h, vmm_prune_entries which, time_t cutoff, size_t *deleted,
+			 vmm_error **err);
 /*
  * Keep the most recently accessed entries that fit in `budget` bytes
  * (an entry that does not fit is deleted, scanning goes on), Tart's rule.

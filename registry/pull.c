@@ -25,7 +25,7 @@
 enum { JOB_FETCH, JOB_LOCAL, JOB_ZERO, JOB_RESUMED };
 
 typedef struct job {
-	size_t layer;         /* index into the manifest */
+	size_t layer; /* index into the manifest */
 	int kind;
 	const char *src_disk; /* JOB_LOCAL: borrowed from pull_ctx.local */
 	uint64_t src_offset;
@@ -84,7 +84,8 @@ static record *load_records(const char *path, size_t *n)
 		record r;
 		unsigned long long off, size;
 		char dg[80];
-		if (sscanf(line, "%llu %llu %79s", &off, &size, dg) != 3 || !vmm_digest_is_valid(dg))
+		if (sscanf(line, "%llu %llu %79s", &off, &size, dg) != 3 ||
+		    !vmm_digest_is_valid(dg))
 			continue;
 		r.offset = off;
 		r.size = size;
@@ -251,8 +252,8 @@ static int run_workers(pull_ctx *c, int n, vmm_error **err)
 
 /* The cached image sharing the most disk layers with m, for local copies. */
 typedef struct local_src {
-	char *disk;  /* owned */
-	char *name;  /* owned */
+	char *disk;	 /* owned */
+	char *name;	 /* owned */
 	vmm_manifest *m; /* owned */
 	uint64_t bytes;
 } local_src;
@@ -282,7 +283,8 @@ static void find_local_source(const vmm_home *h, const vmm_manifest *m, const jo
 		size_t len = 0;
 		vmm_manifest *cm = NULL;
 		if (vmm_read_file(mp, 4 << 20, &raw, &len, NULL) < 0 ||
-		    vmm_manifest_parse(&cm, raw, len, NULL) < 0 || vmm_manifest_check_tart(cm, NULL) < 0) {
+		    vmm_manifest_parse(&cm, raw, len, NULL) < 0 ||
+		    vmm_manifest_check_tart(cm, NULL) < 0) {
 			vmm_manifest_free(cm);
 			continue;
 		}
@@ -302,7 +304,8 @@ static void find_local_source(const vmm_home *h, const vmm_manifest *m, const jo
 			free(best->name);
 			best->m = cm;
 			best->disk = path_join(imgs[i].dir, VMM_DISK_FILE);
-			best->name = xasprintf("%s/%s@%s", imgs[i].host, imgs[i].namespace, imgs[i].digest);
+			best->name =
+			    xasprintf("%s/%s@%s", imgs[i].host, imgs[i].namespace, imgs[i].digest);
 			best->bytes = bytes;
 		} else {
 			vmm_manifest_free(cm);
@@ -421,8 +424,9 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 			/* all zeros by its own digest: a hole, nothing to fetch */
 			j->kind = JOB_ZERO;
 			c->stats.layers_zero++;
-			if (resuming && fallocate(c->disk_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)d->offset,
-						  (off_t)d->uncompressed_size) < 0) {
+			if (resuming &&
+			    fallocate(c->disk_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				      (off_t)d->offset, (off_t)d->uncompressed_size) < 0) {
 				cleanup_free char *n = layer_name(m, i);
 				return vmm_error_errno(err, errno, "%s: clear region", n);
 			}
@@ -434,14 +438,16 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 	find_local_source(h, m, c->jobs, c->njobs, NULL, &src);
 	if (src.m) {
 		cleanup_free char *amount = vmm_format_decimal_bytes(src.bytes);
-		say(o, "found an image %s that will allow us to avoid fetching %s, will try use it...",
+		say(o,
+		    "found an image %s that will allow us to avoid fetching %s, will try use it...",
 		    src.name, amount);
 		for (size_t j = 0; j < c->njobs; j++) {
 			if (c->jobs[j].kind != JOB_FETCH)
 				continue;
 			const vmm_descriptor *d = &m->layers[c->jobs[j].layer];
 			for (size_t k = 0; k < src.m->nlayers; k++) {
-				if (strcmp(src.m->layers[k].media_type, VMM_MEDIA_TART_DISK_V2) == 0 &&
+				if (strcmp(src.m->layers[k].media_type, VMM_MEDIA_TART_DISK_V2) ==
+					0 &&
 				    same_layer(d, &src.m->layers[k])) {
 					c->jobs[j].kind = JOB_LOCAL;
 					c->jobs[j].src_disk = src.disk;
@@ -478,9 +484,9 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 	static const struct {
 		const char *media, *file;
 	} extra[] = {
-		{VMM_MEDIA_VMM_KERNEL, VMM_KERNEL_FILE},
-		{VMM_MEDIA_VMM_INITRAMFS, VMM_INITRAMFS_FILE},
-		{VMM_MEDIA_VMM_STATE, VMM_STATE_FILE},
+	    {VMM_MEDIA_VMM_KERNEL, VMM_KERNEL_FILE},
+	    {VMM_MEDIA_VMM_INITRAMFS, VMM_INITRAMFS_FILE},
+	    {VMM_MEDIA_VMM_STATE, VMM_STATE_FILE},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(extra); i++) {
 		long li = vmm_manifest_find(m, extra[i].media);
@@ -556,7 +562,8 @@ int vmm_pull(const vmm_home *h, const vmm_reference *r, const vmm_pull_opts *o, 
 		vmm_error_set(err, VMM_EFORMAT, "the registry answered with manifest `%s`", digest);
 		goto out;
 	}
-	if (vmm_manifest_parse(&c.m, raw, raw_len, err) < 0 || vmm_manifest_check_tart(c.m, err) < 0)
+	if (vmm_manifest_parse(&c.m, raw, raw_len, err) < 0 ||
+	    vmm_manifest_check_tart(c.m, err) < 0)
 		goto out;
 
 	digest_dir = vmm_cache_digest_dir(h, r, digest);

@@ -39,11 +39,11 @@ typedef struct vmm_pull_opts {
 } vmm_pull_opts;
 
 typedef struct vmm_pull_stats {
-	uint64_t layers_fetched;  /* disk layers downloaded */
-	uint64_t layers_resumed;  /* already in the staging directory */
-	uint64_t layers_local;    /* copied from another cached image */
-	uint64_t layers_zero;     /* all zeros: left as holes */
-	uint64_t bytes_fetched;   /* compressed bytes downloaded */
+	uint64_t layers_fetched; /* disk layers downloaded */
+	uint64_t layers_resumed; /* already in the staging directory */
+	uint64_t layers_local;	 /* copied from another cached image */
+	uint64_t layers_zero;	 /* all zeros: left as holes */
+	uint64_t bytes_fetched;	 /* compressed bytes downloaded */
 } vmm_pull_stats;
 
 /*

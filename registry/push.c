@@ -27,12 +27,12 @@ typedef struct known_blob {
 
 /* One repository being pushed to, and the tags it gets. */
 typedef struct group {
-	char *host, *namespace;  /* owned */
-	const char **tags;       /* borrowed from the references */
+	char *host, *namespace; /* owned */
+	const char **tags;	/* borrowed from the references */
 	size_t ntags;
-	vmm_registry *reg;       /* owned */
-	pthread_mutex_t lock;    /* guards known */
-	known_blob *known;       /* owned */
+	vmm_registry *reg;    /* owned */
+	pthread_mutex_t lock; /* guards known */
+	known_blob *known;    /* owned */
 	size_t nknown;
 } group;
 
@@ -96,7 +96,8 @@ static int send_blob(push_ctx *c, group *g, const char *digest, const void *data
 		    mounted) {
 			kind = 1;
 		} else {
-			if (vmm_registry_blob_put(g->reg, digest, data, len, c->o->chunk_size, err) < 0)
+			if (vmm_registry_blob_put(g->reg, digest, data, len, c->o->chunk_size,
+						  err) < 0)
 				return -1;
 			kind = 2;
 		}
@@ -192,9 +193,9 @@ static int push_disk(push_ctx *c, const char *disk_path, uint64_t disk_size,
 {
 	const vmm_push_opts *o = c->o;
 	disk_job j = {
-		.c = c,
-		.disk_size = disk_size,
-		.chunk = o->disk_chunk ? o->disk_chunk : VMM_DISK_CHUNK,
+	    .c = c,
+	    .disk_size = disk_size,
+	    .chunk = o->disk_chunk ? o->disk_chunk : VMM_DISK_CHUNK,
 	};
 	j.fd = open(disk_path, O_RDONLY | O_CLOEXEC);
 	if (j.fd < 0)
@@ -240,9 +241,8 @@ static int push_disk(push_ctx *c, const char *disk_path, uint64_t disk_size,
 
 /* --- small layers -------------------------------------------------------- */
 
-static int push_file_layer(push_ctx *c, vmm_manifest *m, const char *media_type,
-			   const char *path, const char *what, vmm_descriptor **out,
-			   vmm_error **err)
+static int push_file_layer(push_ctx *c, vmm_manifest *m, const char *media_type, const char *path,
+			   const char *what, vmm_descriptor **out, vmm_error **err)
 {
 	/* mapped, not read: a suspended VM's state can be gigabytes */
 	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -367,7 +367,8 @@ static void learn_from_cache(const vmm_home *h, group *g)
 	if (vmm_cache_images(h, &imgs, &n, NULL) < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
-		if (strcmp(imgs[i].host, g->host) != 0 || strcmp(imgs[i].namespace, g->namespace) == 0)
+		if (strcmp(imgs[i].host, g->host) != 0 ||
+		    strcmp(imgs[i].namespace, g->namespace) == 0)
 			continue;
 		cleanup_free char *mp = path_join(imgs[i].dir, VMM_MANIFEST_FILE);
 		cleanup_free char *raw = NULL;
@@ -453,9 +454,8 @@ static bool skip_for_cache(const char *name)
  * Install the pushed VM in the cache as a pull would have made it: the
  * config layer's bytes as config.json, the manifest's bytes as manifest.json.
  */
-static int populate_cache(const vmm_home *h, const char *vm_dir, const group *g,
-			  const char *cfg, const char *manifest, const char *digest,
-			  vmm_error **err)
+static int populate_cache(const vmm_home *h, const char *vm_dir, const group *g, const char *cfg,
+			  const char *manifest, const char *digest, vmm_error **err)
 {
 	vmm_reference r = {.host = g->host, .namespace = g->namespace, .digest = (char *)digest};
 	cleanup_free char *dest = vmm_cache_digest_dir(h, &r, digest);
@@ -479,7 +479,8 @@ static int populate_cache(const vmm_home *h, const char *vm_dir, const group *g,
 		}
 	}
 	for (size_t i = 0; i < g->ntags; i++) {
-		vmm_reference t = {.host = g->host, .namespace = g->namespace, .tag = (char *)g->tags[i]};
+		vmm_reference t = {
+		    .host = g->host, .namespace = g->namespace, .tag = (char *)g->tags[i]};
 		if (vmm_cache_link_tag(h, &t, dest, err) < 0)
 			return -1;
 	}
@@ -546,8 +547,8 @@ int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, si
 	static const struct {
 		const char *file, *media, *what;
 	} extra[] = {
-		{VMM_KERNEL_FILE, VMM_MEDIA_VMM_KERNEL, "kernel"},
-		{VMM_INITRAMFS_FILE, VMM_MEDIA_VMM_INITRAMFS, "initramfs"},
+	    {VMM_KERNEL_FILE, VMM_MEDIA_VMM_KERNEL, "kernel"},
+	    {VMM_INITRAMFS_FILE, VMM_MEDIA_VMM_INITRAMFS, "initramfs"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(extra); i++) {
 		cleanup_free char *p = vmm_bundle_path(b, extra[i].file);
@@ -580,8 +581,9 @@ int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, si
 		group *g = &c.groups[i];
 		for (size_t k = 0; k < g->ntags; k++) {
 			say(o, "pushing manifest for %s...", g->tags[k]);
-			if (vmm_registry_manifest_put(g->reg, g->tags[k], manifest, strlen(manifest),
-						      VMM_MEDIA_OCI_MANIFEST_V1, err) < 0) {
+			if (vmm_registry_manifest_put(g->reg, g->tags[k], manifest,
+						      strlen(manifest), VMM_MEDIA_OCI_MANIFEST_V1,
+						      err) < 0) {
 				vmm_error_wrap(err, "push manifest to `%s/%s:%s`", g->host,
 					       g->namespace, g->tags[k]);
 				goto out;
@@ -590,7 +592,8 @@ int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, si
 	}
 	if (o->populate_cache) {
 		for (size_t i = 0; i < c.ngroups; i++)
-			if (populate_cache(h, b->dir, &c.groups[i], cfg, manifest, mdigest, err) < 0)
+			if (populate_cache(h, b->dir, &c.groups[i], cfg, manifest, mdigest, err) <
+			    0)
 				goto out;
 	}
 	if (digest_out)

@@ -34,11 +34,11 @@
 typedef struct vmm_push_opts {
 	const char *const *labels; /* "k=v" for the OCI config blob */
 	size_t nlabels;
-	int concurrency;           /* 0: 4 */
-	uint64_t chunk_size;       /* bytes per PATCH; 0: monolithic POST + PUT */
+	int concurrency;     /* 0: 4 */
+	uint64_t chunk_size; /* bytes per PATCH; 0: monolithic POST + PUT */
 	bool insecure;
-	bool populate_cache;       /* also install the pushed image in the cache */
-	uint64_t disk_chunk;       /* 0: Tart's 512 MiB (tests use smaller) */
+	bool populate_cache; /* also install the pushed image in the cache */
+	uint64_t disk_chunk; /* 0: Tart's 512 MiB (tests use smaller) */
 	vmm_transfer_ui ui;
 } vmm_push_opts;
 

@@ -30,7 +30,8 @@ static int decode(const uint8_t *d, size_t n, size_t slice, uint64_t max, sum *s
 	vmm_error *err = NULL;
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i += slice)
-		rc = vmm_applelz4_dec_update(dec, d + i, n - i < slice ? n - i : slice, out, s, &err);
+		rc = vmm_applelz4_dec_update(dec, d + i, n - i < slice ? n - i : slice, out, s,
+					     &err);
 	if (rc == 0)
 		rc = vmm_applelz4_dec_finish(dec, &err);
 	vmm_error_free(err);
@@ -56,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sum whole = {0}, sliced = {0};
 	int a = decode(data, size, size ? size : 1, max, &whole);
 	int b = decode(data, size, 7, max, &sliced);
-	if (whole.n > max || (a == 0) != (b == 0) || (a == 0 && (whole.n != sliced.n || whole.h != sliced.h)))
+	if (whole.n > max || (a == 0) != (b == 0) ||
+	    (a == 0 && (whole.n != sliced.n || whole.h != sliced.h)))
 		abort();
 	return 0;
 }

@@ -92,9 +92,9 @@ static void test_applelz4_roundtrip__sizes(void **state)
 static void test_applelz4_decode__apple_stored_fixture(void **state)
 {
 	(void)state;
-	static const unsigned char fx[] = {'b', 'v', '4', '-', 0x0e, 0, 0, 0, 'H', 'e', 'l', 'l',
-					   'o', ',', ' ', 'W', 'o', 'r', 'l', 'd', '!', '\n',
-					   'b', 'v', '4', '$'};
+	static const unsigned char fx[] = {'b', 'v', '4', '-',	0x0e, 0,   0,	0,   'H',
+					   'e', 'l', 'l', 'o',	',',  ' ', 'W', 'o', 'r',
+					   'l', 'd', '!', '\n', 'b',  'v', '4', '$'};
 	unsigned char *out = NULL;
 	size_t n = 0;
 	vmm_error *err = NULL;
@@ -172,8 +172,8 @@ static void test_applelz4_decode__linked_blocks(void **state)
 
 	/* our own encoder links blocks the same way (on compressible data:
 	 * after a stored block it starts afresh) */
-	static const char *const words[] = {"alpha ", "beta ", "gamma ", "delta ", "kernel ",
-					    "initramfs ", "qemu ", "tart "};
+	static const char *const words[] = {"alpha ",  "beta ",	     "gamma ", "delta ",
+					    "kernel ", "initramfs ", "qemu ",  "tart "};
 	unsigned char *two = malloc(2 * B);
 	size_t w = 0;
 	uint32_t x = 99;
@@ -278,7 +278,8 @@ static void test_applelz4_encode__zeros_fast_path(void **state)
 	free(ref);
 }
 
-/* Slices of every size mix the copying and the zero-copy paths; the stream stays linked and valid. */
+/* Slices of every size mix the copying and the zero-copy paths; the stream stays linked and valid.
+ */
 static void test_applelz4_encode__uneven_slices(void **state)
 {
 	(void)state;
@@ -326,10 +327,9 @@ static void test_applelz4_decode__hostile(void **state)
 	static const unsigned char truncated_hdr[] = {'b', 'v', '4', '1', 0, 0, 1};
 	static const unsigned char no_end[] = {'b', 'v', '4', '-', 2, 0, 0, 0, 'h', 'i'};
 	static const unsigned char after_end[] = {'b', 'v', '4', '$', 'x'};
-	static const unsigned char huge_block[] = {'b', 'v', '4', '1', 0, 0, 0, 0x10,
-						   4,   0,   0,   0,   'b', 'v', '4', '$'};
-	static const unsigned char huge_enc[] = {'b', 'v', '4', '1', 0, 1, 0, 0,
-						 0xff, 0xff, 0, 0};
+	static const unsigned char huge_block[] = {'b', 'v', '4', '1', 0,   0,	 0,   0x10,
+						   4,	0,   0,	  0,   'b', 'v', '4', '$'};
+	static const unsigned char huge_enc[] = {'b', 'v', '4', '1', 0, 1, 0, 0, 0xff, 0xff, 0, 0};
 	static const unsigned char huge_raw[] = {'b', 'v', '4', '-', 0, 0, 0, 0x40};
 	/* the LZ4 block says 16 literals, the header claims 100 decoded bytes */
 	static unsigned char lie[12 + 17 + 4];
@@ -337,28 +337,27 @@ static void test_applelz4_decode__hostile(void **state)
 	put32(lie + 4, 100);
 	put32(lie + 8, 17);
 	lie[12] = 0xf0; /* 15+ literals */
-	lie[13] = 1;    /* 16 literals: too many bytes follow for 17 */
+	lie[13] = 1;	/* 16 literals: too many bytes follow for 17 */
 	memset(lie + 14, 'a', 15);
 	memcpy(lie + 29, "bv4$", 4);
 	/* garbage in an LZ4 block: a match offset reaching before the output */
-	static const unsigned char garbage[] = {'b', 'v', '4', '1', 8, 0, 0, 0, 5,
-						0,   0,   0,   0x14, 'x', 0xff, 0x7f, 'b', 'v',
-						'4', '$'};
+	static const unsigned char garbage[] = {'b', 'v',  '4', '1',  8,    0,	 0,   0,   5,  0, 0,
+						0,   0x14, 'x', 0xff, 0x7f, 'b', 'v', '4', '$'};
 	/* valid stream, but more output than announced */
-	static const unsigned char more[] = {'b', 'v', '4', '-', 4, 0, 0, 0, 'a', 'b', 'c', 'd',
-					     'b', 'v', '4', '$'};
+	static const unsigned char more[] = {'b', 'v', '4', '-', 4,   0,   0,	0,
+					     'a', 'b', 'c', 'd', 'b', 'v', '4', '$'};
 	const bad_case cases[] = {
-		{"unknown magic", unknown, 8, 0, "unknown block magic"},
-		{"an LZ4 frame", frame, sizeof(frame), 0, "unknown block magic"},
-		{"truncated header", truncated_hdr, sizeof(truncated_hdr), 0, "truncated"},
-		{"no end marker", no_end, sizeof(no_end), 0, "truncated"},
-		{"data after end", after_end, sizeof(after_end), 0, "after the end marker"},
-		{"decoded size 256 MiB", huge_block, sizeof(huge_block), 0, "over 4 MiB"},
-		{"encoded size beyond bound", huge_enc, sizeof(huge_enc), 0, "larger than"},
-		{"stored 1 GiB", huge_raw, sizeof(huge_raw), 0, "larger than 4 MiB"},
-		{"size lie", lie, sizeof(lie), 0, "LZ4 block"},
-		{"garbage block", garbage, sizeof(garbage), 0, "LZ4 block"},
-		{"more than announced", more, sizeof(more), 3, "more than the 3 bytes"},
+	    {"unknown magic", unknown, 8, 0, "unknown block magic"},
+	    {"an LZ4 frame", frame, sizeof(frame), 0, "unknown block magic"},
+	    {"truncated header", truncated_hdr, sizeof(truncated_hdr), 0, "truncated"},
+	    {"no end marker", no_end, sizeof(no_end), 0, "truncated"},
+	    {"data after end", after_end, sizeof(after_end), 0, "after the end marker"},
+	    {"decoded size 256 MiB", huge_block, sizeof(huge_block), 0, "over 4 MiB"},
+	    {"encoded size beyond bound", huge_enc, sizeof(huge_enc), 0, "larger than"},
+	    {"stored 1 GiB", huge_raw, sizeof(huge_raw), 0, "larger than 4 MiB"},
+	    {"size lie", lie, sizeof(lie), 0, "LZ4 block"},
+	    {"garbage block", garbage, sizeof(garbage), 0, "LZ4 block"},
+	    {"more than announced", more, sizeof(more), 3, "more than the 3 bytes"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		unsigned char *out = NULL;
@@ -405,15 +404,15 @@ static void test_applelz4_decode__bit_flips(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_applelz4_roundtrip__sizes),
-		cmocka_unit_test(test_applelz4_decode__apple_stored_fixture),
-		cmocka_unit_test(test_applelz4_encode__incompressible_is_stored),
-		cmocka_unit_test(test_applelz4_decode__linked_blocks),
-		cmocka_unit_test(test_applelz4_decode__byte_by_byte),
-		cmocka_unit_test(test_applelz4_encode__zeros_fast_path),
-		cmocka_unit_test(test_applelz4_encode__uneven_slices),
-		cmocka_unit_test(test_applelz4_decode__hostile),
-		cmocka_unit_test(test_applelz4_decode__bit_flips),
+	    cmocka_unit_test(test_applelz4_roundtrip__sizes),
+	    cmocka_unit_test(test_applelz4_decode__apple_stored_fixture),
+	    cmocka_unit_test(test_applelz4_encode__incompressible_is_stored),
+	    cmocka_unit_test(test_applelz4_decode__linked_blocks),
+	    cmocka_unit_test(test_applelz4_decode__byte_by_byte),
+	    cmocka_unit_test(test_applelz4_encode__zeros_fast_path),
+	    cmocka_unit_test(test_applelz4_encode__uneven_slices),
+	    cmocka_unit_test(test_applelz4_decode__hostile),
+	    cmocka_unit_test(test_applelz4_decode__bit_flips),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -97,7 +97,8 @@ static void test_layers_roundtrip__sparse_disk(void **state)
 		uint64_t n = size - off < chunk ? size - off : chunk;
 		vmm_disk_chunk c;
 		vmm_error *err = NULL;
-		assert_int_equal(vmm_disk_chunk_encode(src, off, n, &c, progress_count, &seen, &err), 0);
+		assert_int_equal(
+		    vmm_disk_chunk_encode(src, off, n, &c, progress_count, &seen, &err), 0);
 		assert_memory_equal(c.blob, "bv4", 3);
 		char d[72];
 		vmm_sha256_digest(c.blob, c.blob_len, d);
@@ -317,10 +318,10 @@ static void test_layers_copy_local__verifies(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_layers_roundtrip__sparse_disk),
-		cmocka_unit_test(test_layers_encode__empty_chunk),
-		cmocka_unit_test(test_layers_writer__hostile),
-		cmocka_unit_test(test_layers_copy_local__verifies),
+	    cmocka_unit_test(test_layers_roundtrip__sparse_disk),
+	    cmocka_unit_test(test_layers_encode__empty_chunk),
+	    cmocka_unit_test(test_layers_writer__hostile),
+	    cmocka_unit_test(test_layers_copy_local__verifies),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -112,12 +112,12 @@ static void test_progress_bar__redraws_in_place(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_progress_format__rate),
-		cmocka_unit_test(test_progress_format__eta),
-		cmocka_unit_test(test_progress_format__plain),
-		cmocka_unit_test(test_progress_format__bar),
-		cmocka_unit_test(test_progress_plain__lines),
-		cmocka_unit_test(test_progress_bar__redraws_in_place),
+	    cmocka_unit_test(test_progress_format__rate),
+	    cmocka_unit_test(test_progress_format__eta),
+	    cmocka_unit_test(test_progress_format__plain),
+	    cmocka_unit_test(test_progress_format__bar),
+	    cmocka_unit_test(test_progress_plain__lines),
+	    cmocka_unit_test(test_progress_bar__redraws_in_place),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -88,7 +88,8 @@ static void test_prune_older_than__caches_and_vms(void **state)
 	char *vm_new = make_entry(xasprintf("%s/vms/new", root), 4, 0);
 	size_t n = 0;
 	vmm_error *err = NULL;
-	assert_int_equal(vmm_prune_older_than(home, VMM_PRUNE_CACHES, time(NULL) - 7 * 86400, &n, &err), 0);
+	assert_int_equal(
+	    vmm_prune_older_than(home, VMM_PRUNE_CACHES, time(NULL) - 7 * 86400, &n, &err), 0);
 	assert_int_equal(n, 1);
 	assert_false(path_exists(old));
 	assert_true(path_exists(young));
@@ -98,7 +99,8 @@ static void test_prune_older_than__caches_and_vms(void **state)
 	free(t);
 	/* VMs are untouched by cache pruning, and vice versa */
 	assert_true(path_exists(vm_old));
-	assert_int_equal(vmm_prune_older_than(home, VMM_PRUNE_VMS, time(NULL) - 7 * 86400, &n, &err), 0);
+	assert_int_equal(
+	    vmm_prune_older_than(home, VMM_PRUNE_VMS, time(NULL) - 7 * 86400, &n, &err), 0);
 	assert_int_equal(n, 1);
 	assert_false(path_exists(vm_old));
 	assert_true(path_exists(vm_new));
@@ -154,15 +156,18 @@ static void test_prune_reclaim__rules(void **state)
 	assert_int_equal(got, 0);
 	assert_true(path_exists(a));
 	/* a shortfall the caches cannot cover: nothing is deleted in vain */
-	assert_int_equal(vmm_prune_reclaim_avail(home, avail + (1ULL << 40), avail, NULL, &got, &err), 0);
+	assert_int_equal(
+	    vmm_prune_reclaim_avail(home, avail + (1ULL << 40), avail, NULL, &got, &err), 0);
 	assert_int_equal(got, 0);
 	assert_true(path_exists(a) && path_exists(b) && path_exists(c));
 	/* a shortfall of ~100 KiB: the oldest go first, the initiator never */
 	setenv("TART_NO_AUTO_PRUNE", "", 1);
-	assert_int_equal(vmm_prune_reclaim_avail(home, avail + 100 * 1024, avail, NULL, &got, &err), 0);
+	assert_int_equal(vmm_prune_reclaim_avail(home, avail + 100 * 1024, avail, NULL, &got, &err),
+			 0);
 	assert_int_equal(got, 0); /* disabled by Tart's variable */
 	unsetenv("TART_NO_AUTO_PRUNE");
-	assert_int_equal(vmm_prune_reclaim_avail(home, avail + 100 * 1024, avail, a, &got, &err), 0);
+	assert_int_equal(vmm_prune_reclaim_avail(home, avail + 100 * 1024, avail, a, &got, &err),
+			 0);
 	assert_true(got > 100 * 1024);
 	assert_true(path_exists(a)); /* the initiator, although oldest */
 	assert_false(path_exists(b));
@@ -175,9 +180,9 @@ static void test_prune_reclaim__rules(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_prune_older_than__caches_and_vms),
-		cmocka_unit_test(test_prune_space_budget__tart_rule),
-		cmocka_unit_test(test_prune_reclaim__rules),
+	    cmocka_unit_test(test_prune_older_than__caches_and_vms),
+	    cmocka_unit_test(test_prune_space_budget__tart_rule),
+	    cmocka_unit_test(test_prune_reclaim__rules),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
