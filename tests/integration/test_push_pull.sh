@@ -213,7 +213,7 @@ assert_contains "$ERR" "has no state header" "says so"
 
 # Another pull from the same registry holds the per-host lock: this one waits.
 HOSTDIR=$VMM_HOME/cache/OCIs/${REG/:/%3A}
-python3 -c 'import fcntl,os,sys,time; fd=os.open(sys.argv[1],os.O_RDONLY); fcntl.flock(fd,fcntl.LOCK_EX); open(sys.argv[2],"w").close(); time.sleep(2)' \
+python3 -c 'import fcntl,os,sys,time; fd=os.open(sys.argv[1],os.O_RDONLY); fcntl.flock(fd,fcntl.LOCK_EX); open(sys.argv[2],"w").close(); time.sleep(4)' \
 	"$HOSTDIR" "$T_TMP/hostlocked" &
 HOLDER=$!
 for _ in $(seq 50); do [ -e "$T_TMP/hostlocked" ] && break; sleep 0.1; done
