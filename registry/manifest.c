@@ -39,13 +39,11 @@ static int check_annotations(json_t *a, const char *what, vmm_error **err)
 {
 	if (!json_is_object(a))
 		return vmm_error_set(err, VMM_EINVAL, "%s: \"annotations\" is not an object", what);
-	const char *k;
-	json_t *v;
-	json_object_foreach(a, k, v)
-	{
-		if (!json_is_string(v))
+	for (void *it = json_object_iter(a); it; it = json_object_iter_next(a, it)) {
+		if (!json_is_string(json_object_iter_value(it)))
 			return vmm_error_set(err, VMM_EINVAL,
-					     "%s: annotation \"%s\" is not a string", what, k);
+					     "%s: annotation \"%s\" is not a string", what,
+					     json_object_iter_key(it));
 	}
 	return 0;
 }
@@ -314,9 +312,9 @@ static json_t *sorted_copy(const json_t *v)
 	if (json_is_object(v)) {
 		size_t n = json_object_size(v), i = 0;
 		const char **keys = xcalloc(n ? n : 1, sizeof(char *));
-		const char *k;
-		json_t *val;
-		json_object_foreach((json_t *)v, k, val) keys[i++] = k;
+		json_t *obj = (json_t *)v;
+		for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it))
+			keys[i++] = json_object_iter_key(it);
 		qsort(keys, n, sizeof(char *), cmp_keys);
 		json_t *o = json_object();
 		for (i = 0; i < n; i++)
@@ -326,9 +324,8 @@ static json_t *sorted_copy(const json_t *v)
 	}
 	if (json_is_array(v)) {
 		json_t *a = json_array();
-		size_t i;
-		json_t *val;
-		json_array_foreach((json_t *)v, i, val) json_array_append_new(a, sorted_copy(val));
+		for (size_t i = 0; i < json_array_size(v); i++)
+			json_array_append_new(a, sorted_copy(json_array_get(v, i)));
 		return a;
 	}
 	return json_deep_copy(v);
