@@ -465,7 +465,12 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 	say(o, "pulling disk (%.1f GB compressed)...", (double)compressed / 1e9);
 	if (o->ui.progress_begin)
 		c->meter = o->ui.progress_begin(o->ui.ctx, "pulling disk", to_fetch);
+	size_t busy = 0;
+	for (size_t j = 0; j < c->njobs; j++)
+		busy += c->jobs[j].kind == JOB_FETCH || c->jobs[j].kind == JOB_LOCAL;
 	int n = o->concurrency > 0 ? o->concurrency : 4;
+	if ((size_t)n > busy) /* no idle threads */
+		n = busy ? (int)busy : 1;
 	int rc = run_workers(c, n, err);
 	if (c->meter && o->ui.progress_end)
 		o->ui.progress_end(c->meter, rc == 0);
