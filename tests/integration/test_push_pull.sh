@@ -61,6 +61,30 @@ assert_contains "$CFG" '"org.cirruslabs.tart.disk.format":"raw"' "OCI config car
 assert_contains "$CFG" '"team":"ci"' "and --label"
 assert_contains "$CFG" '"url":"http:\/\/x\/y"' "labels escaped as Foundation does"
 
+# What vmm pushes, decoded by an independent Apple LZ4 decoder that enforces
+# Apple's framing (blocks of 64 KiB at most, references only into the previous
+# block): text, random bytes and a hole in 1 MiB layers.
+vmm create lz --linux --disk-size 1
+truncate -s $((3 * MiB)) "$VMM_HOME/vms/lz/disk.img"
+python3 -c 'import sys; sys.stdout.buffer.write(b"".join(b"%d: the tart image format, linked blocks\n" % i for i in range(40000))[:1048576])' |
+	dd of="$VMM_HOME/vms/lz/disk.img" bs=1M conv=notrunc status=none
+head -c $MiB /dev/urandom | dd of="$VMM_HOME/vms/lz/disk.img" bs=1M seek=1 conv=notrunc status=none
+VMM_TEST_DISK_CHUNK=$MiB vmm push lz "$REG/vm/lz:latest" --insecure
+assert_rc 0 "push in 1 MiB layers"
+skopeo inspect --raw --tls-verify=false "docker://$REG/vm/lz:latest" >"$T_TMP/lz.json"
+i=0
+for dg in $(python3 -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(open(sys.argv[1]))["layers"][1:-1]))' "$T_TMP/lz.json"); do
+	curl -sf "http://$REG/v2/vm/lz/blobs/$dg" -o "$T_TMP/layer$i"
+	stats=$(python3 "$TESTS_DIR/tools/tart_image.py" decode --in "$T_TMP/layer$i" --out "$T_TMP/layer$i.raw" 2>&1)
+	assert_eq "$?" 0 "layer $i decodes independently ($stats)"
+	dd if="$VMM_HOME/vms/lz/disk.img" of="$T_TMP/region$i" bs=1M skip=$i count=1 status=none
+	assert_true "layer $i is the disk's MiB $i" cmp -s "$T_TMP/layer$i.raw" "$T_TMP/region$i"
+	[ $i -eq 0 ] && { grep -q '"linked": [1-9]' <<<"$stats" && ok "text layer uses linked blocks" || fail "no linked blocks: $stats"; }
+	[ $i -eq 1 ] && { grep -q '"bv4-": 16' <<<"$stats" && ok "random layer is stored blocks" || fail "random layer: $stats"; }
+	i=$((i + 1))
+done
+assert_eq "$i" 3 "three layers"
+
 # Pull: identical bytes, sparse, Tart's cache layout.
 vmm pull "$REG/vm/one:latest" --insecure
 assert_rc 0 "pull"

@@ -25,6 +25,12 @@ and ends each layer with "bv4$", as Apple's framing requires.
         missing-layer    the NVRAM blob answers 404
         not-lz4          disk layer 1 is an LZ4 *frame* (what some pushers wrongly send)
       Every request is logged as a JSON line: method, path, status.
+  tart_image.py decode --in BLOB --out RAW
+      decode an Apple LZ4 stream with this file's own LZ4 block decoder,
+      refusing anything Apple's framing does not allow: unknown magics, bytes
+      after "bv4$", blocks over 64 KiB, matches reaching further back than the
+      previous block (Apple: "a compressed block may refer to data from the
+      previous block"), sizes that do not add up.  Prints block statistics.
 """
 import argparse
 import hashlib
@@ -188,6 +194,86 @@ def write_layout(out, blobs, manifest, tag):
     print(sha(body))
 
 
+def lz4_block_decode(src, out, block_start, prev_start, size):
+    """Decode one raw LZ4 block appending to out; matches may reach back to prev_start."""
+    i, n = 0, len(src)
+    end = block_start + size
+    linked = False
+    while True:
+        if i >= n:
+            raise ValueError("block ends inside a sequence")
+        token = src[i]
+        i += 1
+        lit = token >> 4
+        if lit == 15:
+            while True:
+                b = src[i]
+                i += 1
+                lit += b
+                if b != 255:
+                    break
+        out += src[i:i + lit]
+        if i + lit > n:
+            raise ValueError("literals run past the block")
+        i += lit
+        if i == n:
+            break  # the last sequence has no match
+        off = src[i] | src[i + 1] << 8
+        i += 2
+        ml = (token & 15) + 4
+        if token & 15 == 15:
+            while True:
+                b = src[i]
+                i += 1
+                ml += b
+                if b != 255:
+                    break
+        start = len(out) - off
+        if off == 0 or start < prev_start:
+            raise ValueError("match offset %d reaches before the previous block" % off)
+        if start < block_start:
+            linked = True
+        for k in range(ml):  # byte by byte: overlapping copies repeat
+            out.append(out[start + k])
+        if len(out) > end:
+            raise ValueError("block decodes past its size")
+    if len(out) != end:
+        raise ValueError("block decodes to %d bytes, header says %d" % (len(out) - block_start, size))
+    return linked
+
+
+def decode_stream(data):
+    out = bytearray()
+    stats = {"bv41": 0, "bv4-": 0, "linked": 0}
+    i = 0
+    prev_start = 0
+    while True:
+        magic = data[i:i + 4]
+        if magic == b"bv4$":
+            if i + 4 != len(data):
+                raise ValueError("bytes after the end marker")
+            return bytes(out), stats
+        if magic == b"bv41":
+            d, e = struct.unpack("<II", data[i + 4:i + 12])
+            if d > BLOCK:
+                raise ValueError("block of %d bytes" % d)
+            start = len(out)
+            if lz4_block_decode(data[i + 12:i + 12 + e], out, start, prev_start, d):
+                stats["linked"] += 1
+            i += 12 + e
+        elif magic == b"bv4-":
+            (d,) = struct.unpack("<I", data[i + 4:i + 8])
+            if d > BLOCK:
+                raise ValueError("stored block of %d bytes" % d)
+            start = len(out)
+            out += data[i + 8:i + 8 + d]
+            i += 8 + d
+        else:
+            raise ValueError("unknown magic %r at %d" % (magic, i))
+        stats[magic.decode()] += 1
+        prev_start = start
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -234,11 +320,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("cmd", choices=["layout", "serve"])
+    p.add_argument("cmd", choices=["layout", "serve", "decode"])
+    p.add_argument("--in", dest="inp")
     p.add_argument("--out", help="layout: the directory to write")
-    p.add_argument("--disk", required=True)
-    p.add_argument("--config", required=True)
-    p.add_argument("--nvram", required=True)
+    p.add_argument("--disk")
+    p.add_argument("--config")
+    p.add_argument("--nvram")
     p.add_argument("--sizes", default="")
     p.add_argument("--tag", default="latest")
     p.add_argument("--repo", default="tart/image")
@@ -246,6 +333,11 @@ def main():
     p.add_argument("--port-file")
     p.add_argument("--log", default="/dev/null")
     a = p.parse_args()
+    if a.cmd == "decode":
+        raw, stats = decode_stream(open(a.inp, "rb").read())
+        open(a.out, "wb").write(raw)
+        print(json.dumps(stats))
+        return
     sizes = [int(x) for x in a.sizes.split(",") if x]
     blobs, manifest = build(a.disk, a.config, a.nvram, sizes)
     if a.cmd == "layout":
