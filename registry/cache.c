@@ -3,11 +3,14 @@
 #include "vm/bundle.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <openssl/evp.h>
 
 static char *encode_host(const char *host)
 {
@@ -229,4 +232,146 @@ int vmm_cache_delete(const vmm_home *h, const vmm_reference *r, vmm_error **err)
 		return -1;
 	}
 	return vmm_cache_gc(h, err);
+}
+
+char *vmm_cache_host_dir(const vmm_home *h, const char *host)
+{
+	cleanup_free char *enc = encode_host(host);
+	return path_join(h->ocis, enc);
+}
+
+char *vmm_cache_digest_dir(const vmm_home *h, const vmm_reference *r, const char *digest)
+{
+	cleanup_free char *repo = vmm_cache_repo_dir(h, r);
+	return path_join(repo, digest);
+}
+
+char *vmm_cache_staging_dir(const vmm_home *h, const char *name)
+{
+	unsigned char md[16];
+	unsigned int n = 0;
+	if (!EVP_Digest(name, strlen(name), md, &n, EVP_md5(), NULL))
+		abort();
+	char hex[33];
+	vmm_hex(md, 16, hex);
+	return path_join(h->tmp, hex);
+}
+
+int vmm_cache_lock_host(const vmm_home *h, const char *host, void (*waiting)(void *ctx),
+			void *ctx, int *fd, vmm_error **err)
+{
+	cleanup_free char *dir = vmm_cache_host_dir(h, host);
+	if (vmm_mkdir_p(dir, err) < 0)
+		return -1;
+	vmm_error *e = NULL;
+	if (vmm_flock_path(dir, LOCK_EX | LOCK_NB, fd, &e) == 0)
+		return 0;
+	int code = e->code;
+	vmm_error_free(e);
+	if (code != VMM_ELOCKED)
+		return vmm_flock_path(dir, LOCK_EX | LOCK_NB, fd, err);
+	if (waiting)
+		waiting(ctx);
+	return vmm_flock_path(dir, LOCK_EX, fd, err);
+}
+
+int vmm_cache_link_tag(const vmm_home *h, const vmm_reference *r, const char *digest_dir,
+		       vmm_error **err)
+{
+	cleanup_free char *link = vmm_cache_path(h, r);
+	cleanup_free char *target = realpath(digest_dir, NULL);
+	if (!target)
+		return vmm_error_errno(err, errno, "resolve `%s`", digest_dir);
+	cleanup_free char *tmp = xasprintf("%s.tmp-link", link);
+	unlink(tmp);
+	if (symlink(target, tmp) < 0)
+		return vmm_error_errno(err, errno, "create link `%s`", tmp);
+	struct stat st;
+	if (lstat(link, &st) == 0 && S_ISDIR(st.st_mode)) {
+		unlink(tmp);
+		return vmm_error_set(err, VMM_EEXISTS, "`%s` is a directory, not a tag", link);
+	}
+	if (rename(tmp, link) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return vmm_error_errno(err, e, "link `%s`", link);
+	}
+	return vmm_fsync_dir(link, false, err);
+}
+
+int vmm_cache_mark_explicit(const char *digest_dir, vmm_error **err)
+{
+	cleanup_free char *p = path_join(digest_dir, VMM_EXPLICITLY_PULLED_FILE);
+	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return vmm_error_errno(err, errno, "create `%s`", p);
+	close(fd);
+	return 0;
+}
+
+typedef struct img_ctx {
+	vmm_cache_image *v;
+	size_t n;
+} img_ctx;
+
+static void img_walk(const char *dir, const char *host, const char *ns, img_ctx *c)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		cleanup_free char *p = path_join(dir, e->d_name);
+		struct stat st;
+		if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		if (strncmp(e->d_name, "sha256:", 7) == 0) {
+			cleanup_free char *m = path_join(p, VMM_MANIFEST_FILE);
+			cleanup_free char *disk = path_join(p, VMM_DISK_FILE);
+			if (!ns || access(m, F_OK) < 0 || access(disk, F_OK) < 0)
+				continue;
+			c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
+			c->v[c->n++] = (vmm_cache_image){
+				.dir = xstrdup(p),
+				.host = xstrdup(host),
+				.namespace = xstrdup(ns),
+				.digest = xstrdup(e->d_name),
+			};
+		} else {
+			cleanup_free char *sub = ns ? xasprintf("%s/%s", ns, e->d_name)
+						    : xstrdup(e->d_name);
+			img_walk(p, host, sub, c);
+		}
+	}
+}
+
+int vmm_cache_images(const vmm_home *h, vmm_cache_image **out, size_t *n, vmm_error **err)
+{
+	UNUSED(err);
+	img_ctx c = {0};
+	cleanup_dir DIR *d = opendir(h->ocis);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		cleanup_free char *p = path_join(h->ocis, e->d_name);
+		cleanup_free char *host = decode_percent(e->d_name);
+		img_walk(p, host, NULL, &c);
+	}
+	*out = c.v;
+	*n = c.n;
+	return 0;
+}
+
+void vmm_cache_images_free(vmm_cache_image *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].dir);
+		free(v[i].host);
+		free(v[i].namespace);
+		free(v[i].digest);
+	}
+	free(v);
 }

@@ -48,4 +48,40 @@ int vmm_cache_delete(const vmm_home *h, const vmm_reference *r, vmm_error **err)
 /* Tart's OCI GC. */
 int vmm_cache_gc(const vmm_home *h, vmm_error **err);
 
+/* --- pulling into the cache ---------------------------------------------- */
+
+/* <home>/cache/OCIs/<host%3Aport> (caller frees). */
+char *vmm_cache_host_dir(const vmm_home *h, const char *host);
+/* The digest directory of r's repository for `digest` (caller frees). */
+char *vmm_cache_digest_dir(const vmm_home *h, const vmm_reference *r, const char *digest);
+/*
+ * Tart's deterministic pull staging directory tmp/<md5 hex of name>, so an
+ * interrupted pull of the same name resumes there (caller frees).
+ */
+char *vmm_cache_staging_dir(const vmm_home *h, const char *name);
+/*
+ * The per-host pull lock: flock(LOCK_EX) on cache/OCIs/<host> (created).
+ * When another process holds it, waiting(ctx) is called once (Tart prints
+ * "waiting for lock...") before blocking.  *fd holds the lock.
+ */
+int vmm_cache_lock_host(const vmm_home *h, const char *host, void (*waiting)(void *ctx),
+			void *ctx, int *fd, vmm_error **err);
+/* Point the tag of r at digest_dir: an absolute symlink, replaced atomically. */
+int vmm_cache_link_tag(const vmm_home *h, const vmm_reference *r, const char *digest_dir,
+		       vmm_error **err);
+/* Mark a digest directory as pulled by digest (kept by the GC). */
+int vmm_cache_mark_explicit(const char *digest_dir, vmm_error **err);
+
+/* A cached image with its manifest, for layer reuse and cross-repository mounts. */
+typedef struct vmm_cache_image {
+	char *dir;       /* owned: the digest directory */
+	char *host;      /* owned: "host:port" */
+	char *namespace; /* owned */
+	char *digest;    /* owned: "sha256:…" */
+} vmm_cache_image;
+
+/* Every digest directory holding manifest.json and disk.img. */
+int vmm_cache_images(const vmm_home *h, vmm_cache_image **out, size_t *n, vmm_error **err);
+void vmm_cache_images_free(vmm_cache_image *v, size_t n);
+
 #endif

@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -93,6 +94,21 @@ int vmm_home_lock(const vmm_home *h, int *lock_fd, vmm_error **err)
 	return vmm_flock_path(h->root, LOCK_EX, lock_fd, err);
 }
 
+/*
+ * A pull stages in tmp/<md5 hex of the name> so that it can resume
+ * (registry/pull.h).  Unlike Tart, the GC leaves such a directory alone for
+ * three days, or a `vmm list` between an interrupted pull and its retry would
+ * throw the finished layers away.
+ */
+static bool is_fresh_pull_staging(const char *path, const char *name)
+{
+	if (strlen(name) != 32 || strspn(name, "0123456789abcdef") != 32)
+		return false;
+	struct stat st;
+	return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
+	       time(NULL) - st.st_mtime < 3 * 86400;
+}
+
 int vmm_home_gc_tmp(const vmm_home *h, vmm_error **err)
 {
 	cleanup_dir DIR *d = opendir(h->tmp);
@@ -107,6 +123,8 @@ int vmm_home_gc_tmp(const vmm_home *h, vmm_error **err)
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
 		cleanup_free char *p = path_join(h->tmp, e->d_name);
+		if (is_fresh_pull_staging(p, e->d_name))
+			continue;
 		cleanup_close int fd = -1;
 		if (vmm_flock_path(p, LOCK_EX | LOCK_NB, &fd, NULL) < 0)
 			continue; /* in use, or vanished meanwhile */

@@ -1,0 +1,62 @@
+#include "cmd/cmd.h"
+#include "cmd/transfer_ui.h"
+#include "common/util.h"
+#include "registry/pull.h"
+#include "registry/reference.h"
+#include "vm/bundle.h"
+
+#include <stdio.h>
+
+static const vmm_opt opts[] = {
+    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
+    {"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
+    {NULL, 0, NULL, NULL, false},
+};
+
+static const vmm_cmd_spec spec = {
+    "pull",
+    "REF [--insecure] [--concurrency N]",
+    "Pull a VM image from a registry into the cache",
+    opts,
+    1,
+    1,
+};
+
+/*
+ * Output (stdout), Tart's lines:
+ *   pulling 127.0.0.1:5000/vm/debian:latest...
+ *   pulling manifest...
+ *   pulling disk (1.2 GB compressed)...
+ *   <progress>
+ *   pulling NVRAM...
+ */
+int cmd_pull(int argc, char **argv)
+{
+	cleanup_vmm_args vmm_args a;
+	VMM_ARGS_PARSE(a, spec, argc, argv);
+	int conc;
+	int r = cmd_concurrency(&spec, &a, &conc);
+	if (r)
+		return r;
+	vmm_home *h = cmd_home();
+	const char *name = a.pos[0];
+	cleanup_free char *local = vmm_home_vm_dir(h, name);
+	if (vmm_name_is_valid(name) && vmm_bundle_dir_is_vm(local)) {
+		printf("\"%s\" is a local image, nothing to pull here!\n", name);
+		return 0;
+	}
+	cleanup_vmm_error vmm_error *err = NULL;
+	cleanup_vmm_reference vmm_reference *ref = NULL;
+	if (vmm_reference_parse(&ref, name, &err) < 0)
+		return vmm_fail(err);
+	cleanup_free char *display = vmm_reference_string(ref);
+	printf("pulling %s...\n", display);
+	vmm_pull_opts o = {
+	    .concurrency = conc,
+	    .insecure = vmm_args_has(&a, "insecure"),
+	    .ui = cmd_transfer_ui(),
+	};
+	if (vmm_pull(h, ref, &o, NULL, NULL, &err) < 0)
+		return vmm_fail(err);
+	return 0;
+}

@@ -1,0 +1,53 @@
+#include "cmd/transfer_ui.h"
+#include "cmd/cmd.h"
+#include "common/progress.h"
+
+#include "common/util.h"
+
+#include <stdio.h>
+
+static void say(void *ctx, const char *line)
+{
+	(void)ctx;
+	printf("%s\n", line);
+	fflush(stdout);
+}
+
+static void *begin(void *ctx, const char *label, uint64_t total)
+{
+	(void)ctx;
+	if (cmd_interactive())
+		return vmm_progress_new(label, total, VMM_PROGRESS_BAR, stderr);
+	return vmm_progress_new(label, total, VMM_PROGRESS_PLAIN, stdout);
+}
+
+static void add(void *meter, uint64_t n)
+{
+	vmm_progress_add(meter, n);
+}
+
+static void end(void *meter, bool ok)
+{
+	if (ok)
+		vmm_progress_finish(meter);
+	vmm_progress_free(meter);
+}
+
+vmm_transfer_ui cmd_transfer_ui(void)
+{
+	return (vmm_transfer_ui){
+	    .say = say, .progress_begin = begin, .progress_add = add, .progress_end = end};
+}
+
+/* Shared with pull and clone: --concurrency N, at least 1 (Tart's message). */
+int cmd_concurrency(const vmm_cmd_spec *s, const vmm_args *a, int *out)
+{
+	const char *v = vmm_args_get(a, "concurrency");
+	uint64_t n = 4;
+	if (v && (vmm_parse_u64(v, &n) < 0 || n > 1024))
+		return vmm_usage_error(s, "--concurrency: \"%s\" is not a number", v);
+	if (n < 1)
+		return vmm_usage_error(s, "network concurrency cannot be less than 1");
+	*out = (int)n;
+	return 0;
+}

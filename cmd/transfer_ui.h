@@ -1,0 +1,18 @@
+/*
+ * transfer_ui.h — the printing side of registry/transfer.h for push, pull
+ * and clone: Tart's status lines on stdout, and a progress meter (a bar on
+ * stderr when it is a terminal and CI is unset, Tart's percentage lines on
+ * stdout otherwise).
+ */
+#ifndef VMM_CMD_TRANSFER_UI_H
+#define VMM_CMD_TRANSFER_UI_H
+
+#include "cmd/cmd.h"
+#include "registry/transfer.h"
+
+vmm_transfer_ui cmd_transfer_ui(void);
+
+/* --concurrency N (default 4), at least 1 with Tart's message; returns 0 or an exit code. */
+int cmd_concurrency(const vmm_cmd_spec *s, const vmm_args *a, int *out);
+
+#endif
