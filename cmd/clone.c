@@ -7,6 +7,7 @@
 #include "registry/reference.h"
 #include "vm/bundle.h"
 #include "vm/ops.h"
+#include "vm/snapshot.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +22,7 @@ static const vmm_opt opts[] = {
 
 static const vmm_cmd_spec spec = {"clone",
 				  "SOURCE NEW [--force]",
-				  "Clone a local VM or a registry image into a new local VM",
+				  "Clone a local VM, a snapshot (VM@SNAP) or a registry image into a new local VM",
 				  opts,
 				  2,
 				  2};
@@ -70,10 +71,15 @@ int cmd_clone(int argc, char **argv)
 			return vmm_fail(err);
 		vmm_access_date_set(src_dir, time(NULL));
 	} else {
-		cleanup_vmm_bundle vmm_bundle *b = NULL;
-		if (vmm_bundle_open(&b, h, src, &err) < 0)
+		int snap = vmm_snapshot_resolve(h, src, &src_dir, &err);
+		if (snap < 0)
 			return vmm_fail(err);
-		src_dir = xstrdup(b->dir);
+		if (!snap) {
+			cleanup_vmm_bundle vmm_bundle *b = NULL;
+			if (vmm_bundle_open(&b, h, src, &err) < 0)
+				return vmm_fail(err);
+			src_dir = xstrdup(b->dir);
+		}
 	}
 	vmm_clone_opts o = {.force = vmm_args_has(&a, "force")};
 	if (vmm_vm_clone(h, src_dir, src, dst, &o, NULL, &err) < 0)

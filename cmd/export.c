@@ -3,13 +3,14 @@
 #include "registry/cache.h"
 #include "registry/reference.h"
 #include "vm/bundle.h"
+#include "vm/snapshot.h"
 #include "vm/transfer.h"
 
 #include <stdio.h>
 #include <string.h>
 
 static const vmm_cmd_spec spec = {
-	"export", "NAME [FILE]",
+	"export", "NAME|VM@SNAP [FILE]",
 	"Write a VM to a portable .tar.zst archive (default NAME.tar.zst; - for stdout)", NULL, 1, 2,
 };
 
@@ -26,10 +27,15 @@ int cmd_export(int argc, char **argv)
 		if (vmm_cache_resolve(h, ref, &dir, NULL, &err) < 0)
 			return vmm_fail(err);
 	} else {
-		cleanup_vmm_bundle vmm_bundle *b = NULL;
-		if (vmm_bundle_open(&b, h, name, &err) < 0)
+		int snap = vmm_snapshot_resolve(h, name, &dir, &err);
+		if (snap < 0)
 			return vmm_fail(err);
-		dir = xstrdup(b->dir);
+		if (!snap) {
+			cleanup_vmm_bundle vmm_bundle *b = NULL;
+			if (vmm_bundle_open(&b, h, name, &err) < 0)
+				return vmm_fail(err);
+			dir = xstrdup(b->dir);
+		}
 	}
 	cleanup_free char *path = a.npos > 1 ? xstrdup(a.pos[1]) : xasprintf("%s.tar.zst", name);
 	if (ref && a.npos < 2)

@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "registry/push.h"
 #include "registry/reference.h"
+#include "vm/snapshot.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -20,7 +21,7 @@ static const vmm_opt opts[] = {
 static const vmm_cmd_spec spec = {
     "push",
     "NAME REF... [--insecure] [--concurrency N] [--chunk-size MB] [--label K=V]...",
-    "Push a local VM (or a cached image, under new tags) to registry references",
+    "Push a local VM, a snapshot (VM@SNAP) or a cached image (under new tags) to registry references",
     opts,
     2,
     (size_t)-1,
@@ -72,8 +73,14 @@ int cmd_push(int argc, char **argv)
 		if (dc && vmm_parse_u64(dc, &chunk) == 0 && chunk >= 65536)
 			o.disk_chunk = chunk;
 		vmm_reference *src = NULL;
+		cleanup_free char *snap_dir = NULL;
+		int snap = 0;
 		if (vmm_reference_parse(&src, a.pos[0], NULL) == 0)
 			rc = vmm_push_remote(cmd_home(), src, refs, nrefs, &o, &err);
+		else if ((snap = vmm_snapshot_resolve(cmd_home(), a.pos[0], &snap_dir, &err)) != 0)
+			rc = snap < 0 ? -1
+				      : vmm_push_dir(cmd_home(), snap_dir, a.pos[0], refs, nrefs, &o,
+						     NULL, &err);
 		else
 			rc = vmm_push(cmd_home(), a.pos[0], refs, nrefs, &o, NULL, &err);
 		vmm_reference_free(src);

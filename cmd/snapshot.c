@@ -1,4 +1,7 @@
 #include "cmd/cmd.h"
+#include "cmd/transfer_ui.h"
+#include "registry/pull.h"
+#include "registry/reference.h"
 #include "common/format.h"
 #include "common/json.h"
 #include "common/util.h"
@@ -8,6 +11,12 @@
 
 #include <stdio.h>
 #include <string.h>
+
+static const vmm_opt pull_opts[] = {
+	{"insecure", 0, NULL, "Use plain HTTP for the registry", false},
+	{"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
+	{NULL, 0, NULL, NULL, false},
+};
 
 static const vmm_opt list_opts[] = {
 	{"format", 0, "text|json", "Output format (default text)", false},
@@ -31,6 +40,11 @@ static const vmm_cmd_spec export_spec = {"snapshot export", "VM SNAP FILE",
 static const vmm_cmd_spec import_spec = {"snapshot import", "FILE VM SNAP",
 					 "Add a snapshot to a VM from a portable archive", NULL, 3,
 					 3};
+
+static const vmm_cmd_spec pull_spec = {"snapshot pull", "REF VM SNAP [--insecure] [--concurrency N]",
+				       "Pull an image from a registry and add it to a VM as a "
+				       "snapshot",
+				       pull_opts, 3, 3};
 
 /* Open the VM, naming it in errors; NULL after printing the error (exit code in *rc). */
 static vmm_bundle *open_vm(const char *name, int *rc)
@@ -173,6 +187,76 @@ static int snap_import(int argc, char **argv)
 	return r < 0 ? vmm_fail(err) : 0;
 }
 
+/* `snapshot push VM SNAP REF... [push options]` is `push VM@SNAP REF...`. */
+static int snap_push(int argc, char **argv)
+{
+	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+		printf("Push a snapshot to registry references (as `vmm push VM@SNAP REF...`)\n\n"
+		       "Usage: vmm snapshot push VM SNAP REF... [--insecure] [--concurrency N] "
+		       "[--chunk-size MB] [--label K=V]...\n");
+		return 0;
+	}
+	if (argc < 4 || argv[1][0] == '-' || argv[2][0] == '-') {
+		fprintf(stderr, "vmm: snapshot push needs VM SNAP REF...\n"
+				"Usage: vmm snapshot push VM SNAP REF... [push options]\n");
+		return 64;
+	}
+	cleanup_vmm_error vmm_error *err = NULL;
+	if (vmm_snapshot_check_name(argv[2], &err) < 0)
+		return vmm_fail(err);
+	cleanup_free char *src = xasprintf("%s@%s", argv[1], argv[2]);
+	char **v = xcalloc((size_t)argc, sizeof(char *));
+	v[0] = (char *)"push";
+	v[1] = src;
+	for (int i = 3; i < argc; i++)
+		v[i - 1] = argv[i];
+	int rc = cmd_push(argc - 1, v);
+	free(v);
+	return rc;
+}
+
+/*
+ * Output (stdout): pull's lines, then nothing; the image stays in the cache
+ * too, so pulling the same snapshot elsewhere or again is free.
+ */
+static int snap_pull(int argc, char **argv)
+{
+	cleanup_vmm_args vmm_args a;
+	VMM_ARGS_PARSE(a, pull_spec, argc, argv);
+	int conc;
+	int r = cmd_concurrency(&pull_spec, &a, &conc);
+	if (r)
+		return r;
+	cleanup_vmm_error vmm_error *err = NULL;
+	if (vmm_snapshot_check_name(a.pos[2], &err) < 0)
+		return vmm_fail(err);
+	int rc = 0;
+	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[1], &rc);
+	if (!b)
+		return rc;
+	cleanup_free char *dest = vmm_snapshot_dir(b->dir, a.pos[2]);
+	if (path_exists(dest)) {
+		vmm_error_set(&err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"",
+			      b->name, a.pos[2]);
+		return vmm_fail(err);
+	}
+	cleanup_vmm_reference vmm_reference *ref = NULL;
+	if (vmm_reference_parse(&ref, a.pos[0], &err) < 0)
+		return vmm_fail(err);
+	cleanup_free char *display = vmm_reference_string(ref);
+	printf("pulling %s...\n", display);
+	vmm_pull_opts o = {
+		.concurrency = conc,
+		.insecure = vmm_args_has(&a, "insecure"),
+		.ui = cmd_transfer_ui(),
+	};
+	cleanup_free char *dir = NULL;
+	if (vmm_pull(cmd_home(), ref, &o, &dir, NULL, &err) < 0 ||
+	    vmm_snapshot_from_dir(b->dir, b->name, a.pos[2], dir, &err) < 0)
+		return vmm_fail(err);
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(int, char **);
@@ -184,6 +268,8 @@ static const struct {
 	{"delete", snap_delete, "Delete a snapshot"},
 	{"export", snap_export, "Write a snapshot to a portable archive"},
 	{"import", snap_import, "Add a snapshot from a portable archive"},
+	{"push", snap_push, "Push a snapshot to a registry (as push VM@SNAP)"},
+	{"pull", snap_pull, "Pull an image into a VM as a snapshot"},
 };
 
 int cmd_snapshot(int argc, char **argv)

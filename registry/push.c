@@ -493,6 +493,15 @@ int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, si
 	cleanup_vmm_bundle vmm_bundle *b = NULL;
 	if (vmm_bundle_open(&b, h, name, err) < 0)
 		return -1;
+	return vmm_push_dir(h, b->dir, name, refs, nrefs, o, digest_out, err);
+}
+
+int vmm_push_dir(const vmm_home *h, const char *dir, const char *name, vmm_reference *const *refs,
+		 size_t nrefs, const vmm_push_opts *o, char digest_out[72], vmm_error **err)
+{
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open_dir(&b, dir, name, err) < 0)
+		return -1;
 	cleanup_close int run_lock = -1;
 	if (vmm_bundle_dir_lock(b->dir, name, &run_lock, err) < 0)
 		return -1;

@@ -49,6 +49,10 @@ typedef struct vmm_push_opts {
 int vmm_push(const vmm_home *h, const char *name, vmm_reference *const *refs, size_t nrefs,
 	     const vmm_push_opts *o, char digest_out[72], vmm_error **err);
 
+/* The same for the bundle in `dir` (a snapshot, say), called `name` in messages. */
+int vmm_push_dir(const vmm_home *h, const char *dir, const char *name, vmm_reference *const *refs,
+		 size_t nrefs, const vmm_push_opts *o, char digest_out[72], vmm_error **err);
+
 /*
  * Tart's "lightweight push" of a cached image to other tags: its manifest,
  * byte for byte (so the digest stays), under each tag.  The blobs must be in

@@ -292,3 +292,46 @@ out:
 		vmm_rm_rf(staging, NULL);
 	return rc;
 }
+
+int vmm_snapshot_resolve(const vmm_home *h, const char *spec, char **dir, vmm_error **err)
+{
+	const char *at = strrchr(spec, '@');
+	if (!at || at == spec || !at[1])
+		return 0;
+	cleanup_free char *whole = vmm_home_vm_dir(h, spec);
+	if (vmm_name_is_valid(spec) && vmm_bundle_dir_is_vm(whole))
+		return 0; /* a VM whose name has an '@' */
+	cleanup_free char *vm = xstrndup(spec, (size_t)(at - spec));
+	cleanup_free char *vm_dir = vmm_home_vm_dir(h, vm);
+	if (!vmm_name_is_valid(vm) || !vmm_bundle_dir_is_vm(vm_dir))
+		return 0;
+	if (vmm_snapshot_check_name(at + 1, err) < 0)
+		return -1;
+	char *d = vmm_snapshot_dir(vm_dir, at + 1);
+	if (!vmm_bundle_dir_is_vm(d)) {
+		free(d);
+		return snapshot_missing(err, vm, at + 1);
+	}
+	*dir = d;
+	return 1;
+}
+
+int vmm_snapshot_from_dir(const char *vm_dir, const char *vm_name, const char *snap,
+			  const char *src_dir, vmm_error **err)
+{
+	if (vmm_snapshot_check_name(snap, err) < 0)
+		return -1;
+	cleanup_free char *dest = vmm_snapshot_dir(vm_dir, snap);
+	if (path_exists(dest))
+		return vmm_error_set(err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"",
+				     vm_name, snap);
+	cleanup_free char *staging = staging_dir(vm_dir, err);
+	if (!staging)
+		return -1;
+	int rc = -1;
+	if (vmm_copy_dir(src_dir, staging, false, not_carried, NULL, NULL, err) == 0)
+		rc = publish(staging, dest, vm_name, snap, err);
+	if (rc < 0)
+		vmm_rm_rf(staging, NULL);
+	return rc;
+}

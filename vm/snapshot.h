@@ -22,6 +22,7 @@
 
 #include "common/err.h"
 #include "storage/copy.h"
+#include "vm/home.h"
 
 #define VMM_SNAPSHOTS_DIR "snapshots"
 
@@ -54,5 +55,17 @@ int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *sna
 /* Import an archive (storage/archive.h) as snapshot `snap`; "-" reads stdin. */
 int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap,
 			const char *path, vmm_error **err);
+
+/*
+ * Resolve "VM@SNAP" to the snapshot's directory (caller frees *dir).
+ * Returns 1 when spec names a snapshot of an existing VM, 0 when spec is
+ * not of that form (or is itself the name of a VM), -1 when the VM exists
+ * but lacks that snapshot (VMM_ENOTFOUND).
+ */
+int vmm_snapshot_resolve(const vmm_home *h, const char *spec, char **dir, vmm_error **err);
+
+/* Make snapshot `snap` of the VM a copy (reflinked where possible) of the bundle in src_dir. */
+int vmm_snapshot_from_dir(const char *vm_dir, const char *vm_name, const char *snap,
+			  const char *src_dir, vmm_error **err);
 
 #endif

@@ -84,4 +84,51 @@ vmm snapshot restore other imported
 assert_rc 1 "restore on a running VM refused"
 assert_contains "$ERR" 'VM "other" is running' "... with Tart's text"
 kill $locker
+wait $locker 2>/dev/null
+
+# clone VM@SNAP: a new VM from a snapshot (a disk-only snapshot gets a new MAC;
+# a suspended one keeps MAC and memory: a fork)
+mac() { sed -n 's/.*"macAddress" : "\(.*\)".*/\1/p' "$1"; }
+vmm clone other@imported fromsnap
+assert_rc 0 "clone VM@SNAP"
+assert_eq "$(read_disk fromsnap 11)" "version-one" "the clone has the snapshot's disk"
+assert_true "a disk-only snapshot clone gets a new MAC" \
+	test "$(mac "$V/fromsnap/config.json")" != "$(mac "$V/other/snapshots/imported/config.json")"
+vmm clone vm@suspended forked
+assert_true "a suspended snapshot clone carries the memory" cmp -s "$V/forked/state.vmmsave" <(printf 'memory-A')
+assert_eq "$(mac "$V/forked/config.json")" "$(mac "$V/vm/snapshots/suspended/config.json")" \
+	"... and keeps its MAC"
+vmm clone other@nope x
+assert_rc 2 "clone of a missing snapshot exits 2"
+assert_contains "$ERR" 'has no snapshot "nope"' "... naming it"
+vmm export other@imported "$T_TMP/via-export.tar.zst"
+assert_rc 0 "export VM@SNAP"
+
+# push and pull snapshots through a real registry
+. "$(dirname "$0")/registry.sh"
+if reg_have_registry; then
+	registry_start REG
+	vmm snapshot push other imported "$REG/snaps/other:imported" --insecure
+	assert_rc 0 "snapshot push"
+	skopeo inspect --tls-verify=false --raw "docker://$REG/snaps/other:imported" >"$T_TMP/m.json" 2>&1
+	assert_contains "$(cat "$T_TMP/m.json")" 'application\/vnd.cirruslabs.tart.disk.v2' \
+		"skopeo reads the pushed snapshot as a Tart image"
+	vmm push other@imported "$REG/snaps/other:again" --insecure
+	assert_rc 0 "push VM@SNAP"
+	# this test's memory state is a stand-in, not a real state file: push refuses it
+	vmm push vm@suspended "$REG/snaps/vm:suspended" --insecure
+	assert_rc 1 "a snapshot with a corrupt memory state is not pushed"
+	assert_contains "$ERR" "state.vmmsave" "... naming the state file"
+	vmm create third --linux --disk-size 1
+	vmm snapshot pull "$REG/snaps/other:imported" third pulled --insecure
+	assert_rc 0 "snapshot pull into another VM"
+	vmm snapshot restore third pulled
+	assert_eq "$(read_disk third 11)" "version-one" "the pulled snapshot restores the disk"
+	vmm snapshot pull "$REG/snaps/other:imported" third pulled --insecure
+	assert_rc 1 "pulling onto an existing snapshot name is refused"
+	vmm snapshot push other nope "$REG/snaps/other:nope" --insecure
+	assert_rc 2 "pushing a missing snapshot exits 2"
+else
+	echo "  (registry part skipped: docker-registry or python3-cryptography missing)"
+fi
 t_done
