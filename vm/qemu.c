@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -319,8 +320,9 @@ int vmm_qemu_parse_publish(const char *s, char **hostfwd, vmm_error **err)
 	cleanup_free char *addr = c1 ? xstrndup(p, (size_t)(c1 - p)) : xstrdup("");
 	cleanup_free char *hp = xstrndup(c1 ? c1 + 1 : p, (size_t)(c2 - (c1 ? c1 + 1 : p)));
 	uint64_t host, guest;
+	struct in_addr ip;
 	if (vmm_parse_u64(hp, &host) < 0 || vmm_parse_u64(c2 + 1, &guest) < 0 || host == 0 ||
-	    host > 65535 || guest == 0 || guest > 65535 || strpbrk(addr, ",=- "))
+	    host > 65535 || guest == 0 || guest > 65535 || (*addr && inet_pton(AF_INET, addr, &ip) != 1))
 		return bad_publish(s, err);
 	*hostfwd = xasprintf("%s:%s:%llu-:%llu", proto, addr, (unsigned long long)host,
 			     (unsigned long long)guest);
@@ -389,8 +391,11 @@ static int resolve(vmm_qemu_cmd *q, const char *dir, const vmm_config *c, const 
 				     x86 ? "qemu-system-x86" : "qemu-system-arm");
 	if (vmm_qemu_pick_accel(o->accel, q->arch, &q->accel, &q->notice, err) < 0)
 		return -1;
+	/* a bundle with a kernel, an initramfs or a command line means direct boot */
 	cleanup_free char *kernel = path_join(dir, VMM_KERNEL_FILE);
-	q->uefi = access(kernel, F_OK) < 0;
+	cleanup_free char *initramfs = path_join(dir, VMM_INITRAMFS_FILE);
+	q->uefi = access(kernel, F_OK) < 0 && access(initramfs, F_OK) < 0 &&
+		  !(c->cmdline && *c->cmdline);
 	if (q->uefi) {
 		if (vmm_qemu_find_firmware(q->arch, &q->firmware_code, &q->firmware_vars, err) < 0)
 			return -1;
