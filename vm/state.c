@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -216,7 +217,10 @@ int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h,
 	fd_passed = true;
 	close(p[1]);
 	p[1] = -1;
-	if (vmm_savefile_writer_open(&w, path, VMM_STATE_ZSTD_LEVEL, 0, err) < 0)
+	/* VMM_STATE_ZSTD_LEVEL: a tuning knob for benchmarks (e.g. 3 for smaller, slower states) */
+	const char *lv = getenv("VMM_STATE_ZSTD_LEVEL");
+	int level = lv && *lv ? atoi(lv) : VMM_STATE_ZSTD_LEVEL;
+	if (vmm_savefile_writer_open(&w, path, level, 0, err) < 0)
 		goto out;
 	if (vmm_qmp_execute(q, "migrate", json_pack("{s:s}", "uri", "fd:" FDNAME), NULL, err) < 0)
 		goto out;
