@@ -76,6 +76,12 @@ run_wait() { # name [secs]: wait for vmm run to exit, RUN_RC = its status (124 o
 	wait "$pid"
 	RUN_RC=$?
 	RUN_PID[$1]=""
+	# a background vmm run's sanitizer report lands in its stderr file
+	if grep -q -E 'AddressSanitizer|runtime error:|LeakSanitizer' "$T_TMP/$1.err" 2>/dev/null; then
+		fail "sanitizer report from: vmm run $1"
+		grep -A30 -E 'AddressSanitizer|runtime error:|LeakSanitizer' "$T_TMP/$1.err" | head -40
+		: >"$T_TMP/$1.err"
+	fi
 }
 
 state_of() { "$VMM" get "$1" --format json | grep -o '"State" : "[a-z]*"' | cut -d'"' -f4; }
