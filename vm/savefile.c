@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <openssl/evp.h>
@@ -208,6 +209,125 @@ int vmm_savefile_read_header(vmm_savefile_header **out, const char *path, vmm_er
 	return 0;
 }
 
+/* --- SHA-256 on its own thread ---------------------------------------------- */
+
+/*
+ * The raw stream is hashed beside the (de)compression rather than in line
+ * with it: the producer fills one of a few slots, uses it, submits it, and
+ * the hashing thread works through the submitted slots in order.
+ */
+#define HASH_SLOTS 4
+
+typedef struct hasher {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	EVP_MD_CTX *sha;
+	unsigned char *slot[HASH_SLOTS]; /* owned */
+	size_t len[HASH_SLOTS];
+	size_t cap;
+	unsigned head, count; /* slots head .. head+count-1 wait to be hashed */
+	bool closing, running;
+} hasher;
+
+static void *hasher_main(void *arg)
+{
+	hasher *h = arg;
+	pthread_mutex_lock(&h->mu);
+	for (;;) {
+		while (h->count == 0 && !h->closing)
+			pthread_cond_wait(&h->cv, &h->mu);
+		if (h->count == 0)
+			break;
+		unsigned i = h->head;
+		size_t n = h->len[i];
+		pthread_mutex_unlock(&h->mu);
+		if (!EVP_DigestUpdate(h->sha, h->slot[i], n))
+			abort();
+		pthread_mutex_lock(&h->mu);
+		h->head = (h->head + 1) % HASH_SLOTS;
+		h->count--;
+		pthread_cond_broadcast(&h->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+static void hasher_init(hasher *h, size_t cap)
+{
+	memset(h, 0, sizeof(*h));
+	h->cap = cap;
+	for (int i = 0; i < HASH_SLOTS; i++)
+		h->slot[i] = xmalloc(cap);
+	h->sha = EVP_MD_CTX_new();
+	if (!h->sha || !EVP_DigestInit_ex(h->sha, EVP_sha256(), NULL))
+		abort();
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	if (pthread_create(&h->thread, NULL, hasher_main, h) != 0)
+		abort();
+	h->running = true;
+}
+
+/* The slot to fill next (waits while every slot is queued). */
+static unsigned char *hasher_slot(hasher *h)
+{
+	pthread_mutex_lock(&h->mu);
+	while (h->count == HASH_SLOTS)
+		pthread_cond_wait(&h->cv, &h->mu);
+	unsigned i = (h->head + h->count) % HASH_SLOTS;
+	pthread_mutex_unlock(&h->mu);
+	return h->slot[i];
+}
+
+/* Queue the slot from hasher_slot() with its first `len` bytes. */
+static void hasher_submit(hasher *h, size_t len)
+{
+	pthread_mutex_lock(&h->mu);
+	unsigned i = (h->head + h->count) % HASH_SLOTS;
+	h->len[i] = len;
+	h->count++;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+static void hasher_stop(hasher *h)
+{
+	if (!h->running)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->closing = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->thread, NULL);
+	h->running = false;
+}
+
+/* Hash what is queued and write "sha256:<hex>" into digest. */
+static void hasher_finish(hasher *h, char digest[72])
+{
+	hasher_stop(h);
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	if (!EVP_DigestFinal_ex(h->sha, md, &mdlen))
+		abort();
+	memcpy(digest, "sha256:", 7);
+	vmm_hex(md, 32, digest + 7);
+}
+
+static void hasher_free(hasher *h)
+{
+	hasher_stop(h);
+	for (int i = 0; i < HASH_SLOTS; i++)
+		free(h->slot[i]);
+	EVP_MD_CTX_free(h->sha);
+	if (h->sha) {
+		pthread_mutex_destroy(&h->mu);
+		pthread_cond_destroy(&h->cv);
+	}
+	h->sha = NULL;
+}
+
 /* --- writing --------------------------------------------------------------- */
 
 struct vmm_savefile_writer {
@@ -215,8 +335,7 @@ struct vmm_savefile_writer {
 	char *tmp;    /* owned: <path>.tmp */
 	int fd;
 	ZSTD_CCtx *cctx;
-	EVP_MD_CTX *sha;
-	unsigned char *in;  /* owned: IO_CHUNK */
+	hasher hash;
 	unsigned char *out; /* owned: out_cap */
 	size_t out_cap, out_len;
 	uint64_t raw, written, since_writeback;
@@ -233,8 +352,7 @@ void vmm_savefile_writer_free(vmm_savefile_writer *w)
 	if (!w->committed && w->tmp)
 		unlink(w->tmp);
 	ZSTD_freeCCtx(w->cctx);
-	EVP_MD_CTX_free(w->sha);
-	free(w->in);
+	hasher_free(&w->hash);
 	free(w->out);
 	free(w->path);
 	free(w->tmp);
@@ -261,10 +379,8 @@ int vmm_savefile_writer_open(vmm_savefile_writer **out, const char *path, int le
 		vmm_error_errno(err, errno, "create `%s`", w->tmp);
 		goto fail;
 	}
-	w->committed = false;
 	w->cctx = ZSTD_createCCtx();
-	w->sha = EVP_MD_CTX_new();
-	if (!w->cctx || !w->sha || !EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL))
+	if (!w->cctx)
 		abort();
 	if (workers <= 0)
 		workers = cpu_count();
@@ -273,7 +389,7 @@ int vmm_savefile_writer_open(vmm_savefile_writer **out, const char *path, int le
 	/* a libzstd without threads refuses nbWorkers; it then compresses in this thread */
 	if (workers > 1)
 		ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_nbWorkers, workers);
-	w->in = xmalloc(IO_CHUNK);
+	hasher_init(&w->hash, IO_CHUNK);
 	w->out_cap = 4 * IO_CHUNK;
 	w->out = xmalloc(w->out_cap);
 	/* the header goes in last; the stream starts after its room */
@@ -327,16 +443,27 @@ static int compress(vmm_savefile_writer *w, const void *buf, size_t len, ZSTD_En
 int vmm_savefile_writer_write(vmm_savefile_writer *w, const void *buf, size_t len,
 			      vmm_error **err)
 {
-	if (!EVP_DigestUpdate(w->sha, buf, len))
-		abort();
-	w->raw += len;
-	return compress(w, buf, len, ZSTD_e_continue, err);
+	const unsigned char *p = buf;
+	while (len) {
+		size_t n = len < IO_CHUNK ? len : IO_CHUNK;
+		unsigned char *slot = hasher_slot(&w->hash);
+		memcpy(slot, p, n);
+		int rc = compress(w, slot, n, ZSTD_e_continue, err);
+		hasher_submit(&w->hash, n);
+		if (rc < 0)
+			return -1;
+		w->raw += n;
+		p += n;
+		len -= n;
+	}
+	return 0;
 }
 
 int vmm_savefile_writer_pump(vmm_savefile_writer *w, int in_fd, vmm_error **err)
 {
 	for (;;) {
-		ssize_t n = read(in_fd, w->in, IO_CHUNK);
+		unsigned char *slot = hasher_slot(&w->hash);
+		ssize_t n = read(in_fd, slot, IO_CHUNK);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -344,8 +471,12 @@ int vmm_savefile_writer_pump(vmm_savefile_writer *w, int in_fd, vmm_error **err)
 		}
 		if (n == 0)
 			return 0;
-		if (vmm_savefile_writer_write(w, w->in, (size_t)n, err) < 0)
+		/* zstd copies its input, so the slot can be hashed meanwhile */
+		int rc = compress(w, slot, (size_t)n, ZSTD_e_continue, err);
+		hasher_submit(&w->hash, (size_t)n);
+		if (rc < 0)
 			return -1;
+		w->raw += (uint64_t)n;
 	}
 }
 
@@ -354,14 +485,10 @@ int vmm_savefile_writer_commit(vmm_savefile_writer *w, vmm_savefile_header *h,
 {
 	if (compress(w, NULL, 0, ZSTD_e_end, err) < 0 || flush_out(w, err) < 0)
 		return -1;
-	unsigned char md[32];
-	unsigned int mdlen = 0;
-	if (!EVP_DigestFinal_ex(w->sha, md, &mdlen))
-		abort();
-	char hex[65];
-	vmm_hex(md, 32, hex);
+	char digest[72];
+	hasher_finish(&w->hash, digest);
 	free(h->raw_sha256);
-	h->raw_sha256 = xasprintf("sha256:%s", hex);
+	h->raw_sha256 = xstrdup(digest);
 	h->raw_size = w->raw;
 	h->compressed_size = w->written;
 	cleanup_free unsigned char *hdr = vmm_savefile_header_encode(h);
@@ -403,11 +530,12 @@ int vmm_savefile_restore(const char *path, const vmm_savefile_header *h, int out
 		return vmm_error_errno(err, errno, "seek `%s`", path);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	ZSTD_DCtx *d = ZSTD_createDCtx();
-	EVP_MD_CTX *sha = EVP_MD_CTX_new();
-	if (!d || !sha || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL))
+	if (!d)
 		abort();
 	size_t out_cap = 2 * IO_CHUNK;
-	unsigned char *inbuf = xmalloc(IO_CHUNK), *outbuf = xmalloc(out_cap);
+	hasher hash;
+	hasher_init(&hash, out_cap);
+	unsigned char *inbuf = xmalloc(IO_CHUNK);
 	uint64_t raw = 0, comp = 0;
 	size_t last = 1; /* ZSTD_decompressStream's hint; 0 once a frame ended */
 	int rc = -1;
@@ -429,6 +557,7 @@ int vmm_savefile_restore(const char *path, const vmm_savefile_header *h, int out
 					      "%s is corrupt: data after the end of the stream", what);
 				goto out;
 			}
+			unsigned char *outbuf = hasher_slot(&hash);
 			ZSTD_outBuffer o = {outbuf, out_cap, 0};
 			last = ZSTD_decompressStream(d, &o, &in);
 			if (ZSTD_isError(last)) {
@@ -446,14 +575,15 @@ int vmm_savefile_restore(const char *path, const vmm_savefile_header *h, int out
 					      what, (unsigned long long)h->raw_size);
 				goto out;
 			}
-			if (!EVP_DigestUpdate(sha, outbuf, o.pos))
-				abort();
-			if (vmm_write_all(out_fd, outbuf, o.pos) < 0) {
-				if (errno == EPIPE)
+			int wrc = vmm_write_all(out_fd, outbuf, o.pos);
+			int werr = errno;
+			hasher_submit(&hash, o.pos);
+			if (wrc < 0) {
+				if (werr == EPIPE)
 					vmm_error_set(err, VMM_EGENERIC,
 						      "QEMU stopped reading the saved state");
 				else
-					vmm_error_errno(err, errno, "write the saved state to QEMU");
+					vmm_error_errno(err, werr, "write the saved state to QEMU");
 				goto out;
 			}
 		}
@@ -468,12 +598,8 @@ int vmm_savefile_restore(const char *path, const vmm_savefile_header *h, int out
 			      what, (unsigned long long)raw, (unsigned long long)h->raw_size);
 		goto out;
 	}
-	unsigned char md[32];
-	unsigned int mdlen;
-	if (!EVP_DigestFinal_ex(sha, md, &mdlen))
-		abort();
-	char digest[72] = "sha256:";
-	vmm_hex(md, 32, digest + 7);
+	char digest[72];
+	hasher_finish(&hash, digest);
 	if (strcmp(digest, h->raw_sha256) != 0) {
 		vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: SHA-256 mismatch", what);
 		goto out;
@@ -486,8 +612,7 @@ int vmm_savefile_restore(const char *path, const vmm_savefile_header *h, int out
 	rc = 0;
 out:
 	ZSTD_freeDCtx(d);
-	EVP_MD_CTX_free(sha);
+	hasher_free(&hash);
 	free(inbuf);
-	free(outbuf);
 	return rc;
 }
