@@ -726,6 +726,10 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o,
 		vmm_config_free(r.cfg);
 		return vmm_error_errno(err, errno, "open `%s`", b->dir);
 	}
+	/* leftovers of a run that was killed: a half-written state, or one moved
+	 * aside for a resume that may have let the guest run (never restore it) */
+	unlinkat(r.dirfd, VMM_STATE_FILE ".tmp", 0);
+	unlinkat(r.dirfd, RESUMED_ASIDE, 0);
 	sigset_t old;
 	int rc = block_signals(&old, &r.sigfd, err);
 	if (rc == 0) {

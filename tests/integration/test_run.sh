@@ -9,9 +9,15 @@ source "$(dirname "$0")/guest_lib.sh"
 
 echo "boot"
 guest_create g 320
-run_bg g
+port=$((20000 + RANDOM % 20000))
+run_bg g --vnc --publish "127.0.0.1:$port:22"
 wait_console g "VMMTEST TICK 2" 1 && ok "the guest boots and counts on the serial console" ||
 	fail "the guest boots and counts on the serial console"
+assert_contains "$(cat "$T_TMP/g.err")" "VNC server is running at vnc://127.0.0.1:59" \
+	"--vnc serves the display on 127.0.0.1"
+hexport=$(printf '%04X' "$port")
+assert_true "--publish listens on 127.0.0.1:$port" \
+	grep -q "0100007F:$hexport 00000000:0000 0A" /proc/net/tcp
 assert_eq "$(state_of g)" running "a booted VM is running"
 vmm list --format json
 assert_contains "$OUT" '"State" : "running"' "list shows it running"
@@ -37,7 +43,7 @@ assert_true "the state ($size bytes) is smaller than the raw stream (${raw:-?} b
 assert_contains "$(cat "$T_TMP/g.err")" "snapshot created successfully" "run says it saved the state"
 assert_true "QEMU is gone" test -z "$(pgrep -f "vmm-g " || true)"
 
-echo "resume"
+echo "resume (without --vnc and --publish: they are not part of the guest)"
 run_bg g
 wait_console g "VMMTEST TICK $((before + 2))" 1 &&
 	ok "resume continues the counter (tick $before before)" || fail "resume continues the counter"

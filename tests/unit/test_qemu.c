@@ -255,6 +255,51 @@ static void test_qemu_cmd__uefi_firmware(void **state)
 	free(vars);
 }
 
+static void test_qemu_cmd__arm64_guest(void **state)
+{
+	fixture *f = *state;
+	/* Tart's Linux images are arm64 UEFI disks: qemu-system-aarch64, virt, AAVMF */
+	char *bin = path_join(f->base, "bin/qemu-system-aarch64");
+	assert_int_equal(vmm_write_file_atomic(bin, "#!/bin/sh\n", 10, 0755, NULL), 0);
+	char *code = path_join(f->base, "AAVMF_CODE.fd"), *vars = path_join(f->base, "AAVMF_VARS.fd");
+	assert_int_equal(vmm_write_file_atomic(code, "c", 1, 0644, NULL), 0);
+	assert_int_equal(vmm_write_file_atomic(vars, "v", 1, 0644, NULL), 0);
+	char *env = xasprintf("%s:%s", code, vars);
+	setenv("VMM_FIRMWARE", env, 1);
+	const char *files[] = {VMM_KERNEL_FILE, VMM_INITRAMFS_FILE};
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *p = path_join(f->a, files[i]);
+		unlink(p);
+		free(p);
+	}
+	free(f->cfg->cmdline);
+	f->cfg->cmdline = NULL;
+	strcpy(f->cfg->arch, "arm64");
+	vmm_qemu_opts o = {.accel = VMM_ACCEL_AUTO};
+	vmm_qemu_cmd *q = NULL;
+	vmm_error *err = NULL;
+	if (vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_string_equal(q->binary, bin);
+	assert_string_equal(q->arch, "aarch64");
+	assert_true(q->uefi);
+#if !defined(__aarch64__)
+	assert_string_equal(q->accel, "tcg"); /* another architecture: emulated */
+	assert_non_null(q->notice);
+	assert_true(has_pair(q, "-cpu", "max"));
+#endif
+	assert_true(has_pair(q, "-machine", "virt,gic-version=3"));
+	assert_true(has_pair(q, "-device", "virtio-gpu-pci"));
+	assert_true(has_pair(q, "-device", "usb-tablet"));
+	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	unsetenv("VMM_FIRMWARE");
+	vmm_qemu_cmd_free(q);
+	free(env);
+	free(code);
+	free(vars);
+	free(bin);
+}
+
 static void test_qemu_publish__parse(void **state)
 {
 	(void)state;
@@ -365,6 +410,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_qemu_cmd__fingerprint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_qemu_cmd__bad_bundles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_qemu_cmd__uefi_firmware, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qemu_cmd__arm64_guest, setup, teardown),
 		cmocka_unit_test(test_qemu_publish__parse),
 		cmocka_unit_test(test_qemu_accel__choice),
 		cmocka_unit_test_setup_teardown(test_qemu_state__check_names_both_sides, setup,
