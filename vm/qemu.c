@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "vm/bundle.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -433,11 +434,25 @@ static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, 
 	return 0;
 }
 
+/* A value inside QEMU's "a=b,c=d" options: commas are doubled. */
+static char *qemu_escape(const char *s)
+{
+	char *out = xmalloc(2 * strlen(s) + 1), *o = out;
+	for (; *s; s++) {
+		*o++ = *s;
+		if (*s == ',')
+			*o++ = ',';
+	}
+	*o = '\0';
+	return out;
+}
+
 static void add_boot(builder *b, const vmm_qemu_cmd *q, const char *dir, const vmm_config *c)
 {
 	if (q->uefi) {
+		cleanup_free char *path = qemu_escape(q->firmware_code);
 		cleanup_free char *fw = xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s",
-						  q->firmware_code);
+						  path);
 		mopt(b, "-drive", fw);
 		mopt(b, "-drive", "if=pflash,format=raw,unit=1,file=" VMM_EFIVARS_FILE);
 		return;
@@ -473,9 +488,10 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	add(&b, q->binary);
 	json_array_append_new(b.model, json_string(strrchr(q->binary, '/') ? strrchr(q->binary, '/') + 1
 									   : q->binary));
+	/* -name is parsed as QEMU options: keep the VM's name to harmless characters */
 	char *name = xstrdup(strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir);
 	for (char *p = name; *p; p++)
-		if (*p == ',')
+		if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
 			*p = '_';
 	char *name_opt = xasprintf("vmm-%s", name);
 	opt(&b, "-name", name_opt, NULL);
