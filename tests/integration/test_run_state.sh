@@ -112,9 +112,10 @@ run_bg s
 wait_console s "VMMTEST TICK $((before + 1))" 1 && ok "vmm run resumes the original too" ||
 	fail "the original resumes"
 assert_eq "$(count s "VMMTEST BOOT")" 1 "still one boot"
-vmm suspend s
-assert_rc 0 "suspend again"
-run_wait s 30
+kill -USR1 "${RUN_PID[s]}"
+run_wait s 60
+assert_eq "$RUN_RC" 0 "SIGUSR1 suspends, as with Tart, and vmm run exits 0"
+assert_eq "$(state_of s)" suspended "s is suspended again"
 "$VMM" resume s >>"$T_TMP/s.console" 2>>"$T_TMP/s.err" </dev/null &
 RUN_PID[s]=$!
 wait_console s "VMMTEST TICK $((before + 2))" 1 && ok "vmm resume resumes" || fail "vmm resume"
