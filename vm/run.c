@@ -708,7 +708,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o,
 
 	cleanup_close int lock = -1;
 	if (vmm_bundle_dir_lock(b->dir, name, &lock, err) < 0) {
-		if (vmm_error_code(*err) == VMM_ERUNNING)
+		if (err && vmm_error_code(*err) == VMM_ERUNNING)
 			return vmm_error_set(err, VMM_EALREADYRUNNING,
 					     "VM \"%s\" is already running!", name);
 		return -1;
