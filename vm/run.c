@@ -876,6 +876,9 @@ int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stat
 	}
 	if (strncmp(reply, "error ", 6) == 0)
 		return vmm_error_set(err, VMM_EGENERIC, "Failed to suspend the VM: %s", reply + 6);
+	/* no answer: it exited meanwhile (stopped, or suspended by someone else) */
+	if (wait_not_running(b->dir, 5))
+		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
 	return vmm_error_set(err, VMM_EGENERIC,
 			     "Failed to suspend the VM: the process running VM \"%s\" went away",
 			     name);

@@ -36,7 +36,13 @@ if [ -z "$pkg" ]; then
 	pkg=$(kpkg)
 fi
 [ -n "$pkg" ] || { echo "guest: no linux-image-*-amd64 package known to apt" >&2; exit 1; }
-apt-get download -q "$pkg" busybox-static >&2 2> >(grep -v 'unsandboxed' >&2)
+fetch() { apt-get download -q "$pkg" busybox-static >&2 2> >(grep -v 'unsandboxed' >&2); }
+if ! fetch; then
+	# lists older than the archive name a package that is gone: refresh once
+	apt-get update -qq >&2
+	pkg=$(kpkg)
+	fetch || { echo "guest: cannot download $pkg and busybox-static" >&2; exit 1; }
+fi
 dpkg-deb -x linux-image-*.deb k
 dpkg-deb -x busybox-static_*.deb b
 kver=$(ls k/lib/modules | head -1)
