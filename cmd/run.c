@@ -8,31 +8,37 @@
 #include <unistd.h>
 
 static const vmm_opt opts[] = {
-	{"no-graphics", 0, NULL, "Accepted for Tart's sake: vmm never opens a window", false},
-	{"graphics", 0, NULL, "Not available: vmm has no window (use --vnc)", true},
-	{"vnc", 0, NULL, "Serve the display over VNC on 127.0.0.1", false},
-	{"vnc-experimental", 0, NULL, "Same as --vnc", true},
-	{"publish", 'p', "[tcp:|udp:][ADDR:]HOST:GUEST",
-	 "Forward a host port to a guest port (NAT network; repeatable)", false},
-	{"net-bridged", 0, "BRIDGE", "Attach the VM to a Linux bridge through a tap (root)", false},
-	{"net-softnet", 0, NULL, "Not available on Linux", true},
-	{"net-host", 0, NULL, "Not available on Linux", true},
-	{"accel", 0, "auto|kvm|tcg", "Accelerator (default auto: KVM where it works, else TCG)",
-	 false},
-	{"suspendable", 0, NULL, "Accepted for Tart's sake: every vmm VM can be suspended", false},
-	{"stop-timeout", 0, "SECONDS",
-	 "On SIGINT/SIGTERM, wait this long for the guest to power off (default 30)", false},
-	{NULL, 0, NULL, NULL, false},
+    {"no-graphics", 0, NULL, "Accepted for Tart's sake: vmm never opens a window", false},
+    {"graphics", 0, NULL, "Not available: vmm has no window (use --vnc)", true},
+    {"vnc", 0, NULL, "Serve the display over VNC on 127.0.0.1", false},
+    {"vnc-experimental", 0, NULL, "Same as --vnc", true},
+    {"publish", 'p', "[tcp:|udp:][ADDR:]HOST:GUEST",
+     "Forward a host port to a guest port (NAT network; repeatable)", false},
+    {"net-bridged", 0, "BRIDGE", "Attach the VM to a Linux bridge through a tap (root)", false},
+    {"net-softnet", 0, NULL, "Not available on Linux", true},
+    {"net-host", 0, NULL, "Not available on Linux", true},
+    {"accel", 0, "auto|kvm|tcg", "Accelerator (default auto: KVM where it works, else TCG)", false},
+    {"suspendable", 0, NULL, "Accepted for Tart's sake: every vmm VM can be suspended", false},
+    {"stop-timeout", 0, "SECONDS",
+     "On SIGINT/SIGTERM, wait this long for the guest to power off (default 30)", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec run_spec = {
-	"run", "NAME [options]",
-	"Run a VM in the foreground with its serial console on stdin/stdout (a suspended VM "
-	"resumes)",
-	opts, 1, 1};
+    "run",
+    "NAME [options]",
+    "Run a VM in the foreground with its serial console on stdin/stdout (a suspended VM "
+    "resumes)",
+    opts,
+    1,
+    1};
 static const vmm_cmd_spec resume_spec = {
-	"resume", "NAME [options]",
-	"Resume a suspended VM in the foreground (as `run` does for a suspended VM)", opts, 1, 1};
+    "resume",
+    "NAME [options]",
+    "Resume a suspended VM in the foreground (as `run` does for a suspended VM)",
+    opts,
+    1,
+    1};
 
 /* Progress lines, as Tart prints them; stdout carries the guest's console. */
 static void notice(void *ctx, const char *line)
@@ -56,10 +62,10 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 		return vmm_usage_error(spec, "--net-softnet and --net-host are not available on "
 					     "Linux; use the default NAT network or --net-bridged");
 	vmm_run_opts o = {
-		.console_in = STDIN_FILENO,
-		.console_out = STDOUT_FILENO,
-		.log_fd = STDERR_FILENO,
-		.notice = notice,
+	    .console_in = STDIN_FILENO,
+	    .console_out = STDOUT_FILENO,
+	    .log_fd = STDERR_FILENO,
+	    .notice = notice,
 	};
 	if (vmm_accel_parse(vmm_args_get(&a, "accel"), &o.qemu.accel) < 0)
 		return vmm_usage_error(spec, "--accel: \"%s\" is not one of auto, kvm, tcg",
@@ -81,8 +87,9 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 	if (st) {
 		uint64_t secs;
 		if (vmm_parse_u64(st, &secs) < 0 || secs > 86400)
-			return vmm_usage_error(spec, "--stop-timeout: \"%s\" is not a number of "
-						     "seconds",
+			return vmm_usage_error(spec,
+					       "--stop-timeout: \"%s\" is not a number of "
+					       "seconds",
 					       st);
 		o.stop_timeout = secs ? (double)secs : 0.001;
 	}

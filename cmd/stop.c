@@ -3,16 +3,19 @@
 #include "vm/run.h"
 
 static const vmm_opt opts[] = {
-	{"timeout", 't', "SECONDS",
-	 "Seconds to wait for the guest to power off before killing it (default 30)", false},
-	{NULL, 0, NULL, NULL, false},
+    {"timeout", 't', "SECONDS",
+     "Seconds to wait for the guest to power off before killing it (default 30)", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec spec = {
-	"stop", "NAME [--timeout SECONDS]",
-	"Stop a VM: power a running one down (killing it after the timeout), or discard a "
-	"suspended one's saved state",
-	opts, 1, 1};
+    "stop",
+    "NAME [--timeout SECONDS]",
+    "Stop a VM: power a running one down (killing it after the timeout), or discard a "
+    "suspended one's saved state",
+    opts,
+    1,
+    1};
 
 int cmd_stop(int argc, char **argv)
 {

@@ -3,13 +3,16 @@
 #include "vm/run.h"
 
 static const vmm_opt opts[] = {
-	{NULL, 0, NULL, NULL, false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec spec = {
-	"suspend", "NAME",
-	"Suspend a running VM: save its memory (compressed) and stop QEMU; `run` resumes it",
-	opts, 1, 1};
+    "suspend",
+    "NAME",
+    "Suspend a running VM: save its memory (compressed) and stop QEMU; `run` resumes it",
+    opts,
+    1,
+    1};
 
 int cmd_suspend(int argc, char **argv)
 {

@@ -117,8 +117,8 @@ int vmm_qemu_pick_accel(vmm_accel req, const char *arch, const char **accel, cha
 	if (req == VMM_ACCEL_KVM)
 		return vmm_error_set(err, VMM_EINVAL, "--accel kvm: KVM cannot be used: %s", why);
 	*accel = "tcg";
-	*notice = xasprintf("KVM cannot be used (%s); running under TCG emulation, which is slower",
-			    why);
+	*notice =
+	    xasprintf("KVM cannot be used (%s); running under TCG emulation, which is slower", why);
 	return 0;
 }
 
@@ -150,7 +150,8 @@ static bool descriptor_fits(json_t *d, const char *arch, const char **code, cons
 	const char *mode = json_string_value(json_object_get(m, "mode"));
 	if (!dev || strcmp(dev, "flash") != 0 || (mode && strcmp(mode, "split") != 0))
 		return false;
-	json_t *exe = json_object_get(m, "executable"), *tmpl = json_object_get(m, "nvram-template");
+	json_t *exe = json_object_get(m, "executable"),
+	       *tmpl = json_object_get(m, "nvram-template");
 	const char *fmt = json_string_value(json_object_get(exe, "format"));
 	*code = json_string_value(json_object_get(exe, "filename"));
 	*vars = json_string_value(json_object_get(tmpl, "filename"));
@@ -251,14 +252,14 @@ int vmm_qemu_find_firmware(const char *arch, char **code, char **vars, vmm_error
 	if (from_descriptors(arch, code, vars) == 0)
 		return 0;
 	static const char *const x86[][2] = {
-		{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
-		{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
-		{"/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"},
+	    {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	    {"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
+	    {"/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"},
 	};
 	static const char *const arm[][2] = {
-		{"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"},
-		{"/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw",
-		 "/usr/share/edk2/aarch64/vars-template-pflash.raw"},
+	    {"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"},
+	    {"/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw",
+	     "/usr/share/edk2/aarch64/vars-template-pflash.raw"},
 	};
 	bool is_x86 = strcmp(arch, "x86_64") == 0;
 	const char *const(*list)[2] = is_x86 ? x86 : arm;
@@ -270,10 +271,11 @@ int vmm_qemu_find_firmware(const char *arch, char **code, char **vars, vmm_error
 			return 0;
 		}
 	}
-	return vmm_error_set(err, VMM_EGENERIC,
-			     "no UEFI firmware for %s guests: install %s (or boot a kernel directly: "
-			     "vmm create --kernel)",
-			     arch, is_x86 ? "ovmf" : "qemu-efi-aarch64");
+	return vmm_error_set(
+	    err, VMM_EGENERIC,
+	    "no UEFI firmware for %s guests: install %s (or boot a kernel directly: "
+	    "vmm create --kernel)",
+	    arch, is_x86 ? "ovmf" : "qemu-efi-aarch64");
 }
 
 int vmm_qemu_prepare_efivars(const vmm_qemu_cmd *q, const char *dir, vmm_error **err)
@@ -323,7 +325,8 @@ int vmm_qemu_parse_publish(const char *s, char **hostfwd, vmm_error **err)
 	uint64_t host, guest;
 	struct in_addr ip;
 	if (vmm_parse_u64(hp, &host) < 0 || vmm_parse_u64(c2 + 1, &guest) < 0 || host == 0 ||
-	    host > 65535 || guest == 0 || guest > 65535 || (*addr && inet_pton(AF_INET, addr, &ip) != 1))
+	    host > 65535 || guest == 0 || guest > 65535 ||
+	    (*addr && inet_pton(AF_INET, addr, &ip) != 1))
 		return bad_publish(s, err);
 	*hostfwd = xasprintf("%s:%s:%llu-:%llu", proto, addr, (unsigned long long)host,
 			     (unsigned long long)guest);
@@ -370,8 +373,7 @@ char *vmm_qemu_fingerprint(const json_t *model)
 	return d;
 }
 
-static int check_bundle_file(const char *dir, const char *file, const char *what,
-			     vmm_error **err)
+static int check_bundle_file(const char *dir, const char *file, const char *what, vmm_error **err)
 {
 	cleanup_free char *p = path_join(dir, file);
 	if (access(p, R_OK) < 0)
@@ -395,8 +397,8 @@ static int resolve(vmm_qemu_cmd *q, const char *dir, const vmm_config *c, const 
 	/* a bundle with a kernel, an initramfs or a command line means direct boot */
 	cleanup_free char *kernel = path_join(dir, VMM_KERNEL_FILE);
 	cleanup_free char *initramfs = path_join(dir, VMM_INITRAMFS_FILE);
-	q->uefi = access(kernel, F_OK) < 0 && access(initramfs, F_OK) < 0 &&
-		  !(c->cmdline && *c->cmdline);
+	q->uefi =
+	    access(kernel, F_OK) < 0 && access(initramfs, F_OK) < 0 && !(c->cmdline && *c->cmdline);
 	if (q->uefi) {
 		if (vmm_qemu_find_firmware(q->arch, &q->firmware_code, &q->firmware_vars, err) < 0)
 			return -1;
@@ -451,8 +453,8 @@ static void add_boot(builder *b, const vmm_qemu_cmd *q, const char *dir, const v
 {
 	if (q->uefi) {
 		cleanup_free char *path = qemu_escape(q->firmware_code);
-		cleanup_free char *fw = xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s",
-						  path);
+		cleanup_free char *fw =
+		    xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", path);
 		mopt(b, "-drive", fw);
 		mopt(b, "-drive", "if=pflash,format=raw,unit=1,file=" VMM_EFIVARS_FILE);
 		return;
@@ -486,8 +488,9 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	bool x86 = strcmp(q->arch, "x86_64") == 0;
 	builder b = {.model = json_array()};
 	add(&b, q->binary);
-	json_array_append_new(b.model, json_string(strrchr(q->binary, '/') ? strrchr(q->binary, '/') + 1
-									   : q->binary));
+	json_array_append_new(
+	    b.model,
+	    json_string(strrchr(q->binary, '/') ? strrchr(q->binary, '/') + 1 : q->binary));
 	/* -name is parsed as QEMU options: keep the VM's name to harmless characters */
 	char *name = xstrdup(strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir);
 	for (char *p = name; *p; p++)

@@ -45,20 +45,20 @@ typedef struct vmm_qemu_opts {
 	vmm_accel accel;
 	const char *const *publish; /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST" */
 	size_t npublish;
-	const char *bridge;         /* borrowed: --net-bridged IFACE; QEMU gets a tap as fd 4 */
-	const char *vnc;            /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
-	bool incoming;              /* resume: -incoming defer */
+	const char *bridge; /* borrowed: --net-bridged IFACE; QEMU gets a tap as fd 4 */
+	const char *vnc;    /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
+	bool incoming;	    /* resume: -incoming defer */
 } vmm_qemu_opts;
 
 typedef struct vmm_qemu_cmd {
-	char *binary;        /* owned: absolute path of qemu-system-* */
-	char **argv;         /* owned: NULL-terminated, argv[0] = binary */
+	char *binary; /* owned: absolute path of qemu-system-* */
+	char **argv;  /* owned: NULL-terminated, argv[0] = binary */
 	size_t argc;
-	json_t *model;       /* owned: array of the guest-defining arguments */
+	json_t *model;	     /* owned: array of the guest-defining arguments */
 	char *fingerprint;   /* owned: "sha256:<hex>" of model */
 	const char *arch;    /* static: QEMU target, "x86_64" | "aarch64" */
 	const char *accel;   /* static: "kvm" | "tcg" */
-	char *notice;        /* owned: NULL, or one line about the accelerator choice */
+	char *notice;	     /* owned: NULL, or one line about the accelerator choice */
 	char *firmware_code; /* owned: UEFI code image, NULL for direct kernel boot */
 	char *firmware_vars; /* owned: UEFI variables template, NULL for direct kernel boot */
 	bool uefi;
@@ -104,7 +104,10 @@ char *vmm_find_in_path(const char *name);
  */
 int vmm_qemu_parse_publish(const char *s, char **hostfwd, vmm_error **err);
 
-static inline void cleanup_vmm_qemu_cmd_fn(vmm_qemu_cmd **q) { vmm_qemu_cmd_free(*q); }
+static inline void cleanup_vmm_qemu_cmd_fn(vmm_qemu_cmd **q)
+{
+	vmm_qemu_cmd_free(*q);
+}
 #define cleanup_vmm_qemu_cmd __attribute__((cleanup(cleanup_vmm_qemu_cmd_fn)))
 
 #endif

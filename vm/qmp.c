@@ -65,7 +65,8 @@ int vmm_qmp_parse_line(const char *line, size_t len, json_t **out, vmm_error **e
 		return vmm_error_set(err, VMM_EFORMAT, "QMP: invalid JSON from QEMU: %s", je.text);
 	if (!json_is_object(v)) {
 		json_decref(v);
-		return vmm_error_set(err, VMM_EFORMAT, "QMP: QEMU sent something other than an object");
+		return vmm_error_set(err, VMM_EFORMAT,
+				     "QMP: QEMU sent something other than an object");
 	}
 	*out = v;
 	return 0;
@@ -101,7 +102,8 @@ static int fill(vmm_qmp *q, double wait, vmm_error **err)
 			return 0;
 		if (errno == ECONNRESET) {
 			q->eof = true;
-			return vmm_error_set(err, VMM_ENOTRUNNING, "QMP: QEMU closed the connection");
+			return vmm_error_set(err, VMM_ENOTRUNNING,
+					     "QMP: QEMU closed the connection");
 		}
 		return vmm_error_errno(err, errno, "QMP: read");
 	}
@@ -196,8 +198,7 @@ static int send_msg(vmm_qmp *q, const char *text, int fd, vmm_error **err)
 	return 0;
 }
 
-static int execute(vmm_qmp *q, const char *cmd, json_t *args, int fd, json_t **ret,
-		   vmm_error **err)
+static int execute(vmm_qmp *q, const char *cmd, json_t *args, int fd, json_t **ret, vmm_error **err)
 {
 	if (ret)
 		*ret = NULL;

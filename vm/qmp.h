@@ -68,7 +68,10 @@ json_t *vmm_qmp_next_event(vmm_qmp *q);
 /* Parse one line QEMU sent; exposed for tests and the fuzz target. */
 int vmm_qmp_parse_line(const char *line, size_t len, json_t **out, vmm_error **err);
 
-static inline void cleanup_vmm_qmp_fn(vmm_qmp **q) { vmm_qmp_free(*q); }
+static inline void cleanup_vmm_qmp_fn(vmm_qmp **q)
+{
+	vmm_qmp_free(*q);
+}
 #define cleanup_vmm_qmp __attribute__((cleanup(cleanup_vmm_qmp_fn)))
 
 #endif

@@ -29,16 +29,16 @@
 
 typedef struct run {
 	const vmm_run_opts *o;
-	const char *name;       /* borrowed */
-	const char *dir;        /* borrowed */
+	const char *name; /* borrowed */
+	const char *dir;  /* borrowed */
 	int dirfd;
-	vmm_config *cfg;        /* owned */
-	vmm_qemu_cmd *cmd;      /* owned */
-	pid_t pid;              /* QEMU; 0 once reaped */
-	int status;             /* QEMU's wait status once reaped */
+	vmm_config *cfg;   /* owned */
+	vmm_qemu_cmd *cmd; /* owned */
+	pid_t pid;	   /* QEMU; 0 once reaped */
+	int status;	   /* QEMU's wait status once reaped */
 	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
-	vmm_qmp *qmp;           /* owned */
-	char errline[512];      /* QEMU's last line on stderr */
+	vmm_qmp *qmp;	   /* owned */
+	char errline[512]; /* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
 	bool stopping, quit_sent, suspended;
@@ -259,7 +259,8 @@ static int spawn(run *r, vmm_error **err)
 		while (r->errpipe >= 0)
 			drain_stderr(r);
 		if (r->errline[0])
-			return vmm_error_set(err, VMM_EGENERIC, "QEMU did not start: %s", r->errline);
+			return vmm_error_set(err, VMM_EGENERIC, "QEMU did not start: %s",
+					     r->errline);
 		return vmm_error_wrap(err, "QEMU did not start");
 	}
 	return 0;
@@ -399,6 +400,8 @@ static void serve_control(run *r)
  */
 static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
 {
+	if (!h)
+		return vmm_error_set(err, VMM_EINVAL, "no saved state to resume from");
 	if (vmm_state_check(h, r->cmd, r->cfg, vmm_qmp_version(r->qmp), err) < 0)
 		return -1;
 	cleanup_free char *machine = NULL;
@@ -451,7 +454,8 @@ static void handle_signal(run *r)
 		case SIGTERM:
 		case SIGHUP: {
 			/* `vmm stop --timeout S` sends S along with the signal */
-			double t = r->o->stop_timeout > 0 ? r->o->stop_timeout : DEFAULT_STOP_TIMEOUT;
+			double t =
+			    r->o->stop_timeout > 0 ? r->o->stop_timeout : DEFAULT_STOP_TIMEOUT;
 			if (si.ssi_code == SI_QUEUE && si.ssi_int >= 0)
 				t = si.ssi_int;
 			begin_stop(r, t);
@@ -680,8 +684,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	return outcome_of(r, outcome, err);
 }
 
-int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o,
-	       vmm_run_outcome *outcome, vmm_error **err)
+int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_run_outcome *outcome,
+	       vmm_error **err)
 {
 	cleanup_vmm_bundle vmm_bundle *b = NULL;
 	if (vmm_bundle_open(&b, h, name, err) < 0)
@@ -699,10 +703,10 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o,
 		 .console_out = o->console_out};
 	vmm_vm_state st = vmm_bundle_state(b);
 	if (st == VMM_STATE_RUNNING)
-		return vmm_error_set(err, VMM_EALREADYRUNNING, "VM \"%s\" is already running!", name);
+		return vmm_error_set(err, VMM_EALREADYRUNNING, "VM \"%s\" is already running!",
+				     name);
 	if (o->resume_only && st != VMM_STATE_SUSPENDED)
-		return vmm_error_set(err, VMM_ENOTRUNNING,
-				     "VM \"%s\" is not suspended", name);
+		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not suspended", name);
 	if (fix_mac(h, b, &r, err) < 0)
 		return -1;
 
@@ -797,8 +801,8 @@ int vmm_vm_stop(const vmm_home *h, const char *name, double timeout, bool *was_s
 		if (wait_not_running(b->dir, timeout + QUIT_GRACE))
 			return 0;
 		if (kill(pid, SIGKILL) < 0 && errno != ESRCH)
-			return vmm_error_errno(err, errno, "failed to forcefully terminate the VM \"%s\"",
-					       name);
+			return vmm_error_errno(
+			    err, errno, "failed to forcefully terminate the VM \"%s\"", name);
 		wait_not_running(b->dir, 5);
 		return 0;
 	}
@@ -836,8 +840,7 @@ static int read_reply(int fd, char *buf, size_t cap)
 	return (int)len;
 }
 
-int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats,
-		   vmm_error **err)
+int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats, vmm_error **err)
 {
 	cleanup_vmm_bundle vmm_bundle *b = NULL;
 	if (vmm_bundle_open(&b, h, name, err) < 0)
@@ -855,7 +858,8 @@ int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stat
 		return vmm_error_errno(err, errno, "socket");
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (vmm_bundle_dir_running_pid(b->dir) <= 0)
-			return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
+			return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running",
+					     name);
 		return vmm_error_errno(err, errno,
 				       "Failed to suspend the VM: cannot reach the process running "
 				       "VM \"%s\"",

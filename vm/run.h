@@ -34,17 +34,17 @@ typedef enum {
 
 typedef struct vmm_run_opts {
 	vmm_qemu_opts qemu;
-	bool resume_only;  /* `vmm resume`: the VM must be suspended */
-	int console_in;    /* relayed to the guest's serial console; -1 for none */
-	int console_out;   /* the console's output; -1 to discard it */
-	int log_fd;        /* QEMU's own messages; -1 to discard them */
+	bool resume_only;    /* `vmm resume`: the VM must be suspended */
+	int console_in;	     /* relayed to the guest's serial console; -1 for none */
+	int console_out;     /* the console's output; -1 to discard it */
+	int log_fd;	     /* QEMU's own messages; -1 to discard them */
 	double stop_timeout; /* seconds from ACPI power-down to quit (0: 30) */
 	void (*notice)(void *ctx, const char *line); /* may be NULL */
 	void *notice_ctx;
 } vmm_run_opts;
 
-int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o,
-	       vmm_run_outcome *outcome, vmm_error **err);
+int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_run_outcome *outcome,
+	       vmm_error **err);
 
 /*
  * `vmm stop`: a running VM is asked to power down and, after `timeout`
@@ -58,7 +58,6 @@ int vmm_vm_stop(const vmm_home *h, const char *name, double timeout, bool *was_s
  * `vmm suspend`: ask the VM's `vmm run` to save its state, and return once
  * the state is durable and QEMU (and `vmm run`) have exited.  stats may be NULL.
  */
-int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats,
-		   vmm_error **err);
+int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats, vmm_error **err);
 
 #endif

@@ -195,12 +195,13 @@ int vmm_savefile_read_header(vmm_savefile_header **out, const char *path, vmm_er
 	if (vmm_pread_all(fd, buf, VMM_SAVEFILE_HEADER_SIZE, 0) < 0)
 		return vmm_error_errno(err, errno, "read `%s`", path);
 	vmm_savefile_header *h = NULL;
-	if (vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, what, err) < 0)
+	if (vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, what, err) < 0 || !h)
 		return -1;
 	uint64_t have = (uint64_t)st.st_size - VMM_SAVEFILE_HEADER_SIZE;
 	if (have != h->compressed_size) {
-		vmm_error_set(err, VMM_EFORMAT, "%s is %s: %llu bytes of stream, the header says %llu",
-			      what, have < h->compressed_size ? "truncated" : "corrupt",
+		vmm_error_set(err, VMM_EFORMAT,
+			      "%s is %s: %llu bytes of stream, the header says %llu", what,
+			      have < h->compressed_size ? "truncated" : "corrupt",
 			      (unsigned long long)have, (unsigned long long)h->compressed_size);
 		vmm_savefile_header_free(h);
 		return -1;
@@ -331,8 +332,8 @@ static void hasher_free(hasher *h)
 /* --- writing --------------------------------------------------------------- */
 
 struct vmm_savefile_writer {
-	char *path;   /* owned: final name */
-	char *tmp;    /* owned: <path>.tmp */
+	char *path; /* owned: final name */
+	char *tmp;  /* owned: <path>.tmp */
 	int fd;
 	ZSTD_CCtx *cctx;
 	hasher hash;
@@ -440,8 +441,7 @@ static int compress(vmm_savefile_writer *w, const void *buf, size_t len, ZSTD_En
 	}
 }
 
-int vmm_savefile_writer_write(vmm_savefile_writer *w, const void *buf, size_t len,
-			      vmm_error **err)
+int vmm_savefile_writer_write(vmm_savefile_writer *w, const void *buf, size_t len, vmm_error **err)
 {
 	const unsigned char *p = buf;
 	while (len) {
@@ -493,7 +493,8 @@ int vmm_savefile_writer_commit(vmm_savefile_writer *w, vmm_savefile_header *h,
 	h->compressed_size = w->written;
 	cleanup_free unsigned char *hdr = vmm_savefile_header_encode(h);
 	if (!hdr)
-		return vmm_error_set(err, VMM_EINVAL, "state header for `%s` is too large", w->path);
+		return vmm_error_set(err, VMM_EINVAL, "state header for `%s` is too large",
+				     w->path);
 	if (vmm_pwrite_all(w->fd, hdr, VMM_SAVEFILE_HEADER_SIZE, 0) < 0)
 		return vmm_error_errno(err, errno, "write `%s`", w->tmp);
 	if (fsync(w->fd) < 0)
@@ -554,7 +555,8 @@ int vmm_savefile_restore(const char *path, const vmm_savefile_header *h, int out
 		while (in.pos < in.size) {
 			if (last == 0) {
 				vmm_error_set(err, VMM_EFORMAT,
-					      "%s is corrupt: data after the end of the stream", what);
+					      "%s is corrupt: data after the end of the stream",
+					      what);
 				goto out;
 			}
 			unsigned char *outbuf = hasher_slot(&hash);

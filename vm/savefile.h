@@ -34,19 +34,19 @@
 
 typedef struct vmm_savefile_header {
 	int format;
-	char *qemu_version;  /* owned: "7.2.22" */
-	char *qemu_package;  /* owned: "Debian 1:7.2+dfsg-7+deb12u18" or "" */
-	char *machine;       /* owned: resolved machine type, "pc-q35-7.2" */
-	char *arch;          /* owned: QEMU target, "x86_64" | "aarch64" */
-	char *accel;         /* owned: "kvm" | "tcg" */
-	char *fingerprint;   /* owned: "sha256:<hex>" of `model` */
-	json_t *model;       /* owned: array of the fingerprinted QEMU arguments */
+	char *qemu_version; /* owned: "7.2.22" */
+	char *qemu_package; /* owned: "Debian 1:7.2+dfsg-7+deb12u18" or "" */
+	char *machine;	    /* owned: resolved machine type, "pc-q35-7.2" */
+	char *arch;	    /* owned: QEMU target, "x86_64" | "aarch64" */
+	char *accel;	    /* owned: "kvm" | "tcg" */
+	char *fingerprint;  /* owned: "sha256:<hex>" of `model` */
+	json_t *model;	    /* owned: array of the fingerprinted QEMU arguments */
 	int64_t cpus;
-	uint64_t memory;     /* bytes */
-	uint64_t raw_size;   /* bytes of QEMU's stream */
-	char *raw_sha256;    /* owned: "sha256:<hex>" of QEMU's stream */
+	uint64_t memory;	  /* bytes */
+	uint64_t raw_size;	  /* bytes of QEMU's stream */
+	char *raw_sha256;	  /* owned: "sha256:<hex>" of QEMU's stream */
 	uint64_t compressed_size; /* bytes after the header */
-	char *created;       /* owned: ISO-8601 UTC */
+	char *created;		  /* owned: ISO-8601 UTC */
 } vmm_savefile_header;
 
 vmm_savefile_header *vmm_savefile_header_new(void);
@@ -83,8 +83,7 @@ int vmm_savefile_writer_open(vmm_savefile_writer **out, const char *path, int le
 /* Compress everything readable from in_fd until EOF. */
 int vmm_savefile_writer_pump(vmm_savefile_writer *w, int in_fd, vmm_error **err);
 /* Compress `len` bytes. */
-int vmm_savefile_writer_write(vmm_savefile_writer *w, const void *buf, size_t len,
-			      vmm_error **err);
+int vmm_savefile_writer_write(vmm_savefile_writer *w, const void *buf, size_t len, vmm_error **err);
 /*
  * End the stream, fill in h's raw_size, raw_sha256 and compressed_size,
  * write the header, fsync, rename to path and fsync the directory.

@@ -104,8 +104,8 @@ static char *model_difference(const json_t *was, const json_t *now)
 			continue;
 		}
 		const char *a = json_string_value(json_array_get(arr[k], start));
-		const char *b = start + 1 < n ? json_string_value(json_array_get(arr[k], start + 1))
-					      : NULL;
+		const char *b =
+		    start + 1 < n ? json_string_value(json_array_get(arr[k], start + 1)) : NULL;
 		if (a[0] == '-' && b && b[0] != '-')
 			side[k] = xasprintf("`%s %s`", a, b);
 		else
@@ -188,8 +188,8 @@ static int wait_migration(vmm_qmp *q, double timeout, vmm_error **err)
 	}
 }
 
-int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h,
-		   vmm_savefile_stats *stats, vmm_error **err)
+int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h, vmm_savefile_stats *stats,
+		   vmm_error **err)
 {
 	json_t *st = NULL;
 	if (vmm_qmp_execute(q, "query-status", NULL, &st, err) < 0)

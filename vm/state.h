@@ -49,8 +49,8 @@ int vmm_state_check(const vmm_savefile_header *h, const vmm_qemu_cmd *cmd, const
  * its raw fields are filled in.  On failure nothing is left at path and a
  * guest that was running runs again.
  */
-int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h,
-		   vmm_savefile_stats *stats, vmm_error **err);
+int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h, vmm_savefile_stats *stats,
+		   vmm_error **err);
 
 /* Load the state at path (header h) into QEMU started with -incoming defer. */
 int vmm_state_load(vmm_qmp *q, const char *path, const vmm_savefile_header *h,

@@ -19,7 +19,7 @@ typedef struct fixture {
 	char base[64];
 	char *a, *b; /* two bundles with different names, same content */
 	vmm_config *cfg;
-	char *bin;   /* a fake qemu-system-x86_64 on PATH */
+	char *bin; /* a fake qemu-system-x86_64 on PATH */
 	char *old_path;
 } fixture;
 
@@ -261,7 +261,8 @@ static void test_qemu_cmd__arm64_guest(void **state)
 	/* Tart's Linux images are arm64 UEFI disks: qemu-system-aarch64, virt, AAVMF */
 	char *bin = path_join(f->base, "bin/qemu-system-aarch64");
 	assert_int_equal(vmm_write_file_atomic(bin, "#!/bin/sh\n", 10, 0755, NULL), 0);
-	char *code = path_join(f->base, "AAVMF_CODE.fd"), *vars = path_join(f->base, "AAVMF_VARS.fd");
+	char *code = path_join(f->base, "AAVMF_CODE.fd"),
+	     *vars = path_join(f->base, "AAVMF_VARS.fd");
 	assert_int_equal(vmm_write_file_atomic(code, "c", 1, 0644, NULL), 0);
 	assert_int_equal(vmm_write_file_atomic(vars, "v", 1, 0644, NULL), 0);
 	char *env = xasprintf("%s:%s", code, vars);
@@ -306,11 +307,11 @@ static void test_qemu_publish__parse(void **state)
 	struct {
 		const char *in, *out;
 	} ok[] = {
-		{"8080:80", "tcp::8080-:80"},
-		{"tcp:2222:22", "tcp::2222-:22"},
-		{"udp:5353:53", "udp::5353-:53"},
-		{"127.0.0.1:8080:80", "tcp:127.0.0.1:8080-:80"},
-		{"tcp:0.0.0.0:1:65535", "tcp:0.0.0.0:1-:65535"},
+	    {"8080:80", "tcp::8080-:80"},
+	    {"tcp:2222:22", "tcp::2222-:22"},
+	    {"udp:5353:53", "udp::5353-:53"},
+	    {"127.0.0.1:8080:80", "tcp:127.0.0.1:8080-:80"},
+	    {"tcp:0.0.0.0:1:65535", "tcp:0.0.0.0:1-:65535"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
 		char *fwd = NULL;
@@ -320,8 +321,8 @@ static void test_qemu_publish__parse(void **state)
 		assert_string_equal(fwd, ok[i].out);
 		free(fwd);
 	}
-	const char *bad[] = {"", "80", "0:80", "80:0", "70000:80", "a:b", "tcp:", "x,y:1:2",
-			     "1:2:3:4:5", "sctp:1:2"};
+	const char *bad[] = {"",    "80",   "0:80",    "80:0",	    "70000:80",
+			     "a:b", "tcp:", "x,y:1:2", "1:2:3:4:5", "sctp:1:2"};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		char *fwd = NULL;
 		vmm_error *err = NULL;
@@ -406,15 +407,15 @@ static void test_qemu_state__check_names_both_sides(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_qemu_cmd__direct_kernel, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_qemu_cmd__fingerprint, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_qemu_cmd__bad_bundles, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_qemu_cmd__uefi_firmware, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_qemu_cmd__arm64_guest, setup, teardown),
-		cmocka_unit_test(test_qemu_publish__parse),
-		cmocka_unit_test(test_qemu_accel__choice),
-		cmocka_unit_test_setup_teardown(test_qemu_state__check_names_both_sides, setup,
-						teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__direct_kernel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__fingerprint, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__bad_bundles, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__uefi_firmware, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__arm64_guest, setup, teardown),
+	    cmocka_unit_test(test_qemu_publish__parse),
+	    cmocka_unit_test(test_qemu_accel__choice),
+	    cmocka_unit_test_setup_teardown(test_qemu_state__check_names_both_sides, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

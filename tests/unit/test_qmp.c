@@ -75,10 +75,10 @@ static int stop_qemu(void **state)
 	return 0;
 }
 
-#define NEED_QEMU(qe)                                                         \
-	do {                                                                  \
-		if (!(qe))                                                    \
-			skip();                                               \
+#define NEED_QEMU(qe)                                                                              \
+	do {                                                                                       \
+		if (!(qe))                                                                         \
+			skip();                                                                    \
 	} while (0)
 
 static void test_qmp_qemu__greeting_and_commands(void **state)
@@ -110,12 +110,10 @@ static void test_qmp_qemu__getfd_passes_a_descriptor(void **state)
 			       &err) < 0)
 		fail_msg("%s", err->msg);
 	/* QEMU knows the name now: closing it works once, then not */
-	assert_int_equal(vmm_qmp_execute(qe->q, "closefd", json_pack("{s:s}", "fdname", "t"), NULL,
-					 NULL),
-			 0);
-	assert_int_equal(vmm_qmp_execute(qe->q, "closefd", json_pack("{s:s}", "fdname", "t"), NULL,
-					 &err),
-			 -1);
+	assert_int_equal(
+	    vmm_qmp_execute(qe->q, "closefd", json_pack("{s:s}", "fdname", "t"), NULL, NULL), 0);
+	assert_int_equal(
+	    vmm_qmp_execute(qe->q, "closefd", json_pack("{s:s}", "fdname", "t"), NULL, &err), -1);
 	vmm_error_free(err);
 	close(p[0]);
 	close(p[1]);
@@ -152,7 +150,8 @@ static void test_qmp_qemu__events_and_eof(void **state)
 	json_t *ev;
 	bool shutdown = false;
 	while ((ev = vmm_qmp_next_event(qe->q))) {
-		shutdown |= strcmp(json_string_value(json_object_get(ev, "event")), "SHUTDOWN") == 0;
+		shutdown |=
+		    strcmp(json_string_value(json_object_get(ev, "event")), "SHUTDOWN") == 0;
 		json_decref(ev);
 	}
 	assert_true(shutdown);
@@ -182,8 +181,8 @@ static pid_t peer(int fd, const char *greeting, const char *reply)
 }
 
 static const char GREETING[] =
-	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 1, \"minor\": 2, \"major\": 8}, "
-	"\"package\": \"test\"}, \"capabilities\": []}}\r\n";
+    "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 1, \"minor\": 2, \"major\": 8}, "
+    "\"package\": \"test\"}, \"capabilities\": []}}\r\n";
 
 static void test_qmp_peer__event_before_return(void **state)
 {
@@ -220,12 +219,13 @@ static void test_qmp_peer__bad_input(void **state)
 		int code;
 		const char *needle;
 	} cases[] = {
-		{"not json\r\n", NULL, VMM_EFORMAT, "invalid JSON"},
-		{"[1]\r\n", NULL, VMM_EFORMAT, "other than an object"},
-		{"{\"hello\": 1}\r\n", NULL, VMM_EFORMAT, "does not speak QMP"},
-		{"", NULL, VMM_ETIMEOUT, "did not answer"},
-		{GREETING, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}, \"id\": 2}\r\n",
-		 VMM_EGENERIC, "QMP stop: nope"},
+	    {"not json\r\n", NULL, VMM_EFORMAT, "invalid JSON"},
+	    {"[1]\r\n", NULL, VMM_EFORMAT, "other than an object"},
+	    {"{\"hello\": 1}\r\n", NULL, VMM_EFORMAT, "does not speak QMP"},
+	    {"", NULL, VMM_ETIMEOUT, "did not answer"},
+	    {GREETING,
+	     "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}, \"id\": 2}\r\n",
+	     VMM_EGENERIC, "QMP stop: nope"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		int sv[2];
@@ -301,15 +301,15 @@ int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_qmp_qemu__greeting_and_commands, start_qemu,
-						stop_qemu),
-		cmocka_unit_test_setup_teardown(test_qmp_qemu__getfd_passes_a_descriptor, start_qemu,
-						stop_qemu),
-		cmocka_unit_test_setup_teardown(test_qmp_qemu__machine_alias, start_qemu, stop_qemu),
-		cmocka_unit_test_setup_teardown(test_qmp_qemu__events_and_eof, start_qemu, stop_qemu),
-		cmocka_unit_test(test_qmp_peer__event_before_return),
-		cmocka_unit_test(test_qmp_peer__bad_input),
-		cmocka_unit_test(test_qmp_connect__long_directory),
+	    cmocka_unit_test_setup_teardown(test_qmp_qemu__greeting_and_commands, start_qemu,
+					    stop_qemu),
+	    cmocka_unit_test_setup_teardown(test_qmp_qemu__getfd_passes_a_descriptor, start_qemu,
+					    stop_qemu),
+	    cmocka_unit_test_setup_teardown(test_qmp_qemu__machine_alias, start_qemu, stop_qemu),
+	    cmocka_unit_test_setup_teardown(test_qmp_qemu__events_and_eof, start_qemu, stop_qemu),
+	    cmocka_unit_test(test_qmp_peer__event_before_return),
+	    cmocka_unit_test(test_qmp_peer__bad_input),
+	    cmocka_unit_test(test_qmp_connect__long_directory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

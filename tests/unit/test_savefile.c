@@ -72,8 +72,8 @@ static vmm_savefile_header *sample_header(void)
 	h->machine = xstrdup("pc-q35-7.2");
 	h->arch = xstrdup("x86_64");
 	h->accel = xstrdup("tcg");
-	h->fingerprint = xstrdup(
-		"sha256:0000000000000000000000000000000000000000000000000000000000000000");
+	h->fingerprint =
+	    xstrdup("sha256:0000000000000000000000000000000000000000000000000000000000000000");
 	h->model = json_pack("[s,s,s]", "qemu-system-x86_64", "-m", "256M");
 	h->cpus = 2;
 	h->memory = 256u << 20;
@@ -254,12 +254,13 @@ static void test_savefile_bad__headers(void **state)
 {
 	(void)state;
 	vmm_savefile_header *good = sample_header();
-	good->raw_sha256 = xstrdup(
-		"sha256:1111111111111111111111111111111111111111111111111111111111111111");
+	good->raw_sha256 =
+	    xstrdup("sha256:1111111111111111111111111111111111111111111111111111111111111111");
 	unsigned char *buf = vmm_savefile_header_encode(good);
 	vmm_savefile_header *h = NULL;
 	vmm_error *err = NULL;
-	assert_int_equal(vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, "x", &err), 0);
+	assert_int_equal(vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, "x", &err),
+			 0);
 	vmm_savefile_header_free(h);
 
 	struct {
@@ -267,10 +268,10 @@ static void test_savefile_bad__headers(void **state)
 		int code;
 		const char *needle;
 	} cases[] = {
-		{"{\"format\":2}", VMM_EINCOMPATIBLE, "state format 2"},
-		{"{\"format\":1}", VMM_EFORMAT, "header has no"},
-		{"not json", VMM_EFORMAT, "header is corrupt"},
-		{"[1,2]", VMM_EFORMAT, "header is corrupt"},
+	    {"{\"format\":2}", VMM_EINCOMPATIBLE, "state format 2"},
+	    {"{\"format\":1}", VMM_EFORMAT, "header has no"},
+	    {"not json", VMM_EFORMAT, "header is corrupt"},
+	    {"[1,2]", VMM_EFORMAT, "header is corrupt"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		unsigned char b[VMM_SAVEFILE_HEADER_SIZE] = {0};
@@ -287,11 +288,13 @@ static void test_savefile_bad__headers(void **state)
 	}
 	/* bad magic, and a length past the buffer */
 	memcpy(buf, "NOTSAVE\n", 8);
-	assert_int_equal(vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, "x", &err), -1);
+	assert_int_equal(vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, "x", &err),
+			 -1);
 	assert_non_null(strstr(err->msg, "not a vmm state file"));
 	memcpy(buf, VMM_SAVEFILE_MAGIC, 8);
 	buf[10] = 0x7f;
-	assert_int_equal(vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, "x", &err), -1);
+	assert_int_equal(vmm_savefile_header_parse(&h, buf, VMM_SAVEFILE_HEADER_SIZE, "x", &err),
+			 -1);
 	vmm_error_free(err);
 	free(buf);
 	vmm_savefile_header_free(good);
@@ -300,16 +303,16 @@ static void test_savefile_bad__headers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_savefile_roundtrip__multithreaded, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_savefile_roundtrip__single_thread, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_savefile_writer__abandoned_leaves_nothing, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_savefile_bad__truncated, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_savefile_bad__corrupt_stream, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_savefile_bad__digest_mismatch, setup, teardown),
-		cmocka_unit_test(test_savefile_bad__headers),
+	    cmocka_unit_test_setup_teardown(test_savefile_roundtrip__multithreaded, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_savefile_roundtrip__single_thread, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_savefile_writer__abandoned_leaves_nothing, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_savefile_bad__truncated, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_savefile_bad__corrupt_stream, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_savefile_bad__digest_mismatch, setup, teardown),
+	    cmocka_unit_test(test_savefile_bad__headers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
