@@ -1,11 +1,13 @@
 #include "vm/run.h"
 #include "common/util.h"
+#include "storage/copy.h"
 #include "vm/bundle.h"
 #include "vm/qmp.h"
 #include "vm/state.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -365,6 +367,59 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	return 0;
 }
 
+/* Memory and disk into `dest` with the guest paused only meanwhile (a snapshot of a running VM). */
+static int do_checkpoint(run *r, const char *dest, vmm_savefile_stats *stats, vmm_error **err)
+{
+	if (r->stopping)
+		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
+	if (!r->qmp || r->pid <= 0)
+		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
+	if (dest[0] != '/' || !path_is_dir(dest))
+		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
+	json_t *st = NULL;
+	if (vmm_qmp_execute(r->qmp, "query-status", NULL, &st, err) < 0)
+		return -1;
+	bool was_running = json_is_true(json_object_get(st, "running"));
+	json_decref(st);
+	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
+	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
+		return -1;
+	cleanup_free char *state = path_join(dest, VMM_STATE_FILE);
+	vmm_qmp_set_timeout(r->qmp, 120);
+	int rc = vmm_state_save(r->qmp, state, h, stats, err);
+	vmm_qmp_set_timeout(r->qmp, 30);
+	if (rc < 0)
+		return -1;
+	/* QEMU flushed and let go of the disk when the migration completed */
+	static const char *const files[] = {VMM_DISK_FILE, VMM_EFIVARS_FILE};
+	vmm_copy_opts co = {.fsync = true};
+	size_t copied = 0;
+	for (; copied < ARRAY_SIZE(files) && rc == 0; copied++) {
+		cleanup_free char *src = path_join(r->dir, files[copied]);
+		cleanup_free char *dst = path_join(dest, files[copied]);
+		if (access(src, F_OK) < 0)
+			continue;
+		unlink(dst);
+		rc = vmm_copy_file(src, dst, &co, NULL, err);
+	}
+	if (rc < 0) {
+		unlink(state);
+		for (size_t i = 0; i < copied; i++) {
+			cleanup_free char *dst = path_join(dest, files[i]);
+			unlink(dst);
+		}
+	}
+	if (was_running && vmm_qmp_execute(r->qmp, "cont", NULL, NULL, rc < 0 ? NULL : err) < 0)
+		rc = -1;
+	return rc;
+}
+
+static char *ok_reply(const vmm_savefile_stats *st)
+{
+	return xasprintf("ok %llu %llu %.6f\n", (unsigned long long)st->raw_bytes,
+			 (unsigned long long)st->compressed_bytes, st->seconds);
+}
+
 static void serve_control(run *r)
 {
 	int c = accept4(r->ctl, NULL, NULL, SOCK_CLOEXEC);
@@ -372,22 +427,27 @@ static void serve_control(run *r)
 		return;
 	struct timeval tv = {.tv_sec = 5};
 	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char line[64] = "";
-	ssize_t n = recv(c, line, sizeof(line) - 1, 0);
-	if (n > 0)
-		line[n] = '\0';
+	char line[PATH_MAX + 64] = "";
+	size_t len = 0;
+	while (len + 1 < sizeof(line) && !memchr(line, '\n', len)) {
+		ssize_t n = recv(c, line + len, sizeof(line) - 1 - len, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		line[len] = '\0';
+	}
 	line[strcspn(line, "\r\n")] = '\0';
 	cleanup_free char *reply = NULL;
+	vmm_savefile_stats st = {0};
+	cleanup_vmm_error vmm_error *e = NULL;
 	if (strcmp(line, "suspend") == 0) {
-		vmm_savefile_stats st = {0};
-		cleanup_vmm_error vmm_error *e = NULL;
-		if (do_suspend(r, &st, &e) < 0)
-			reply = xasprintf("error %s\n", e->msg);
-		else
-			reply = xasprintf("ok %llu %llu %.6f\n", (unsigned long long)st.raw_bytes,
-					  (unsigned long long)st.compressed_bytes, st.seconds);
+		reply =
+		    do_suspend(r, &st, &e) < 0 ? xasprintf("error %s\n", e->msg) : ok_reply(&st);
+	} else if (strncmp(line, "checkpoint ", 11) == 0) {
+		reply = do_checkpoint(r, line + 11, &st, &e) < 0 ? xasprintf("error %s\n", e->msg)
+								 : ok_reply(&st);
 	} else {
-		reply = xasprintf("error unknown request \"%s\"\n", line);
+		reply = xasprintf("error unknown request \"%.64s\"\n", line);
 	}
 	send(c, reply, strlen(reply), MSG_NOSIGNAL);
 	close(c);
@@ -840,13 +900,10 @@ static int read_reply(int fd, char *buf, size_t cap)
 	return (int)len;
 }
 
-int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats, vmm_error **err)
+/* Send one request to the VM's `vmm run` and read its one-line answer. */
+static int control_request(const vmm_bundle *b, const char *name, const char *req, char *reply,
+			   size_t cap, vmm_error **err)
 {
-	cleanup_vmm_bundle vmm_bundle *b = NULL;
-	if (vmm_bundle_open(&b, h, name, err) < 0)
-		return -1;
-	if (vmm_bundle_dir_running_pid(b->dir) <= 0)
-		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
 	cleanup_close int dirfd = open(b->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return vmm_error_errno(err, errno, "open `%s`", b->dir);
@@ -860,30 +917,69 @@ int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stat
 		if (vmm_bundle_dir_running_pid(b->dir) <= 0)
 			return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running",
 					     name);
-		return vmm_error_errno(err, errno,
-				       "Failed to suspend the VM: cannot reach the process running "
-				       "VM \"%s\"",
+		return vmm_error_errno(err, errno, "cannot reach the process running VM \"%s\"",
 				       name);
 	}
-	static const char req[] = "suspend\n";
-	if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0)
-		return vmm_error_errno(err, errno, "Failed to suspend the VM");
-	char reply[2048];
-	read_reply(fd, reply, sizeof(reply));
+	cleanup_free char *line = xasprintf("%s\n", req);
+	if (vmm_write_all(fd, line, strlen(line)) < 0)
+		return vmm_error_errno(err, errno, "talk to the process running VM \"%s\"", name);
+	read_reply(fd, reply, cap);
+	return 0;
+}
+
+/* Turn an answer into 0 (and stats) or an error prefixed with `what`. */
+static int parse_reply(const char *reply, const vmm_bundle *b, const char *name, const char *what,
+		       vmm_savefile_stats *stats, vmm_error **err)
+{
 	if (strncmp(reply, "ok", 2) == 0) {
 		unsigned long long raw = 0, comp = 0;
 		double secs = 0;
 		if (stats && sscanf(reply, "ok %llu %llu %lf", &raw, &comp, &secs) == 3)
 			*stats = (vmm_savefile_stats){raw, comp, secs};
-		wait_not_running(b->dir, 30);
 		return 0;
 	}
 	if (strncmp(reply, "error ", 6) == 0)
-		return vmm_error_set(err, VMM_EGENERIC, "Failed to suspend the VM: %s", reply + 6);
+		return vmm_error_set(err, VMM_EGENERIC, "%s: %s", what, reply + 6);
 	/* no answer: it exited meanwhile (stopped, or suspended by someone else) */
 	if (wait_not_running(b->dir, 5))
 		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
-	return vmm_error_set(err, VMM_EGENERIC,
-			     "Failed to suspend the VM: the process running VM \"%s\" went away",
+	return vmm_error_set(err, VMM_EGENERIC, "%s: the process running VM \"%s\" went away", what,
 			     name);
+}
+
+int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats, vmm_error **err)
+{
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open(&b, h, name, err) < 0)
+		return -1;
+	if (vmm_bundle_dir_running_pid(b->dir) <= 0)
+		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
+	char reply[2048];
+	if (control_request(b, name, "suspend", reply, sizeof(reply), err) < 0 ||
+	    parse_reply(reply, b, name, "Failed to suspend the VM", stats, err) < 0)
+		return -1;
+	wait_not_running(b->dir, 30);
+	return 0;
+}
+
+int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
+		      vmm_savefile_stats *stats, vmm_error **err)
+{
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open(&b, h, name, err) < 0)
+		return -1;
+	if (vmm_bundle_dir_running_pid(b->dir) <= 0)
+		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
+	cleanup_free char *abs = realpath(dest, NULL);
+	if (!abs)
+		return vmm_error_errno(err, errno, "checkpoint `%s`", dest);
+	if (strchr(abs, '\n'))
+		return vmm_error_set(err, VMM_EINVAL, "checkpoint `%s`: unusable path", dest);
+	cleanup_free char *req = xasprintf("checkpoint %s", abs);
+	char reply[2048];
+	cleanup_free char *what = xasprintf("checkpoint \"%s\"", name);
+	if (control_request(b, name, req, reply, sizeof(reply), err) < 0 ||
+	    parse_reply(reply, b, name, what, stats, err) < 0)
+		return -1;
+	return 0;
 }

@@ -60,4 +60,14 @@ int vmm_vm_stop(const vmm_home *h, const char *name, double timeout, bool *was_s
  */
 int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats, vmm_error **err);
 
+/*
+ * Save a running VM's memory and disk into the existing directory `dest`
+ * (state.vmmsave, disk.img and, for UEFI guests, efivars.fd) and let it run
+ * on: the guest is paused only for the memory save and the disk copy
+ * (reflinked where the file system can).  The primitive behind snapshots of
+ * running VMs (DESIGN.md §8).  stats may be NULL.
+ */
+int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
+		      vmm_savefile_stats *stats, vmm_error **err);
+
 #endif

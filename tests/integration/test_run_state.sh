@@ -92,6 +92,18 @@ wait_console fork "VMMTEST TICK $((before + 1))" 1 &&
 	ok "the fork continues the counter past $before" || fail "the fork continues the counter"
 assert_eq "$(count fork "VMMTEST BOOT")" 0 "without booting"
 
+echo "checkpoint of a running VM (memory and disk, the guest runs on)"
+mkdir "$T_TMP/ck"
+t=$(last_tick fork)
+vmm checkpoint fork "$T_TMP/ck"
+assert_rc 0 "vmm checkpoint exits 0"
+assert_true "it wrote state.vmmsave and disk.img" test -s "$T_TMP/ck/state.vmmsave" -a -f "$T_TMP/ck/disk.img"
+wait_console fork "VMMTEST TICK $((t + 3))" 1 && ok "the guest runs on" || fail "the guest runs on"
+assert_eq "$(state_of fork)" running "the VM is still running"
+vmm checkpoint fork "$T_TMP/nonexistent"
+assert_rc 1 "a checkpoint into nowhere is refused"
+assert_eq "$(state_of fork)" running "and the VM runs on"
+
 echo "same MAC as a running VM: a new MAC and no state (Tart's rule)"
 old=$(mac s2)
 run_bg s2
@@ -106,6 +118,16 @@ run_wait s2 30
 vmm stop fork --timeout 30
 assert_rc 0 "stop the fork"
 run_wait fork 30
+
+echo "a VM made of the checkpoint resumes from it"
+mkdir "$home/ck"
+cp "$home/fork/config.json" "$home/fork/kernel" "$home/fork/initramfs" "$home/fork/nvram.bin" "$home/ck/"
+mv "$T_TMP/ck/state.vmmsave" "$T_TMP/ck/disk.img" "$home/ck/"
+run_bg ck
+wait_console ck "VMMTEST TICK $((t + 1))" 1 && ok "it continues past tick $t" || fail "checkpoint resume"
+assert_eq "$(count ck "VMMTEST BOOT")" 0 "without booting"
+vmm stop ck --timeout 30
+run_wait ck 30
 
 echo "vmm resume"
 run_bg s
