@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
@@ -443,6 +444,8 @@ static void serve_control(run *r)
 	if (strcmp(line, "suspend") == 0) {
 		reply =
 		    do_suspend(r, &st, &e) < 0 ? xasprintf("error %s\n", e->msg) : ok_reply(&st);
+	} else if (strcmp(line, "net") == 0) {
+		reply = xasprintf("ok %s\n", r->o->qemu.bridge ? "tap" : "user");
 	} else if (strncmp(line, "checkpoint ", 11) == 0) {
 		reply = do_checkpoint(r, line + 11, &st, &e) < 0 ? xasprintf("error %s\n", e->msg)
 								 : ok_reply(&st);
@@ -982,4 +985,57 @@ int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
 	    parse_reply(reply, b, name, what, stats, err) < 0)
 		return -1;
 	return 0;
+}
+
+/* The IPv4 address the host's neighbour table has for `mac`, if any (caller frees). */
+static char *arp_lookup(const char *mac)
+{
+	cleanup_file FILE *f = fopen("/proc/net/arp", "re");
+	if (!f)
+		return NULL;
+	char line[512];
+	while (fgets(line, sizeof(line), f)) {
+		char ip[64], hw[64];
+		unsigned type, flags;
+		if (sscanf(line, "%63s 0x%x 0x%x %63s", ip, &type, &flags, hw) != 4)
+			continue;
+		if (flags != 0 && strcasecmp(hw, mac) == 0)
+			return xstrdup(ip);
+	}
+	return NULL;
+}
+
+int vmm_vm_ip(const vmm_home *h, const char *name, double wait, char **out, vmm_error **err)
+{
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open(&b, h, name, err) < 0)
+		return -1;
+	double deadline = vmm_now() + wait;
+	bool checked_net = false;
+	for (;;) {
+		bool running = vmm_bundle_dir_running_pid(b->dir) > 0;
+		if (running && !checked_net) {
+			char reply[256];
+			if (control_request(b, name, "net", reply, sizeof(reply), NULL) == 0) {
+				checked_net = true;
+				if (strcmp(reply, "ok user") == 0)
+					return vmm_error_set(err, VMM_EGENERIC,
+							     "VM \"%s\" is on the NAT network, "
+							     "which the host cannot "
+							     "reach by address: use `vmm run "
+							     "--publish HOST:GUEST` or "
+							     "--net-bridged",
+							     name);
+			}
+		}
+		char *ip = running ? arp_lookup(b->config->mac) : NULL;
+		if (ip) {
+			*out = ip;
+			return 0;
+		}
+		if (vmm_now() >= deadline)
+			return vmm_error_set(err, VMM_EGENERIC, "no IP address found%s",
+					     running ? "" : ", is your VM running?");
+		usleep(500000);
+	}
 }

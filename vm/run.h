@@ -70,4 +70,11 @@ int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stat
 int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
 		      vmm_savefile_stats *stats, vmm_error **err);
 
+/*
+ * `vmm ip`: the guest's IPv4 address from the host's neighbour table (the
+ * guest must be on a bridge: the NAT network is not reachable by address),
+ * waiting up to `wait` seconds for it.  *out is the caller's.
+ */
+int vmm_vm_ip(const vmm_home *h, const char *name, double wait, char **out, vmm_error **err);
+
 #endif

@@ -25,6 +25,9 @@ vmm run g
 assert_rc 2 "a second vmm run of a running VM exits 2"
 assert_eq "$ERR" 'vmm: VM "g" is already running!' "with Tart's text"
 assert_contains "$(cat "$T_TMP/g.err")" "running under TCG" "the accelerator fallback is announced"
+vmm ip g
+assert_rc 1 "vmm ip of a VM on the NAT network"
+assert_contains "$ERR" "is on the NAT network" "explains that the host cannot reach it"
 
 echo "suspend"
 before=$(last_tick g)

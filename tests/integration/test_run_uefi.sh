@@ -54,5 +54,19 @@ run_wait u 30
 assert_eq "$(count u "VMMTEST POWERBUTTON")" 1 "through ACPI"
 if [ -n "$bridge" ]; then
 	assert_eq "$(ip -o link show master "$bridge" | grep -c 'vmm[0-9]')" 0 "the tap is gone"
+
+	echo "vmm ip of a guest on the bridge"
+	ip addr add 10.99.0.1/24 dev "$bridge"
+	guest_create n 256 "console=ttyS0 quiet vmmtest.ip=10.99.0.2/24 vmmtest.ping=10.99.0.1"
+	run_bg n --net-bridged "$bridge"
+	wait_console n "VMMTEST TICK 1" 1 || fail "boot on the bridge"
+	vmm ip n --wait 60
+	assert_rc 0 "vmm ip finds it"
+	assert_eq "$OUT" "10.99.0.2" "the guest's address"
+	vmm stop n
+	run_wait n 30
+	vmm ip n
+	assert_rc 1 "no address once stopped"
+	assert_eq "$ERR" "vmm: no IP address found, is your VM running?" "Tart's text"
 fi
 t_done
