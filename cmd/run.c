@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 static const vmm_opt opts[] = {
@@ -95,9 +96,25 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 	}
 	o.resume_only = resume_only;
 
+	/*
+	 * On a terminal, keys go to the guest as they are typed and the guest
+	 * echoes them (a serial console does); Ctrl-C still stops the VM.
+	 */
+	struct termios saved;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+	if (tty) {
+		struct termios t = saved;
+		t.c_lflag &= ~(tcflag_t)(ECHO | ICANON);
+		t.c_cc[VMIN] = 1;
+		t.c_cc[VTIME] = 0;
+		tcsetattr(STDIN_FILENO, TCSANOW, &t);
+	}
 	cleanup_vmm_error vmm_error *err = NULL;
 	vmm_run_outcome out;
-	if (vmm_vm_run(cmd_home(), a.pos[0], &o, &out, &err) < 0)
+	int rc = vmm_vm_run(cmd_home(), a.pos[0], &o, &out, &err);
+	if (tty)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (rc < 0)
 		return vmm_fail(err);
 	if (out == VMM_RUN_POWEROFF)
 		notice(NULL, "guest has stopped the virtual machine");
