@@ -10,9 +10,21 @@ source "$(dirname "$0")/guest_lib.sh"
 echo "boot"
 guest_create g 320
 port=$((20000 + RANDOM % 20000))
-run_bg g --vnc --publish "127.0.0.1:$port:22"
+mkfifo "$T_TMP/g.in"
+"$VMM" run g --vnc --publish "127.0.0.1:$port:22" <"$T_TMP/g.in" >>"$T_TMP/g.console" \
+	2>>"$T_TMP/g.err" &
+RUN_PID[g]=$!
+t_defer "run_kill g"
+exec 3>"$T_TMP/g.in"
 wait_console g "VMMTEST TICK 2" 1 && ok "the guest boots and counts on the serial console" ||
 	fail "the guest boots and counts on the serial console"
+echo "hello-from-the-host" >&3
+wait_console g "VMMTEST INPUT hello-from-the-host" 1 30 &&
+	ok "stdin reaches the guest's serial console" || fail "stdin reaches the guest's serial console"
+exec 3>&-
+t=$(last_tick g)
+wait_console g "VMMTEST TICK $((t + 2))" 1 30 && ok "the guest runs on after stdin closes" ||
+	fail "the guest runs on after stdin closes"
 assert_contains "$(cat "$T_TMP/g.err")" "VNC server is running at vnc://127.0.0.1:59" \
 	"--vnc serves the display on 127.0.0.1"
 hexport=$(printf '%04X' "$port")
