@@ -161,7 +161,7 @@ static void wait_exit(run *r, double secs)
 		}
 		if (r->errpipe >= 0)
 			drain_stderr(r);
-		usleep(20000);
+		usleep(5000);
 	}
 }
 
@@ -841,7 +841,7 @@ static bool wait_not_running(const char *dir, double secs)
 	while (vmm_bundle_dir_running_pid(dir) > 0) {
 		if (vmm_now() > end)
 			return false;
-		usleep(50000);
+		usleep(10000);
 	}
 	return true;
 }

@@ -15,7 +15,7 @@
 
 #define IO_CHUNK (1u << 20)
 /* start writeback this often so the final fsync has little left to do */
-#define WRITEBACK_EVERY (64ull << 20)
+#define WRITEBACK_EVERY (32ull << 20)
 
 vmm_savefile_header *vmm_savefile_header_new(void)
 {
