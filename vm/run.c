@@ -489,7 +489,7 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
 		return -1;
 	}
 	unlinkat(r->dirfd, RESUMED_ASIDE, 0);
-	fsync(r->dirfd);
+	vmm_fsync_dir(r->dir, true, NULL); /* r->dirfd is O_PATH */
 	return 0;
 }
 
