@@ -77,4 +77,8 @@ int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
  */
 int vmm_vm_ip(const vmm_home *h, const char *name, double wait, char **out, vmm_error **err);
 
+/* Internal to vm/: the address of <dir>/vmm.sock through /proc/self/fd/<dirfd> (108-byte limit). */
+struct sockaddr_un;
+int vmm_control_sockaddr(struct sockaddr_un *sa, int dirfd);
+
 #endif
