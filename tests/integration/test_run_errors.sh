@@ -9,7 +9,8 @@ home=$T_TMP/home/vms
 printf 'not a kernel' >"$T_TMP/kernel"
 "$VMM" create k --kernel "$T_TMP/kernel" --cmdline "console=ttyS0" --disk-size 1 >/dev/null ||
 	fail "create"
-listing() { (cd "$home/$1" && ls -la --time-style=+%s | sed 1d | sha256sum); }
+# the files, their sizes and mtimes (the directory's own times move with every access)
+listing() { (cd "$home/$1" && find . -maxdepth 1 -type f -printf '%f %s %T@\n' | sort | sha256sum); }
 
 echo "QEMU missing from PATH"
 before=$(listing k)
