@@ -100,6 +100,7 @@ int cmd_rename(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_suspend(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_fqn(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);

@@ -9,7 +9,7 @@ build="gcc make pkg-config clang libcurl4-openssl-dev libjansson-dev libzstd-dev
        libarchive-dev liblz4-dev libssl-dev libcmocka-dev"
 run="qemu-utils zstd"
 case $arch in
-amd64) run="$run qemu-system-x86 ovmf" ;;
+amd64) run="$run qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64" ;; # Tart's images are arm64
 arm64) run="$run qemu-system-arm qemu-efi-aarch64" ;;
 esac
 tests="docker-registry skopeo btrfs-progs xfsprogs e2fsprogs mtools fdisk busybox-static

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Saved states that must not be restored, and forks that must: a truncated,
+# a corrupt and another QEMU's state are refused with one line and kept; a
+# state after `vmm set --memory` is refused naming both sides and kept; a
+# clone of a suspended VM resumes the same memory; `vmm run` next to a
+# running VM with the same MAC gets a new MAC and boots afresh (Tart's
+# rule); `vmm stop` discards a state.
+source "$(dirname "$0")/lib.sh"
+t_init
+source "$(dirname "$0")/guest_lib.sh"
+
+home=$T_TMP/home/vms
+sum() { sha256sum "$1" | cut -c1-64; }
+mac() { grep -o '"macAddress" : "[^"]*"' "$home/$1/config.json" | cut -d'"' -f4; }
+
+guest_create s 288
+run_bg s
+wait_console s "VMMTEST TICK 2" 1 || fail "boot"
+vmm suspend s
+assert_rc 0 "suspend"
+run_wait s 30
+before=$(last_tick s)
+assert_eq "$(state_of s)" suspended "s is suspended"
+
+echo "clones of a suspended VM keep MAC and state (forks)"
+for c in fork trunc bad other s2; do "$VMM" clone s $c || fail "clone s $c"; done
+assert_eq "$(state_of fork)" suspended "the clone is suspended"
+assert_eq "$(mac fork)" "$(mac s)" "the clone keeps the MAC"
+assert_eq "$(sum "$home/fork/state.vmmsave")" "$(sum "$home/s/state.vmmsave")" "and the state"
+
+echo "truncated state"
+truncate -s -4096 "$home/trunc/state.vmmsave"
+size=$(stat -c %s "$home/trunc/state.vmmsave")
+cfg=$(sum "$home/trunc/config.json")
+vmm run trunc
+assert_rc 1 "a truncated state is refused"
+assert_one_line_error "with one line"
+assert_contains "$ERR" "is truncated" "saying it is truncated"
+assert_contains "$ERR" "trunc/state.vmmsave" "naming the file"
+assert_eq "$(stat -c %s "$home/trunc/state.vmmsave")" "$size" "the state is kept as it was"
+assert_eq "$(sum "$home/trunc/config.json")" "$cfg" "the config is untouched"
+assert_eq "$(state_of trunc)" suspended "the VM is still suspended"
+
+echo "corrupt state"
+st=$home/bad/state.vmmsave
+off=$(($(stat -c %s "$st") / 2))
+printf '\xff\x00\xff\x00' | dd of="$st" bs=1 seek=$off conv=notrunc status=none
+sumbad=$(sum "$st")
+vmm run bad
+assert_rc 1 "a corrupt state is refused"
+assert_one_line_error "with one line"
+assert_contains "$ERR" "is corrupt" "saying it is corrupt"
+assert_eq "$(sum "$st")" "$sumbad" "the state is kept"
+assert_eq "$(state_of bad)" suspended "the VM is still suspended"
+assert_true "no QEMU is left behind" test -z "$(pgrep -f "vmm-bad " || true)"
+
+echo "state from another QEMU"
+python3 - "$home/other/state.vmmsave" <<'EOF'
+import json, struct, sys
+p = sys.argv[1]
+with open(p, "r+b") as f:
+    d = f.read(16384)
+    n = struct.unpack("<I", d[8:12])[0]
+    h = json.loads(d[12:12 + n])
+    h["qemuVersion"] = "9.9.99"
+    t = json.dumps(h, separators=(",", ":")).encode()
+    f.seek(0)
+    f.write(d[:8] + struct.pack("<I", len(t)) + t + b"\0" * (16384 - 12 - len(t)))
+EOF
+vmm run other
+assert_rc 1 "another QEMU's state is refused"
+assert_one_line_error "with one line"
+assert_contains "$ERR" "QEMU 9.9.99 in the state vs QEMU " "naming both QEMUs"
+assert_contains "$ERR" "the saved state is kept" "saying the state is kept"
+assert_eq "$(state_of other)" suspended "the VM is still suspended"
+
+echo "state after vmm set --memory"
+"$VMM" set s --memory 320
+vmm run s
+assert_rc 1 "a state for other memory is refused"
+assert_one_line_error "with one line"
+assert_contains "$ERR" "memory 288 MiB in the state vs 320 MiB now" "naming both sides"
+vmm resume s
+assert_rc 1 "vmm resume refuses it too"
+assert_true "the state is kept" test -f "$home/s/state.vmmsave"
+assert_eq "$(state_of s)" suspended "the VM is still suspended"
+"$VMM" set s --memory 288
+
+echo "fork resumes the same memory"
+run_bg fork
+wait_console fork "VMMTEST TICK $((before + 1))" 1 &&
+	ok "the fork continues the counter past $before" || fail "the fork continues the counter"
+assert_eq "$(count fork "VMMTEST BOOT")" 0 "without booting"
+
+echo "checkpoint of a running VM (memory and disk, the guest runs on)"
+mkdir "$T_TMP/ck"
+t=$(last_tick fork)
+vmm checkpoint fork "$T_TMP/ck"
+assert_rc 0 "vmm checkpoint exits 0"
+assert_true "it wrote state.vmmsave and disk.img" test -s "$T_TMP/ck/state.vmmsave" -a -f "$T_TMP/ck/disk.img"
+wait_console fork "VMMTEST TICK $((t + 3))" 1 && ok "the guest runs on" || fail "the guest runs on"
+assert_eq "$(state_of fork)" running "the VM is still running"
+vmm checkpoint fork "$T_TMP/nonexistent"
+assert_rc 1 "a checkpoint into nowhere is refused"
+assert_eq "$(state_of fork)" running "and the VM runs on"
+
+echo "same MAC as a running VM: a new MAC and no state (Tart's rule)"
+old=$(mac s2)
+run_bg s2
+wait_console s2 "VMMTEST BOOT" 1 && ok "s2 boots afresh" || fail "s2 boots afresh"
+assert_contains "$(cat "$T_TMP/s2.err")" "There is already a running VM with the same MAC address!" \
+	"run says why"
+assert_true "s2 got a new MAC" test "$(mac s2)" != "$old"
+assert_true "s2's state is gone" test ! -e "$home/s2/state.vmmsave"
+vmm stop s2 --timeout 30
+assert_rc 0 "stop s2"
+run_wait s2 30
+vmm stop fork --timeout 30
+assert_rc 0 "stop the fork"
+run_wait fork 30
+
+echo "a VM made of the checkpoint resumes from it"
+mkdir "$home/ck"
+cp "$home/fork/config.json" "$home/fork/kernel" "$home/fork/initramfs" "$home/fork/nvram.bin" "$home/ck/"
+mv "$T_TMP/ck/state.vmmsave" "$T_TMP/ck/disk.img" "$home/ck/"
+run_bg ck
+wait_console ck "VMMTEST TICK $((t + 1))" 1 && ok "it continues past tick $t" || fail "checkpoint resume"
+assert_eq "$(count ck "VMMTEST BOOT")" 0 "without booting"
+vmm stop ck --timeout 30
+run_wait ck 30
+
+echo "vmm resume"
+run_bg s
+wait_console s "VMMTEST TICK $((before + 1))" 1 && ok "vmm run resumes the original too" ||
+	fail "the original resumes"
+assert_eq "$(count s "VMMTEST BOOT")" 1 "still one boot"
+kill -USR1 "${RUN_PID[s]}"
+run_wait s 60
+assert_eq "$RUN_RC" 0 "SIGUSR1 suspends, as with Tart, and vmm run exits 0"
+assert_eq "$(state_of s)" suspended "s is suspended again"
+"$VMM" resume s >>"$T_TMP/s.console" 2>>"$T_TMP/s.err" </dev/null &
+RUN_PID[s]=$!
+wait_console s "VMMTEST TICK $((before + 2))" 1 && ok "vmm resume resumes" || fail "vmm resume"
+vmm suspend s
+run_wait s 30
+
+echo "stop discards a suspended state"
+vmm stop s
+assert_rc 0 "stop of a suspended VM exits 0"
+assert_true "the state is gone" test ! -e "$home/s/state.vmmsave"
+assert_eq "$(state_of s)" stopped "s is stopped"
+vmm resume s
+assert_rc 2 "resume of a stopped VM exits 2"
+assert_eq "$ERR" 'vmm: VM "s" is not suspended' "saying it is not suspended"
+t_done

@@ -1,0 +1,421 @@
+/* QEMU command lines from bundles: argv, model and fingerprint, --publish, firmware, accel. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "common/util.h"
+#include "vm/bundle.h"
+#include "vm/qemu.h"
+#include "vm/state.h"
+
+typedef struct fixture {
+	char base[64];
+	char *a, *b; /* two bundles with different names, same content */
+	vmm_config *cfg;
+	char *bin; /* a fake qemu-system-x86_64 on PATH */
+	char *old_path;
+} fixture;
+
+static void touch(const char *dir, const char *name)
+{
+	char *p = path_join(dir, name);
+	assert_int_equal(vmm_write_file_atomic(p, "x", 1, 0644, NULL), 0);
+	free(p);
+}
+
+static int setup(void **state)
+{
+	fixture *f = xcalloc(1, sizeof(*f));
+	strcpy(f->base, "/tmp/vmm-qemu.XXXXXX");
+	assert_non_null(mkdtemp(f->base));
+	f->a = path_join(f->base, "vm-one");
+	f->b = path_join(f->base, "another,vm");
+	char *bindir = path_join(f->base, "bin");
+	const char *dirs[] = {f->a, f->b, bindir};
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		assert_int_equal(mkdir(dirs[i], 0755), 0);
+		if (i < 2) {
+			touch(dirs[i], VMM_DISK_FILE);
+			touch(dirs[i], VMM_KERNEL_FILE);
+			touch(dirs[i], VMM_INITRAMFS_FILE);
+		}
+	}
+	/* argv is built, not run: any executable named like QEMU will do */
+	f->bin = path_join(bindir, "qemu-system-x86_64");
+	assert_int_equal(vmm_write_file_atomic(f->bin, "#!/bin/sh\n", 10, 0755, NULL), 0);
+	const char *p = getenv("PATH");
+	f->old_path = xstrdup(p ? p : "");
+	setenv("PATH", bindir, 1);
+	free(bindir);
+	f->cfg = vmm_config_new_linux();
+	strcpy(f->cfg->arch, "amd64");
+	f->cfg->cpu_count = 2;
+	f->cfg->memory_size = 256u << 20;
+	f->cfg->cmdline = xstrdup("console=ttyS0");
+	strcpy(f->cfg->mac, "7a:00:00:00:00:01");
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	setenv("PATH", f->old_path, 1);
+	vmm_rm_rf(f->base, NULL);
+	free(f->a);
+	free(f->b);
+	free(f->bin);
+	free(f->old_path);
+	vmm_config_free(f->cfg);
+	free(f);
+	return 0;
+}
+
+static bool has_pair(const vmm_qemu_cmd *q, const char *opt, const char *val)
+{
+	for (size_t i = 0; i + 1 < q->argc; i++)
+		if (strcmp(q->argv[i], opt) == 0 && strcmp(q->argv[i + 1], val) == 0)
+			return true;
+	return false;
+}
+
+static bool model_has(const vmm_qemu_cmd *q, const char *s)
+{
+	for (size_t i = 0; i < json_array_size(q->model); i++)
+		if (strstr(json_string_value(json_array_get(q->model, i)), s))
+			return true;
+	return false;
+}
+
+static void test_qemu_cmd__direct_kernel(void **state)
+{
+	fixture *f = *state;
+	vmm_qemu_opts o = {.accel = VMM_ACCEL_TCG};
+	vmm_qemu_cmd *q = NULL;
+	vmm_error *err = NULL;
+	if (vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_string_equal(q->argv[0], f->bin);
+	assert_null(q->argv[q->argc]);
+	assert_false(q->uefi);
+	assert_string_equal(q->accel, "tcg");
+	assert_string_equal(q->arch, "x86_64");
+	assert_true(has_pair(q, "-machine", "q35"));
+	assert_true(has_pair(q, "-smp", "2"));
+	assert_true(has_pair(q, "-m", "256M"));
+	assert_true(has_pair(q, "-kernel", "kernel"));
+	assert_true(has_pair(q, "-initrd", "initramfs"));
+	assert_true(has_pair(q, "-append", "console=ttyS0"));
+	assert_true(has_pair(q, "-device", "virtio-blk-pci,drive=disk0"));
+	assert_true(has_pair(q, "-device", "virtio-net-pci,netdev=net0,mac=7a:00:00:00:00:01"));
+	assert_true(has_pair(q, "-netdev", "user,id=net0"));
+	assert_true(has_pair(q, "-display", "none"));
+	assert_false(has_pair(q, "-incoming", "defer"));
+	/* the model is what defines the guest, not where the bundle is */
+	assert_false(model_has(q, f->base));
+	assert_false(model_has(q, "vmm-vm-one"));
+	assert_false(model_has(q, "qmp0"));
+	assert_true(model_has(q, "qemu-system-x86_64"));
+	assert_int_equal(strncmp(q->fingerprint, "sha256:", 7), 0);
+	vmm_qemu_cmd_free(q);
+}
+
+static void test_qemu_cmd__fingerprint(void **state)
+{
+	fixture *f = *state;
+	vmm_qemu_opts plain = {.accel = VMM_ACCEL_TCG};
+	const char *pub[] = {"2222:22", "udp:127.0.0.1:5353:53"};
+	vmm_qemu_opts extras = {.accel = VMM_ACCEL_TCG,
+				.publish = pub,
+				.npublish = 2,
+				.vnc = "127.0.0.1:0",
+				.incoming = true};
+	vmm_qemu_cmd *a = NULL, *b = NULL, *c = NULL;
+	assert_int_equal(vmm_qemu_cmd_build(&a, f->a, f->cfg, &plain, NULL), 0);
+	/* another directory, forwards, VNC and -incoming: same guest, same fingerprint */
+	assert_int_equal(vmm_qemu_cmd_build(&b, f->b, f->cfg, &extras, NULL), 0);
+	assert_string_equal(a->fingerprint, b->fingerprint);
+	assert_true(has_pair(b, "-netdev",
+			     "user,id=net0,hostfwd=tcp::2222-:22,hostfwd=udp:127.0.0.1:5353-:53"));
+	assert_true(has_pair(b, "-incoming", "defer"));
+	assert_true(has_pair(b, "-vnc", "127.0.0.1:0"));
+	assert_true(has_pair(b, "-name", "vmm-another_vm"));
+	/* more memory is another guest */
+	f->cfg->memory_size = 512u << 20;
+	assert_int_equal(vmm_qemu_cmd_build(&c, f->a, f->cfg, &plain, NULL), 0);
+	assert_string_not_equal(a->fingerprint, c->fingerprint);
+	char *fp = vmm_qemu_fingerprint(c->model);
+	assert_string_equal(fp, c->fingerprint);
+	free(fp);
+	vmm_qemu_cmd_free(a);
+	vmm_qemu_cmd_free(b);
+	vmm_qemu_cmd_free(c);
+}
+
+static void test_qemu_cmd__bad_bundles(void **state)
+{
+	fixture *f = *state;
+	vmm_qemu_opts o = {.accel = VMM_ACCEL_TCG};
+	vmm_qemu_cmd *q = NULL;
+	vmm_error *err = NULL;
+	/* a kernel that cannot be read */
+	char *k = path_join(f->a, VMM_KERNEL_FILE);
+	chmod(k, 0);
+	if (geteuid() != 0) {
+		assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+		assert_non_null(strstr(err->msg, "kernel"));
+	}
+	chmod(k, 0644);
+	free(k);
+	/* no disk */
+	char *d = path_join(f->a, VMM_DISK_FILE);
+	unlink(d);
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+	assert_non_null(strstr(err->msg, "disk"));
+	free(d);
+	/* QEMU not on PATH */
+	setenv("PATH", "/nonexistent", 1);
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->b, f->cfg, &o, &err), -1);
+	assert_string_equal(err->msg, "qemu-system-x86_64 is not on PATH: install qemu-system-x86");
+	/* macOS and ASIF */
+	strcpy(f->cfg->os, "darwin");
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->b, f->cfg, &o, &err), -1);
+	assert_non_null(strstr(err->msg, "macOS"));
+	strcpy(f->cfg->os, "linux");
+	/* --publish with --net-bridged */
+	const char *pub[] = {"80:80"};
+	vmm_qemu_opts both = {.bridge = "br0", .publish = pub, .npublish = 1};
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->b, f->cfg, &both, &err), -1);
+	assert_int_equal(err->code, VMM_EUSAGE);
+	vmm_error_free(err);
+}
+
+static void test_qemu_cmd__uefi_firmware(void **state)
+{
+	fixture *f = *state;
+	char *k = path_join(f->a, VMM_KERNEL_FILE);
+	unlink(k);
+	free(k);
+	vmm_qemu_opts o = {.accel = VMM_ACCEL_TCG};
+	vmm_qemu_cmd *q = NULL;
+	vmm_error *err = NULL;
+	/* an initramfs and a command line without a kernel: the kernel is missing */
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+	assert_non_null(strstr(err->msg, "kernel `"));
+	assert_non_null(strstr(err->msg, "no such file"));
+	char *i = path_join(f->a, VMM_INITRAMFS_FILE);
+	unlink(i);
+	free(i);
+	free(f->cfg->cmdline);
+	f->cfg->cmdline = NULL;
+	/* explicit firmware that is not there */
+	setenv("VMM_FIRMWARE", "/nonexistent/CODE.fd:/nonexistent/VARS.fd", 1);
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+	assert_non_null(strstr(err->msg, "UEFI firmware `/nonexistent/CODE.fd`"));
+	/* explicit firmware that is */
+	char *code = path_join(f->base, "CODE.fd"), *vars = path_join(f->base, "VARS.fd");
+	assert_int_equal(vmm_write_file_atomic(code, "c", 1, 0644, NULL), 0);
+	assert_int_equal(vmm_write_file_atomic(vars, "vars-template", 13, 0644, NULL), 0);
+	char *env = xasprintf("%s:%s", code, vars);
+	setenv("VMM_FIRMWARE", env, 1);
+	if (vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_true(q->uefi);
+	char *pflash = xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", code);
+	assert_true(has_pair(q, "-drive", pflash));
+	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	assert_false(has_pair(q, "-kernel", "kernel"));
+	/* efivars.fd is made from the template once, then left alone */
+	assert_int_equal(vmm_qemu_prepare_efivars(q, f->a, NULL), 0);
+	char *ev = path_join(f->a, VMM_EFIVARS_FILE);
+	char *data = NULL;
+	size_t len = 0;
+	assert_int_equal(vmm_read_file(ev, 1024, &data, &len, NULL), 0);
+	assert_string_equal(data, "vars-template");
+	free(data);
+	assert_int_equal(vmm_write_file_atomic(ev, "guest-vars", 10, 0644, NULL), 0);
+	assert_int_equal(vmm_qemu_prepare_efivars(q, f->a, NULL), 0);
+	assert_int_equal(vmm_read_file(ev, 1024, &data, &len, NULL), 0);
+	assert_string_equal(data, "guest-vars");
+	free(data);
+	unsetenv("VMM_FIRMWARE");
+	vmm_qemu_cmd_free(q);
+	vmm_error_free(err);
+	free(ev);
+	free(pflash);
+	free(env);
+	free(code);
+	free(vars);
+}
+
+static void test_qemu_cmd__arm64_guest(void **state)
+{
+	fixture *f = *state;
+	/* Tart's Linux images are arm64 UEFI disks: qemu-system-aarch64, virt, AAVMF */
+	char *bin = path_join(f->base, "bin/qemu-system-aarch64");
+	assert_int_equal(vmm_write_file_atomic(bin, "#!/bin/sh\n", 10, 0755, NULL), 0);
+	char *code = path_join(f->base, "AAVMF_CODE.fd"),
+	     *vars = path_join(f->base, "AAVMF_VARS.fd");
+	assert_int_equal(vmm_write_file_atomic(code, "c", 1, 0644, NULL), 0);
+	assert_int_equal(vmm_write_file_atomic(vars, "v", 1, 0644, NULL), 0);
+	char *env = xasprintf("%s:%s", code, vars);
+	setenv("VMM_FIRMWARE", env, 1);
+	const char *files[] = {VMM_KERNEL_FILE, VMM_INITRAMFS_FILE};
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *p = path_join(f->a, files[i]);
+		unlink(p);
+		free(p);
+	}
+	free(f->cfg->cmdline);
+	f->cfg->cmdline = NULL;
+	strcpy(f->cfg->arch, "arm64");
+	vmm_qemu_opts o = {.accel = VMM_ACCEL_AUTO};
+	vmm_qemu_cmd *q = NULL;
+	vmm_error *err = NULL;
+	if (vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_string_equal(q->binary, bin);
+	assert_string_equal(q->arch, "aarch64");
+	assert_true(q->uefi);
+#if !defined(__aarch64__)
+	assert_string_equal(q->accel, "tcg"); /* another architecture: emulated */
+	assert_non_null(q->notice);
+	assert_true(has_pair(q, "-cpu", "max"));
+#endif
+	assert_true(has_pair(q, "-machine", "virt,gic-version=3"));
+	assert_true(has_pair(q, "-device", "virtio-gpu-pci"));
+	assert_true(has_pair(q, "-device", "usb-tablet"));
+	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	unsetenv("VMM_FIRMWARE");
+	vmm_qemu_cmd_free(q);
+	free(env);
+	free(code);
+	free(vars);
+	free(bin);
+}
+
+static void test_qemu_publish__parse(void **state)
+{
+	(void)state;
+	struct {
+		const char *in, *out;
+	} ok[] = {
+	    {"8080:80", "tcp::8080-:80"},
+	    {"tcp:2222:22", "tcp::2222-:22"},
+	    {"udp:5353:53", "udp::5353-:53"},
+	    {"127.0.0.1:8080:80", "tcp:127.0.0.1:8080-:80"},
+	    {"tcp:0.0.0.0:1:65535", "tcp:0.0.0.0:1-:65535"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+		char *fwd = NULL;
+		vmm_error *err = NULL;
+		if (vmm_qemu_parse_publish(ok[i].in, &fwd, &err) < 0)
+			fail_msg("%s: %s", ok[i].in, err->msg);
+		assert_string_equal(fwd, ok[i].out);
+		free(fwd);
+	}
+	const char *bad[] = {"",    "80",   "0:80",    "80:0",	    "70000:80",
+			     "a:b", "tcp:", "x,y:1:2", "1:2:3:4:5", "sctp:1:2"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		char *fwd = NULL;
+		vmm_error *err = NULL;
+		if (vmm_qemu_parse_publish(bad[i], &fwd, &err) == 0)
+			fail_msg("\"%s\" was accepted as %s", bad[i], fwd);
+		assert_int_equal(err->code, VMM_EUSAGE);
+		vmm_error_free(err);
+	}
+}
+
+static void test_qemu_accel__choice(void **state)
+{
+	(void)state;
+	const char *accel = NULL;
+	char *notice = NULL;
+	assert_int_equal(vmm_qemu_pick_accel(VMM_ACCEL_TCG, "x86_64", &accel, &notice, NULL), 0);
+	assert_string_equal(accel, "tcg");
+	assert_null(notice);
+	/* another architecture never gets KVM */
+	vmm_error *err = NULL;
+	assert_int_equal(vmm_qemu_pick_accel(VMM_ACCEL_AUTO, "aarch64", &accel, &notice, NULL), 0);
+	assert_string_equal(accel, "tcg");
+	assert_non_null(strstr(notice, "architecture"));
+	free(notice);
+	assert_int_equal(vmm_qemu_pick_accel(VMM_ACCEL_KVM, "aarch64", &accel, &notice, &err), -1);
+	assert_non_null(strstr(err->msg, "--accel kvm"));
+	vmm_error_free(err);
+	/* auto on this host: KVM exactly when it can be used, else TCG with a notice */
+	assert_int_equal(vmm_qemu_pick_accel(VMM_ACCEL_AUTO, "x86_64", &accel, &notice, NULL), 0);
+	if (strcmp(accel, "tcg") == 0)
+		assert_non_null(notice);
+	else
+		assert_null(notice);
+	free(notice);
+	vmm_accel a;
+	assert_int_equal(vmm_accel_parse("kvm", &a), 0);
+	assert_int_equal(a, VMM_ACCEL_KVM);
+	assert_int_equal(vmm_accel_parse(NULL, &a), 0);
+	assert_int_equal(a, VMM_ACCEL_AUTO);
+	assert_int_equal(vmm_accel_parse("hvf", &a), -1);
+}
+
+static void test_qemu_state__check_names_both_sides(void **state)
+{
+	fixture *f = *state;
+	vmm_qemu_opts o = {.accel = VMM_ACCEL_TCG};
+	vmm_qemu_cmd *q = NULL;
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, NULL), 0);
+	vmm_savefile_header *h = vmm_savefile_header_new();
+	h->qemu_version = xstrdup("7.2.22");
+	h->arch = xstrdup("x86_64");
+	h->accel = xstrdup("tcg");
+	h->fingerprint = xstrdup(q->fingerprint);
+	h->model = json_deep_copy(q->model);
+	h->cpus = 2;
+	h->memory = 256u << 20;
+	vmm_error *err = NULL;
+	assert_int_equal(vmm_state_check(h, q, f->cfg, "7.2.22", &err), 0);
+	f->cfg->memory_size = 512u << 20;
+	assert_int_equal(vmm_state_check(h, q, f->cfg, NULL, &err), -1);
+	assert_string_equal(err->msg, "memory 256 MiB in the state vs 512 MiB now");
+	assert_int_equal(err->code, VMM_EINCOMPATIBLE);
+	f->cfg->memory_size = 256u << 20;
+	f->cfg->cpu_count = 4;
+	assert_int_equal(vmm_state_check(h, q, f->cfg, NULL, &err), -1);
+	assert_string_equal(err->msg, "2 CPUs in the state vs 4 now");
+	f->cfg->cpu_count = 2;
+	assert_int_equal(vmm_state_check(h, q, f->cfg, "8.0.0", &err), -1);
+	assert_string_equal(err->msg, "QEMU 7.2.22 in the state vs QEMU 8.0.0 now");
+	/* a model that differs in one device names that device on both sides */
+	json_array_set_new(h->model, json_array_size(h->model) - 1, json_string("chardev:other"));
+	free(h->fingerprint);
+	h->fingerprint = vmm_qemu_fingerprint(h->model);
+	assert_int_equal(vmm_state_check(h, q, f->cfg, "7.2.22", &err), -1);
+	assert_string_equal(err->msg, "QEMU arguments `-serial chardev:other` in the state vs "
+				      "`-serial chardev:console` now");
+	vmm_error_free(err);
+	vmm_savefile_header_free(h);
+	vmm_qemu_cmd_free(q);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__direct_kernel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__fingerprint, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__bad_bundles, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__uefi_firmware, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__arm64_guest, setup, teardown),
+	    cmocka_unit_test(test_qemu_publish__parse),
+	    cmocka_unit_test(test_qemu_accel__choice),
+	    cmocka_unit_test_setup_teardown(test_qemu_state__check_names_both_sides, setup,
+					    teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

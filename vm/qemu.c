@@ -1,0 +1,559 @@
+#include "vm/qemu.h"
+#include "common/json.h"
+#include "common/util.h"
+#include "vm/bundle.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+int vmm_accel_parse(const char *s, vmm_accel *out)
+{
+	if (!s || strcmp(s, "auto") == 0)
+		*out = VMM_ACCEL_AUTO;
+	else if (strcmp(s, "kvm") == 0)
+		*out = VMM_ACCEL_KVM;
+	else if (strcmp(s, "tcg") == 0)
+		*out = VMM_ACCEL_TCG;
+	else
+		return -1;
+	return 0;
+}
+
+void vmm_qemu_cmd_free(vmm_qemu_cmd *q)
+{
+	if (!q)
+		return;
+	free(q->binary);
+	for (size_t i = 0; i < q->argc; i++)
+		free(q->argv[i]);
+	free(q->argv);
+	json_decref(q->model);
+	free(q->fingerprint);
+	free(q->notice);
+	free(q->firmware_code);
+	free(q->firmware_vars);
+	free(q);
+}
+
+char *vmm_find_in_path(const char *name)
+{
+	if (strchr(name, '/'))
+		return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	cleanup_free char *copy = xstrdup(path);
+	char *save = NULL;
+	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		char *p = path_join(*d ? d : ".", name);
+		struct stat st;
+		if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0)
+			return p;
+		free(p);
+	}
+	return NULL;
+}
+
+/* --- accelerator ------------------------------------------------------------ */
+
+static const char *host_target(void)
+{
+#if defined(__x86_64__)
+	return "x86_64";
+#elif defined(__aarch64__)
+	return "aarch64";
+#else
+	return "unknown";
+#endif
+}
+
+/* Why KVM cannot be used here, or NULL if it can. */
+static const char *kvm_unusable(const char *arch)
+{
+	if (strcmp(arch, host_target()) != 0)
+		return "the guest's architecture differs from the host's";
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? "/dev/kvm does not exist" : "/dev/kvm cannot be opened";
+	close(fd);
+#if defined(__x86_64__)
+	cleanup_free char *info = NULL;
+	size_t len = 0;
+	if (vmm_read_file("/proc/cpuinfo", 64u << 20, &info, &len, NULL) < 0)
+		return "/proc/cpuinfo cannot be read";
+	for (char *line = strtok(info, "\n"); line; line = strtok(NULL, "\n")) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		if (strstr(line, " vmx") || strstr(line, " svm"))
+			return NULL;
+		break;
+	}
+	return "the CPU has no hardware virtualization (vmx/svm)";
+#else
+	return NULL;
+#endif
+}
+
+int vmm_qemu_pick_accel(vmm_accel req, const char *arch, const char **accel, char **notice,
+			vmm_error **err)
+{
+	*notice = NULL;
+	if (req == VMM_ACCEL_TCG) {
+		*accel = "tcg";
+		return 0;
+	}
+	const char *why = kvm_unusable(arch);
+	if (!why) {
+		*accel = "kvm";
+		return 0;
+	}
+	if (req == VMM_ACCEL_KVM)
+		return vmm_error_set(err, VMM_EINVAL, "--accel kvm: KVM cannot be used: %s", why);
+	*accel = "tcg";
+	*notice =
+	    xasprintf("KVM cannot be used (%s); running under TCG emulation, which is slower", why);
+	return 0;
+}
+
+/* --- firmware ---------------------------------------------------------------- */
+
+static bool json_array_has(json_t *a, const char *s)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(a, i, v)
+	{
+		if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Does QEMU firmware descriptor `d` describe plain split-flash UEFI for `arch`? */
+static bool descriptor_fits(json_t *d, const char *arch, const char **code, const char **vars)
+{
+	if (!json_array_has(json_object_get(d, "interface-types"), "uefi"))
+		return false;
+	json_t *features = json_object_get(d, "features");
+	if (json_array_has(features, "secure-boot") || json_array_has(features, "requires-smm") ||
+	    json_array_has(features, "enrolled-keys") || json_array_has(features, "amd-sev-es"))
+		return false;
+	json_t *m = json_object_get(d, "mapping");
+	const char *dev = json_string_value(json_object_get(m, "device"));
+	const char *mode = json_string_value(json_object_get(m, "mode"));
+	if (!dev || strcmp(dev, "flash") != 0 || (mode && strcmp(mode, "split") != 0))
+		return false;
+	json_t *exe = json_object_get(m, "executable"),
+	       *tmpl = json_object_get(m, "nvram-template");
+	const char *fmt = json_string_value(json_object_get(exe, "format"));
+	*code = json_string_value(json_object_get(exe, "filename"));
+	*vars = json_string_value(json_object_get(tmpl, "filename"));
+	if (!*code || !*vars || (fmt && strcmp(fmt, "raw") != 0))
+		return false;
+	const char *probe = strcmp(arch, "x86_64") == 0 ? "pc-q35-99.0" : "virt-99.0";
+	size_t i;
+	json_t *t;
+	json_array_foreach(json_object_get(d, "targets"), i, t)
+	{
+		const char *a = json_string_value(json_object_get(t, "architecture"));
+		if (!a || strcmp(a, arch) != 0)
+			continue;
+		size_t j;
+		json_t *pat;
+		json_array_foreach(json_object_get(t, "machines"), j, pat)
+		{
+			if (json_is_string(pat) && fnmatch(json_string_value(pat), probe, 0) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+static int cmp_strp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int from_descriptors(const char *arch, char **code, char **vars)
+{
+	/* QEMU's interop spec: same file name in /etc overrides /usr/share; sorted by name */
+	static const char *const dirs[] = {"/etc/qemu/firmware", "/usr/share/qemu/firmware"};
+	char **names = NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		cleanup_dir DIR *d = opendir(dirs[i]);
+		struct dirent *e;
+		while (d && (e = readdir(d))) {
+			size_t l = strlen(e->d_name);
+			if (l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
+				continue;
+			bool dup = false;
+			for (size_t k = 0; k < n; k++)
+				dup = dup || strcmp(strrchr(names[k], '/') + 1, e->d_name) == 0;
+			if (dup)
+				continue;
+			names = xrealloc(names, (n + 1) * sizeof(char *));
+			names[n++] = path_join(dirs[i], e->d_name);
+		}
+	}
+	/* sort by base name */
+	for (size_t i = 0; i < n; i++) {
+		char *base = strrchr(names[i], '/') + 1;
+		char *full = names[i];
+		names[i] = xasprintf("%s\t%s", base, full);
+		free(full);
+	}
+	if (n)
+		qsort(names, n, sizeof(char *), cmp_strp);
+	int found = -1;
+	for (size_t i = 0; i < n && found < 0; i++) {
+		const char *path = strchr(names[i], '\t') + 1;
+		json_t *d = NULL;
+		if (vmm_json_load_file(&d, path, 1 << 20, NULL) < 0)
+			continue;
+		const char *c = NULL, *v = NULL;
+		if (json_is_object(d) && descriptor_fits(d, arch, &c, &v) && access(c, R_OK) == 0 &&
+		    access(v, R_OK) == 0) {
+			*code = xstrdup(c);
+			*vars = xstrdup(v);
+			found = 0;
+		}
+		json_decref(d);
+	}
+	vmm_strv_free(names, n);
+	return found;
+}
+
+int vmm_qemu_find_firmware(const char *arch, char **code, char **vars, vmm_error **err)
+{
+	const char *env = getenv("VMM_FIRMWARE");
+	if (env && *env) {
+		const char *colon = strchr(env, ':');
+		if (!colon)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "VMM_FIRMWARE=\"%s\": expected CODE:VARS", env);
+		cleanup_free char *c = xstrndup(env, (size_t)(colon - env));
+		cleanup_free char *v = xstrdup(colon + 1);
+		if (access(c, R_OK) < 0)
+			return vmm_error_errno(err, errno, "UEFI firmware `%s`", c);
+		if (access(v, R_OK) < 0)
+			return vmm_error_errno(err, errno, "UEFI variables template `%s`", v);
+		*code = steal_ptr(c);
+		*vars = steal_ptr(v);
+		return 0;
+	}
+	if (from_descriptors(arch, code, vars) == 0)
+		return 0;
+	static const char *const x86[][2] = {
+	    {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	    {"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
+	    {"/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"},
+	};
+	static const char *const arm[][2] = {
+	    {"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"},
+	    {"/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw",
+	     "/usr/share/edk2/aarch64/vars-template-pflash.raw"},
+	};
+	bool is_x86 = strcmp(arch, "x86_64") == 0;
+	const char *const(*list)[2] = is_x86 ? x86 : arm;
+	size_t n = is_x86 ? ARRAY_SIZE(x86) : ARRAY_SIZE(arm);
+	for (size_t i = 0; i < n; i++) {
+		if (access(list[i][0], R_OK) == 0 && access(list[i][1], R_OK) == 0) {
+			*code = xstrdup(list[i][0]);
+			*vars = xstrdup(list[i][1]);
+			return 0;
+		}
+	}
+	return vmm_error_set(
+	    err, VMM_EGENERIC,
+	    "no UEFI firmware for %s guests: install %s (or boot a kernel directly: "
+	    "vmm create --kernel)",
+	    arch, is_x86 ? "ovmf" : "qemu-efi-aarch64");
+}
+
+int vmm_qemu_prepare_efivars(const vmm_qemu_cmd *q, const char *dir, vmm_error **err)
+{
+	if (!q->uefi)
+		return 0;
+	cleanup_free char *dst = path_join(dir, VMM_EFIVARS_FILE);
+	if (access(dst, F_OK) == 0)
+		return 0;
+	cleanup_free char *data = NULL;
+	size_t len = 0;
+	if (vmm_read_file(q->firmware_vars, 256u << 20, &data, &len, err) < 0)
+		return vmm_error_wrap(err, "UEFI variables template");
+	return vmm_write_file_atomic(dst, data, len, 0644, err);
+}
+
+/* --- command line -------------------------------------------------------------- */
+
+static int bad_publish(const char *s, vmm_error **err)
+{
+	return vmm_error_set(err, VMM_EUSAGE,
+			     "--publish \"%s\": expected [tcp:|udp:][ADDRESS:]HOST_PORT:GUEST_PORT",
+			     s);
+}
+
+int vmm_qemu_parse_publish(const char *s, char **hostfwd, vmm_error **err)
+{
+	const char *proto = "tcp";
+	const char *p = s;
+	if (strncmp(p, "tcp:", 4) == 0 || strncmp(p, "udp:", 4) == 0) {
+		proto = strncmp(p, "tcp:", 4) == 0 ? "tcp" : "udp";
+		p += 4;
+	}
+	/* split from the right: GUEST, HOST, then an optional address */
+	const char *c2 = strrchr(p, ':');
+	if (!c2)
+		return bad_publish(s, err);
+	const char *c1 = NULL;
+	for (const char *x = c2 - 1; x >= p; x--) {
+		if (*x == ':') {
+			c1 = x;
+			break;
+		}
+	}
+	cleanup_free char *addr = c1 ? xstrndup(p, (size_t)(c1 - p)) : xstrdup("");
+	cleanup_free char *hp = xstrndup(c1 ? c1 + 1 : p, (size_t)(c2 - (c1 ? c1 + 1 : p)));
+	uint64_t host, guest;
+	struct in_addr ip;
+	if (vmm_parse_u64(hp, &host) < 0 || vmm_parse_u64(c2 + 1, &guest) < 0 || host == 0 ||
+	    host > 65535 || guest == 0 || guest > 65535 ||
+	    (*addr && inet_pton(AF_INET, addr, &ip) != 1))
+		return bad_publish(s, err);
+	*hostfwd = xasprintf("%s:%s:%llu-:%llu", proto, addr, (unsigned long long)host,
+			     (unsigned long long)guest);
+	return 0;
+}
+
+typedef struct builder {
+	char **argv;
+	size_t argc;
+	json_t *model;
+} builder;
+
+static void add(builder *b, const char *arg)
+{
+	b->argv = xrealloc(b->argv, (b->argc + 2) * sizeof(char *));
+	b->argv[b->argc++] = xstrdup(arg);
+	b->argv[b->argc] = NULL;
+}
+
+/* An option with its value; `model` is what the fingerprint sees (NULL: nothing). */
+static void opt(builder *b, const char *name, const char *value, const char *model)
+{
+	add(b, name);
+	add(b, value);
+	if (model) {
+		json_array_append_new(b->model, json_string(name));
+		json_array_append_new(b->model, json_string(model));
+	}
+}
+
+static void mopt(builder *b, const char *name, const char *value)
+{
+	opt(b, name, value, value);
+}
+
+char *vmm_qemu_fingerprint(const json_t *model)
+{
+	char *text = json_dumps(model, JSON_COMPACT);
+	if (!text)
+		abort();
+	char *d = xmalloc(72);
+	vmm_sha256_digest(text, strlen(text), d);
+	free(text);
+	return d;
+}
+
+static int check_bundle_file(const char *dir, const char *file, const char *what, vmm_error **err)
+{
+	cleanup_free char *p = path_join(dir, file);
+	if (access(p, R_OK) < 0)
+		return vmm_error_errno(err, errno, "%s `%s`", what, p);
+	return 0;
+}
+
+/* Which boot, firmware, binary and accelerator; fills q. */
+static int resolve(vmm_qemu_cmd *q, const char *dir, const vmm_config *c, const vmm_qemu_opts *o,
+		   vmm_error **err)
+{
+	bool x86 = strcmp(c->arch, "amd64") == 0;
+	const char *bin = x86 ? "qemu-system-x86_64" : "qemu-system-aarch64";
+	q->arch = x86 ? "x86_64" : "aarch64";
+	q->binary = vmm_find_in_path(bin);
+	if (!q->binary)
+		return vmm_error_set(err, VMM_EGENERIC, "%s is not on PATH: install %s", bin,
+				     x86 ? "qemu-system-x86" : "qemu-system-arm");
+	if (vmm_qemu_pick_accel(o->accel, q->arch, &q->accel, &q->notice, err) < 0)
+		return -1;
+	/* a bundle with a kernel, an initramfs or a command line means direct boot */
+	cleanup_free char *kernel = path_join(dir, VMM_KERNEL_FILE);
+	cleanup_free char *initramfs = path_join(dir, VMM_INITRAMFS_FILE);
+	q->uefi =
+	    access(kernel, F_OK) < 0 && access(initramfs, F_OK) < 0 && !(c->cmdline && *c->cmdline);
+	if (q->uefi) {
+		if (vmm_qemu_find_firmware(q->arch, &q->firmware_code, &q->firmware_vars, err) < 0)
+			return -1;
+	} else {
+		if (check_bundle_file(dir, VMM_KERNEL_FILE, "kernel", err) < 0)
+			return -1;
+		cleanup_free char *initrd = path_join(dir, VMM_INITRAMFS_FILE);
+		if (access(initrd, F_OK) == 0 &&
+		    check_bundle_file(dir, VMM_INITRAMFS_FILE, "initramfs", err) < 0)
+			return -1;
+	}
+	return check_bundle_file(dir, VMM_DISK_FILE, "disk", err);
+}
+
+static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, vmm_error **err)
+{
+	if (o->bridge) {
+		char tap[64];
+		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off", VMM_QEMU_TAP_FD);
+		opt(b, "-netdev", tap, "tap,id=net0");
+	} else {
+		cleanup_free char *user = xstrdup("user,id=net0");
+		for (size_t i = 0; i < o->npublish; i++) {
+			cleanup_free char *fwd = NULL;
+			if (vmm_qemu_parse_publish(o->publish[i], &fwd, err) < 0)
+				return -1;
+			char *n = xasprintf("%s,hostfwd=%s", user, fwd);
+			free(user);
+			user = n;
+		}
+		opt(b, "-netdev", user, "user,id=net0");
+	}
+	cleanup_free char *nic = xasprintf("virtio-net-pci,netdev=net0,mac=%s", c->mac);
+	mopt(b, "-device", nic);
+	return 0;
+}
+
+/* A value inside QEMU's "a=b,c=d" options: commas are doubled. */
+static char *qemu_escape(const char *s)
+{
+	char *out = xmalloc(2 * strlen(s) + 1), *o = out;
+	for (; *s; s++) {
+		*o++ = *s;
+		if (*s == ',')
+			*o++ = ',';
+	}
+	*o = '\0';
+	return out;
+}
+
+static void add_boot(builder *b, const vmm_qemu_cmd *q, const char *dir, const vmm_config *c)
+{
+	if (q->uefi) {
+		cleanup_free char *path = qemu_escape(q->firmware_code);
+		cleanup_free char *fw =
+		    xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", path);
+		mopt(b, "-drive", fw);
+		mopt(b, "-drive", "if=pflash,format=raw,unit=1,file=" VMM_EFIVARS_FILE);
+		return;
+	}
+	mopt(b, "-kernel", VMM_KERNEL_FILE);
+	cleanup_free char *initrd = path_join(dir, VMM_INITRAMFS_FILE);
+	if (access(initrd, F_OK) == 0)
+		mopt(b, "-initrd", VMM_INITRAMFS_FILE);
+	if (c->cmdline && *c->cmdline)
+		mopt(b, "-append", c->cmdline);
+}
+
+int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
+		       const vmm_qemu_opts *o, vmm_error **err)
+{
+	if (strcmp(c->os, "darwin") == 0)
+		return vmm_error_set(err, VMM_EINVAL, "macOS VMs cannot run on Linux");
+	if (strcmp(c->disk_format, "raw") != 0)
+		return vmm_error_set(err, VMM_EINVAL,
+				     "disk format \"%s\" is not supported on this system",
+				     c->disk_format);
+	if (o->bridge && o->npublish)
+		return vmm_error_set(err, VMM_EUSAGE,
+				     "--publish works with the default NAT network, not with "
+				     "--net-bridged");
+	vmm_qemu_cmd *q = xcalloc(1, sizeof(*q));
+	if (resolve(q, dir, c, o, err) < 0) {
+		vmm_qemu_cmd_free(q);
+		return -1;
+	}
+	bool x86 = strcmp(q->arch, "x86_64") == 0;
+	builder b = {.model = json_array()};
+	add(&b, q->binary);
+	json_array_append_new(
+	    b.model,
+	    json_string(strrchr(q->binary, '/') ? strrchr(q->binary, '/') + 1 : q->binary));
+	/* -name is parsed as QEMU options: keep the VM's name to harmless characters */
+	char *name = xstrdup(strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir);
+	for (char *p = name; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
+			*p = '_';
+	char *name_opt = xasprintf("vmm-%s", name);
+	opt(&b, "-name", name_opt, NULL);
+	free(name_opt);
+	free(name);
+	mopt(&b, "-machine", x86 ? "q35" : "virt,gic-version=3");
+	mopt(&b, "-accel", q->accel);
+	if (strcmp(q->accel, "kvm") == 0)
+		mopt(&b, "-cpu", "host");
+	else if (!x86)
+		mopt(&b, "-cpu", "max");
+	char num[64];
+	snprintf(num, sizeof(num), "%lld", (long long)c->cpu_count);
+	mopt(&b, "-smp", num);
+	snprintf(num, sizeof(num), "%lluM",
+		 (unsigned long long)((c->memory_size + (1ull << 20) - 1) >> 20));
+	mopt(&b, "-m", num);
+	add(&b, "-nodefaults");
+	add(&b, "-no-user-config");
+	json_array_append_new(b.model, json_string("-nodefaults"));
+	opt(&b, "-display", "none", NULL);
+	if (o->vnc)
+		opt(&b, "-vnc", o->vnc, NULL);
+	add_boot(&b, q, dir, c);
+	mopt(&b, "-drive", "file=" VMM_DISK_FILE ",if=none,id=disk0,format=raw,discard=unmap");
+	mopt(&b, "-device", "virtio-blk-pci,drive=disk0");
+	if (add_network(&b, c, o, err) < 0) {
+		for (size_t i = 0; i < b.argc; i++)
+			free(b.argv[i]);
+		free(b.argv);
+		json_decref(b.model);
+		vmm_qemu_cmd_free(q);
+		return -1;
+	}
+	/* a display adapter is always there, so --vnc can come and go across a suspend */
+	if (x86) {
+		mopt(&b, "-device", "VGA");
+	} else {
+		mopt(&b, "-device", "virtio-gpu-pci");
+		mopt(&b, "-device", "qemu-xhci");
+		mopt(&b, "-device", "usb-kbd");
+		mopt(&b, "-device", "usb-tablet");
+	}
+	/* the serial console on QEMU's stdio, which `vmm run` relays */
+	mopt(&b, "-chardev", "stdio,id=console,signal=off");
+	mopt(&b, "-serial", "chardev:console");
+	char qmp[64];
+	snprintf(qmp, sizeof(qmp), "socket,id=qmp0,fd=%d", VMM_QEMU_QMP_FD);
+	opt(&b, "-chardev", qmp, NULL);
+	opt(&b, "-mon", "chardev=qmp0,mode=control", NULL);
+	/* paused until `vmm run` has set up QMP (and, on resume, loaded the state) */
+	add(&b, "-S");
+	if (o->incoming)
+		opt(&b, "-incoming", "defer", NULL);
+
+	q->argv = b.argv;
+	q->argc = b.argc;
+	q->model = b.model;
+	q->fingerprint = vmm_qemu_fingerprint(q->model);
+	*out = q;
+	return 0;
+}

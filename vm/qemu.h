@@ -1,0 +1,113 @@
+/*
+ * qemu.h — how a bundle becomes a QEMU command line.
+ *
+ * vmm_qemu_cmd_build() picks the QEMU binary for the guest's architecture
+ * (x86_64 guests on qemu-system-x86_64 with q35, arm64 on
+ * qemu-system-aarch64 with virt), the accelerator (KVM only where /dev/kvm
+ * opens and the CPU can virtualize, else TCG), the boot (direct kernel when
+ * the bundle has `kernel`, else UEFI with the host's OVMF/AAVMF and the
+ * VM's own efivars.fd), the disk, the network and the display.
+ *
+ * QEMU runs with the bundle as its working directory and every bundle file
+ * named relatively, so the arguments do not depend on where the bundle
+ * lives: a clone of a suspended VM (a fork) restores with the same ones.
+ * The arguments that define the guest (machine, CPU, memory, devices,
+ * firmware) are the "model"; its SHA-256 is the fingerprint a state file
+ * records and must match on resume.  What does not change the guest (the
+ * VM's name, VNC, port forwards, the descriptors QMP and the console use)
+ * stays out of it.
+ */
+#ifndef VMM_VM_QEMU_H
+#define VMM_VM_QEMU_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/err.h"
+#include "vm/config.h"
+
+/* Descriptors QEMU inherits (its argv names them). */
+#define VMM_QEMU_QMP_FD 3 /* private QMP connection to `vmm run` */
+#define VMM_QEMU_TAP_FD 4 /* --net-bridged */
+/* The control socket of `vmm run` in the bundle directory (vmm suspend talks to it). */
+#define VMM_CONTROL_SOCKET "vmm.sock"
+
+typedef enum {
+	VMM_ACCEL_AUTO,
+	VMM_ACCEL_KVM,
+	VMM_ACCEL_TCG,
+} vmm_accel;
+
+int vmm_accel_parse(const char *s, vmm_accel *out);
+
+typedef struct vmm_qemu_opts {
+	vmm_accel accel;
+	const char *const *publish; /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST" */
+	size_t npublish;
+	const char *bridge; /* borrowed: --net-bridged IFACE; QEMU gets a tap as fd 4 */
+	const char *vnc;    /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
+	bool incoming;	    /* resume: -incoming defer */
+} vmm_qemu_opts;
+
+typedef struct vmm_qemu_cmd {
+	char *binary; /* owned: absolute path of qemu-system-* */
+	char **argv;  /* owned: NULL-terminated, argv[0] = binary */
+	size_t argc;
+	json_t *model;	     /* owned: array of the guest-defining arguments */
+	char *fingerprint;   /* owned: "sha256:<hex>" of model */
+	const char *arch;    /* static: QEMU target, "x86_64" | "aarch64" */
+	const char *accel;   /* static: "kvm" | "tcg" */
+	char *notice;	     /* owned: NULL, or one line about the accelerator choice */
+	char *firmware_code; /* owned: UEFI code image, NULL for direct kernel boot */
+	char *firmware_vars; /* owned: UEFI variables template, NULL for direct kernel boot */
+	bool uefi;
+} vmm_qemu_cmd;
+
+/*
+ * Build the command line for the bundle in `dir` with config `c`.  Checks
+ * that QEMU is on PATH, that the firmware or the kernel is there, and that
+ * the requested accelerator can be had.  Does not touch the bundle (see
+ * vmm_qemu_prepare_efivars).
+ */
+int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
+		       const vmm_qemu_opts *o, vmm_error **err);
+void vmm_qemu_cmd_free(vmm_qemu_cmd *q);
+
+/* UEFI: make <dir>/efivars.fd from the firmware's template if it is missing (atomically). */
+int vmm_qemu_prepare_efivars(const vmm_qemu_cmd *q, const char *dir, vmm_error **err);
+
+/* "sha256:<hex>" of a model array (caller frees). */
+char *vmm_qemu_fingerprint(const json_t *model);
+
+/*
+ * Find a UEFI firmware for QEMU target `arch` ("x86_64"/"aarch64"):
+ * $VMM_FIRMWARE ("CODE:VARS") if set, else QEMU's firmware descriptors in
+ * /usr/share/qemu/firmware and /etc/qemu/firmware (plain UEFI, no Secure
+ * Boot), else the usual Debian paths.  Both strings are the caller's.
+ */
+int vmm_qemu_find_firmware(const char *arch, char **code, char **vars, vmm_error **err);
+
+/*
+ * The accelerator for `req` on this host for target `arch`; *notice gets a
+ * line to show when auto falls back to TCG (caller frees; may be NULL).
+ */
+int vmm_qemu_pick_accel(vmm_accel req, const char *arch, const char **accel, char **notice,
+			vmm_error **err);
+
+/* Search PATH for `name`; NULL if absent (caller frees). */
+char *vmm_find_in_path(const char *name);
+
+/*
+ * Parse a --publish value: "[tcp:|udp:][ADDR:]HOST:GUEST" into QEMU's
+ * hostfwd form "tcp:ADDR:HOST-:GUEST" (caller frees).
+ */
+int vmm_qemu_parse_publish(const char *s, char **hostfwd, vmm_error **err);
+
+static inline void cleanup_vmm_qemu_cmd_fn(vmm_qemu_cmd **q)
+{
+	vmm_qemu_cmd_free(*q);
+}
+#define cleanup_vmm_qemu_cmd __attribute__((cleanup(cleanup_vmm_qemu_cmd_fn)))
+
+#endif

@@ -1,0 +1,834 @@
+#include "vm/run.h"
+#include "common/util.h"
+#include "storage/copy.h"
+#include "vm/bundle.h"
+#include "vm/qmp.h"
+#include "vm/state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#define DEFAULT_STOP_TIMEOUT 30.0
+#define QUIT_GRACE 10.0
+#define RESUMED_ASIDE VMM_STATE_FILE ".resumed.tmp"
+
+typedef struct run {
+	const vmm_run_opts *o;
+	const char *name; /* borrowed */
+	const char *dir;  /* borrowed */
+	int dirfd;
+	vmm_config *cfg;   /* owned */
+	vmm_qemu_cmd *cmd; /* owned */
+	pid_t pid;	   /* QEMU; 0 once reaped */
+	int status;	   /* QEMU's wait status once reaped */
+	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
+	vmm_qmp *qmp;	   /* owned */
+	char errline[512]; /* QEMU's last line on stderr */
+	char errpart[512];
+	size_t errpart_len;
+	bool stopping, quit_sent, suspended;
+	double deadline, kill_at;
+} run;
+
+static void say(const run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const run *r, const char *fmt, ...)
+{
+	if (!r->o->notice)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	r->o->notice(r->o->notice_ctx, msg);
+	free(msg);
+}
+
+/* --- QEMU's stderr and the console ---------------------------------------------- */
+
+/* Forward what QEMU wrote to stderr; remember its last line for error messages. */
+static void drain_stderr(run *r)
+{
+	char buf[4096];
+	for (;;) {
+		ssize_t n = read(r->errpipe, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0) {
+				close(r->errpipe);
+				r->errpipe = -1;
+			}
+			return;
+		}
+		if (r->o->log_fd >= 0)
+			(void)!vmm_write_all(r->o->log_fd, buf, (size_t)n);
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				if (r->errpart_len) {
+					memcpy(r->errline, r->errpart, r->errpart_len);
+					r->errline[r->errpart_len] = '\0';
+				}
+				r->errpart_len = 0;
+			} else if (r->errpart_len + 1 < sizeof(r->errpart) && buf[i] != '\r') {
+				r->errpart[r->errpart_len++] = buf[i];
+			}
+		}
+	}
+}
+
+static void relay_console_out(run *r)
+{
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(r->console, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+				close(r->console);
+				r->console = -1;
+			}
+			return;
+		}
+		/* a reader that went away must not take the guest down with it */
+		if (r->console_out >= 0 && vmm_write_all(r->console_out, buf, (size_t)n) < 0)
+			r->console_out = -1;
+	}
+}
+
+static void relay_console_in(run *r)
+{
+	char buf[4096];
+	ssize_t n;
+	do
+		n = read(r->console_in, buf, sizeof(buf));
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		r->console_in = -1; /* EOF: the guest keeps running without input */
+		return;
+	}
+	if (r->console >= 0)
+		(void)!vmm_write_all(r->console, buf, (size_t)n);
+}
+
+/* --- QEMU's process ------------------------------------------------------------ */
+
+/* Reap QEMU if it has exited; true once it has. */
+static bool reap(run *r, bool block)
+{
+	if (r->pid <= 0)
+		return true;
+	int st;
+	pid_t p;
+	do
+		p = waitpid(r->pid, &st, block ? 0 : WNOHANG);
+	while (p < 0 && errno == EINTR);
+	if (p == r->pid || (p < 0 && errno == ECHILD)) {
+		r->status = p == r->pid ? st : 0;
+		r->pid = 0;
+		return true;
+	}
+	return false;
+}
+
+/* Wait up to `secs` for QEMU to exit, then kill it. */
+static void wait_exit(run *r, double secs)
+{
+	double end = vmm_now() + secs;
+	while (!reap(r, false)) {
+		if (vmm_now() > end) {
+			kill(r->pid, SIGKILL);
+			reap(r, true);
+			break;
+		}
+		if (r->errpipe >= 0)
+			drain_stderr(r);
+		usleep(5000);
+	}
+}
+
+static void quit_now(run *r)
+{
+	if (r->quit_sent || r->pid <= 0)
+		return;
+	r->quit_sent = true;
+	r->kill_at = vmm_now() + QUIT_GRACE;
+	if (!r->qmp || vmm_qmp_execute(r->qmp, "quit", NULL, NULL, NULL) < 0)
+		kill(r->pid, SIGKILL);
+}
+
+static void kill_and_reap(run *r)
+{
+	if (r->pid > 0) {
+		kill(r->pid, SIGKILL);
+		reap(r, true);
+	}
+}
+
+/* Put fd on a number ≥ 10 so the dup2 calls below cannot clobber it. */
+static int lift(int fd)
+{
+	return fd < 0 ? -1 : fcntl(fd, F_DUPFD, 10);
+}
+
+static int spawn(run *r, vmm_error **err)
+{
+	int con[2], qmp[2], errp[2], execp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, con) < 0)
+		return vmm_error_errno(err, errno, "socketpair");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp) < 0) {
+		close(con[0]);
+		close(con[1]);
+		return vmm_error_errno(err, errno, "socketpair");
+	}
+	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(con[0]);
+		close(con[1]);
+		close(qmp[0]);
+		close(qmp[1]);
+		return vmm_error_errno(err, e, "pipe");
+	}
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0)
+		return vmm_error_errno(err, errno, "fork");
+	if (pid == 0) {
+		/* QEMU: its own process group (a terminal's Ctrl-C is for vmm), dies with vmm */
+		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		int c = lift(con[1]), q = lift(qmp[1]), e = lift(errp[1]), x = lift(execp[1]);
+		int t = lift(r->tap);
+		if (c < 0 || q < 0 || e < 0 || x < 0 || fchdir(r->dirfd) < 0)
+			_exit(127);
+		if (dup2(c, 0) < 0 || dup2(c, 1) < 0 || dup2(e, 2) < 0 ||
+		    dup2(q, VMM_QEMU_QMP_FD) < 0 || (t >= 0 && dup2(t, VMM_QEMU_TAP_FD) < 0) ||
+		    dup2(x, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0)
+			_exit(127);
+		close_range(6, ~0u, 0);
+		execv(r->cmd->binary, r->cmd->argv);
+		int code = errno;
+		(void)!write(5, &code, sizeof(code));
+		_exit(127);
+	}
+	close(con[1]);
+	close(qmp[1]);
+	close(errp[1]);
+	close(execp[1]);
+	r->pid = pid;
+	r->console = con[0];
+	r->errpipe = errp[0];
+	int code = 0;
+	ssize_t n;
+	do
+		n = read(execp[0], &code, sizeof(code));
+	while (n < 0 && errno == EINTR);
+	close(execp[0]);
+	fcntl(r->console, F_SETFL, O_NONBLOCK);
+	fcntl(r->errpipe, F_SETFL, O_NONBLOCK);
+	if (n == (ssize_t)sizeof(code)) {
+		close(qmp[0]);
+		reap(r, true);
+		return vmm_error_errno(err, code, "start `%s`", r->cmd->binary);
+	}
+	if (vmm_qmp_open_fd(&r->qmp, qmp[0], 30, err) < 0) {
+		/* QEMU refused its arguments or died: say what it said */
+		wait_exit(r, 5);
+		fcntl(r->errpipe, F_SETFL, 0);
+		while (r->errpipe >= 0)
+			drain_stderr(r);
+		if (r->errline[0])
+			return vmm_error_set(err, VMM_EGENERIC, "QEMU did not start: %s",
+					     r->errline);
+		return vmm_error_wrap(err, "QEMU did not start");
+	}
+	return 0;
+}
+
+/* --- bridged networking ------------------------------------------------------ */
+
+/* A tap device enslaved to bridge `br`; the fd goes to QEMU. */
+static int open_tap(const char *br, int *out, vmm_error **err)
+{
+	if (strlen(br) >= IFNAMSIZ)
+		return vmm_error_set(err, VMM_EINVAL, "--net-bridged `%s`: no such interface", br);
+	cleanup_close int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return vmm_error_errno(err, errno, "socket");
+	if (if_nametoindex(br) == 0)
+		return vmm_error_set(err, VMM_EINVAL, "--net-bridged `%s`: no such interface", br);
+	cleanup_close int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return vmm_error_errno(err, errno, "--net-bridged `%s`: open /dev/net/tun", br);
+	struct ifreq ifr = {0};
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	snprintf(ifr.ifr_name, IFNAMSIZ, "vmm%%d");
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+		return vmm_error_errno(err, errno, "--net-bridged `%s`: create a tap device", br);
+	char tap[IFNAMSIZ];
+	memcpy(tap, ifr.ifr_name, IFNAMSIZ);
+	struct ifreq up = {0};
+	memcpy(up.ifr_name, tap, IFNAMSIZ);
+	if (ioctl(sock, SIOCGIFFLAGS, &up) < 0)
+		return vmm_error_errno(err, errno, "--net-bridged: `%s`", tap);
+	up.ifr_flags |= IFF_UP;
+	if (ioctl(sock, SIOCSIFFLAGS, &up) < 0)
+		return vmm_error_errno(err, errno, "--net-bridged: bring `%s` up", tap);
+	struct ifreq add = {0};
+	snprintf(add.ifr_name, IFNAMSIZ, "%s", br);
+	add.ifr_ifindex = (int)if_nametoindex(tap);
+	if (ioctl(sock, SIOCBRADDIF, &add) < 0) {
+		if (errno == EOPNOTSUPP || errno == EINVAL)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "--net-bridged `%s`: not a bridge (make one with `ip "
+					     "link add NAME type bridge` and add the NIC to it)",
+					     br);
+		return vmm_error_errno(err, errno, "--net-bridged `%s`: add `%s` to it", br, tap);
+	}
+	*out = steal_fd(fd);
+	return 0;
+}
+
+/* --- the control socket --------------------------------------------------------- */
+
+int vmm_control_sockaddr(struct sockaddr_un *sa, int dirfd)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	int l = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dirfd,
+			 VMM_CONTROL_SOCKET);
+	return l < 0 || (size_t)l >= sizeof(sa->sun_path) ? -1 : 0;
+}
+
+static int listen_control(run *r, vmm_error **err)
+{
+	unlinkat(r->dirfd, VMM_CONTROL_SOCKET, 0); /* stale: we hold the lock */
+	struct sockaddr_un sa;
+	if (vmm_control_sockaddr(&sa, r->dirfd) < 0)
+		return vmm_error_set(err, VMM_EINVAL, "control socket path is too long");
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return vmm_error_errno(err, errno, "socket");
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+		int e = errno;
+		close(fd);
+		return vmm_error_errno(err, e, "listen on `%s/%s`", r->dir, VMM_CONTROL_SOCKET);
+	}
+	r->ctl = fd;
+	return 0;
+}
+
+/* --- suspend and resume ------------------------------------------------------ */
+
+static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
+{
+	if (r->stopping)
+		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
+	if (!r->qmp || r->pid <= 0)
+		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
+	say(r, "pausing VM to take a snapshot...");
+	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
+	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
+		return -1;
+	say(r, "creating a snapshot...");
+	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
+	vmm_qmp_set_timeout(r->qmp, 120);
+	int rc = vmm_state_save(r->qmp, path, h, stats, err);
+	vmm_qmp_set_timeout(r->qmp, 30);
+	if (rc < 0)
+		return -1;
+	say(r, "snapshot created successfully! shutting down the VM...");
+	r->suspended = true;
+	quit_now(r);
+	wait_exit(r, QUIT_GRACE);
+	return 0;
+}
+
+/* Memory and disk into `dest` with the guest paused only meanwhile (a snapshot of a running VM). */
+static int do_checkpoint(run *r, const char *dest, vmm_savefile_stats *stats, vmm_error **err)
+{
+	if (r->stopping)
+		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
+	if (!r->qmp || r->pid <= 0)
+		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
+	if (dest[0] != '/' || !path_is_dir(dest))
+		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
+	json_t *st = NULL;
+	if (vmm_qmp_execute(r->qmp, "query-status", NULL, &st, err) < 0)
+		return -1;
+	bool was_running = json_is_true(json_object_get(st, "running"));
+	json_decref(st);
+	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
+	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
+		return -1;
+	cleanup_free char *state = path_join(dest, VMM_STATE_FILE);
+	vmm_qmp_set_timeout(r->qmp, 120);
+	int rc = vmm_state_save(r->qmp, state, h, stats, err);
+	vmm_qmp_set_timeout(r->qmp, 30);
+	if (rc < 0)
+		return -1;
+	/* QEMU flushed and let go of the disk when the migration completed */
+	static const char *const files[] = {VMM_DISK_FILE, VMM_EFIVARS_FILE};
+	vmm_copy_opts co = {.fsync = true};
+	size_t copied = 0;
+	for (; copied < ARRAY_SIZE(files) && rc == 0; copied++) {
+		cleanup_free char *src = path_join(r->dir, files[copied]);
+		cleanup_free char *dst = path_join(dest, files[copied]);
+		if (access(src, F_OK) < 0)
+			continue;
+		unlink(dst);
+		rc = vmm_copy_file(src, dst, &co, NULL, err);
+	}
+	if (rc < 0) {
+		unlink(state);
+		for (size_t i = 0; i < copied; i++) {
+			cleanup_free char *dst = path_join(dest, files[i]);
+			unlink(dst);
+		}
+	}
+	if (was_running && vmm_qmp_execute(r->qmp, "cont", NULL, NULL, rc < 0 ? NULL : err) < 0)
+		rc = -1;
+	return rc;
+}
+
+static char *ok_reply(const vmm_savefile_stats *st)
+{
+	return xasprintf("ok %llu %llu %.6f\n", (unsigned long long)st->raw_bytes,
+			 (unsigned long long)st->compressed_bytes, st->seconds);
+}
+
+static void serve_control(run *r)
+{
+	int c = accept4(r->ctl, NULL, NULL, SOCK_CLOEXEC);
+	if (c < 0)
+		return;
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char line[PATH_MAX + 64] = "";
+	size_t len = 0;
+	while (len + 1 < sizeof(line) && !memchr(line, '\n', len)) {
+		ssize_t n = recv(c, line + len, sizeof(line) - 1 - len, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		line[len] = '\0';
+	}
+	line[strcspn(line, "\r\n")] = '\0';
+	cleanup_free char *reply = NULL;
+	vmm_savefile_stats st = {0};
+	cleanup_vmm_error vmm_error *e = NULL;
+	if (strcmp(line, "suspend") == 0) {
+		reply =
+		    do_suspend(r, &st, &e) < 0 ? xasprintf("error %s\n", e->msg) : ok_reply(&st);
+	} else if (strcmp(line, "net") == 0) {
+		reply = xasprintf("ok %s\n", r->o->qemu.bridge ? "tap" : "user");
+	} else if (strncmp(line, "checkpoint ", 11) == 0) {
+		reply = do_checkpoint(r, line + 11, &st, &e) < 0 ? xasprintf("error %s\n", e->msg)
+								 : ok_reply(&st);
+	} else {
+		reply = xasprintf("error unknown request \"%.64s\"\n", line);
+	}
+	send(c, reply, strlen(reply), MSG_NOSIGNAL);
+	close(c);
+}
+
+/*
+ * Restore the state into QEMU started with -incoming, then run the guest.
+ * The state is moved aside just before `cont` and removed once the guest
+ * runs: the disk moves on from then, so that memory must never come back.
+ */
+static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
+{
+	if (!h)
+		return vmm_error_set(err, VMM_EINVAL, "no saved state to resume from");
+	if (vmm_state_check(h, r->cmd, r->cfg, vmm_qmp_version(r->qmp), err) < 0)
+		return -1;
+	cleanup_free char *machine = NULL;
+	const char *want = strcmp(r->cmd->arch, "x86_64") == 0 ? "q35" : "virt";
+	if (vmm_qmp_machine(r->qmp, want, &machine, err) < 0)
+		return -1;
+	if (strcmp(machine, h->machine) != 0)
+		return vmm_error_set(err, VMM_EINCOMPATIBLE, "machine %s in the state vs %s now",
+				     h->machine, machine);
+	say(r, "restoring VM state from a snapshot...");
+	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
+	vmm_qmp_set_timeout(r->qmp, 120);
+	int rc = vmm_state_load(r->qmp, path, h, NULL, err);
+	vmm_qmp_set_timeout(r->qmp, 30);
+	if (rc < 0)
+		return -1;
+	if (renameat(r->dirfd, VMM_STATE_FILE, r->dirfd, RESUMED_ASIDE) < 0)
+		return vmm_error_errno(err, errno, "move `%s` aside", path);
+	say(r, "resuming VM...");
+	if (vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err) < 0) {
+		renameat(r->dirfd, RESUMED_ASIDE, r->dirfd, VMM_STATE_FILE);
+		return -1;
+	}
+	unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	vmm_fsync_dir(r->dir, true, NULL); /* r->dirfd is O_PATH */
+	return 0;
+}
+
+/* --- the loop ------------------------------------------------------------------ */
+
+static void begin_stop(run *r, double timeout)
+{
+	if (r->stopping) {
+		quit_now(r); /* asked twice: do not wait for the guest */
+		return;
+	}
+	r->stopping = true;
+	say(r, "Stopping VM...");
+	r->deadline = vmm_now() + timeout;
+	if (!r->qmp || vmm_qmp_execute(r->qmp, "system_powerdown", NULL, NULL, NULL) < 0)
+		quit_now(r);
+}
+
+static void handle_signal(run *r)
+{
+	struct signalfd_siginfo si;
+	while (read(r->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGINT:
+		case SIGTERM:
+		case SIGHUP: {
+			/* `vmm stop --timeout S` sends S along with the signal */
+			double t =
+			    r->o->stop_timeout > 0 ? r->o->stop_timeout : DEFAULT_STOP_TIMEOUT;
+			if (si.ssi_code == SI_QUEUE && si.ssi_int >= 0)
+				t = si.ssi_int;
+			begin_stop(r, t);
+			break;
+		}
+		case SIGUSR1: {
+			cleanup_vmm_error vmm_error *e = NULL;
+			if (do_suspend(r, NULL, &e) < 0)
+				say(r, "Failed to suspend the VM: %s", e->msg);
+			break;
+		}
+		case SIGCHLD:
+			reap(r, false);
+			break;
+		}
+	}
+}
+
+static void loop(run *r)
+{
+	while (r->pid > 0) {
+		struct pollfd p[6];
+		int n = 0;
+		int i_sig = n, i_con = -1, i_in = -1, i_err = -1, i_qmp = -1, i_ctl = -1;
+		p[n++] = (struct pollfd){.fd = r->sigfd, .events = POLLIN};
+		if (r->console >= 0) {
+			i_con = n;
+			p[n++] = (struct pollfd){.fd = r->console, .events = POLLIN};
+		}
+		if (r->console_in >= 0) {
+			i_in = n;
+			p[n++] = (struct pollfd){.fd = r->console_in, .events = POLLIN};
+		}
+		if (r->errpipe >= 0) {
+			i_err = n;
+			p[n++] = (struct pollfd){.fd = r->errpipe, .events = POLLIN};
+		}
+		if (r->qmp) {
+			i_qmp = n;
+			p[n++] = (struct pollfd){.fd = vmm_qmp_fd(r->qmp), .events = POLLIN};
+		}
+		if (r->ctl >= 0) {
+			i_ctl = n;
+			p[n++] = (struct pollfd){.fd = r->ctl, .events = POLLIN};
+		}
+		int timeout = -1;
+		double now = vmm_now();
+		if (r->stopping && !r->quit_sent)
+			timeout = r->deadline > now ? (int)((r->deadline - now) * 1000) + 1 : 0;
+		else if (r->quit_sent)
+			timeout = r->kill_at > now ? (int)((r->kill_at - now) * 1000) + 1 : 0;
+		int rc = poll(p, (nfds_t)n, timeout);
+		if (rc < 0 && errno != EINTR)
+			break;
+		if (rc > 0) {
+			if (p[i_sig].revents)
+				handle_signal(r);
+			if (i_con >= 0 && p[i_con].revents && r->console >= 0)
+				relay_console_out(r);
+			if (i_in >= 0 && p[i_in].revents && r->console_in >= 0)
+				relay_console_in(r);
+			if (i_err >= 0 && p[i_err].revents && r->errpipe >= 0)
+				drain_stderr(r);
+			if (i_qmp >= 0 && p[i_qmp].revents && r->qmp) {
+				json_t *ev;
+				if (vmm_qmp_pump(r->qmp, NULL) < 0) {
+					vmm_qmp_free(r->qmp); /* QEMU is going away */
+					r->qmp = NULL;
+				}
+				while (r->qmp && (ev = vmm_qmp_next_event(r->qmp)))
+					json_decref(ev);
+			}
+			if (i_ctl >= 0 && p[i_ctl].revents && r->ctl >= 0)
+				serve_control(r);
+		}
+		now = vmm_now();
+		if (r->stopping && !r->quit_sent && now >= r->deadline)
+			quit_now(r);
+		else if (r->quit_sent && r->pid > 0 && now >= r->kill_at)
+			kill(r->pid, SIGKILL);
+		reap(r, false);
+	}
+	/* what QEMU said last */
+	if (r->console >= 0) {
+		fcntl(r->console, F_SETFL, O_NONBLOCK);
+		relay_console_out(r);
+	}
+	if (r->errpipe >= 0)
+		drain_stderr(r);
+}
+
+static int outcome_of(run *r, vmm_run_outcome *out, vmm_error **err)
+{
+	if (r->suspended) {
+		*out = VMM_RUN_SUSPENDED;
+		return 0;
+	}
+	if (r->stopping) {
+		*out = VMM_RUN_STOPPED;
+		return 0;
+	}
+	if (WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0) {
+		*out = VMM_RUN_POWEROFF;
+		return 0;
+	}
+	char why[64];
+	if (WIFSIGNALED(r->status))
+		snprintf(why, sizeof(why), "killed by signal %d (%s)", WTERMSIG(r->status),
+			 strsignal(WTERMSIG(r->status)));
+	else
+		snprintf(why, sizeof(why), "exit status %d", WEXITSTATUS(r->status));
+	if (r->errline[0])
+		return vmm_error_set(err, VMM_EGENERIC, "QEMU exited unexpectedly (%s): %s", why,
+				     r->errline);
+	return vmm_error_set(err, VMM_EGENERIC, "QEMU exited unexpectedly (%s)", why);
+}
+
+/* --- vmm_vm_run ------------------------------------------------------------------- */
+
+/* Read config.json through the lock's descriptor: opening it again would drop the lock. */
+static int reread_config(int lock_fd, const char *dir, vmm_config **out, vmm_error **err)
+{
+	struct stat st;
+	if (fstat(lock_fd, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s/config.json`", dir);
+	if (st.st_size > VMM_CONFIG_MAX_BYTES)
+		return vmm_error_set(err, EFBIG, "`%s/config.json` is too large", dir);
+	cleanup_free char *raw = xmalloc((size_t)st.st_size + 1);
+	if (vmm_pread_all(lock_fd, raw, (size_t)st.st_size, 0) < 0)
+		return vmm_error_errno(err, errno, "read `%s/config.json`", dir);
+	cleanup_free char *what = xasprintf("`%s/config.json`", dir);
+	return vmm_config_parse(out, raw, (size_t)st.st_size, what, err);
+}
+
+/* Tart's rule: another running VM with our MAC means a new MAC (and no saved state). */
+static int fix_mac(const vmm_home *h, vmm_bundle *b, const run *r, vmm_error **err)
+{
+	if (!vmm_bundle_mac_in_use(h, b->config->mac, b->dir, true))
+		return 0;
+	say(r, "There is already a running VM with the same MAC address!");
+	say(r, "Resetting VM to assign a new MAC address...");
+	vmm_mac_random(b->config->mac);
+	if (vmm_bundle_save_config(b, err) < 0)
+		return -1;
+	cleanup_free char *state = vmm_bundle_path(b, VMM_STATE_FILE);
+	if (unlink(state) < 0 && errno != ENOENT)
+		return vmm_error_errno(err, errno, "remove `%s`", state);
+	return 0;
+}
+
+static int block_signals(sigset_t *old, int *sigfd, vmm_error **err)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGINT);
+	sigaddset(&s, SIGTERM);
+	sigaddset(&s, SIGHUP);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &s, old) < 0)
+		return vmm_error_errno(err, errno, "sigprocmask");
+	*sigfd = signalfd(-1, &s, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (*sigfd < 0) {
+		int e = errno;
+		sigprocmask(SIG_SETMASK, old, NULL);
+		return vmm_error_errno(err, e, "signalfd");
+	}
+	return 0;
+}
+
+static void announce_vnc(run *r)
+{
+	json_t *v = NULL;
+	if (!r->o->qemu.vnc || vmm_qmp_execute(r->qmp, "query-vnc", NULL, &v, NULL) < 0)
+		return;
+	const char *host = json_string_value(json_object_get(v, "host"));
+	const char *port = json_string_value(json_object_get(v, "service"));
+	if (host && port)
+		say(r, "VNC server is running at vnc://%s:%s", host, port);
+	json_decref(v);
+}
+
+/* Everything between holding the lock and QEMU's exit. */
+static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error **err)
+{
+	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
+	cleanup_free char *state = path_join(r->dir, VMM_STATE_FILE);
+	cleanup_free char *tart_state = path_join(r->dir, VMM_TART_STATE_FILE);
+	if (!resume && access(tart_state, F_OK) == 0)
+		return vmm_error_set(err, VMM_EINCOMPATIBLE,
+				     "VM \"%s\" holds a suspended state from Tart "
+				     "(state.vzvmsave) that QEMU cannot restore; `vmm stop %s` "
+				     "discards it",
+				     r->name, r->name);
+	vmm_qemu_opts qo = r->o->qemu;
+	qo.incoming = resume;
+	if (vmm_qemu_cmd_build(&r->cmd, r->dir, r->cfg, &qo, err) < 0)
+		return -1;
+	if (r->cmd->notice)
+		say(r, "%s", r->cmd->notice);
+	if (resume) {
+		if (vmm_savefile_read_header(&h, state, err) < 0 ||
+		    vmm_state_check(h, r->cmd, r->cfg, NULL, err) < 0)
+			return -1;
+	}
+	if (vmm_qemu_prepare_efivars(r->cmd, r->dir, err) < 0)
+		return -1;
+	if (qo.bridge && open_tap(qo.bridge, &r->tap, err) < 0)
+		return -1;
+	if (listen_control(r, err) < 0)
+		return -1;
+	if (spawn(r, err) < 0) {
+		kill_and_reap(r);
+		return -1;
+	}
+	close(r->tap);
+	r->tap = -1;
+	announce_vnc(r);
+	int rc = resume ? do_resume(r, h, err) : vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err);
+	if (rc < 0) {
+		quit_now(r);
+		wait_exit(r, QUIT_GRACE);
+		return -1;
+	}
+	loop(r);
+	return outcome_of(r, outcome, err);
+}
+
+int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_run_outcome *outcome,
+	       vmm_error **err)
+{
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open(&b, h, name, err) < 0)
+		return -1;
+	run r = {.o = o,
+		 .name = name,
+		 .dir = b->dir,
+		 .dirfd = -1,
+		 .console = -1,
+		 .errpipe = -1,
+		 .sigfd = -1,
+		 .ctl = -1,
+		 .tap = -1,
+		 .console_in = o->console_in,
+		 .console_out = o->console_out};
+	vmm_vm_state st = vmm_bundle_state(b);
+	if (st == VMM_STATE_RUNNING)
+		return vmm_error_set(err, VMM_EALREADYRUNNING, "VM \"%s\" is already running!",
+				     name);
+	if (o->resume_only && st != VMM_STATE_SUSPENDED)
+		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not suspended", name);
+	if (fix_mac(h, b, &r, err) < 0)
+		return -1;
+
+	cleanup_close int lock = -1;
+	if (vmm_bundle_dir_lock(b->dir, name, &lock, err) < 0) {
+		if (err && vmm_error_code(*err) == VMM_ERUNNING)
+			return vmm_error_set(err, VMM_EALREADYRUNNING,
+					     "VM \"%s\" is already running!", name);
+		return -1;
+	}
+	if (reread_config(lock, b->dir, &r.cfg, err) < 0)
+		return -1;
+	cleanup_free char *state = path_join(b->dir, VMM_STATE_FILE);
+	bool resume = access(state, F_OK) == 0;
+	if (o->resume_only && !resume) {
+		vmm_config_free(r.cfg);
+		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not suspended", name);
+	}
+	r.dirfd = open(b->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (r.dirfd < 0) {
+		vmm_config_free(r.cfg);
+		return vmm_error_errno(err, errno, "open `%s`", b->dir);
+	}
+	/* leftovers of a run that was killed: a half-written state, or one moved
+	 * aside for a resume that may have let the guest run (never restore it) */
+	unlinkat(r.dirfd, VMM_STATE_FILE ".tmp", 0);
+	unlinkat(r.dirfd, RESUMED_ASIDE, 0);
+	sigset_t old;
+	int rc = block_signals(&old, &r.sigfd, err);
+	if (rc == 0) {
+		rc = run_locked(&r, resume, outcome, err);
+		kill_and_reap(&r);
+		struct signalfd_siginfo si;
+		while (read(r.sigfd, &si, sizeof(si)) > 0)
+			; /* drop what came in, e.g. the SIGCHLD of QEMU's exit */
+		close(r.sigfd);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+	}
+	if (rc < 0 && resume && err && *err &&
+	    ((*err)->code == VMM_EINCOMPATIBLE || (*err)->code == VMM_EFORMAT)) {
+		cleanup_free char *msg = xstrdup((*err)->msg);
+		vmm_error_set(err, (*err)->code,
+			      "%s; the saved state is kept (`vmm stop %s` discards it)", msg, name);
+	}
+	if (rc < 0)
+		vmm_error_wrap(err, "%s \"%s\"", resume ? "resume" : "run", name);
+	if (r.ctl >= 0) {
+		close(r.ctl);
+		unlinkat(r.dirfd, VMM_CONTROL_SOCKET, 0);
+	}
+	if (r.console >= 0)
+		close(r.console);
+	if (r.errpipe >= 0)
+		close(r.errpipe);
+	if (r.tap >= 0)
+		close(r.tap);
+	vmm_qmp_free(r.qmp);
+	vmm_qemu_cmd_free(r.cmd);
+	vmm_config_free(r.cfg);
+	close(r.dirfd);
+	return rc;
+}
