@@ -24,8 +24,8 @@ static const vmm_opt list_opts[] = {
 };
 
 static const vmm_cmd_spec create_spec = {"snapshot create", "VM SNAP",
-					 "Snapshot a VM that is not running (with its memory if "
-					 "suspended)",
+					 "Snapshot a VM: its disk, and its memory if it runs or is "
+					 "suspended (a running VM pauses only meanwhile)",
 					 NULL, 2, 2};
 static const vmm_cmd_spec list_spec = {"snapshot list", "VM [--format text|json]",
 				       "List a VM's snapshots", list_opts, 1, 1};
@@ -67,7 +67,7 @@ static int snap_create(int argc, char **argv)
 	if (!b)
 		return rc;
 	cleanup_vmm_error vmm_error *err = NULL;
-	int r = vmm_snapshot_create(b->dir, b->name, a.pos[1], NULL, &err);
+	int r = vmm_snapshot_create(cmd_home(), b->dir, b->name, a.pos[1], NULL, &err);
 	return r < 0 ? vmm_fail(err) : 0;
 }
 

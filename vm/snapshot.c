@@ -2,6 +2,7 @@
 #include "common/util.h"
 #include "storage/archive.h"
 #include "vm/bundle.h"
+#include "vm/run.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,8 +80,31 @@ static int publish(const char *staging, const char *dest, const char *vm_name, c
 	return vmm_fsync_dir(dest, false, err);
 }
 
-int vmm_snapshot_create(const char *vm_dir, const char *vm_name, const char *snap,
-			vmm_copy_stats *stats, vmm_error **err)
+/* Files the checkpoint of a running VM does not write: config, nvram, kernel... */
+static bool not_carried_or_live(const char *name)
+{
+	return not_carried(name) || strcmp(name, VMM_STATE_FILE) == 0 ||
+	       strcmp(name, VMM_DISK_FILE) == 0 || strcmp(name, VMM_EFIVARS_FILE) == 0;
+}
+
+/* A running VM: its `vmm run` saves memory and disk into staging; the rest is copied. */
+static int create_live(const vmm_home *h, const char *vm_dir, const char *vm_name,
+		       const char *snap, const char *dest, vmm_copy_stats *stats, vmm_error **err)
+{
+	cleanup_free char *staging = staging_dir(vm_dir, err);
+	if (!staging)
+		return -1;
+	int rc = -1;
+	if (vmm_vm_checkpoint(h, vm_name, staging, NULL, err) == 0 &&
+	    vmm_copy_dir(vm_dir, staging, false, not_carried_or_live, NULL, stats, err) == 0)
+		rc = publish(staging, dest, vm_name, snap, err);
+	if (rc < 0)
+		vmm_rm_rf(staging, NULL);
+	return rc;
+}
+
+int vmm_snapshot_create(const vmm_home *h, const char *vm_dir, const char *vm_name,
+			const char *snap, vmm_copy_stats *stats, vmm_error **err)
 {
 	if (vmm_snapshot_check_name(snap, err) < 0)
 		return -1;
@@ -91,8 +115,11 @@ int vmm_snapshot_create(const char *vm_dir, const char *vm_name, const char *sna
 	/* the running lock keeps the VM from starting mid-copy; config.json is
 	 * read through it (closing another descriptor would drop the lock) */
 	cleanup_close int lock = -1;
-	if (vmm_bundle_dir_lock(vm_dir, vm_name, &lock, err) < 0)
-		return -1;
+	if (vmm_bundle_dir_lock(vm_dir, vm_name, &lock, err) < 0) {
+		if (vmm_error_code(*err) != VMM_ERUNNING)
+			return -1;
+		return create_live(h, vm_dir, vm_name, snap, dest, stats, err);
+	}
 	struct stat st;
 	if (fstat(lock, &st) < 0 || st.st_size > (1 << 20))
 		return vmm_error_set(err, VMM_EINVAL, "`%s/config.json` is unreadable", vm_dir);

@@ -39,11 +39,14 @@ char *vmm_snapshot_dir(const char *vm_dir, const char *snap);
 int vmm_snapshot_check_name(const char *snap, vmm_error **err);
 
 /*
- * Snapshot a VM that is not running (a suspended VM's memory state comes
- * along).  `vm_name` is for messages.  Exists already: VMM_EEXISTS.
+ * Snapshot the local VM `vm_name` (its bundle at vm_dir).  A stopped VM
+ * gives its disk, a suspended one its disk and memory state, a running one
+ * its disk and memory as of now: the guest pauses only while its memory is
+ * saved and its disk reflinked (vmm_vm_checkpoint), then runs on.  Exists
+ * already: VMM_EEXISTS.
  */
-int vmm_snapshot_create(const char *vm_dir, const char *vm_name, const char *snap,
-			vmm_copy_stats *stats, vmm_error **err);
+int vmm_snapshot_create(const vmm_home *h, const char *vm_dir, const char *vm_name,
+			const char *snap, vmm_copy_stats *stats, vmm_error **err);
 /* Sorted by creation time, then name.  Free with vmm_snapshot_infos_free(). */
 int vmm_snapshot_list(const char *vm_dir, vmm_snapshot_info **out, size_t *n, vmm_error **err);
 void vmm_snapshot_infos_free(vmm_snapshot_info *v, size_t n);

@@ -11,7 +11,8 @@ for src in tests/fuzz/fuzz_*.c; do
 	[ -f "$src" ] || continue
 	name=$(basename "$src" .c)
 	bin=build/fuzz/$name
-	if ! make -s "$bin" >/dev/null; then
+	# fuzz binaries live in build/fuzz whatever BUILD the caller exported
+	if ! make -s BUILD=build "$bin" >/dev/null; then
 		echo "  FAIL build $name"; fail=$((fail + 1)); continue
 	fi
 	corpus=tests/fuzz/corpus/$name

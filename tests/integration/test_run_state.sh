@@ -104,6 +104,20 @@ vmm checkpoint fork "$T_TMP/nonexistent"
 assert_rc 1 "a checkpoint into nowhere is refused"
 assert_eq "$(state_of fork)" running "and the VM runs on"
 
+echo "snapshot of a running VM (memory and disk; the guest pauses only meanwhile)"
+snap_tick=$(last_tick fork)
+vmm snapshot create fork live
+assert_rc 0 "vmm snapshot create on a running VM exits 0"
+wait_console fork "VMMTEST TICK $((snap_tick + 3))" 1 && ok "the guest runs on after the snapshot" ||
+	fail "the guest runs on after the snapshot"
+assert_eq "$(state_of fork)" running "the VM is still running"
+vmm snapshot list fork --format json
+assert_contains "$OUT" '"Memory" : true' "the snapshot holds the memory"
+assert_true "the snapshot is a whole bundle" test -f "$home/fork/snapshots/live/config.json" \
+	-a -f "$home/fork/snapshots/live/kernel" -a -s "$home/fork/snapshots/live/state.vmmsave"
+vmm snapshot restore fork live
+assert_rc 1 "restore while running is refused"
+
 echo "same MAC as a running VM: a new MAC and no state (Tart's rule)"
 old=$(mac s2)
 run_bg s2
@@ -128,6 +142,20 @@ wait_console ck "VMMTEST TICK $((t + 1))" 1 && ok "it continues past tick $t" ||
 assert_eq "$(count ck "VMMTEST BOOT")" 0 "without booting"
 vmm stop ck --timeout 30
 run_wait ck 30
+
+echo "restoring the running VM's snapshot goes back to its memory"
+boots=$(count fork "VMMTEST BOOT")
+seen=$(count fork "VMMTEST TICK $((snap_tick + 1))\($\|[^0-9]\)")
+vmm snapshot restore fork live
+assert_rc 0 "snapshot restore"
+assert_eq "$(state_of fork)" suspended "the VM is suspended at the snapshot"
+run_bg fork
+wait_console fork "VMMTEST TICK $((snap_tick + 1))\($\|[^0-9]\)" $((seen + 1)) &&
+	ok "it resumes right after the snapshot's tick $snap_tick, a second time" ||
+	fail "resume from the live snapshot"
+assert_eq "$(count fork "VMMTEST BOOT")" "$boots" "without booting"
+vmm stop fork --timeout 30
+run_wait fork 30
 
 echo "vmm resume"
 run_bg s
