@@ -28,23 +28,12 @@ static const vmm_cmd_spec spec = {"clone",
 				  2};
 
 /* A registry source: pull it unless cached (Tart's pull output), then clone from the cache. */
-static int remote_source(vmm_home *h, const vmm_reference *ref, const vmm_args *a, char **dir,
+static int remote_source(const vmm_home *h, const vmm_reference *ref, const vmm_args *a, char **dir,
 			 vmm_error **err)
 {
 	if (vmm_cache_resolve(h, ref, dir, NULL, NULL) == 0)
 		return 0;
-	int conc;
-	int r = cmd_concurrency(&spec, a, &conc);
-	if (r)
-		return r;
-	cleanup_free char *display = vmm_reference_string(ref);
-	printf("pulling %s...\n", display);
-	vmm_pull_opts o = {
-	    .concurrency = conc,
-	    .insecure = vmm_args_has(a, "insecure"),
-	    .ui = cmd_transfer_ui(),
-	};
-	return vmm_pull(h, ref, &o, dir, NULL, err);
+	return cmd_pull_ref(&spec, a, ref, dir, err);
 }
 
 int cmd_clone(int argc, char **argv)
@@ -70,16 +59,8 @@ int cmd_clone(int argc, char **argv)
 		if (r < 0)
 			return vmm_fail(err);
 		vmm_access_date_set(src_dir, time(NULL));
-	} else {
-		int snap = vmm_snapshot_resolve(h, src, &src_dir, &err);
-		if (snap < 0)
-			return vmm_fail(err);
-		if (!snap) {
-			cleanup_vmm_bundle vmm_bundle *b = NULL;
-			if (vmm_bundle_open(&b, h, src, &err) < 0)
-				return vmm_fail(err);
-			src_dir = xstrdup(b->dir);
-		}
+	} else if (vmm_snapshot_source_dir(h, src, &src_dir, &err) < 0) {
+		return vmm_fail(err);
 	}
 	vmm_clone_opts o = {.force = vmm_args_has(&a, "force")};
 	if (vmm_vm_clone(h, src_dir, src, dst, &o, NULL, &err) < 0)

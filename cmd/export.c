@@ -26,16 +26,8 @@ int cmd_export(int argc, char **argv)
 	if (vmm_reference_parse(&ref, name, NULL) == 0) {
 		if (vmm_cache_resolve(h, ref, &dir, NULL, &err) < 0)
 			return vmm_fail(err);
-	} else {
-		int snap = vmm_snapshot_resolve(h, name, &dir, &err);
-		if (snap < 0)
-			return vmm_fail(err);
-		if (!snap) {
-			cleanup_vmm_bundle vmm_bundle *b = NULL;
-			if (vmm_bundle_open(&b, h, name, &err) < 0)
-				return vmm_fail(err);
-			dir = xstrdup(b->dir);
-		}
+	} else if (vmm_snapshot_source_dir(h, name, &dir, &err) < 0) {
+		return vmm_fail(err);
 	}
 	cleanup_free char *path = a.npos > 1 ? xstrdup(a.pos[1]) : xasprintf("%s.tar.zst", name);
 	if (ref && a.npos < 2)

@@ -34,10 +34,6 @@ int cmd_pull(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
 	VMM_ARGS_PARSE(a, spec, argc, argv);
-	int conc;
-	int r = cmd_concurrency(&spec, &a, &conc);
-	if (r)
-		return r;
 	vmm_home *h = cmd_home();
 	const char *name = a.pos[0];
 	cleanup_free char *local = vmm_home_vm_dir(h, name);
@@ -49,14 +45,6 @@ int cmd_pull(int argc, char **argv)
 	cleanup_vmm_reference vmm_reference *ref = NULL;
 	if (vmm_reference_parse(&ref, name, &err) < 0)
 		return vmm_fail(err);
-	cleanup_free char *display = vmm_reference_string(ref);
-	printf("pulling %s...\n", display);
-	vmm_pull_opts o = {
-	    .concurrency = conc,
-	    .insecure = vmm_args_has(&a, "insecure"),
-	    .ui = cmd_transfer_ui(),
-	};
-	if (vmm_pull(h, ref, &o, NULL, NULL, &err) < 0)
-		return vmm_fail(err);
-	return 0;
+	int r = cmd_pull_ref(&spec, &a, ref, NULL, &err);
+	return r < 0 ? vmm_fail(err) : r;
 }

@@ -124,50 +124,42 @@ static int snap_list(int argc, char **argv)
 	return 0;
 }
 
-static int snap_restore(int argc, char **argv)
+/* restore and delete: open VM, apply op to SNAP. */
+static int vm_snap_op(const vmm_cmd_spec *spec, int argc, char **argv,
+		      int (*op)(const char *dir, const char *name, const char *snap, vmm_error **err))
 {
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, restore_spec, argc, argv);
+	VMM_ARGS_PARSE(a, *spec, argc, argv);
 	int rc = 0;
 	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[0], &rc);
 	if (!b)
 		return rc;
 	cleanup_vmm_error vmm_error *err = NULL;
-	int r = vmm_snapshot_restore(b->dir, b->name, a.pos[1], &err);
+	int r = op(b->dir, b->name, a.pos[1], &err);
 	return r < 0 ? vmm_fail(err) : 0;
+}
+
+static int snap_restore(int argc, char **argv)
+{
+	return vm_snap_op(&restore_spec, argc, argv, vmm_snapshot_restore);
 }
 
 static int snap_delete(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, delete_spec, argc, argv);
-	int rc = 0;
-	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[0], &rc);
-	if (!b)
-		return rc;
-	cleanup_vmm_error vmm_error *err = NULL;
-	int r = vmm_snapshot_delete(b->dir, b->name, a.pos[1], &err);
-	return r < 0 ? vmm_fail(err) : 0;
+	return vm_snap_op(&delete_spec, argc, argv, vmm_snapshot_delete);
 }
 
 static int snap_export(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
 	VMM_ARGS_PARSE(a, export_spec, argc, argv);
-	int rc = 0;
-	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[0], &rc);
-	if (!b)
-		return rc;
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_snapshot_check_name(a.pos[1], &err) < 0)
 		return vmm_fail(err);
-	cleanup_free char *dir = vmm_snapshot_dir(b->dir, a.pos[1]);
-	cleanup_free char *label = xasprintf("%s@%s", b->name, a.pos[1]);
-	if (!vmm_bundle_dir_is_vm(dir)) {
-		vmm_error_set(&err, VMM_ENOTFOUND, "VM \"%s\" has no snapshot \"%s\"", b->name,
-			      a.pos[1]);
+	cleanup_free char *label = xasprintf("%s@%s", a.pos[0], a.pos[1]);
+	cleanup_free char *dir = NULL;
+	if (vmm_snapshot_source_dir(cmd_home(), label, &dir, &err) < 0)
 		return vmm_fail(err);
-	}
 	fprintf(stderr, "exporting...\n");
 	int r = vmm_vm_export(dir, label, a.pos[2], &err);
 	return r < 0 ? vmm_fail(err) : 0;
@@ -223,10 +215,6 @@ static int snap_pull(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
 	VMM_ARGS_PARSE(a, pull_spec, argc, argv);
-	int conc;
-	int r = cmd_concurrency(&pull_spec, &a, &conc);
-	if (r)
-		return r;
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_snapshot_check_name(a.pos[2], &err) < 0)
 		return vmm_fail(err);
@@ -243,16 +231,11 @@ static int snap_pull(int argc, char **argv)
 	cleanup_vmm_reference vmm_reference *ref = NULL;
 	if (vmm_reference_parse(&ref, a.pos[0], &err) < 0)
 		return vmm_fail(err);
-	cleanup_free char *display = vmm_reference_string(ref);
-	printf("pulling %s...\n", display);
-	vmm_pull_opts o = {
-		.concurrency = conc,
-		.insecure = vmm_args_has(&a, "insecure"),
-		.ui = cmd_transfer_ui(),
-	};
 	cleanup_free char *dir = NULL;
-	if (vmm_pull(cmd_home(), ref, &o, &dir, NULL, &err) < 0 ||
-	    vmm_snapshot_from_dir(b->dir, b->name, a.pos[2], dir, &err) < 0)
+	int r = cmd_pull_ref(&pull_spec, &a, ref, &dir, &err);
+	if (r > 0)
+		return r;
+	if (r < 0 || vmm_snapshot_from_dir(b->dir, b->name, a.pos[2], dir, &err) < 0)
 		return vmm_fail(err);
 	return 0;
 }

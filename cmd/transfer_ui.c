@@ -3,6 +3,7 @@
 #include "common/progress.h"
 
 #include "common/util.h"
+#include "registry/pull.h"
 
 #include <stdio.h>
 
@@ -50,4 +51,21 @@ int cmd_concurrency(const vmm_cmd_spec *s, const vmm_args *a, int *out)
 		return vmm_usage_error(s, "network concurrency cannot be less than 1");
 	*out = (int)n;
 	return 0;
+}
+
+int cmd_pull_ref(const vmm_cmd_spec *s, const vmm_args *a, const vmm_reference *ref, char **dir,
+		 vmm_error **err)
+{
+	int conc;
+	int r = cmd_concurrency(s, a, &conc);
+	if (r)
+		return r;
+	cleanup_free char *display = vmm_reference_string(ref);
+	printf("pulling %s...\n", display);
+	vmm_pull_opts o = {
+	    .concurrency = conc,
+	    .insecure = vmm_args_has(a, "insecure"),
+	    .ui = cmd_transfer_ui(),
+	};
+	return vmm_pull(cmd_home(), ref, &o, dir, NULL, err);
 }

@@ -3,6 +3,7 @@
 #include "storage/archive.h"
 #include "vm/bundle.h"
 #include "vm/run.h"
+#include "vm/transfer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,6 +81,22 @@ static int publish(const char *staging, const char *dest, const char *vm_name, c
 	return vmm_fsync_dir(dest, false, err);
 }
 
+/* The directory a new snapshot will take; NULL (with *err) if the name is bad or taken. */
+static char *new_snapshot_dest(const char *vm_dir, const char *vm_name, const char *snap,
+			       vmm_error **err)
+{
+	if (vmm_snapshot_check_name(snap, err) < 0)
+		return NULL;
+	char *dest = vmm_snapshot_dir(vm_dir, snap);
+	if (path_exists(dest)) {
+		vmm_error_set(err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"", vm_name,
+			      snap);
+		free(dest);
+		return NULL;
+	}
+	return dest;
+}
+
 /* Files the checkpoint of a running VM does not write: config, nvram, kernel... */
 static bool not_carried_or_live(const char *name)
 {
@@ -106,12 +123,9 @@ static int create_live(const vmm_home *h, const char *vm_dir, const char *vm_nam
 int vmm_snapshot_create(const vmm_home *h, const char *vm_dir, const char *vm_name,
 			const char *snap, vmm_copy_stats *stats, vmm_error **err)
 {
-	if (vmm_snapshot_check_name(snap, err) < 0)
+	cleanup_free char *dest = new_snapshot_dest(vm_dir, vm_name, snap, err);
+	if (!dest)
 		return -1;
-	cleanup_free char *dest = vmm_snapshot_dir(vm_dir, snap);
-	if (path_exists(dest))
-		return vmm_error_set(err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"",
-				     vm_name, snap);
 	/* the running lock keeps the VM from starting mid-copy; config.json is
 	 * read through it (closing another descriptor would drop the lock) */
 	cleanup_close int lock = -1;
@@ -289,32 +303,15 @@ int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *sna
 int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap,
 			const char *path, vmm_error **err)
 {
-	if (vmm_snapshot_check_name(snap, err) < 0)
+	cleanup_free char *dest = new_snapshot_dest(vm_dir, vm_name, snap, err);
+	if (!dest)
 		return -1;
-	cleanup_free char *dest = vmm_snapshot_dir(vm_dir, snap);
-	if (path_exists(dest))
-		return vmm_error_set(err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"",
-				     vm_name, snap);
-	bool from_stdin = strcmp(path, "-") == 0;
-	cleanup_close int in = from_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return vmm_error_errno(err, errno, "open `%s`", path);
 	cleanup_free char *staging = staging_dir(vm_dir, err);
 	if (!staging)
 		return -1;
 	int rc = -1;
-	if (vmm_archive_read(in, staging, err) < 0) {
-		vmm_error_wrap(err, "import `%s`", path);
-		goto out;
-	}
-	if (!vmm_bundle_dir_is_vm(staging)) {
-		vmm_error_set(err, VMM_EFORMAT,
-			      "import `%s`: the archive lacks config.json, disk.img or nvram.bin",
-			      path);
-		goto out;
-	}
-	rc = publish(staging, dest, vm_name, snap, err);
-out:
+	if (vmm_archive_unpack(path, staging, err) == 0)
+		rc = publish(staging, dest, vm_name, snap, err);
 	if (rc < 0)
 		vmm_rm_rf(staging, NULL);
 	return rc;
@@ -346,12 +343,9 @@ int vmm_snapshot_resolve(const vmm_home *h, const char *spec, char **dir, vmm_er
 int vmm_snapshot_from_dir(const char *vm_dir, const char *vm_name, const char *snap,
 			  const char *src_dir, vmm_error **err)
 {
-	if (vmm_snapshot_check_name(snap, err) < 0)
+	cleanup_free char *dest = new_snapshot_dest(vm_dir, vm_name, snap, err);
+	if (!dest)
 		return -1;
-	cleanup_free char *dest = vmm_snapshot_dir(vm_dir, snap);
-	if (path_exists(dest))
-		return vmm_error_set(err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"",
-				     vm_name, snap);
 	cleanup_free char *staging = staging_dir(vm_dir, err);
 	if (!staging)
 		return -1;
@@ -361,4 +355,16 @@ int vmm_snapshot_from_dir(const char *vm_dir, const char *vm_name, const char *s
 	if (rc < 0)
 		vmm_rm_rf(staging, NULL);
 	return rc;
+}
+
+int vmm_snapshot_source_dir(const vmm_home *h, const char *spec, char **dir, vmm_error **err)
+{
+	int snap = vmm_snapshot_resolve(h, spec, dir, err);
+	if (snap != 0)
+		return snap < 0 ? -1 : 0;
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open(&b, h, spec, err) < 0)
+		return -1;
+	*dir = steal_ptr(b->dir);
+	return 0;
 }

@@ -67,6 +67,12 @@ int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *sna
  */
 int vmm_snapshot_resolve(const vmm_home *h, const char *spec, char **dir, vmm_error **err);
 
+/*
+ * The directory of a local source: a VM's bundle (its access date bumped),
+ * or a snapshot's for "VM@SNAP".  A missing one is VMM_ENOTFOUND.
+ */
+int vmm_snapshot_source_dir(const vmm_home *h, const char *spec, char **dir, vmm_error **err);
+
 /* Make snapshot `snap` of the VM a copy (reflinked where possible) of the bundle in src_dir. */
 int vmm_snapshot_from_dir(const char *vm_dir, const char *vm_name, const char *snap,
 			  const char *src_dir, vmm_error **err);

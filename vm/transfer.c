@@ -106,6 +106,21 @@ out:
 	return rc;
 }
 
+int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err)
+{
+	bool from_stdin = strcmp(path, "-") == 0;
+	cleanup_close int in = from_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return vmm_error_errno(err, errno, "open `%s`", path);
+	if (vmm_archive_read(in, dest, err) < 0)
+		return vmm_error_wrap(err, "import `%s`", path);
+	if (!vmm_bundle_dir_is_vm(dest))
+		return vmm_error_set(err, VMM_EFORMAT,
+				     "import `%s`: the archive lacks config.json, disk.img or nvram.bin",
+				     path);
+	return 0;
+}
+
 int vmm_vm_import(const vmm_home *h, const char *path, const char *name, bool force,
 		  vmm_error **err)
 {
@@ -117,10 +132,6 @@ int vmm_vm_import(const vmm_home *h, const char *path, const char *name, bool fo
 				     "VM \"%s\" already exists; delete it first or pass --force to "
 				     "replace it",
 				     name);
-	bool from_stdin = strcmp(path, "-") == 0;
-	cleanup_close int in = from_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return vmm_error_errno(err, errno, "open `%s`", path);
 	cleanup_free char *tmp = NULL;
 	cleanup_close int tmp_lock = -1;
 	if (vmm_home_mktemp(h, &tmp, &tmp_lock, err) < 0)
@@ -129,16 +140,8 @@ int vmm_vm_import(const vmm_home *h, const char *path, const char *name, bool fo
 	cleanup_vmm_config vmm_config *cfg = NULL;
 	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
 	cleanup_free char *state = path_join(tmp, VMM_STATE_FILE);
-	if (vmm_archive_read(in, tmp, err) < 0) {
-		vmm_error_wrap(err, "import `%s`", path);
+	if (vmm_archive_unpack(path, tmp, err) < 0)
 		goto out;
-	}
-	if (!vmm_bundle_dir_is_vm(tmp)) {
-		vmm_error_set(err, VMM_EFORMAT,
-			      "import `%s`: the archive lacks config.json, disk.img or nvram.bin",
-			      path);
-		goto out;
-	}
 	if (vmm_config_load(&cfg, cfg_path, err) < 0) {
 		vmm_error_wrap(err, "import `%s`", path);
 		goto out;

@@ -22,4 +22,10 @@ int vmm_vm_export(const char *dir, const char *name, const char *path, vmm_error
 int vmm_vm_import(const vmm_home *h, const char *path, const char *name, bool force,
 		  vmm_error **err);
 
+/*
+ * Unpack the archive at path ("-" is stdin) into the existing empty
+ * directory dest and check that it holds a bundle; errors name the archive.
+ */
+int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err);
+
 #endif
