@@ -12,8 +12,17 @@ BUILD   ?= build
 VERSION ?= 0.1.0
 
 PKGS     := libcurl jansson libzstd libarchive liblz4 libcrypto
+# libraries the vmm binary loads only when a command needs them (common/lazy.c)
+LAZY_PKGS := libcurl libarchive libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+EAGER_LIBS := $(shell pkg-config --libs $(filter-out $(LAZY_PKGS),$(PKGS)) 2>/dev/null)
+# the SONAME of lib$(1).so on this machine, for dlopen
+soname = $(shell readelf -d "$$($(CC) -print-file-name=lib$(1).so)" 2>/dev/null | \
+           sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+LAZY_DEFS = -DVMM_SONAME_CURL='"$(call soname,curl)"' \
+            -DVMM_SONAME_ARCHIVE='"$(call soname,archive)"' \
+            -DVMM_SONAME_CRYPTO='"$(call soname,crypto)"'
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 \
            -Wundef -Wwrite-strings -Werror
@@ -21,6 +30,7 @@ CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DVMM_VERSION='"$(VERSION)"' -I. \
               $(PKG_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
+VMM_LDLIBS := $(EAGER_LIBS) -lpthread -lm -ldl
 
 LIB_SRC := $(sort $(wildcard common/*.c vm/*.c storage/*.c registry/*.c))
 CMD_SRC := $(sort $(wildcard cmd/*.c))
@@ -46,8 +56,12 @@ $(BUILD)/libvmm.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+$(BUILD)/obj/common/lazy.o: ALL_CFLAGS += $(LAZY_DEFS)
+
+# libcurl, libarchive and libcrypto are dlopen()ed on first use (common/lazy.c):
+# linked eagerly they cost every command ~9 ms before main()
 $(BUILD)/vmm: $(CMD_OBJ) $(BUILD)/libvmm.a
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/libvmm.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/libvmm.a $(VMM_LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvmm.a
 	@mkdir -p $(dir $@)
@@ -84,13 +98,16 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
 
-bench: deps all
+# deps first, then a fresh make: this make's flags were computed before deps ran
+bench: deps
+	$(MAKE) all
 	bash tests/bench/run.sh
 
 deps:
 	bash scripts/deps.sh
 
-demo: deps all
+demo: deps
+	$(MAKE) all
 	bash scripts/demo.sh
 
 install: $(BUILD)/vmm

@@ -8,12 +8,12 @@
 #          targets: ratio at most 1.0, clone allocates no more than the source
 # Prints medians, ratios and each target as met/missed; exits 1 if one is
 # missed.  Env: VMM (binary), BENCH_RUNS_BTRFS (default 21),
-# BENCH_RUNS_EXT4 (default 5).  Needs root (losetup, mount).
+# BENCH_RUNS_EXT4 (default 11).  Needs root (losetup, mount).
 set -u
 cd "$(dirname "$0")/../.."
 VMM=${VMM:-$PWD/build/vmm}
 RUNS_BTRFS=${BENCH_RUNS_BTRFS:-21}
-RUNS_EXT4=${BENCH_RUNS_EXT4:-5}
+RUNS_EXT4=${BENCH_RUNS_EXT4:-11}
 
 if [ "$(id -u)" -ne 0 ]; then echo "SKIP: bench_clone needs root to loop-mount file systems"; exit 0; fi
 for t in mkfs.btrfs mkfs.ext4 python3; do
