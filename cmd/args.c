@@ -62,8 +62,8 @@ int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv)
 	size_t sl = 2;
 	for (size_t i = 0; i < n; i++) {
 		const vmm_opt *o = &spec->opts[i];
-		longopts[i] = (struct option){o->name, o->arg ? required_argument : no_argument, NULL,
-					      (int)(1000 + i)};
+		longopts[i] = (struct option){o->name, o->arg ? required_argument : no_argument,
+					      NULL, (int)(1000 + i)};
 		if (o->short_name) {
 			shortopts[sl++] = (char)o->short_name;
 			if (o->arg)

@@ -20,12 +20,13 @@ static const vmm_opt opts[] = {
     {NULL, 0, NULL, NULL, false},
 };
 
-static const vmm_cmd_spec spec = {"clone",
-				  "SOURCE NEW [--force]",
-				  "Clone a local VM, a snapshot (VM@SNAP) or a registry image into a new local VM",
-				  opts,
-				  2,
-				  2};
+static const vmm_cmd_spec spec = {
+    "clone",
+    "SOURCE NEW [--force]",
+    "Clone a local VM, a snapshot (VM@SNAP) or a registry image into a new local VM",
+    opts,
+    2,
+    2};
 
 /* A registry source: pull it unless cached (Tart's pull output), then clone from the cache. */
 static int remote_source(const vmm_home *h, const vmm_reference *ref, const vmm_args *a, char **dir,

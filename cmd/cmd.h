@@ -16,18 +16,18 @@
 #include "vm/home.h"
 
 typedef struct vmm_opt {
-	const char *name;  /* long name, without "--" */
-	int short_name;    /* 0 if none */
-	const char *arg;   /* metavar; NULL for a flag */
+	const char *name; /* long name, without "--" */
+	int short_name;	  /* 0 if none */
+	const char *arg;  /* metavar; NULL for a flag */
 	const char *help;
 	bool hidden;
 } vmm_opt;
 
 typedef struct vmm_cmd_spec {
-	const char *name;      /* "clone" */
-	const char *usage;     /* "SOURCE NEW [options]" */
-	const char *summary;   /* one line */
-	const vmm_opt *opts;   /* terminated by an entry with name == NULL */
+	const char *name;    /* "clone" */
+	const char *usage;   /* "SOURCE NEW [options]" */
+	const char *summary; /* one line */
+	const vmm_opt *opts; /* terminated by an entry with name == NULL */
 	size_t min_pos, max_pos;
 } vmm_cmd_spec;
 
@@ -35,10 +35,10 @@ typedef struct vmm_cmd_spec {
 
 typedef struct vmm_args {
 	const vmm_cmd_spec *spec;
-	char **pos;                        /* borrowed from argv */
+	char **pos; /* borrowed from argv */
 	size_t npos;
-	const char *val[VMM_MAX_OPTS];     /* last value given; "" for a flag; NULL if absent */
-	const char **list[VMM_MAX_OPTS];   /* every value, in order (owned array) */
+	const char *val[VMM_MAX_OPTS];	 /* last value given; "" for a flag; NULL if absent */
+	const char **list[VMM_MAX_OPTS]; /* every value, in order (owned array) */
 	size_t nlist[VMM_MAX_OPTS];
 } vmm_args;
 
@@ -55,21 +55,24 @@ bool vmm_args_has(const vmm_args *a, const char *name);
 const char **vmm_args_list(const vmm_args *a, const char *name, size_t *n);
 
 /* Parse and handle help/usage in one go: `VMM_ARGS_PARSE(a, spec, argc, argv);` */
-#define VMM_ARGS_PARSE(a, spec, argc, argv)                                   \
-	do {                                                                  \
-		int r_ = vmm_args_parse(&(a), &(spec), (argc), (argv));       \
-		if (r_ != 0) {                                                \
-			vmm_args_free(&(a));                                  \
-			return r_ < 0 ? 0 : r_;                               \
-		}                                                             \
+#define VMM_ARGS_PARSE(a, spec, argc, argv)                                                        \
+	do {                                                                                       \
+		int r_ = vmm_args_parse(&(a), &(spec), (argc), (argv));                            \
+		if (r_ != 0) {                                                                     \
+			vmm_args_free(&(a));                                                       \
+			return r_ < 0 ? 0 : r_;                                                    \
+		}                                                                                  \
 	} while (0)
 
-static inline void cleanup_vmm_args_fn(vmm_args *a) { vmm_args_free(a); }
+static inline void cleanup_vmm_args_fn(vmm_args *a)
+{
+	vmm_args_free(a);
+}
 #define cleanup_vmm_args __attribute__((cleanup(cleanup_vmm_args_fn)))
 
 /* Print "vmm: <msg>", the usage line and a hint; returns 64. */
 int vmm_usage_error(const vmm_cmd_spec *spec, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Print "vmm: <err->msg>" once and return the matching exit code (frees nothing). */
 int vmm_fail(const vmm_error *err);
 /* Print "vmm: <msg>" and return 1. */

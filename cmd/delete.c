@@ -5,8 +5,8 @@
 #include "vm/ops.h"
 
 static const vmm_cmd_spec spec = {
-	"delete", "NAME...", "Delete local VMs or cached images; stops at the first error", NULL, 1,
-	(size_t)-1,
+    "delete", "NAME...", "Delete local VMs or cached images; stops at the first error",
+    NULL,     1,	 (size_t)-1,
 };
 
 int cmd_delete(int argc, char **argv)

@@ -10,8 +10,12 @@
 #include <string.h>
 
 static const vmm_cmd_spec spec = {
-	"export", "NAME|VM@SNAP [FILE]",
-	"Write a VM to a portable .tar.zst archive (default NAME.tar.zst; - for stdout)", NULL, 1, 2,
+    "export",
+    "NAME|VM@SNAP [FILE]",
+    "Write a VM to a portable .tar.zst archive (default NAME.tar.zst; - for stdout)",
+    NULL,
+    1,
+    2,
 };
 
 int cmd_export(int argc, char **argv)

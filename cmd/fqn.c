@@ -6,7 +6,7 @@
 #include <stdio.h>
 
 static const vmm_cmd_spec spec = {
-	"fqn", "NAME", "Print the fully qualified name (with digest) of a cached reference", NULL, 1, 1,
+    "fqn", "NAME", "Print the fully qualified name (with digest) of a cached reference", NULL, 1, 1,
 };
 
 /* Output: "host/namespace@sha256:<hex>\n" for a reference, the name itself otherwise. */
@@ -24,10 +24,11 @@ int cmd_fqn(int argc, char **argv)
 	if (vmm_cache_resolve(cmd_home(), ref, NULL, &digest, &err) < 0) {
 		if (vmm_error_code(err) == VMM_ENOTFOUND) {
 			cleanup_free char *name = vmm_reference_string(ref);
-			vmm_error_set(&err, VMM_EINVAL,
-				      "OCI storage error: %s is not a digest and doesn't point to a "
-				      "digest",
-				      name);
+			vmm_error_set(
+			    &err, VMM_EINVAL,
+			    "OCI storage error: %s is not a digest and doesn't point to a "
+			    "digest",
+			    name);
 		}
 		return vmm_fail(err);
 	}

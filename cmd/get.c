@@ -11,12 +11,12 @@
 #include <string.h>
 
 static const vmm_opt opts[] = {
-	{"format", 0, "text|json", "Output format (default text)", false},
-	{NULL, 0, NULL, NULL, false},
+    {"format", 0, "text|json", "Output format (default text)", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
-static const vmm_cmd_spec spec = {"get", "NAME [--format text|json]",
-				  "Show a VM's configuration and state", opts, 1, 1};
+static const vmm_cmd_spec spec = {
+    "get", "NAME [--format text|json]", "Show a VM's configuration and state", opts, 1, 1};
 
 /* Open a local VM, or a cached image when NAME is a reference. */
 static int open_any(vmm_bundle **b, const char *name, vmm_error **err)
@@ -54,29 +54,28 @@ int cmd_get(int argc, char **argv)
 	vmm_vm_state st = vmm_bundle_state(b);
 	cleanup_free char *cpu = xasprintf("%lld", (long long)c->cpu_count);
 	cleanup_free char *mem = xasprintf("%llu", (unsigned long long)(c->memory_size >> 20));
-	cleanup_free char *disk =
-		xasprintf("%llu", (unsigned long long)(vmm_bundle_dir_disk_bytes(b->dir) / 1000000000ULL));
+	cleanup_free char *disk = xasprintf(
+	    "%llu", (unsigned long long)(vmm_bundle_dir_disk_bytes(b->dir) / 1000000000ULL));
 	cleanup_free char *size = xasprintf("%.3f", (double)allocated / 1e9);
 	cleanup_free char *display = xasprintf("%lldx%lld%s", (long long)c->display_width,
 					       (long long)c->display_height, c->display_unit);
 
 	if (format && strcmp(format, "json") == 0) {
-		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:b, s:s}", "OS", c->os,
-				      "CPU", (json_int_t)c->cpu_count, "Memory",
-				      (json_int_t)(c->memory_size >> 20), "Disk",
-				      (json_int_t)(vmm_bundle_dir_disk_bytes(b->dir) / 1000000000ULL),
-				      "DiskFormat", c->disk_format, "Size", size, "Display", display,
-				      "Running", st == VMM_STATE_RUNNING, "State",
-				      vmm_vm_state_name(st));
+		json_t *o = json_pack(
+		    "{s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:b, s:s}", "OS", c->os, "CPU",
+		    (json_int_t)c->cpu_count, "Memory", (json_int_t)(c->memory_size >> 20), "Disk",
+		    (json_int_t)(vmm_bundle_dir_disk_bytes(b->dir) / 1000000000ULL), "DiskFormat",
+		    c->disk_format, "Size", size, "Display", display, "Running",
+		    st == VMM_STATE_RUNNING, "State", vmm_vm_state_name(st));
 		cleanup_free char *s = vmm_json_pretty(o);
 		printf("%s\n", s);
 		json_decref(o);
 		return 0;
 	}
-	static const char *const headers[] = {"OS",   "CPU",     "Memory", "Disk",
+	static const char *const headers[] = {"OS",	    "CPU",  "Memory",  "Disk",
 					      "DiskFormat", "Size", "Display", "State"};
-	const char *cells[] = {c->os, cpu, mem, disk, c->disk_format, size, display,
-			       vmm_vm_state_name(st)};
+	const char *cells[] = {c->os,	       cpu,  mem,     disk,
+			       c->disk_format, size, display, vmm_vm_state_name(st)};
 	cleanup_free char *t = vmm_format_table(headers, 8, cells, 1);
 	printf("%s\n", t);
 	return 0;

@@ -6,13 +6,13 @@
 #include <string.h>
 
 static const vmm_opt opts[] = {
-	{"force", 0, NULL, "Replace an existing VM of that name", false},
-	{NULL, 0, NULL, NULL, false},
+    {"force", 0, NULL, "Replace an existing VM of that name", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec spec = {
-	"import", "FILE NAME [--force]", "Create a VM from a portable archive (- for stdin)", opts, 2,
-	2,
+    "import", "FILE NAME [--force]", "Create a VM from a portable archive (- for stdin)", opts, 2,
+    2,
 };
 
 int cmd_import(int argc, char **argv)

@@ -12,21 +12,22 @@
 #include <sys/stat.h>
 
 static const vmm_opt opts[] = {
-	{"source", 0, "local|oci", "Only list VMs from this source", false},
-	{"format", 0, "text|json", "Output format (default text)", false},
-	{"quiet", 'q', NULL, "Print only the names", false},
-	{NULL, 0, NULL, NULL, false},
+    {"source", 0, "local|oci", "Only list VMs from this source", false},
+    {"format", 0, "text|json", "Output format (default text)", false},
+    {"quiet", 'q', NULL, "Print only the names", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
-static const vmm_cmd_spec spec = {"list", "[--source local|oci] [--format text|json] [-q]",
-				  "List VMs", opts, 0, 0};
+static const vmm_cmd_spec spec = {
+    "list", "[--source local|oci] [--format text|json] [-q]", "List VMs", opts, 0, 0};
 
 typedef struct row {
 	const char *source; /* "local" or "OCI", as Tart prints it */
 	char *name;
 	uint64_t disk_gb, size_gb;
 	time_t accessed;
-	long long accessed_ns; /* for the relative date, which Foundation computes to the nanosecond */
+	long long
+	    accessed_ns; /* for the relative date, which Foundation computes to the nanosecond */
 	vmm_vm_state state;
 } row;
 
@@ -45,13 +46,13 @@ static void add_row(row **rows, size_t *n, const char *source, const char *name,
 	vmm_bundle_dir_sizes(dir, NULL, &allocated, NULL);
 	*rows = xrealloc(*rows, (*n + 1) * sizeof(row));
 	(*rows)[(*n)++] = (row){
-		.source = source,
-		.name = xstrdup(name),
-		.disk_gb = vmm_bundle_dir_disk_bytes(dir) / 1000000000ULL,
-		.size_gb = allocated / 1000000000ULL,
-		.accessed = st.st_atim.tv_sec,
-		.accessed_ns = (long long)st.st_atim.tv_sec * 1000000000LL + st.st_atim.tv_nsec,
-		.state = vmm_bundle_dir_state(dir),
+	    .source = source,
+	    .name = xstrdup(name),
+	    .disk_gb = vmm_bundle_dir_disk_bytes(dir) / 1000000000ULL,
+	    .size_gb = allocated / 1000000000ULL,
+	    .accessed = st.st_atim.tv_sec,
+	    .accessed_ns = (long long)st.st_atim.tv_sec * 1000000000LL + st.st_atim.tv_nsec,
+	    .state = vmm_bundle_dir_state(dir),
 	};
 }
 
@@ -107,12 +108,12 @@ int cmd_list(int argc, char **argv)
 		for (size_t i = 0; i < n; i++) {
 			char *acc = vmm_format_iso8601(rows[i].accessed);
 			json_array_append_new(
-				arr, json_pack("{s:s, s:s, s:I, s:I, s:s, s:b, s:s}", "Source",
-					       rows[i].source, "Name", rows[i].name, "Disk",
-					       (json_int_t)rows[i].disk_gb, "Size",
-					       (json_int_t)rows[i].size_gb, "Accessed", acc, "Running",
-					       rows[i].state == VMM_STATE_RUNNING, "State",
-					       vmm_vm_state_name(rows[i].state)));
+			    arr, json_pack("{s:s, s:s, s:I, s:I, s:s, s:b, s:s}", "Source",
+					   rows[i].source, "Name", rows[i].name, "Disk",
+					   (json_int_t)rows[i].disk_gb, "Size",
+					   (json_int_t)rows[i].size_gb, "Accessed", acc, "Running",
+					   rows[i].state == VMM_STATE_RUNNING, "State",
+					   vmm_vm_state_name(rows[i].state)));
 			free(acc);
 		}
 		char *s = vmm_json_pretty(arr);
@@ -120,8 +121,8 @@ int cmd_list(int argc, char **argv)
 		free(s);
 		json_decref(arr);
 	} else {
-		static const char *const headers[] = {"Source", "Name", "Disk", "Size", "Accessed",
-						      "State"};
+		static const char *const headers[] = {"Source", "Name",	    "Disk",
+						      "Size",	"Accessed", "State"};
 		char **cells = xcalloc(n * 6 + 1, sizeof(char *));
 		for (size_t i = 0; i < n; i++) {
 			char **c = cells + i * 6;
@@ -131,12 +132,12 @@ int cmd_list(int argc, char **argv)
 			c[3] = xasprintf("%llu", (unsigned long long)rows[i].size_gb);
 			/* whole seconds of difference, truncated toward zero as Foundation's
 			 * calendar components are */
-			c[4] = vmm_format_relative(0, (time_t)((now - rows[i].accessed_ns) /
-							      1000000000LL));
+			c[4] = vmm_format_relative(
+			    0, (time_t)((now - rows[i].accessed_ns) / 1000000000LL));
 			c[5] = xstrdup(vmm_vm_state_name(rows[i].state));
 		}
-		char *t = n ? vmm_format_table(headers, 6, (const char *const *)cells, n)
-			    : xstrdup("");
+		char *t =
+		    n ? vmm_format_table(headers, 6, (const char *const *)cells, n) : xstrdup("");
 		printf("%s\n", t);
 		free(t);
 		vmm_strv_free(cells, n * 6);

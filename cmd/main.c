@@ -67,8 +67,9 @@ bool cmd_interactive(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "vmm %s — Tart-compatible virtual machines on Linux (QEMU)\n\n"
-		   "Usage: vmm <command> [options]\n\nCommands:\n",
+	fprintf(f,
+		"vmm %s — Tart-compatible virtual machines on Linux (QEMU)\n\n"
+		"Usage: vmm <command> [options]\n\nCommands:\n",
 		VMM_VERSION);
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
 		if (!commands[i].hidden)

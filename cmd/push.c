@@ -21,7 +21,8 @@ static const vmm_opt opts[] = {
 static const vmm_cmd_spec spec = {
     "push",
     "NAME REF... [--insecure] [--concurrency N] [--chunk-size MB] [--label K=V]...",
-    "Push a local VM, a snapshot (VM@SNAP) or a cached image (under new tags) to registry references",
+    "Push a local VM, a snapshot (VM@SNAP) or a cached image (under new tags) to registry "
+    "references",
     opts,
     2,
     (size_t)-1,
@@ -79,8 +80,8 @@ int cmd_push(int argc, char **argv)
 			rc = vmm_push_remote(cmd_home(), src, refs, nrefs, &o, &err);
 		else if ((snap = vmm_snapshot_resolve(cmd_home(), a.pos[0], &snap_dir, &err)) != 0)
 			rc = snap < 0 ? -1
-				      : vmm_push_dir(cmd_home(), snap_dir, a.pos[0], refs, nrefs, &o,
-						     NULL, &err);
+				      : vmm_push_dir(cmd_home(), snap_dir, a.pos[0], refs, nrefs,
+						     &o, NULL, &err);
 		else
 			rc = vmm_push(cmd_home(), a.pos[0], refs, nrefs, &o, NULL, &err);
 		vmm_reference_free(src);

@@ -5,8 +5,8 @@
 #include <string.h>
 
 static const vmm_opt opts[] = {
-	{"force", 0, NULL, "Replace an existing VM named NEW", false},
-	{NULL, 0, NULL, NULL, false},
+    {"force", 0, NULL, "Replace an existing VM named NEW", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_cmd_spec spec = {"rename", "NAME NEW [--force]", "Rename a local VM", opts, 2, 2};

@@ -10,22 +10,22 @@
 #include <unistd.h>
 
 static const vmm_opt opts[] = {
-	{"cpu", 0, "N", "Number of virtual CPUs", false},
-	{"memory", 0, "MiB", "Memory size in MiB", false},
-	{"display", 0, "WxH[pt|px]", "Display size, e.g. 1920x1080", false},
-	{"display-refit", 0, NULL, "Let the guest refit the display to the window", false},
-	{"no-display-refit", 0, NULL, "Do not refit the display", false},
-	{"random-mac", 0, NULL, "Give the VM a new random MAC address (drops a suspended state)",
-	 false},
-	{"random-serial", 0, NULL, "macOS only; accepted and ignored for Linux VMs", true},
-	{"disk", 0, "PATH", "Replace the disk with a copy of this raw image", false},
-	{"disk-size", 0, "GB", "Grow the disk to this size in GB (10^9 bytes)", false},
-	{"cmdline", 0, "STRING", "Kernel command line for direct kernel boot", false},
-	{NULL, 0, NULL, NULL, false},
+    {"cpu", 0, "N", "Number of virtual CPUs", false},
+    {"memory", 0, "MiB", "Memory size in MiB", false},
+    {"display", 0, "WxH[pt|px]", "Display size, e.g. 1920x1080", false},
+    {"display-refit", 0, NULL, "Let the guest refit the display to the window", false},
+    {"no-display-refit", 0, NULL, "Do not refit the display", false},
+    {"random-mac", 0, NULL, "Give the VM a new random MAC address (drops a suspended state)",
+     false},
+    {"random-serial", 0, NULL, "macOS only; accepted and ignored for Linux VMs", true},
+    {"disk", 0, "PATH", "Replace the disk with a copy of this raw image", false},
+    {"disk-size", 0, "GB", "Grow the disk to this size in GB (10^9 bytes)", false},
+    {"cmdline", 0, "STRING", "Kernel command line for direct kernel boot", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
-static const vmm_cmd_spec spec = {"set", "NAME [options]", "Modify a VM's configuration", opts,
-				  1, 1};
+static const vmm_cmd_spec spec = {"set", "NAME [options]", "Modify a VM's configuration", opts, 1,
+				  1};
 
 static int parse_positive(const char *s, uint64_t max, uint64_t *out)
 {
@@ -83,8 +83,9 @@ int cmd_set(int argc, char **argv)
 	vmm_config *c = b->config;
 	if (cpu) {
 		if ((int64_t)cpu < c->cpu_count_min && strcmp(c->os, "darwin") == 0)
-			return vmm_fail_msg("VM should have %lld CPU cores at minimum (requested %llu)",
-					    (long long)c->cpu_count_min, (unsigned long long)cpu);
+			return vmm_fail_msg(
+			    "VM should have %lld CPU cores at minimum (requested %llu)",
+			    (long long)c->cpu_count_min, (unsigned long long)cpu);
 		c->cpu_count = (int64_t)cpu;
 	}
 	if (mem) {
@@ -99,7 +100,7 @@ int cmd_set(int argc, char **argv)
 	if ((v = vmm_args_get(&a, "display")))
 		parse_display(v, c);
 	/* as Tart: without either flag, displayRefit is cleared */
-	c->display_refit = vmm_args_has(&a, "display-refit")      ? 1
+	c->display_refit = vmm_args_has(&a, "display-refit")	  ? 1
 			   : vmm_args_has(&a, "no-display-refit") ? 0
 								  : -1;
 	if ((v = vmm_args_get(&a, "cmdline"))) {

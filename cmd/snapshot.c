@@ -13,38 +13,49 @@
 #include <string.h>
 
 static const vmm_opt pull_opts[] = {
-	{"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-	{"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
-	{NULL, 0, NULL, NULL, false},
+    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
+    {"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
 static const vmm_opt list_opts[] = {
-	{"format", 0, "text|json", "Output format (default text)", false},
-	{NULL, 0, NULL, NULL, false},
+    {"format", 0, "text|json", "Output format (default text)", false},
+    {NULL, 0, NULL, NULL, false},
 };
 
-static const vmm_cmd_spec create_spec = {"snapshot create", "VM SNAP",
+static const vmm_cmd_spec create_spec = {"snapshot create",
+					 "VM SNAP",
 					 "Snapshot a VM: its disk, and its memory if it runs or is "
 					 "suspended (a running VM pauses only meanwhile)",
-					 NULL, 2, 2};
-static const vmm_cmd_spec list_spec = {"snapshot list", "VM [--format text|json]",
-				       "List a VM's snapshots", list_opts, 1, 1};
-static const vmm_cmd_spec restore_spec = {"snapshot restore", "VM SNAP",
-					  "Put a VM back to a snapshot (the snapshot stays)", NULL,
-					  2, 2};
-static const vmm_cmd_spec delete_spec = {"snapshot delete", "VM SNAP", "Delete a snapshot",
-					 NULL, 2, 2};
-static const vmm_cmd_spec export_spec = {"snapshot export", "VM SNAP FILE",
+					 NULL,
+					 2,
+					 2};
+static const vmm_cmd_spec list_spec = {
+    "snapshot list", "VM [--format text|json]", "List a VM's snapshots", list_opts, 1, 1};
+static const vmm_cmd_spec restore_spec = {
+    "snapshot restore", "VM SNAP", "Put a VM back to a snapshot (the snapshot stays)", NULL, 2, 2};
+static const vmm_cmd_spec delete_spec = {
+    "snapshot delete", "VM SNAP", "Delete a snapshot", NULL, 2, 2};
+static const vmm_cmd_spec export_spec = {"snapshot export",
+					 "VM SNAP FILE",
 					 "Write a snapshot to a portable archive (- for stdout)",
-					 NULL, 3, 3};
-static const vmm_cmd_spec import_spec = {"snapshot import", "FILE VM SNAP",
-					 "Add a snapshot to a VM from a portable archive", NULL, 3,
+					 NULL,
+					 3,
+					 3};
+static const vmm_cmd_spec import_spec = {"snapshot import",
+					 "FILE VM SNAP",
+					 "Add a snapshot to a VM from a portable archive",
+					 NULL,
+					 3,
 					 3};
 
-static const vmm_cmd_spec pull_spec = {"snapshot pull", "REF VM SNAP [--insecure] [--concurrency N]",
+static const vmm_cmd_spec pull_spec = {"snapshot pull",
+				       "REF VM SNAP [--insecure] [--concurrency N]",
 				       "Pull an image from a registry and add it to a VM as a "
 				       "snapshot",
-				       pull_opts, 3, 3};
+				       pull_opts,
+				       3,
+				       3};
 
 /* Open the VM, naming it in errors; NULL after printing the error (exit code in *rc). */
 static vmm_bundle *open_vm(const char *name, int *rc)
@@ -115,8 +126,8 @@ static int snap_list(int argc, char **argv)
 			cells[i * 4 + 2] = xasprintf("%.3f", (double)v[i].allocated / 1e9);
 			cells[i * 4 + 3] = xstrdup(v[i].has_memory ? "yes" : "no");
 		}
-		cleanup_free char *t = n ? vmm_format_table(headers, 4, (const char *const *)cells, n)
-					 : xstrdup("");
+		cleanup_free char *t =
+		    n ? vmm_format_table(headers, 4, (const char *const *)cells, n) : xstrdup("");
 		printf("%s\n", t);
 		vmm_strv_free(cells, n * 4);
 	}
@@ -126,7 +137,8 @@ static int snap_list(int argc, char **argv)
 
 /* restore and delete: open VM, apply op to SNAP. */
 static int vm_snap_op(const vmm_cmd_spec *spec, int argc, char **argv,
-		      int (*op)(const char *dir, const char *name, const char *snap, vmm_error **err))
+		      int (*op)(const char *dir, const char *name, const char *snap,
+				vmm_error **err))
 {
 	cleanup_vmm_args vmm_args a;
 	VMM_ARGS_PARSE(a, *spec, argc, argv);
@@ -224,8 +236,8 @@ static int snap_pull(int argc, char **argv)
 		return rc;
 	cleanup_free char *dest = vmm_snapshot_dir(b->dir, a.pos[2]);
 	if (path_exists(dest)) {
-		vmm_error_set(&err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"",
-			      b->name, a.pos[2]);
+		vmm_error_set(&err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"", b->name,
+			      a.pos[2]);
 		return vmm_fail(err);
 	}
 	cleanup_vmm_reference vmm_reference *ref = NULL;
@@ -245,14 +257,14 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *summary;
 } subs[] = {
-	{"create", snap_create, "Snapshot a VM"},
-	{"list", snap_list, "List a VM's snapshots"},
-	{"restore", snap_restore, "Put a VM back to a snapshot"},
-	{"delete", snap_delete, "Delete a snapshot"},
-	{"export", snap_export, "Write a snapshot to a portable archive"},
-	{"import", snap_import, "Add a snapshot from a portable archive"},
-	{"push", snap_push, "Push a snapshot to a registry (as push VM@SNAP)"},
-	{"pull", snap_pull, "Pull an image into a VM as a snapshot"},
+    {"create", snap_create, "Snapshot a VM"},
+    {"list", snap_list, "List a VM's snapshots"},
+    {"restore", snap_restore, "Put a VM back to a snapshot"},
+    {"delete", snap_delete, "Delete a snapshot"},
+    {"export", snap_export, "Write a snapshot to a portable archive"},
+    {"import", snap_import, "Add a snapshot from a portable archive"},
+    {"push", snap_push, "Push a snapshot to a registry (as push VM@SNAP)"},
+    {"pull", snap_pull, "Pull an image into a VM as a snapshot"},
 };
 
 int cmd_snapshot(int argc, char **argv)
@@ -263,8 +275,8 @@ int cmd_snapshot(int argc, char **argv)
 				return subs[i].fn(argc - 1, argv + 1);
 	}
 	FILE *f = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
-			  ? stdout
-			  : stderr;
+		      ? stdout
+		      : stderr;
 	if (f == stderr)
 		fprintf(stderr, "vmm: snapshot needs a subcommand\n");
 	fprintf(f, "Usage: vmm snapshot <subcommand> ...\n\nSubcommands:\n");

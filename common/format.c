@@ -49,9 +49,8 @@ char *vmm_format_relative(time_t then, time_t now)
 		long secs;
 		const char *unit;
 	} units[] = {
-		{365L * 86400, "year"}, {30L * 86400, "month"}, {7L * 86400, "week"},
-		{86400, "day"},        {3600, "hour"},          {60, "minute"},
-		{1, "second"},
+	    {365L * 86400, "year"}, {30L * 86400, "month"}, {7L * 86400, "week"}, {86400, "day"},
+	    {3600, "hour"},	    {60, "minute"},	    {1, "second"},
 	};
 	long d = (long)(now - then);
 	/* Foundation's numeric style counts "no difference" as the future */

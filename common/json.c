@@ -8,8 +8,8 @@ int vmm_json_parse(json_t **out, const char *data, size_t len, const char *what,
 	json_error_t je;
 	json_t *v = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
 	if (!v)
-		return vmm_error_set(err, VMM_EINVAL, "%s: invalid JSON at line %d column %d: %s", what,
-				     je.line, je.column, je.text);
+		return vmm_error_set(err, VMM_EINVAL, "%s: invalid JSON at line %d column %d: %s",
+				     what, je.line, je.column, je.text);
 	*out = v;
 	return 0;
 }
@@ -40,7 +40,10 @@ static void sb_put(strbuf *b, const char *s, size_t n)
 	b->p[b->len] = '\0';
 }
 
-static void sb_puts(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_puts(strbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
 
 static void sb_indent(strbuf *b, int depth)
 {
@@ -61,7 +64,8 @@ static void pretty(strbuf *b, const json_t *v, int depth)
 		const char *key;
 		json_t *val;
 		size_t i = 0, n = json_object_size(v);
-		json_object_foreach((json_t *)v, key, val) {
+		json_object_foreach((json_t *)v, key, val)
+		{
 			sb_indent(b, depth + 1);
 			json_t *k = json_string(key);
 			char *ks = json_dumps(k, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH);
@@ -84,7 +88,8 @@ static void pretty(strbuf *b, const json_t *v, int depth)
 		sb_puts(b, "[\n");
 		size_t i, n = json_array_size(v);
 		json_t *val;
-		json_array_foreach((json_t *)v, i, val) {
+		json_array_foreach((json_t *)v, i, val)
+		{
 			sb_indent(b, depth + 1);
 			pretty(b, val, depth + 1);
 			sb_puts(b, i + 1 < n ? ",\n" : "\n");
@@ -92,7 +97,8 @@ static void pretty(strbuf *b, const json_t *v, int depth)
 		sb_indent(b, depth);
 		sb_puts(b, "]");
 	} else {
-		char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(17));
+		char *s =
+		    json_dumps(v, JSON_ENCODE_ANY | JSON_ESCAPE_SLASH | JSON_REAL_PRECISION(17));
 		sb_puts(b, s);
 		free(s);
 	}

@@ -72,37 +72,37 @@ static void *lazy_sym(lazy_lib *lib, const char *name)
 	return fn;
 }
 
-#define REAL(lib, name)                                                                \
-	static __typeof__(&name) real_;                                                \
-	__typeof__(&name) fn_ = __atomic_load_n(&real_, __ATOMIC_ACQUIRE);             \
-	if (!fn_) {                                                                    \
-		fn_ = (__typeof__(&name))lazy_sym(&lib, #name);                        \
-		__atomic_store_n(&real_, fn_, __ATOMIC_RELEASE);                       \
+#define REAL(lib, name)                                                                            \
+	static __typeof__(&name) real_;                                                            \
+	__typeof__(&name) fn_ = __atomic_load_n(&real_, __ATOMIC_ACQUIRE);                         \
+	if (!fn_) {                                                                                \
+		fn_ = (__typeof__(&name))lazy_sym(&lib, #name);                                    \
+		__atomic_store_n(&real_, fn_, __ATOMIC_RELEASE);                                   \
 	}
 
-#define LAZY(lib, ret, name, params, args)                                             \
-	ret name params                                                                \
-	{                                                                              \
-		REAL(lib, name)                                                        \
-		return fn_ args;                                                       \
+#define LAZY(lib, ret, name, params, args)                                                         \
+	ret name params                                                                            \
+	{                                                                                          \
+		REAL(lib, name)                                                                    \
+		return fn_ args;                                                                   \
 	}
 
-#define LAZY_VOID(lib, name, params, args)                                             \
-	void name params                                                               \
-	{                                                                              \
-		REAL(lib, name)                                                        \
-		fn_ args;                                                              \
+#define LAZY_VOID(lib, name, params, args)                                                         \
+	void name params                                                                           \
+	{                                                                                          \
+		REAL(lib, name)                                                                    \
+		fn_ args;                                                                          \
 	}
 
-#define LAZY_VARIADIC(lib, ret, name, T1, T2)                                          \
-	ret name(T1 a, T2 b, ...)                                                      \
-	{                                                                              \
-		va_list ap;                                                            \
-		va_start(ap, b);                                                       \
-		uintptr_t arg = va_arg(ap, uintptr_t);                                 \
-		va_end(ap);                                                            \
-		REAL(lib, name)                                                        \
-		return fn_(a, b, arg);                                                 \
+#define LAZY_VARIADIC(lib, ret, name, T1, T2)                                                      \
+	ret name(T1 a, T2 b, ...)                                                                  \
+	{                                                                                          \
+		va_list ap;                                                                        \
+		va_start(ap, b);                                                                   \
+		uintptr_t arg = va_arg(ap, uintptr_t);                                             \
+		va_end(ap);                                                                        \
+		REAL(lib, name)                                                                    \
+		return fn_(a, b, arg);                                                             \
 	}
 
 /* libcurl */
@@ -166,8 +166,7 @@ LAZY(archive_lib, int, archive_read_open_memory, (struct archive * a, const void
      (a, b, n))
 LAZY(archive_lib, int, archive_read_next_header, (struct archive * a, struct archive_entry **e),
      (a, e))
-LAZY(archive_lib, la_ssize_t, archive_read_data, (struct archive * a, void *b, size_t n),
-     (a, b, n))
+LAZY(archive_lib, la_ssize_t, archive_read_data, (struct archive * a, void *b, size_t n), (a, b, n))
 LAZY(archive_lib, int, archive_read_data_block,
      (struct archive * a, const void **b, size_t *n, la_int64_t *off), (a, b, n, off))
 LAZY(archive_lib, int, archive_read_free, (struct archive * a), (a))
@@ -178,8 +177,7 @@ LAZY(archive_lib, int, archive_write_set_filter_option,
      (struct archive * a, const char *m, const char *o, const char *v), (a, m, o, v))
 LAZY(archive_lib, int, archive_write_set_bytes_in_last_block, (struct archive * a, int n), (a, n))
 LAZY(archive_lib, int, archive_write_open_fd, (struct archive * a, int fd), (a, fd))
-LAZY(archive_lib, int, archive_write_header, (struct archive * a, struct archive_entry * e),
-     (a, e))
+LAZY(archive_lib, int, archive_write_header, (struct archive * a, struct archive_entry *e), (a, e))
 LAZY(archive_lib, la_ssize_t, archive_write_data, (struct archive * a, const void *b, size_t n),
      (a, b, n))
 LAZY(archive_lib, int, archive_write_close, (struct archive * a), (a))
@@ -197,5 +195,4 @@ LAZY(crypto_lib, int, EVP_DigestFinal_ex, (EVP_MD_CTX * c, unsigned char *md, un
 LAZY(crypto_lib, int, EVP_Digest,
      (const void *d, size_t n, unsigned char *md, unsigned int *s, const EVP_MD *t, ENGINE *e),
      (d, n, md, s, t, e))
-LAZY(crypto_lib, int, EVP_EncodeBlock, (unsigned char *t, const unsigned char *f, int n),
-     (t, f, n))
+LAZY(crypto_lib, int, EVP_EncodeBlock, (unsigned char *t, const unsigned char *f, int n), (t, f, n))

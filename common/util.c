@@ -173,7 +173,8 @@ int vmm_read_file(const char *path, size_t max, char **out, size_t *len, vmm_err
 	cleanup_free char *buf = xmalloc(cap + 1);
 	for (;;) {
 		if (n > max)
-			return vmm_error_set(err, EFBIG, "`%s` is larger than %zu bytes", path, max);
+			return vmm_error_set(err, EFBIG, "`%s` is larger than %zu bytes", path,
+					     max);
 		if (n == cap) {
 			cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
 			buf = xrealloc(buf, cap + 1);
@@ -256,7 +257,8 @@ int vmm_fsync_dir(const char *path, bool is_dir, vmm_error **err)
 		dir = xstrdup(path);
 	} else {
 		const char *slash = strrchr(path, '/');
-		dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) : xstrdup(".");
+		dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path))
+			    : xstrdup(".");
 	}
 	cleanup_close int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)

@@ -30,18 +30,39 @@ char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
-static inline void cleanup_free_fn(void *p) { free(*(void **)p); }
+static inline void cleanup_free_fn(void *p)
+{
+	free(*(void **)p);
+}
 void cleanup_close_fn(int *fd);
-static inline void cleanup_file_fn(FILE **f) { if (*f) fclose(*f); }
-static inline void cleanup_dir_fn(DIR **d) { if (*d) closedir(*d); }
+static inline void cleanup_file_fn(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+static inline void cleanup_dir_fn(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
 #define cleanup_free __attribute__((cleanup(cleanup_free_fn)))
 #define cleanup_close __attribute__((cleanup(cleanup_close_fn)))
 #define cleanup_file __attribute__((cleanup(cleanup_file_fn)))
 #define cleanup_dir __attribute__((cleanup(cleanup_dir_fn)))
 
 /* Hand ownership out of a cleanup variable: `*out = steal_ptr(p);`. */
-#define steal_ptr(p) ({ __typeof__(p) tmp_ = (p); (p) = NULL; tmp_; })
-#define steal_fd(fd) ({ int tmp_ = (fd); (fd) = -1; tmp_; })
+#define steal_ptr(p)                                                                               \
+	({                                                                                         \
+		__typeof__(p) tmp_ = (p);                                                          \
+		(p) = NULL;                                                                        \
+		tmp_;                                                                              \
+	})
+#define steal_fd(fd)                                                                               \
+	({                                                                                         \
+		int tmp_ = (fd);                                                                   \
+		(fd) = -1;                                                                         \
+		tmp_;                                                                              \
+	})
 
 /* "a" + "/" + "b" (no doubled slash). */
 char *path_join(const char *a, const char *b);

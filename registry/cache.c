@@ -97,8 +97,8 @@ static void walk(const char *root, const char *rel, list_ctx *ctx)
 		if (e->d_name[0] == '.')
 			continue;
 		cleanup_free char *p = path_join(dir, e->d_name);
-		cleanup_free char *sub = rel[0] ? xasprintf("%s/%s", rel, e->d_name)
-						: xstrdup(e->d_name);
+		cleanup_free char *sub =
+		    rel[0] ? xasprintf("%s/%s", rel, e->d_name) : xstrdup(e->d_name);
 		struct stat lst;
 		if (lstat(p, &lst) < 0)
 			continue;
@@ -111,7 +111,7 @@ static void walk(const char *root, const char *rel, list_ctx *ctx)
 				ctx->v = xrealloc(ctx->v, ctx->cap * sizeof(*ctx->v));
 			}
 			cleanup_free char *raw =
-				xasprintf("%s%c%s", rel, is_link ? ':' : '@', e->d_name);
+			    xasprintf("%s%c%s", rel, is_link ? ':' : '@', e->d_name);
 			vmm_cache_entry *ce = &ctx->v[ctx->n++];
 			ce->name = decode_percent(raw);
 			ce->path = xstrdup(p);
@@ -183,7 +183,8 @@ static void gc_walk(const char *dir, gc_ctx *g, vmm_error **err)
 			g->links[g->nlinks++] = t;
 		} else if (S_ISDIR(lst.st_mode)) {
 			if (strncmp(e->d_name, "sha256:", 7) == 0) {
-				g->digests = xrealloc(g->digests, (g->ndigests + 1) * sizeof(char *));
+				g->digests =
+				    xrealloc(g->digests, (g->ndigests + 1) * sizeof(char *));
 				g->digests[g->ndigests++] = realpath(p, NULL);
 				if (!g->digests[g->ndigests - 1])
 					g->digests[g->ndigests - 1] = xstrdup(p);
@@ -257,8 +258,8 @@ char *vmm_cache_staging_dir(const vmm_home *h, const char *name)
 	return path_join(h->tmp, hex);
 }
 
-int vmm_cache_lock_host(const vmm_home *h, const char *host, void (*waiting)(void *ctx),
-			void *ctx, int *fd, vmm_error **err)
+int vmm_cache_lock_host(const vmm_home *h, const char *host, void (*waiting)(void *ctx), void *ctx,
+			int *fd, vmm_error **err)
 {
 	cleanup_free char *dir = vmm_cache_host_dir(h, host);
 	if (vmm_mkdir_p(dir, err) < 0)
@@ -334,14 +335,14 @@ static void img_walk(const char *dir, const char *host, const char *ns, img_ctx 
 				continue;
 			c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
 			c->v[c->n++] = (vmm_cache_image){
-				.dir = xstrdup(p),
-				.host = xstrdup(host),
-				.namespace = xstrdup(ns),
-				.digest = xstrdup(e->d_name),
+			    .dir = xstrdup(p),
+			    .host = xstrdup(host),
+			    .namespace = xstrdup(ns),
+			    .digest = xstrdup(e->d_name),
 			};
 		} else {
-			cleanup_free char *sub = ns ? xasprintf("%s/%s", ns, e->d_name)
-						    : xstrdup(e->d_name);
+			cleanup_free char *sub =
+			    ns ? xasprintf("%s/%s", ns, e->d_name) : xstrdup(e->d_name);
 			img_walk(p, host, sub, c);
 		}
 	}

@@ -64,8 +64,8 @@ char *vmm_cache_staging_dir(const vmm_home *h, const char *name);
  * When another process holds it, waiting(ctx) is called once (Tart prints
  * "waiting for lock...") before blocking.  *fd holds the lock.
  */
-int vmm_cache_lock_host(const vmm_home *h, const char *host, void (*waiting)(void *ctx),
-			void *ctx, int *fd, vmm_error **err);
+int vmm_cache_lock_host(const vmm_home *h, const char *host, void (*waiting)(void *ctx), void *ctx,
+			int *fd, vmm_error **err);
 /* Point the tag of r at digest_dir: an absolute symlink, replaced atomically. */
 int vmm_cache_link_tag(const vmm_home *h, const vmm_reference *r, const char *digest_dir,
 		       vmm_error **err);
@@ -74,10 +74,10 @@ int vmm_cache_mark_explicit(const char *digest_dir, vmm_error **err);
 
 /* A cached image with its manifest, for layer reuse and cross-repository mounts. */
 typedef struct vmm_cache_image {
-	char *dir;       /* owned: the digest directory */
-	char *host;      /* owned: "host:port" */
+	char *dir;	 /* owned: the digest directory */
+	char *host;	 /* owned: "host:port" */
 	char *namespace; /* owned */
-	char *digest;    /* owned: "sha256:…" */
+	char *digest;	 /* owned: "sha256:…" */
 } vmm_cache_image;
 
 /* Every digest directory holding manifest.json and disk.img. */

@@ -45,12 +45,12 @@
 typedef struct vmm_registry vmm_registry;
 
 typedef struct vmm_registry_opts {
-	bool insecure;          /* plain HTTP */
+	bool insecure;		/* plain HTTP */
 	const char *user_agent; /* NULL: "vmm/<version>" */
-	int max_attempts;       /* per request, for retryable failures; 0: 5 */
+	int max_attempts;	/* per request, for retryable failures; 0: 5 */
 	/* added by the transport work; 0 keeps the defaults */
-	long retry_base_ms;     /* backoff base (full jitter, doubling, capped at 20 s); 0: 1000 */
-	long stall_timeout_s;   /* abort+retry a transfer below 1 KiB/s for this long; 0: 30 */
+	long retry_base_ms;   /* backoff base (full jitter, doubling, capped at 20 s); 0: 1000 */
+	long stall_timeout_s; /* abort+retry a transfer below 1 KiB/s for this long; 0: 30 */
 } vmm_registry_opts;
 
 #define VMM_MEDIA_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
@@ -74,8 +74,8 @@ int vmm_registry_manifest_get(vmm_registry *r, const char *reference, char **bod
 			      char **media_type, char digest[72], vmm_error **err);
 
 /* PUT /v2/<ns>/manifests/<reference> with Content-Type media_type; 201 expected. */
-int vmm_registry_manifest_put(vmm_registry *r, const char *reference, const void *body,
-			      size_t len, const char *media_type, vmm_error **err);
+int vmm_registry_manifest_put(vmm_registry *r, const char *reference, const void *body, size_t len,
+			      const char *media_type, vmm_error **err);
 
 /* HEAD /v2/<ns>/blobs/<digest>: *exists = 200; 404 = false; anything else an error. */
 int vmm_registry_blob_exists(vmm_registry *r, const char *digest, bool *exists, vmm_error **err);
@@ -127,10 +127,10 @@ int vmm_registry_check_credentials(const char *host, bool insecure, const char *
 
 /* Counters of one client, for tests and benchmarks. */
 typedef struct vmm_registry_stats {
-	long requests;      /* HTTP exchanges, redirect hops included */
+	long requests;	    /* HTTP exchanges, redirect hops included */
 	long connections;   /* TCP connections opened */
 	long token_fetches; /* Bearer token requests */
-	long retries;       /* attempts repeated after a retryable failure */
+	long retries;	    /* attempts repeated after a retryable failure */
 } vmm_registry_stats;
 void vmm_registry_get_stats(vmm_registry *r, vmm_registry_stats *out);
 

@@ -60,7 +60,10 @@ char *vmm_credentials_host_key(const char *host);
  */
 int vmm_credentials_check_host(const char *host, vmm_error **err);
 
-static inline void cleanup_vmm_credentials_fn(vmm_credentials **c) { vmm_credentials_free(*c); }
+static inline void cleanup_vmm_credentials_fn(vmm_credentials **c)
+{
+	vmm_credentials_free(*c);
+}
 #define cleanup_vmm_credentials __attribute__((cleanup(cleanup_vmm_credentials_fn)))
 
 #endif

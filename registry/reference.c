@@ -17,7 +17,10 @@ static bool is_name_char(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-static bool is_sep(char c) { return c == '.' || c == '-' || c == '_'; }
+static bool is_sep(char c)
+{
+	return c == '.' || c == '-' || c == '_';
+}
 
 static bool name(parser *p)
 {
@@ -98,13 +101,15 @@ vmm_reference *vmm_reference_dup(const vmm_reference *r)
 
 static int fail(vmm_error **err, const char *s, parser *p)
 {
-	return vmm_error_set(err, VMM_EINVAL, "failed to parse remote name \"%s\": %s (character %zu)",
-			     s, p->why, p->pos + 1);
+	return vmm_error_set(err, VMM_EINVAL,
+			     "failed to parse remote name \"%s\": %s (character %zu)", s, p->why,
+			     p->pos + 1);
 }
 
 static void normalize_docker_hub(vmm_reference *r)
 {
-	static const char *const aliases[] = {"docker.io", "index.docker.io", "registry-1.docker.io"};
+	static const char *const aliases[] = {"docker.io", "index.docker.io",
+					      "registry-1.docker.io"};
 	bool hub = false;
 	for (size_t i = 0; i < ARRAY_SIZE(aliases); i++)
 		if (strcmp(r->host, aliases[i]) == 0)

@@ -19,10 +19,10 @@
 #include "common/err.h"
 
 typedef struct vmm_reference {
-	char *host;      /* owned: "host" or "host:port" */
+	char *host;	 /* owned: "host" or "host:port" */
 	char *namespace; /* owned: "a/b" */
-	char *tag;       /* owned: NULL when digest is set */
-	char *digest;    /* owned: "sha256:<64 hex>", NULL when tag is set */
+	char *tag;	 /* owned: NULL when digest is set */
+	char *digest;	 /* owned: "sha256:<64 hex>", NULL when tag is set */
 } vmm_reference;
 
 int vmm_reference_parse(vmm_reference **out, const char *s, vmm_error **err);
@@ -36,7 +36,10 @@ char *vmm_reference_string(const vmm_reference *r);
 /* The tag or the digest: what follows the namespace. */
 const char *vmm_reference_value(const vmm_reference *r);
 
-static inline void cleanup_vmm_reference_fn(vmm_reference **r) { vmm_reference_free(*r); }
+static inline void cleanup_vmm_reference_fn(vmm_reference **r)
+{
+	vmm_reference_free(*r);
+}
 #define cleanup_vmm_reference __attribute__((cleanup(cleanup_vmm_reference_fn)))
 
 #endif

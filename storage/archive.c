@@ -243,8 +243,8 @@ int vmm_archive_write(int out, const vmm_archive_file *files, size_t nfiles,
 	}
 	for (size_t i = 0; i < nfiles; i++) {
 		src_file *f = &src[i];
-		struct archive_entry *e = new_entry(f->name, (uint64_t)f->st.st_size, f->st.st_mode,
-						    f->st.st_mtime);
+		struct archive_entry *e =
+		    new_entry(f->name, (uint64_t)f->st.st_size, f->st.st_mode, f->st.st_mtime);
 		bool sparse = f->nruns != 1 || f->runs[0].off != 0 ||
 			      f->runs[0].len != (uint64_t)f->st.st_size;
 		for (size_t r = 0; sparse && r < f->nruns; r++)
@@ -299,7 +299,8 @@ static int parse_index(const char *text, size_t len, want **out, size_t *n, vmm_
 		goto out;
 	}
 	if (!json_is_integer(ver) || json_integer_value(ver) != VMM_ARCHIVE_VERSION) {
-		vmm_error_set(err, VMM_EFORMAT, "%s: unsupported archive version (this vmm reads %d)",
+		vmm_error_set(err, VMM_EFORMAT,
+			      "%s: unsupported archive version (this vmm reads %d)",
 			      VMM_ARCHIVE_INDEX, VMM_ARCHIVE_VERSION);
 		goto out;
 	}
@@ -311,7 +312,8 @@ static int parse_index(const char *text, size_t len, want **out, size_t *n, vmm_
 	w = xcalloc(json_array_size(files) + 1, sizeof(*w));
 	size_t i;
 	json_t *f;
-	json_array_foreach(files, i, f) {
+	json_array_foreach(files, i, f)
+	{
 		json_t *name = json_object_get(f, "name"), *size = json_object_get(f, "size"),
 		       *sum = json_object_get(f, "sha256");
 		if (!json_is_string(name) || !json_is_integer(size) || !json_is_string(sum) ||
@@ -372,8 +374,9 @@ static int read_body(struct archive *a, int fd, want *w, vmm_error **err)
 		}
 		if (off < 0 || (uint64_t)off < pos || (uint64_t)off > w->size ||
 		    len > w->size - (uint64_t)off) {
-			vmm_error_set(err, VMM_EFORMAT, "`%s`: data beyond its listed size of %llu bytes",
-				      w->name, (unsigned long long)w->size);
+			vmm_error_set(err, VMM_EFORMAT,
+				      "`%s`: data beyond its listed size of %llu bytes", w->name,
+				      (unsigned long long)w->size);
 			goto out;
 		}
 		hash_zeros(md, (uint64_t)off - pos);
@@ -381,7 +384,8 @@ static int read_body(struct archive *a, int fd, want *w, vmm_error **err)
 		for (size_t b = 0; b < len; b += ZERO_BLOCK) {
 			size_t k = len - b < ZERO_BLOCK ? len - b : ZERO_BLOCK;
 			if (memcmp((const char *)blk + b, zeros, k) != 0 &&
-			    vmm_pwrite_all(fd, (const char *)blk + b, k, (off_t)((uint64_t)off + b)) < 0) {
+			    vmm_pwrite_all(fd, (const char *)blk + b, k,
+					   (off_t)((uint64_t)off + b)) < 0) {
 				vmm_error_errno(err, errno, "write `%s`", w->name);
 				goto out;
 			}
@@ -392,8 +396,9 @@ static int read_body(struct archive *a, int fd, want *w, vmm_error **err)
 	char got[72];
 	hash_final(md, got);
 	if (strcmp(got, w->sha256) != 0) {
-		vmm_error_set(err, VMM_EFORMAT, "`%s`: checksum mismatch (archive says %s, content is %s)",
-			      w->name, w->sha256, got);
+		vmm_error_set(err, VMM_EFORMAT,
+			      "`%s`: checksum mismatch (archive says %s, content is %s)", w->name,
+			      w->sha256, got);
 		goto out;
 	}
 	if (fsync(fd) < 0) {
@@ -445,14 +450,16 @@ static int read_all(struct archive *a, const char *dest, vmm_error **err)
 		if (name && strncmp(name, "./", 2) == 0)
 			name += 2;
 		if (!name || !plain_name(name)) {
-			vmm_error_set(err, VMM_EFORMAT, "refusing entry \"%s\": not a plain file name",
+			vmm_error_set(err, VMM_EFORMAT,
+				      "refusing entry \"%s\": not a plain file name",
 				      name ? name : "");
 			goto out;
 		}
 		if (archive_entry_filetype(e) != AE_IFREG || archive_entry_hardlink(e) ||
 		    archive_entry_symlink(e)) {
 			vmm_error_set(err, VMM_EFORMAT,
-				      "refusing entry \"%s\": only regular files are allowed", name);
+				      "refusing entry \"%s\": only regular files are allowed",
+				      name);
 			goto out;
 		}
 		want *cur = NULL;
@@ -491,8 +498,10 @@ static int read_all(struct archive *a, const char *dest, vmm_error **err)
 	}
 	for (size_t k = 0; k < nw; k++)
 		if (!w[k].seen) {
-			vmm_error_set(err, VMM_EFORMAT, "`%s` is listed in %s but missing (truncated "
-				      "archive?)", w[k].name, VMM_ARCHIVE_INDEX);
+			vmm_error_set(err, VMM_EFORMAT,
+				      "`%s` is listed in %s but missing (truncated "
+				      "archive?)",
+				      w[k].name, VMM_ARCHIVE_INDEX);
 			goto out;
 		}
 	rc = 0;

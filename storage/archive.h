@@ -32,7 +32,7 @@ typedef struct vmm_archive_opts {
 
 typedef struct vmm_archive_file {
 	const char *name; /* plain name in the archive */
-	int fd;           /* open for reading; borrowed, never closed here (so a POSIX
+	int fd;		  /* open for reading; borrowed, never closed here (so a POSIX
 			   * lock the caller holds through it survives) */
 } vmm_archive_file;
 

@@ -15,7 +15,7 @@
 #endif
 
 #define COPY_BUF (1u << 20) /* 1 MiB reads in the zero-skipping copy */
-#define ZERO_BLOCK 4096u     /* granularity of holes it leaves: a file system block */
+#define ZERO_BLOCK 4096u    /* granularity of holes it leaves: a file system block */
 
 const char *vmm_copy_method_name(vmm_copy_method m)
 {
@@ -101,8 +101,7 @@ static void kick_writeback(int out, bool write_back, off_t off, uint64_t len)
 }
 
 /* Copy [off, off+len) with copy_file_range, falling back to read/write. */
-static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied,
-		      bool write_back)
+static int copy_range(int in, int out, off_t off, uint64_t len, uint64_t *copied, bool write_back)
 {
 	bool use_cfr = true;
 	cleanup_free unsigned char *buf = NULL;
@@ -243,7 +242,8 @@ int vmm_copy_file(const char *src, const char *dst, const vmm_copy_opts *opts,
 		return vmm_error_errno(err, errno, "stat `%s`", src);
 	if (!S_ISREG(st.st_mode))
 		return vmm_error_set(err, EINVAL, "`%s` is not a regular file", src);
-	cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777);
+	cleanup_close int out =
+	    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777);
 	if (out < 0)
 		return vmm_error_errno(err, errno, "create `%s`", dst);
 
@@ -281,7 +281,7 @@ int vmm_copy_file(const char *src, const char *dst, const vmm_copy_opts *opts,
 		/* wait for the writeback started along the way (and start the rest) */
 		if (wb && sync_file_range(out, 0, 0,
 					  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-						  SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+					      SYNC_FILE_RANGE_WAIT_AFTER) < 0)
 			goto fail;
 	}
 	if (opts->fsync && out >= 0 && fsync(out) < 0)
@@ -294,7 +294,7 @@ int vmm_copy_file(const char *src, const char *dst, const vmm_copy_opts *opts,
 			stats->reflinked++;
 	}
 	return 0;
-fail: {
+fail : {
 	int e = errno;
 	unlink(dst);
 	return vmm_error_errno(err, e, "copy `%s` to `%s`", src, dst);

@@ -26,14 +26,14 @@ typedef enum {
 typedef struct vmm_copy_stats {
 	vmm_copy_method method; /* of the last file copied */
 	uint64_t files;
-	uint64_t data_bytes;    /* bytes moved by the non-reflink methods */
-	uint64_t reflinked;     /* files shared by reflink */
+	uint64_t data_bytes; /* bytes moved by the non-reflink methods */
+	uint64_t reflinked;  /* files shared by reflink */
 } vmm_copy_stats;
 
 typedef struct vmm_copy_opts {
 	bool no_reflink;   /* force the sparse fallback (tests, benchmarks) */
 	bool no_seek_data; /* force the zero-skipping copy (tests) */
-	bool fsync;        /* fsync each file before returning */
+	bool fsync;	   /* fsync each file before returning */
 	/*
 	 * Have the data of each copied file written to the device (without a
 	 * cache flush or a metadata commit) before returning; writeback starts

@@ -52,10 +52,11 @@ int vmm_bundle_open_dir(vmm_bundle **out, const char *dir, const char *name, vmm
 		if (!path_is_dir(dir))
 			return vmm_error_not_found(err, name);
 		/* Tart's VMMissingFiles: a runtime error (exit 1), not "does not exist" */
-		return vmm_error_set(err, VMM_EINVAL,
-				     "VM \"%s\" is missing some of its files (config.json, disk.img "
-				     "or nvram.bin)",
-				     name);
+		return vmm_error_set(
+		    err, VMM_EINVAL,
+		    "VM \"%s\" is missing some of its files (config.json, disk.img "
+		    "or nvram.bin)",
+		    name);
 	}
 	vmm_bundle *b = xcalloc(1, sizeof(*b));
 	b->name = xstrdup(name);
@@ -146,8 +147,7 @@ int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **
 	return 0;
 }
 
-int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated,
-			 vmm_error **err)
+int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated, vmm_error **err)
 {
 	/*
 	 * Reading a directory bumps its atime (relatime: once a day), and the
@@ -186,8 +186,8 @@ void vmm_access_date_set(const char *dir, time_t t)
 	if (stat(dir, &st) < 0)
 		return;
 	struct timeval tv[2] = {
-		{.tv_sec = t, .tv_usec = 0},
-		{.tv_sec = st.st_atime, .tv_usec = 0},
+	    {.tv_sec = t, .tv_usec = 0},
+	    {.tv_sec = st.st_atime, .tv_usec = 0},
 	};
 	utimes(dir, tv);
 }

@@ -39,8 +39,8 @@ typedef enum {
 } vmm_vm_state;
 
 typedef struct vmm_bundle {
-	char *name;         /* owned: what the user called it */
-	char *dir;          /* owned: absolute or home-relative directory */
+	char *name;	    /* owned: what the user called it */
+	char *dir;	    /* owned: absolute or home-relative directory */
 	vmm_config *config; /* owned */
 } vmm_bundle;
 
@@ -83,8 +83,7 @@ int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **
  * Apparent and allocated bytes of the bundle's top-level regular files
  * (config, disk, nvram and vmm's kernel, initramfs, state...).
  */
-int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated,
-			 vmm_error **err);
+int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated, vmm_error **err);
 
 /*
  * Access date = the directory's atime.  Bumping it copies Tart's quirk:
@@ -97,7 +96,10 @@ time_t vmm_access_date_get(const char *dir);
 int vmm_error_not_found(vmm_error **err, const char *name);
 int vmm_error_running(vmm_error **err, const char *name);
 
-static inline void cleanup_vmm_bundle_fn(vmm_bundle **b) { vmm_bundle_free(*b); }
+static inline void cleanup_vmm_bundle_fn(vmm_bundle **b)
+{
+	vmm_bundle_free(*b);
+}
 #define cleanup_vmm_bundle __attribute__((cleanup(cleanup_vmm_bundle_fn)))
 
 /*

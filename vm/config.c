@@ -120,8 +120,9 @@ static int parse_fields(vmm_config *c, const char *what, vmm_error **err)
 	if (!json_is_string(mac))
 		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` must be a string", what);
 	if (json_string_length(mac) != 17 || !vmm_mac_is_valid(json_string_value(mac)))
-		return vmm_error_set(err, VMM_EINVAL, "%s: `macAddress` \"%.40s\" is not a MAC address",
-				     what, json_string_value(mac));
+		return vmm_error_set(err, VMM_EINVAL,
+				     "%s: `macAddress` \"%.40s\" is not a MAC address", what,
+				     json_string_value(mac));
 	memcpy(c->mac, json_string_value(mac), sizeof(c->mac)); /* 17 characters and the NUL */
 	for (char *p = c->mac; *p; p++)
 		*p = (char)tolower((unsigned char)*p);
@@ -132,7 +133,8 @@ static int parse_fields(vmm_config *c, const char *what, vmm_error **err)
 	json_t *d = json_object_get(o, "display");
 	if (d) {
 		if (!json_is_object(d))
-			return vmm_error_set(err, VMM_EINVAL, "%s: `display` must be an object", what);
+			return vmm_error_set(err, VMM_EINVAL, "%s: `display` must be an object",
+					     what);
 		cleanup_free char *dwhat = xasprintf("%s: display", what);
 		if (need_int(d, "width", &c->display_width, true, dwhat, err) < 0 ||
 		    need_int(d, "height", &c->display_height, true, dwhat, err) < 0 ||
@@ -140,18 +142,20 @@ static int parse_fields(vmm_config *c, const char *what, vmm_error **err)
 			     err) < 0)
 			return -1;
 		if (c->display_width <= 0 || c->display_height <= 0)
-			return vmm_error_set(err, VMM_EINVAL, "%s: `display` %lldx%lld is not a size",
-					     what, (long long)c->display_width,
-					     (long long)c->display_height);
+			return vmm_error_set(
+			    err, VMM_EINVAL, "%s: `display` %lldx%lld is not a size", what,
+			    (long long)c->display_width, (long long)c->display_height);
 		if (c->display_unit[0] && strcmp(c->display_unit, "pt") != 0 &&
 		    strcmp(c->display_unit, "px") != 0)
-			return vmm_error_set(err, VMM_EINVAL,
-					     "%s: display `unit` \"%s\" is neither \"pt\" nor \"px\"",
-					     what, c->display_unit);
+			return vmm_error_set(
+			    err, VMM_EINVAL,
+			    "%s: display `unit` \"%s\" is neither \"pt\" nor \"px\"", what,
+			    c->display_unit);
 	}
 	json_t *r = json_object_get(o, "displayRefit");
 	if (r && !json_is_boolean(r))
-		return vmm_error_set(err, VMM_EINVAL, "%s: `displayRefit` must be true or false", what);
+		return vmm_error_set(err, VMM_EINVAL, "%s: `displayRefit` must be true or false",
+				     what);
 	c->display_refit = r ? (json_is_true(r) ? 1 : 0) : -1;
 	strcpy(c->disk_format, "raw");
 	json_t *df = json_object_get(o, "diskFormat");
@@ -160,7 +164,8 @@ static int parse_fields(vmm_config *c, const char *what, vmm_error **err)
 	json_t *cl = json_object_get(o, "cmdline");
 	if (cl) {
 		if (!json_is_string(cl))
-			return vmm_error_set(err, VMM_EINVAL, "%s: `cmdline` must be a string", what);
+			return vmm_error_set(err, VMM_EINVAL, "%s: `cmdline` must be a string",
+					     what);
 		c->cmdline = xstrdup(json_string_value(cl));
 	}
 	return 0;

@@ -105,8 +105,7 @@ static bool is_fresh_pull_staging(const char *path, const char *name)
 	if (strlen(name) != 32 || strspn(name, "0123456789abcdef") != 32)
 		return false;
 	struct stat st;
-	return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
-	       time(NULL) - st.st_mtime < 3 * 86400;
+	return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && time(NULL) - st.st_mtime < 3 * 86400;
 }
 
 int vmm_home_gc_tmp(const vmm_home *h, vmm_error **err)
@@ -198,8 +197,7 @@ int vmm_home_install(const char *staging, const char *dest, int replace, vmm_err
 	return install(staging, dest, replace, true, err);
 }
 
-int vmm_home_install_ordered(const char *staging, const char *dest, int replace,
-			     vmm_error **err)
+int vmm_home_install_ordered(const char *staging, const char *dest, int replace, vmm_error **err)
 {
 	return install(staging, dest, replace, false, err);
 }

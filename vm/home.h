@@ -72,7 +72,6 @@ int vmm_home_install(const char *staging, const char *dest, int replace, vmm_err
  * file systems commit the rename after those writes, so a crash never
  * shows a half-made dest - but it may lose the new dest altogether.
  */
-int vmm_home_install_ordered(const char *staging, const char *dest, int replace,
-			     vmm_error **err);
+int vmm_home_install_ordered(const char *staging, const char *dest, int replace, vmm_error **err);
 
 #endif

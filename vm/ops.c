@@ -124,8 +124,7 @@ out:
 static bool clone_skip(const char *name)
 {
 	return strcmp(name, VMM_CONFIG_FILE) == 0 || strcmp(name, VMM_MANIFEST_FILE) == 0 ||
-	       strcmp(name, VMM_EXPLICITLY_PULLED_FILE) == 0 ||
-	       strstr(name, ".tmp") != NULL;
+	       strcmp(name, VMM_EXPLICITLY_PULLED_FILE) == 0 || strstr(name, ".tmp") != NULL;
 }
 
 /*
@@ -143,7 +142,7 @@ static int write_new_file(const char *path, const char *data, size_t len, bool d
 	    (durable ? fsync(fd)
 		     : sync_file_range(fd, 0, 0,
 				       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-					       SYNC_FILE_RANGE_WAIT_AFTER)) < 0) {
+					   SYNC_FILE_RANGE_WAIT_AFTER)) < 0) {
 		int e = errno;
 		unlink(path);
 		return vmm_error_errno(err, e, "write `%s`", path);
@@ -172,7 +171,8 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	if (src_real && dst_real && strcmp(src_real, dst_real) == 0)
 		return vmm_error_set(err, VMM_EINVAL, "cannot clone VM \"%s\" onto itself", name);
 	cleanup_free char *vms_real = realpath(h->vms, NULL);
-	bool src_is_local = src_real && vms_real && strncmp(src_real, vms_real, strlen(vms_real)) == 0 &&
+	bool src_is_local = src_real && vms_real &&
+			    strncmp(src_real, vms_real, strlen(vms_real)) == 0 &&
 			    src_real[strlen(vms_real)] == '/';
 	/*
 	 * Hold the source's running lock while copying so nobody starts it
@@ -276,7 +276,8 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 		/* swap, so that NEW is never missing, then take the old NEW (now
 		 * at NAME) out of vms/ before removing it: no half-deleted VM is
 		 * ever visible */
-		if (syscall(SYS_renameat2, AT_FDCWD, src, AT_FDCWD, dst, 2 /* RENAME_EXCHANGE */) < 0)
+		if (syscall(SYS_renameat2, AT_FDCWD, src, AT_FDCWD, dst, 2 /* RENAME_EXCHANGE */) <
+		    0)
 			return vmm_error_errno(err, errno, "replace `%s`", dst);
 		vmm_fsync_dir(h->vms, true, NULL);
 		return move_out_and_remove(h, src, err);

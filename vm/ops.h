@@ -19,15 +19,15 @@ typedef struct vmm_create_opts {
 	const char *kernel;    /* direct boot: copied into the bundle; NULL for UEFI */
 	const char *initramfs; /* optional with kernel */
 	const char *cmdline;   /* optional with kernel */
-	bool force;            /* replace an existing VM */
+	bool force;	       /* replace an existing VM */
 } vmm_create_opts;
 
 int vmm_vm_create(const vmm_home *h, const char *name, const vmm_create_opts *o, vmm_error **err);
 
 typedef struct vmm_clone_opts {
-	bool force;                  /* replace an existing VM */
-	const vmm_copy_opts *copy;   /* may be NULL; fsync/write_back are set from durable */
-	bool durable;                /* fsync everything: the clone survives a crash */
+	bool force;		   /* replace an existing VM */
+	const vmm_copy_opts *copy; /* may be NULL; fsync/write_back are set from durable */
+	bool durable;		   /* fsync everything: the clone survives a crash */
 } vmm_clone_opts;
 
 /*

@@ -105,8 +105,8 @@ static bool not_carried_or_live(const char *name)
 }
 
 /* A running VM: its `vmm run` saves memory and disk into staging; the rest is copied. */
-static int create_live(const vmm_home *h, const char *vm_dir, const char *vm_name,
-		       const char *snap, const char *dest, vmm_copy_stats *stats, vmm_error **err)
+static int create_live(const vmm_home *h, const char *vm_dir, const char *vm_name, const char *snap,
+		       const char *dest, vmm_copy_stats *stats, vmm_error **err)
 {
 	cleanup_free char *staging = staging_dir(vm_dir, err);
 	if (!staging)
@@ -194,10 +194,10 @@ int vmm_snapshot_list(const char *vm_dir, vmm_snapshot_info **out, size_t *n, vm
 		cleanup_free char *state = path_join(p, VMM_STATE_FILE);
 		v = xrealloc(v, (cnt + 1) * sizeof(*v));
 		v[cnt++] = (vmm_snapshot_info){
-			.name = xstrdup(e->d_name),
-			.created = st.st_mtime,
-			.allocated = alloc,
-			.has_memory = access(state, F_OK) == 0,
+		    .name = xstrdup(e->d_name),
+		    .created = st.st_mtime,
+		    .allocated = alloc,
+		    .has_memory = access(state, F_OK) == 0,
 		};
 	}
 	if (cnt)
@@ -217,8 +217,7 @@ static int restore_order(const char *name)
 	return 0;
 }
 
-int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *snap,
-			 vmm_error **err)
+int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *snap, vmm_error **err)
 {
 	if (vmm_snapshot_check_name(snap, err) < 0)
 		return -1;
@@ -282,8 +281,7 @@ out:
 	return rc;
 }
 
-int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap,
-			vmm_error **err)
+int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap, vmm_error **err)
 {
 	if (vmm_snapshot_check_name(snap, err) < 0)
 		return -1;
@@ -300,8 +298,8 @@ int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *sna
 	return vmm_rm_rf(trash, err);
 }
 
-int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap,
-			const char *path, vmm_error **err)
+int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap, const char *path,
+			vmm_error **err)
 {
 	cleanup_free char *dest = new_snapshot_dest(vm_dir, vm_name, snap, err);
 	if (!dest)

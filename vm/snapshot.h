@@ -27,10 +27,10 @@
 #define VMM_SNAPSHOTS_DIR "snapshots"
 
 typedef struct vmm_snapshot_info {
-	char *name;          /* owned */
+	char *name; /* owned */
 	time_t created;
-	uint64_t allocated;  /* bytes the snapshot holds on its own (reflinks count in full) */
-	bool has_memory;     /* holds a suspended memory state */
+	uint64_t allocated; /* bytes the snapshot holds on its own (reflinks count in full) */
+	bool has_memory;    /* holds a suspended memory state */
 } vmm_snapshot_info;
 
 /* <vm_dir>/snapshots/<snap> (caller frees). */
@@ -53,11 +53,10 @@ void vmm_snapshot_infos_free(vmm_snapshot_info *v, size_t n);
 /* Put the VM (not running) back to the snapshot; the snapshot stays. */
 int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *snap,
 			 vmm_error **err);
-int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap,
-			vmm_error **err);
+int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap, vmm_error **err);
 /* Import an archive (storage/archive.h) as snapshot `snap`; "-" reads stdin. */
-int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap,
-			const char *path, vmm_error **err);
+int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap, const char *path,
+			vmm_error **err);
 
 /*
  * Resolve "VM@SNAP" to the snapshot's directory (caller frees *dir).

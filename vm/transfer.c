@@ -76,8 +76,8 @@ int vmm_vm_export(const char *dir, const char *name, const char *path, vmm_error
 	}
 	qsort(files + 1, n - 1, sizeof(files[0]), cmp_name);
 
-	int out = to_stdout ? STDOUT_FILENO
-			    : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int out =
+	    to_stdout ? STDOUT_FILENO : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (out < 0) {
 		vmm_error_errno(err, errno, "create `%s`", tmp);
 		goto out;
@@ -115,9 +115,9 @@ int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err)
 	if (vmm_archive_read(in, dest, err) < 0)
 		return vmm_error_wrap(err, "import `%s`", path);
 	if (!vmm_bundle_dir_is_vm(dest))
-		return vmm_error_set(err, VMM_EFORMAT,
-				     "import `%s`: the archive lacks config.json, disk.img or nvram.bin",
-				     path);
+		return vmm_error_set(
+		    err, VMM_EFORMAT,
+		    "import `%s`: the archive lacks config.json, disk.img or nvram.bin", path);
 	return 0;
 }
 

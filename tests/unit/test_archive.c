@@ -138,7 +138,8 @@ static size_t make_archive(char *buf, size_t cap, const hand_entry *e, size_t n)
 		size_t len = e[i].data ? strlen(e[i].data) : 0;
 		if (e[i].link)
 			archive_entry_set_symlink(ae, e[i].link);
-		archive_entry_set_size(ae, e[i].type == AE_IFREG ? (e[i].size >= 0 ? e[i].size : (int64_t)len) : 0);
+		archive_entry_set_size(
+		    ae, e[i].type == AE_IFREG ? (e[i].size >= 0 ? e[i].size : (int64_t)len) : 0);
 		archive_write_header(a, ae);
 		if (len)
 			archive_write_data(a, e[i].data, len);
@@ -180,9 +181,10 @@ static void test_archive_read__hostile(void **state)
 	(void)state;
 	char *idx = index_for("config.json", "{}");
 	char *idx_evil = index_for("../vmm-evil", "x");
-	char *idx_bad = xstrdup("{\"format\":\"vmm-archive\",\"version\":1,\"files\":[{\"name\":"
-				"\"config.json\",\"size\":2,\"sha256\":\"sha256:"
-				"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
+	char *idx_bad =
+	    xstrdup("{\"format\":\"vmm-archive\",\"version\":1,\"files\":[{\"name\":"
+		    "\"config.json\",\"size\":2,\"sha256\":\"sha256:"
+		    "0000000000000000000000000000000000000000000000000000000000000000\"}]}");
 	const hand_entry no_index[] = {{"config.json", AE_IFREG, "{}", NULL, -1}};
 	expect_refused(no_index, 1, "first entry");
 	const hand_entry traversal[] = {{VMM_ARCHIVE_INDEX, AE_IFREG, idx, NULL, -1},
@@ -253,9 +255,9 @@ static void test_archive_read__truncated_and_garbage(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_archive_roundtrip__sparse_kept),
-		cmocka_unit_test(test_archive_read__hostile),
-		cmocka_unit_test(test_archive_read__truncated_and_garbage),
+	    cmocka_unit_test(test_archive_roundtrip__sparse_kept),
+	    cmocka_unit_test(test_archive_read__hostile),
+	    cmocka_unit_test(test_archive_read__truncated_and_garbage),
 	};
 	return cmocka_run_group_tests_name("archive", tests, NULL, NULL);
 }

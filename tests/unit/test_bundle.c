@@ -58,10 +58,11 @@ static char *make_vm(fixture *f, const char *name, const char *mac)
 {
 	char *dir = vmm_home_vm_dir(f->home, name);
 	assert_int_equal(vmm_mkdir_p(dir, NULL), 0);
-	char *cfg = xasprintf("{\n  \"version\" : 1,\n  \"os\" : \"linux\",\n  \"arch\" : \"arm64\",\n"
-			      "  \"cpuCountMin\" : 4,\n  \"cpuCount\" : 4,\n  \"memorySizeMin\" : "
-			      "4294967296,\n  \"memorySize\" : 4294967296,\n  \"macAddress\" : \"%s\"\n}",
-			      mac);
+	char *cfg =
+	    xasprintf("{\n  \"version\" : 1,\n  \"os\" : \"linux\",\n  \"arch\" : \"arm64\",\n"
+		      "  \"cpuCountMin\" : 4,\n  \"cpuCount\" : 4,\n  \"memorySizeMin\" : "
+		      "4294967296,\n  \"memorySize\" : 4294967296,\n  \"macAddress\" : \"%s\"\n}",
+		      mac);
 	write_file(dir, "config.json", cfg);
 	free(cfg);
 	write_file(dir, "nvram.bin", "NVRAM");
@@ -352,24 +353,24 @@ static void test_bundle_mac__in_use_by_others_and_running_only(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_bundle_initialized__needs_config_disk_and_nvram,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			test_bundle_open__missing_and_bad_names_are_tarts_not_found, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_open__reads_config_and_bumps_access_date,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_lock__held_by_child_reported_with_pid,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_lock__mac_scan_keeps_the_callers_lock,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_state__suspended_by_either_state_file,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_sizes__apparent_and_allocated, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_list__sorted_initialized_only, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_bundle_mac__in_use_by_others_and_running_only,
-						setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_initialized__needs_config_disk_and_nvram,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_bundle_open__missing_and_bad_names_are_tarts_not_found, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_open__reads_config_and_bumps_access_date,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_lock__held_by_child_reported_with_pid,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_lock__mac_scan_keeps_the_callers_lock,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_state__suspended_by_either_state_file,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_sizes__apparent_and_allocated, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_list__sorted_initialized_only, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_mac__in_use_by_others_and_running_only,
+					    setup, teardown),
 	};
 	return cmocka_run_group_tests_name("bundle", tests, NULL, NULL);
 }

@@ -34,10 +34,10 @@ static const char TART_PRETTY[] = "{\n"
 
 /* what `tart pull` leaves: the pushed compact blob, another key order */
 static const char TART_COMPACT[] =
-	"{\"version\":1,\"hardwareModel\":\"YnBsaXN0\",\"ecid\":\"ZWNpZA==\",\"cpuCountMin\":4,"
-	"\"arch\":\"arm64\",\"os\":\"darwin\",\"cpuCount\":8,\"memorySizeMin\":8589934592,"
-	"\"memorySize\":8589934592,\"display\":{\"width\":1920,\"height\":1200,\"unit\":\"pt\"},"
-	"\"diskFormat\":\"raw\",\"macAddress\":\"B6:0A:11:22:33:44\",\"displayRefit\":true}";
+    "{\"version\":1,\"hardwareModel\":\"YnBsaXN0\",\"ecid\":\"ZWNpZA==\",\"cpuCountMin\":4,"
+    "\"arch\":\"arm64\",\"os\":\"darwin\",\"cpuCount\":8,\"memorySizeMin\":8589934592,"
+    "\"memorySize\":8589934592,\"display\":{\"width\":1920,\"height\":1200,\"unit\":\"pt\"},"
+    "\"diskFormat\":\"raw\",\"macAddress\":\"B6:0A:11:22:33:44\",\"displayRefit\":true}";
 
 static vmm_config *parse_ok(const char *s)
 {
@@ -96,11 +96,11 @@ static void test_config_compact__pull_form_read_and_rewritten(void **state)
 	/* compact output keeps the pull's key order and macOS keys */
 	char *s = vmm_config_compact(c);
 	assert_string_equal(
-		s, "{\"version\":1,\"hardwareModel\":\"YnBsaXN0\",\"ecid\":\"ZWNpZA==\","
-		   "\"cpuCountMin\":4,\"arch\":\"arm64\",\"os\":\"darwin\",\"cpuCount\":8,"
-		   "\"memorySizeMin\":8589934592,\"memorySize\":8589934592,\"display\":{\"width\":"
-		   "1920,\"height\":1200,\"unit\":\"pt\"},\"diskFormat\":\"raw\",\"macAddress\":"
-		   "\"b6:0a:11:22:33:44\",\"displayRefit\":true}");
+	    s, "{\"version\":1,\"hardwareModel\":\"YnBsaXN0\",\"ecid\":\"ZWNpZA==\","
+	       "\"cpuCountMin\":4,\"arch\":\"arm64\",\"os\":\"darwin\",\"cpuCount\":8,"
+	       "\"memorySizeMin\":8589934592,\"memorySize\":8589934592,\"display\":{\"width\":"
+	       "1920,\"height\":1200,\"unit\":\"pt\"},\"diskFormat\":\"raw\",\"macAddress\":"
+	       "\"b6:0a:11:22:33:44\",\"displayRefit\":true}");
 	free(s);
 	vmm_config_free(c);
 }
@@ -108,11 +108,12 @@ static void test_config_compact__pull_form_read_and_rewritten(void **state)
 static void test_config_unknown__keys_and_order_kept_on_change(void **state)
 {
 	(void)state;
-	const char *in = "{\"zeta\":{\"deep\":[1,2]},\"version\":1,\"os\":\"linux\","
-			 "\"arch\":\"amd64\",\"cpuCountMin\":4,\"cpuCount\":4,\"memorySizeMin\":"
-			 "4294967296,\"memorySize\":4294967296,\"macAddress\":\"02:00:00:00:00:01\","
-			 "\"display\":{\"width\":1024,\"height\":768,\"extra\":\"kept\"},"
-			 "\"diskFormat\":\"raw\",\"vendorKey\":\"a/b\",\"displayRefit\":false}";
+	const char *in =
+	    "{\"zeta\":{\"deep\":[1,2]},\"version\":1,\"os\":\"linux\","
+	    "\"arch\":\"amd64\",\"cpuCountMin\":4,\"cpuCount\":4,\"memorySizeMin\":"
+	    "4294967296,\"memorySize\":4294967296,\"macAddress\":\"02:00:00:00:00:01\","
+	    "\"display\":{\"width\":1024,\"height\":768,\"extra\":\"kept\"},"
+	    "\"diskFormat\":\"raw\",\"vendorKey\":\"a/b\",\"displayRefit\":false}";
 	vmm_config *c = parse_ok(in);
 	c->cpu_count = 2;
 	c->memory_size = 2ULL << 30;
@@ -158,7 +159,8 @@ static void test_config_defaults__optional_keys(void **state)
 static void test_config_errors__bad_json_names_file_and_error(void **state)
 {
 	(void)state;
-	char *m = parse_err("{\n  \"version\" : 1,\n  \"os\" : \"linux\"\n  \"arch\" : \"arm64\"\n}");
+	char *m =
+	    parse_err("{\n  \"version\" : 1,\n  \"os\" : \"linux\"\n  \"arch\" : \"arm64\"\n}");
 	assert_non_null(strstr(m, "`/h/vms/x/config.json`: invalid JSON at line 4"));
 	free(m);
 	m = parse_err("[1, 2]");
@@ -172,11 +174,12 @@ static void test_config_errors__bad_json_names_file_and_error(void **state)
 static void test_config_errors__missing_and_mistyped_keys(void **state)
 {
 	(void)state;
-	static const char *const required[] = {"version",       "cpuCountMin", "cpuCount",
+	static const char *const required[] = {"version",	"cpuCountMin", "cpuCount",
 					       "memorySizeMin", "memorySize",  "macAddress"};
 	for (size_t i = 0; i < ARRAY_SIZE(required); i++) {
 		json_t *o = NULL;
-		assert_int_equal(vmm_json_parse(&o, TART_PRETTY, strlen(TART_PRETTY), "t", NULL), 0);
+		assert_int_equal(vmm_json_parse(&o, TART_PRETTY, strlen(TART_PRETTY), "t", NULL),
+				 0);
 		json_object_del(o, required[i]);
 		char *s = vmm_json_compact(o, 0);
 		char *m = parse_err(s);
@@ -191,34 +194,36 @@ static void test_config_errors__missing_and_mistyped_keys(void **state)
 	static const struct {
 		const char *key, *value, *want;
 	} bad[] = {
-		{"cpuCount", "\"4\"", "`cpuCount` must be an integer"},
-		{"cpuCount", "0", "`cpuCount` 0 is out of range"},
-		{"memorySize", "12", "`memorySize` 12 is out of range"},
-		{"os", "\"windows\"", "unknown `os`"},
-		{"arch", "\"riscv\"", "unknown `arch`"},
-		{"macAddress", "42", "`macAddress` must be a string"},
-		{"macAddress", "\"7a:47:bb:5f:97\"", "is not a MAC address"},
-		{"macAddress", "\"7a:47:bb:5f:97:c9x\"", "is not a MAC address"}, /* 18 chars */
-		{"macAddress", "\"7a-47-bb-5f-97-c9\"", "is not a MAC address"},
-		{"macAddress", "\"zz:47:bb:5f:97:c9\"", "is not a MAC address"},
-		{"macAddress", "\"7a:47:bb:5f:97:c9:00:11\"", "is not a MAC address"},
-		{"display", "[]", "`display` must be an object"},
-		{"display", "{\"width\":1}", "missing key `height`"},
-		{"display", "{\"width\":1,\"height\":1,\"unit\":\"cm\"}", "neither \"pt\" nor \"px\""},
-		{"display", "{\"width\":0,\"height\":1}", "is not a size"},
-		{"displayRefit", "\"yes\"", "`displayRefit` must be true or false"},
-		{"cmdline", "1", "`cmdline` must be a string"},
+	    {"cpuCount", "\"4\"", "`cpuCount` must be an integer"},
+	    {"cpuCount", "0", "`cpuCount` 0 is out of range"},
+	    {"memorySize", "12", "`memorySize` 12 is out of range"},
+	    {"os", "\"windows\"", "unknown `os`"},
+	    {"arch", "\"riscv\"", "unknown `arch`"},
+	    {"macAddress", "42", "`macAddress` must be a string"},
+	    {"macAddress", "\"7a:47:bb:5f:97\"", "is not a MAC address"},
+	    {"macAddress", "\"7a:47:bb:5f:97:c9x\"", "is not a MAC address"}, /* 18 chars */
+	    {"macAddress", "\"7a-47-bb-5f-97-c9\"", "is not a MAC address"},
+	    {"macAddress", "\"zz:47:bb:5f:97:c9\"", "is not a MAC address"},
+	    {"macAddress", "\"7a:47:bb:5f:97:c9:00:11\"", "is not a MAC address"},
+	    {"display", "[]", "`display` must be an object"},
+	    {"display", "{\"width\":1}", "missing key `height`"},
+	    {"display", "{\"width\":1,\"height\":1,\"unit\":\"cm\"}", "neither \"pt\" nor \"px\""},
+	    {"display", "{\"width\":0,\"height\":1}", "is not a size"},
+	    {"displayRefit", "\"yes\"", "`displayRefit` must be true or false"},
+	    {"cmdline", "1", "`cmdline` must be a string"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		json_t *o = NULL, *v = NULL;
-		assert_int_equal(vmm_json_parse(&o, TART_PRETTY, strlen(TART_PRETTY), "t", NULL), 0);
+		assert_int_equal(vmm_json_parse(&o, TART_PRETTY, strlen(TART_PRETTY), "t", NULL),
+				 0);
 		v = json_loads(bad[i].value, JSON_DECODE_ANY, NULL);
 		assert_non_null(v);
 		json_object_set_new(o, bad[i].key, v);
 		char *s = vmm_json_compact(o, 0);
 		char *m = parse_err(s);
 		if (!strstr(m, bad[i].want))
-			fail_msg("%s=%s: \"%s\" lacks \"%s\"", bad[i].key, bad[i].value, m, bad[i].want);
+			fail_msg("%s=%s: \"%s\" lacks \"%s\"", bad[i].key, bad[i].value, m,
+				 bad[i].want);
 		free(m);
 		free(s);
 		json_decref(o);
@@ -230,12 +235,13 @@ static void test_config_new__linux_as_tart_creates_it(void **state)
 	(void)state;
 	vmm_config *c = vmm_config_new_linux();
 	char *s = vmm_config_pretty(c);
-	char *want = xasprintf("{\n  \"version\" : 1,\n  \"os\" : \"linux\",\n  \"arch\" : \"%s\",\n"
-			       "  \"cpuCountMin\" : 4,\n  \"cpuCount\" : 4,\n"
-			       "  \"memorySizeMin\" : 4294967296,\n  \"memorySize\" : 4294967296,\n"
-			       "  \"macAddress\" : \"%s\",\n  \"display\" : {\n    \"width\" : 1024,\n"
-			       "    \"height\" : 768\n  },\n  \"diskFormat\" : \"raw\"\n}",
-			       vmm_host_arch(), c->mac);
+	char *want =
+	    xasprintf("{\n  \"version\" : 1,\n  \"os\" : \"linux\",\n  \"arch\" : \"%s\",\n"
+		      "  \"cpuCountMin\" : 4,\n  \"cpuCount\" : 4,\n"
+		      "  \"memorySizeMin\" : 4294967296,\n  \"memorySize\" : 4294967296,\n"
+		      "  \"macAddress\" : \"%s\",\n  \"display\" : {\n    \"width\" : 1024,\n"
+		      "    \"height\" : 768\n  },\n  \"diskFormat\" : \"raw\"\n}",
+		      vmm_host_arch(), c->mac);
 	assert_string_equal(s, want);
 	assert_true(vmm_mac_is_valid(c->mac));
 	free(want);
@@ -255,7 +261,7 @@ static void test_config_mac__random_unicast_locally_administered(void **state)
 		for (const char *p = macs[i]; *p; p++)
 			assert_false(*p >= 'A' && *p <= 'F'); /* lower case */
 		unsigned first = (unsigned)strtoul(macs[i], NULL, 16);
-		assert_int_equal(first & 0x01, 0); /* unicast */
+		assert_int_equal(first & 0x01, 0);    /* unicast */
 		assert_int_equal(first & 0x02, 0x02); /* locally administered */
 		seen_or |= first;
 		seen_and &= first;
@@ -328,16 +334,16 @@ static void test_config_save__atomic_pretty_no_trailing_newline(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_config_pretty__tart_file_round_trips_byte_for_byte),
-		cmocka_unit_test(test_config_compact__pull_form_read_and_rewritten),
-		cmocka_unit_test(test_config_unknown__keys_and_order_kept_on_change),
-		cmocka_unit_test(test_config_defaults__optional_keys),
-		cmocka_unit_test(test_config_errors__bad_json_names_file_and_error),
-		cmocka_unit_test(test_config_errors__missing_and_mistyped_keys),
-		cmocka_unit_test(test_config_new__linux_as_tart_creates_it),
-		cmocka_unit_test(test_config_mac__random_unicast_locally_administered),
-		cmocka_unit_test(test_config_mac__validation),
-		cmocka_unit_test(test_config_save__atomic_pretty_no_trailing_newline),
+	    cmocka_unit_test(test_config_pretty__tart_file_round_trips_byte_for_byte),
+	    cmocka_unit_test(test_config_compact__pull_form_read_and_rewritten),
+	    cmocka_unit_test(test_config_unknown__keys_and_order_kept_on_change),
+	    cmocka_unit_test(test_config_defaults__optional_keys),
+	    cmocka_unit_test(test_config_errors__bad_json_names_file_and_error),
+	    cmocka_unit_test(test_config_errors__missing_and_mistyped_keys),
+	    cmocka_unit_test(test_config_new__linux_as_tart_creates_it),
+	    cmocka_unit_test(test_config_mac__random_unicast_locally_administered),
+	    cmocka_unit_test(test_config_mac__validation),
+	    cmocka_unit_test(test_config_save__atomic_pretty_no_trailing_newline),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -98,7 +98,8 @@ static void assert_same_content(const char *a, const char *b)
 				assert_int_equal(vmm_pread_all(fa, x, n, o), 0);
 				assert_int_equal(vmm_pread_all(fb, y, n, o), 0);
 				if (memcmp(x, y, n) != 0)
-					fail_msg("%s and %s differ in [%lld, +%zu)", a, b, (long long)o, n);
+					fail_msg("%s and %s differ in [%lld, +%zu)", a, b,
+						 (long long)o, n);
 			}
 			pos = h;
 		}
@@ -130,10 +131,10 @@ static char *copy_with(const char *src, const char *name, const vmm_copy_opts *o
 }
 
 static const extent scattered[] = {
-	{0, 64 * 1024, R},                    /* at the start */
-	{300 * MiB, 3 * MiB, R},              /* middle */
-	{4 * GiB - 64 * 1024, 128 * 1024, R}, /* straddling 4 GiB */
-	{4 * GiB + MiB + 4096, 8192, R},      /* past 4 GiB, small, unaligned to 64 KiB */
+    {0, 64 * 1024, R},			  /* at the start */
+    {300 * MiB, 3 * MiB, R},		  /* middle */
+    {4 * GiB - 64 * 1024, 128 * 1024, R}, /* straddling 4 GiB */
+    {4 * GiB + MiB + 4096, 8192, R},	  /* past 4 GiB, small, unaligned to 64 KiB */
 };
 
 static void check_sparse_copy(const vmm_copy_opts *o, vmm_copy_method want)
@@ -341,7 +342,10 @@ static void test_copy_errors__named_and_nothing_left(void **state)
 	free(src);
 }
 
-static bool skip_b(const char *name) { return strcmp(name, "b") == 0; }
+static bool skip_b(const char *name)
+{
+	return strcmp(name, "b") == 0;
+}
 
 static void test_copy_dir__top_level_files_with_skip(void **state)
 {
@@ -394,18 +398,18 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_copy_sparse__holes_kept_past_4gib),
-		T(test_copy_sparse__write_back_mode_same_result),
-		T(test_copy_zeroskip__holes_kept_past_4gib),
-		T(test_copy_default__best_method_of_this_fs),
-		T(test_copy_sparse__ends_in_data_unaligned),
-		T(test_copy_sparse__written_zeros_become_holes),
-		T(test_copy_dense__every_byte),
-		T(test_copy_empty_and_all_hole),
-		T(test_copy_fd__exposed_fallbacks),
-		T(test_copy_errors__named_and_nothing_left),
-		T(test_copy_dir__top_level_files_with_skip),
-		T(test_copy_method__names),
+	    T(test_copy_sparse__holes_kept_past_4gib),
+	    T(test_copy_sparse__write_back_mode_same_result),
+	    T(test_copy_zeroskip__holes_kept_past_4gib),
+	    T(test_copy_default__best_method_of_this_fs),
+	    T(test_copy_sparse__ends_in_data_unaligned),
+	    T(test_copy_sparse__written_zeros_become_holes),
+	    T(test_copy_dense__every_byte),
+	    T(test_copy_empty_and_all_hole),
+	    T(test_copy_fd__exposed_fallbacks),
+	    T(test_copy_errors__named_and_nothing_left),
+	    T(test_copy_dir__top_level_files_with_skip),
+	    T(test_copy_method__names),
 	};
 	return cmocka_run_group_tests_name("copy", tests, NULL, NULL);
 }

@@ -279,16 +279,16 @@ static void test_home_install__exists_refused_replace_swaps(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_home_resolve__vmm_home_then_tart_home_then_dot_vmm,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_home_open__invalid_home_is_named, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_home_gc__removes_unlocked_keeps_flocked, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_home_mktemp__uuid_names_distinct, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_home_lock__global_lock_excludes_others, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_home_install__exists_refused_replace_swaps, setup,
-						teardown),
+	    cmocka_unit_test_setup_teardown(test_home_resolve__vmm_home_then_tart_home_then_dot_vmm,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_home_open__invalid_home_is_named, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_home_gc__removes_unlocked_keeps_flocked, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_home_mktemp__uuid_names_distinct, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_home_lock__global_lock_excludes_others, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_home_install__exists_refused_replace_swaps, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests_name("home", tests, NULL, NULL);
 }

@@ -28,24 +28,25 @@ static void test_json_parse__error_names_source_and_position(void **state)
 		const char *in;
 		const char *want; /* substring of the message */
 	} cases[] = {
-		{"{\"a\": 1,}", "line 1 column 9"},
-		{"{\n  \"a\" : 1\n  \"b\" : 2\n}", "line 3"},
-		{"", "invalid JSON"},
-		{"{\"a\": tru}", "invalid JSON"},
-		{"{\"a\": 1, \"a\": 2}", "duplicate object key"},
-		{"[1, 2", "invalid JSON"},
+	    {"{\"a\": 1,}", "line 1 column 9"},
+	    {"{\n  \"a\" : 1\n  \"b\" : 2\n}", "line 3"},
+	    {"", "invalid JSON"},
+	    {"{\"a\": tru}", "invalid JSON"},
+	    {"{\"a\": 1, \"a\": 2}", "duplicate object key"},
+	    {"[1, 2", "invalid JSON"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		json_t *v = NULL;
 		vmm_error *err = NULL;
 		assert_int_equal(
-			vmm_json_parse(&v, cases[i].in, strlen(cases[i].in), "`/x/config.json`", &err),
-			-1);
+		    vmm_json_parse(&v, cases[i].in, strlen(cases[i].in), "`/x/config.json`", &err),
+		    -1);
 		assert_null(v);
 		assert_non_null(err);
 		if (!strstr(err->msg, "`/x/config.json`: invalid JSON") ||
 		    !strstr(err->msg, cases[i].want))
-			fail_msg("case %zu: message \"%s\" lacks \"%s\"", i, err->msg, cases[i].want);
+			fail_msg("case %zu: message \"%s\" lacks \"%s\"", i, err->msg,
+				 cases[i].want);
 		assert_int_equal(vmm_error_exit_code(err), 1);
 		vmm_error_free(err);
 	}
@@ -97,15 +98,16 @@ static void test_json_pretty__foundation_layout(void **state)
 	static const struct {
 		const char *in, *want;
 	} cases[] = {
-		/* 2-space indent, " : ", key order kept, no trailing newline */
-		{"{\"b\":1,\"a\":{\"y\":true,\"x\":null}}",
-		 "{\n  \"b\" : 1,\n  \"a\" : {\n    \"y\" : true,\n    \"x\" : null\n  }\n}"},
-		{"[1,\"two\",[]]", "[\n  1,\n  \"two\",\n  [\n\n  ]\n]"},
-		{"{}", "{\n\n}"},
-		{"[]", "[\n\n]"},
-		/* '/' escaped as Foundation does; non-ASCII kept as UTF-8 */
-		{"{\"p\":\"a/b\",\"u\":\"\xc3\xa9\"}", "{\n  \"p\" : \"a\\/b\",\n  \"u\" : \"\xc3\xa9\"\n}"},
-		{"{\"big\":4294967296,\"neg\":-1}", "{\n  \"big\" : 4294967296,\n  \"neg\" : -1\n}"},
+	    /* 2-space indent, " : ", key order kept, no trailing newline */
+	    {"{\"b\":1,\"a\":{\"y\":true,\"x\":null}}",
+	     "{\n  \"b\" : 1,\n  \"a\" : {\n    \"y\" : true,\n    \"x\" : null\n  }\n}"},
+	    {"[1,\"two\",[]]", "[\n  1,\n  \"two\",\n  [\n\n  ]\n]"},
+	    {"{}", "{\n\n}"},
+	    {"[]", "[\n\n]"},
+	    /* '/' escaped as Foundation does; non-ASCII kept as UTF-8 */
+	    {"{\"p\":\"a/b\",\"u\":\"\xc3\xa9\"}",
+	     "{\n  \"p\" : \"a\\/b\",\n  \"u\" : \"\xc3\xa9\"\n}"},
+	    {"{\"big\":4294967296,\"neg\":-1}", "{\n  \"big\" : 4294967296,\n  \"neg\" : -1\n}"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		json_t *v = parse_ok(cases[i].in);
@@ -122,8 +124,10 @@ static void test_json_compact__sorted_and_unsorted(void **state)
 	json_t *v = parse_ok("{\"mediaType\":\"a/b\",\"config\":{\"z\":1,\"a\":2},\"layers\":[]}");
 	char *u = vmm_json_compact(v, 0);
 	char *s = vmm_json_compact(v, 1);
-	assert_string_equal(u, "{\"mediaType\":\"a\\/b\",\"config\":{\"z\":1,\"a\":2},\"layers\":[]}");
-	assert_string_equal(s, "{\"config\":{\"a\":2,\"z\":1},\"layers\":[],\"mediaType\":\"a\\/b\"}");
+	assert_string_equal(u,
+			    "{\"mediaType\":\"a\\/b\",\"config\":{\"z\":1,\"a\":2},\"layers\":[]}");
+	assert_string_equal(s,
+			    "{\"config\":{\"a\":2,\"z\":1},\"layers\":[],\"mediaType\":\"a\\/b\"}");
 	free(u);
 	free(s);
 	json_decref(v);
@@ -145,13 +149,13 @@ static void test_json_pretty__round_trips_through_parse(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_json_parse__error_names_source_and_position),
-		cmocka_unit_test(test_json_parse__reads_a_length_not_a_c_string),
-		cmocka_unit_test(test_json_load__missing_file_names_it),
-		cmocka_unit_test(test_json_load__too_large_refused),
-		cmocka_unit_test(test_json_pretty__foundation_layout),
-		cmocka_unit_test(test_json_compact__sorted_and_unsorted),
-		cmocka_unit_test(test_json_pretty__round_trips_through_parse),
+	    cmocka_unit_test(test_json_parse__error_names_source_and_position),
+	    cmocka_unit_test(test_json_parse__reads_a_length_not_a_c_string),
+	    cmocka_unit_test(test_json_load__missing_file_names_it),
+	    cmocka_unit_test(test_json_load__too_large_refused),
+	    cmocka_unit_test(test_json_pretty__foundation_layout),
+	    cmocka_unit_test(test_json_compact__sorted_and_unsorted),
+	    cmocka_unit_test(test_json_pretty__round_trips_through_parse),
 	};
 	return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }

@@ -15,26 +15,26 @@ typedef struct ok_case {
 } ok_case;
 
 static const char *const D =
-	"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 static void test_reference_parse__valid(void **state)
 {
 	(void)state;
 	const ok_case cases[] = {
-		{"ghcr.io/a/b:latest", "ghcr.io", "a/b", "latest", NULL, "ghcr.io/a/b:latest"},
-		{"ghcr.io/a/b:1.2.3-RC-1", "ghcr.io", "a/b", "1.2.3-RC-1", NULL, NULL},
-		{"ghcr.io/a/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-		 "ghcr.io", "a/b", NULL, D, NULL},
-		{"127.0.0.1:8080/a/b", "127.0.0.1:8080", "a/b", "latest", NULL,
-		 "127.0.0.1:8080/a/b:latest"},
-		{"foo/bar", "foo", "bar", "latest", NULL, NULL},
-		{"localhost:5000/x/y_z-w.v:v1_2", "localhost:5000", "x/y_z-w.v", "v1_2", NULL, NULL},
-		{"my-host.example.com/ns/deep/er:t", "my-host.example.com", "ns/deep/er", "t", NULL,
-		 NULL},
-		/* Docker Hub aliases: Tart contacts docker.io literally and fails (issue #1275) */
-		{"docker.io/ubuntu:22.04", "registry-1.docker.io", "library/ubuntu", "22.04", NULL,
-		 "registry-1.docker.io/library/ubuntu:22.04"},
-		{"index.docker.io/org/repo", "registry-1.docker.io", "org/repo", "latest", NULL, NULL},
+	    {"ghcr.io/a/b:latest", "ghcr.io", "a/b", "latest", NULL, "ghcr.io/a/b:latest"},
+	    {"ghcr.io/a/b:1.2.3-RC-1", "ghcr.io", "a/b", "1.2.3-RC-1", NULL, NULL},
+	    {"ghcr.io/a/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+	     "ghcr.io", "a/b", NULL, D, NULL},
+	    {"127.0.0.1:8080/a/b", "127.0.0.1:8080", "a/b", "latest", NULL,
+	     "127.0.0.1:8080/a/b:latest"},
+	    {"foo/bar", "foo", "bar", "latest", NULL, NULL},
+	    {"localhost:5000/x/y_z-w.v:v1_2", "localhost:5000", "x/y_z-w.v", "v1_2", NULL, NULL},
+	    {"my-host.example.com/ns/deep/er:t", "my-host.example.com", "ns/deep/er", "t", NULL,
+	     NULL},
+	    /* Docker Hub aliases: Tart contacts docker.io literally and fails (issue #1275) */
+	    {"docker.io/ubuntu:22.04", "registry-1.docker.io", "library/ubuntu", "22.04", NULL,
+	     "registry-1.docker.io/library/ubuntu:22.04"},
+	    {"index.docker.io/org/repo", "registry-1.docker.io", "org/repo", "latest", NULL, NULL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		vmm_reference *r = NULL;
@@ -66,24 +66,24 @@ static void test_reference_parse__invalid(void **state)
 {
 	(void)state;
 	const char *const cases[] = {
-		"debian:latest",         /* local name (Tart) */
-		"debian",                /* local name */
-		"a/../b",                /* Tart rejects */
-		"ghcr.io/a/../b/c:latest", /* no path traversal (RemoteNameTests) */
-		"ghcr.io/a/./b",
-		"127.0.0.1:/a/b",        /* port must be given when ':' is used */
-		"touch\xc3\xa9.fr/a/b:latest", /* ASCII only */
-		"ghcr.io/tou/ch\xc3\xa9:latest",
-		"ghcr.io/a/b:touch\xc3\xa9",
-		"ghcr.io/a/b@md5:abc",   /* unknown reference format */
-		"ghcr.io/a/b@sha256:abc", /* short digest */
-		"ghcr.io/a/b:",          /* empty tag */
-		"ghcr.io/a/b:v1-",       /* tag may not end in a separator */
-		"ghcr.io//b",
-		"/a/b",
-		"",
-		"ghcr.io/a/b:t:u",
-		"a--b.io/x",
+	    "debian:latest",	       /* local name (Tart) */
+	    "debian",		       /* local name */
+	    "a/../b",		       /* Tart rejects */
+	    "ghcr.io/a/../b/c:latest", /* no path traversal (RemoteNameTests) */
+	    "ghcr.io/a/./b",
+	    "127.0.0.1:/a/b",		   /* port must be given when ':' is used */
+	    "touch\xc3\xa9.fr/a/b:latest", /* ASCII only */
+	    "ghcr.io/tou/ch\xc3\xa9:latest",
+	    "ghcr.io/a/b:touch\xc3\xa9",
+	    "ghcr.io/a/b@md5:abc",    /* unknown reference format */
+	    "ghcr.io/a/b@sha256:abc", /* short digest */
+	    "ghcr.io/a/b:",	      /* empty tag */
+	    "ghcr.io/a/b:v1-",	      /* tag may not end in a separator */
+	    "ghcr.io//b",
+	    "/a/b",
+	    "",
+	    "ghcr.io/a/b:t:u",
+	    "a--b.io/x",
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		vmm_reference *r = NULL;
@@ -115,9 +115,9 @@ static void test_reference_dup__equal(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_reference_parse__valid),
-		cmocka_unit_test(test_reference_parse__invalid),
-		cmocka_unit_test(test_reference_dup__equal),
+	    cmocka_unit_test(test_reference_parse__valid),
+	    cmocka_unit_test(test_reference_parse__invalid),
+	    cmocka_unit_test(test_reference_dup__equal),
 	};
 	return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }
