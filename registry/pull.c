@@ -47,18 +47,7 @@ typedef struct pull_ctx {
 	vmm_pull_stats stats;
 } pull_ctx;
 
-static void say(const vmm_pull_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const vmm_pull_opts *o, const char *fmt, ...)
-{
-	if (!o->ui.say)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	char *line = xvasprintf(fmt, ap);
-	va_end(ap);
-	o->ui.say(o->ui.ctx, line);
-	free(line);
-}
+#define say(o, ...) vmm_transfer_say(&(o)->ui, __VA_ARGS__)
 
 static char *layer_name(const vmm_manifest *m, size_t i)
 {
@@ -509,7 +498,7 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 
 static void say_waiting(void *ctx)
 {
-	say(ctx, "waiting for lock...");
+	say((const vmm_pull_opts *)ctx, "waiting for lock...");
 }
 
 static int pull_locked(const vmm_home *h, const vmm_reference *r, pull_ctx *c, const char *raw,

@@ -44,18 +44,7 @@ typedef struct push_ctx {
 	pthread_mutex_t stats_lock;
 } push_ctx;
 
-static void say(const vmm_push_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const vmm_push_opts *o, const char *fmt, ...)
-{
-	if (!o->ui.say)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	char *line = xvasprintf(fmt, ap);
-	va_end(ap);
-	o->ui.say(o->ui.ctx, line);
-	free(line);
-}
+#define say(o, ...) vmm_transfer_say(&(o)->ui, __VA_ARGS__)
 
 static void group_remember(group *g, const char *digest, const char *ns)
 {

@@ -20,4 +20,8 @@ typedef struct vmm_transfer_ui {
 	void *ctx;
 } vmm_transfer_ui;
 
+/* Format a status line and hand it to ui->say (nothing if say is NULL). */
+void vmm_transfer_say(const vmm_transfer_ui *ui, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif
