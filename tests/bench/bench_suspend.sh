@@ -8,13 +8,13 @@
 #         default parameters, then fsync
 #   (b)   tuned raw: bandwidth raised, uncompressed into FILE via fd:, fsync
 # Targets: suspend ≤ 1.2x (b) and ≤ 0.4x (a); state ≤ 0.5x the raw stream;
-# resume ≤ 1.2x (b)'s resume.  Prints medians of BENCH_RUNS (default 3) runs
+# resume ≤ 1.2x (b)'s resume.  Prints medians of BENCH_RUNS (default 5) runs
 # and the ratios; exits 1 if a target is missed.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
 VMM=${VMM:-$root/build/vmm}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 guest=$(bash tests/guest/build.sh) || { echo "bench_suspend: cannot build the test guest"; exit 1; }
 
 payload=$root/build/bench/payload.img
