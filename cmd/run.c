@@ -14,10 +14,16 @@ static const vmm_opt opts[] = {
     {"vnc", 0, NULL, "Serve the display over VNC on 127.0.0.1", false},
     {"vnc-experimental", 0, NULL, "Same as --vnc", true},
     {"publish", 'p', "[tcp:|udp:][ADDR:]HOST:GUEST",
-     "Forward a host port to a guest port (NAT network; repeatable)", false},
-    {"net-bridged", 0, "BRIDGE", "Attach the VM to a Linux bridge through a tap (root)", false},
-    {"net-softnet", 0, NULL, "Not available on Linux", true},
-    {"net-host", 0, NULL, "Not available on Linux", true},
+     "Forward a host port to a guest port (default network; repeatable)", false},
+    {"net-bridged", 0, "IFACE",
+     "Attach the VM to a Linux bridge (a TAP) or to an interface (a macvtap)", false},
+    {"net-softnet", 0, NULL,
+     "Isolate the VM as Tart's softnet does: only globally routable destinations", false},
+    {"net-softnet-allow", 0, "CIDRS", "Softnet: also allow these comma-separated CIDRs", false},
+    {"net-softnet-block", 0, "CIDRS", "Softnet: block these comma-separated CIDRs", false},
+    {"net-softnet-expose", 0, "EXT:INT,...",
+     "Softnet: forward these host ports (every host address) to guest ports", false},
+    {"net-host", 0, NULL, "Let the VM reach the host (its gateway) and nothing else", false},
     {"accel", 0, "auto|kvm|tcg", "Accelerator (default auto: KVM where it works, else TCG)", false},
     {"suspendable", 0, NULL, "Accepted for Tart's sake: every vmm VM can be suspended", false},
     {"stop-timeout", 0, "SECONDS",
@@ -48,6 +54,27 @@ static void notice(void *ctx, const char *line)
 	fprintf(stderr, "%s\n", line);
 }
 
+/* The network flags, as Tart takes them: each softnet option implies --net-softnet. */
+static int parse_net(const vmm_args *a, const vmm_cmd_spec *spec, vmm_net_opts *n)
+{
+	n->publish = vmm_args_list(a, "publish", &n->npublish);
+	n->bridged = vmm_args_get(a, "net-bridged");
+	n->softnet_allow = vmm_args_get(a, "net-softnet-allow");
+	n->softnet_block = vmm_args_get(a, "net-softnet-block");
+	n->softnet_expose = vmm_args_get(a, "net-softnet-expose");
+	n->softnet = vmm_args_has(a, "net-softnet") || n->softnet_allow || n->softnet_block ||
+		     n->softnet_expose;
+	n->host_only = vmm_args_has(a, "net-host");
+	if ((n->bridged != NULL) + n->softnet + n->host_only > 1)
+		return vmm_usage_error(spec,
+				       "--net-bridged, --net-softnet and --net-host are mutually "
+				       "exclusive");
+	cleanup_vmm_error vmm_error *err = NULL;
+	if (vmm_net_check_opts(n, &err) < 0)
+		return vmm_usage_error(spec, "%s", err->msg);
+	return 0;
+}
+
 int cmd_run_vm(int argc, char **argv, bool resume_only)
 {
 	const vmm_cmd_spec *spec = resume_only ? &resume_spec : &run_spec;
@@ -59,9 +86,6 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 		return vmm_usage_error(spec, "--graphics: vmm opens no window; use --vnc");
 	if (vmm_args_has(&a, "graphics") && vmm_args_has(&a, "no-graphics"))
 		return vmm_usage_error(spec, "--graphics and --no-graphics are mutually exclusive");
-	if (vmm_args_has(&a, "net-softnet") || vmm_args_has(&a, "net-host"))
-		return vmm_usage_error(spec, "--net-softnet and --net-host are not available on "
-					     "Linux; use the default NAT network or --net-bridged");
 	vmm_run_opts o = {
 	    .console_in = STDIN_FILENO,
 	    .console_out = STDOUT_FILENO,
@@ -71,19 +95,11 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 	if (vmm_accel_parse(vmm_args_get(&a, "accel"), &o.qemu.accel) < 0)
 		return vmm_usage_error(spec, "--accel: \"%s\" is not one of auto, kvm, tcg",
 				       vmm_args_get(&a, "accel"));
-	o.qemu.publish = vmm_args_list(&a, "publish", &o.qemu.npublish);
-	o.qemu.bridge = vmm_args_get(&a, "net-bridged");
-	if (o.qemu.bridge && o.qemu.npublish)
-		return vmm_usage_error(spec, "--publish works with the NAT network, not with "
-					     "--net-bridged");
 	if (vmm_args_has(&a, "vnc") || vmm_args_has(&a, "vnc-experimental"))
 		o.qemu.vnc = "127.0.0.1:0,to=99";
-	for (size_t i = 0; i < o.qemu.npublish; i++) {
-		cleanup_free char *fwd = NULL;
-		cleanup_vmm_error vmm_error *perr = NULL;
-		if (vmm_qemu_parse_publish(o.qemu.publish[i], &fwd, &perr) < 0)
-			return vmm_usage_error(spec, "%s", perr->msg);
-	}
+	int nrc = parse_net(&a, spec, &o.net);
+	if (nrc)
+		return nrc;
 	const char *st = vmm_args_get(&a, "stop-timeout");
 	if (st) {
 		uint64_t secs;

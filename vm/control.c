@@ -202,17 +202,23 @@ int vmm_vm_ip(const vmm_home *h, const char *name, double wait, char **out, vmm_
 	for (;;) {
 		bool running = vmm_bundle_dir_running_pid(b->dir) > 0;
 		if (running && !checked_net) {
+			/* "ok default ADDRESS", "ok bridged" or "ok user" */
 			char reply[256];
-			if (control_request(b, name, "net", reply, sizeof(reply), NULL) == 0) {
+			if (control_request(b, name, "net", reply, sizeof(reply), NULL) == 0 &&
+			    strncmp(reply, "ok ", 3) == 0) {
 				checked_net = true;
+				if (strncmp(reply, "ok default ", 11) == 0) {
+					*out = xstrdup(reply + 11);
+					return 0;
+				}
 				if (strcmp(reply, "ok user") == 0)
-					return vmm_error_set(err, VMM_EGENERIC,
-							     "VM \"%s\" is on the NAT network, "
-							     "which the host cannot "
-							     "reach by address: use `vmm run "
-							     "--publish HOST:GUEST` or "
-							     "--net-bridged",
-							     name);
+					return vmm_error_set(
+					    err, VMM_EGENERIC,
+					    "VM \"%s\" is on the user-mode network, which the "
+					    "host cannot reach by address (vmm had no "
+					    "CAP_NET_ADMIN): use `vmm run --publish "
+					    "HOST_PORT:GUEST_PORT`, or run vmm as root",
+					    name);
 			}
 		}
 		char *ip = running ? arp_lookup(b->config->mac) : NULL;
@@ -223,6 +229,6 @@ int vmm_vm_ip(const vmm_home *h, const char *name, double wait, char **out, vmm_
 		if (vmm_now() >= deadline)
 			return vmm_error_set(err, VMM_EGENERIC, "no IP address found%s",
 					     running ? "" : ", is your VM running?");
-		usleep(500000);
+		usleep(running ? 500000 : 100000);
 	}
 }

@@ -2,6 +2,7 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "vm/bundle.h"
+#include "vm/net.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -294,42 +295,12 @@ int vmm_qemu_prepare_efivars(const vmm_qemu_cmd *q, const char *dir, vmm_error *
 
 /* --- command line -------------------------------------------------------------- */
 
-static int bad_publish(const char *s, vmm_error **err)
-{
-	return vmm_error_set(err, VMM_EUSAGE,
-			     "--publish \"%s\": expected [tcp:|udp:][ADDRESS:]HOST_PORT:GUEST_PORT",
-			     s);
-}
-
 int vmm_qemu_parse_publish(const char *s, char **hostfwd, vmm_error **err)
 {
-	const char *proto = "tcp";
-	const char *p = s;
-	if (strncmp(p, "tcp:", 4) == 0 || strncmp(p, "udp:", 4) == 0) {
-		proto = strncmp(p, "tcp:", 4) == 0 ? "tcp" : "udp";
-		p += 4;
-	}
-	/* split from the right: GUEST, HOST, then an optional address */
-	const char *c2 = strrchr(p, ':');
-	if (!c2)
-		return bad_publish(s, err);
-	const char *c1 = NULL;
-	for (const char *x = c2 - 1; x >= p; x--) {
-		if (*x == ':') {
-			c1 = x;
-			break;
-		}
-	}
-	cleanup_free char *addr = c1 ? xstrndup(p, (size_t)(c1 - p)) : xstrdup("");
-	cleanup_free char *hp = xstrndup(c1 ? c1 + 1 : p, (size_t)(c2 - (c1 ? c1 + 1 : p)));
-	uint64_t host, guest;
-	struct in_addr ip;
-	if (vmm_parse_u64(hp, &host) < 0 || vmm_parse_u64(c2 + 1, &guest) < 0 || host == 0 ||
-	    host > 65535 || guest == 0 || guest > 65535 ||
-	    (*addr && inet_pton(AF_INET, addr, &ip) != 1))
-		return bad_publish(s, err);
-	*hostfwd = xasprintf("%s:%s:%llu-:%llu", proto, addr, (unsigned long long)host,
-			     (unsigned long long)guest);
+	vmm_net_port p;
+	if (vmm_net_parse_publish(s, &p, err) < 0)
+		return -1;
+	*hostfwd = xasprintf("%s:%s:%u-:%u", p.udp ? "udp" : "tcp", p.addr, p.host, p.guest);
 	return 0;
 }
 
@@ -362,9 +333,27 @@ static void mopt(builder *b, const char *name, const char *value)
 	opt(b, name, value, value);
 }
 
+json_t *vmm_qemu_model_guest(const json_t *model)
+{
+	json_t *out = json_array();
+	size_t n = json_array_size(model);
+	for (size_t i = 0; i < n; i++) {
+		const char *s = json_string_value(json_array_get(model, i));
+		/* states of vmm 0.1 recorded the network's backend too */
+		if (s && strcmp(s, "-netdev") == 0 && i + 1 < n) {
+			i++;
+			continue;
+		}
+		json_array_append(out, json_array_get(model, i));
+	}
+	return out;
+}
+
 char *vmm_qemu_fingerprint(const json_t *model)
 {
-	char *text = json_dumps(model, JSON_COMPACT);
+	json_t *guest = vmm_qemu_model_guest(model);
+	char *text = json_dumps(guest, JSON_COMPACT);
+	json_decref(guest);
 	if (!text)
 		abort();
 	char *d = xmalloc(72);
@@ -413,12 +402,17 @@ static int resolve(vmm_qemu_cmd *q, const char *dir, const vmm_config *c, const 
 	return check_bundle_file(dir, VMM_DISK_FILE, "disk", err);
 }
 
+/*
+ * The NIC is part of the model; its backend is not: the guest cannot tell a
+ * TAP from QEMU's user-mode network, so a state moves between them.
+ */
 static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, vmm_error **err)
 {
-	if (o->bridge) {
-		char tap[64];
-		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off", VMM_QEMU_TAP_FD);
-		opt(b, "-netdev", tap, "tap,id=net0");
+	if (o->tap) {
+		char tap[80];
+		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off",
+			 VMM_QEMU_TAP_FD);
+		opt(b, "-netdev", tap, NULL);
 	} else {
 		cleanup_free char *user = xstrdup("user,id=net0");
 		for (size_t i = 0; i < o->npublish; i++) {
@@ -429,7 +423,7 @@ static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, 
 			free(user);
 			user = n;
 		}
-		opt(b, "-netdev", user, "user,id=net0");
+		opt(b, "-netdev", user, NULL);
 	}
 	cleanup_free char *nic = xasprintf("virtio-net-pci,netdev=net0,mac=%s", c->mac);
 	mopt(b, "-device", nic);
@@ -476,10 +470,6 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 		return vmm_error_set(err, VMM_EINVAL,
 				     "disk format \"%s\" is not supported on this system",
 				     c->disk_format);
-	if (o->bridge && o->npublish)
-		return vmm_error_set(err, VMM_EUSAGE,
-				     "--publish works with the default NAT network, not with "
-				     "--net-bridged");
 	vmm_qemu_cmd *q = xcalloc(1, sizeof(*q));
 	if (resolve(q, dir, c, o, err) < 0) {
 		vmm_qemu_cmd_free(q);

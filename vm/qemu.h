@@ -15,7 +15,7 @@
  * firmware) are the "model"; its SHA-256 is the fingerprint a state file
  * records and must match on resume.  What does not change the guest (the
  * VM's name, VNC, port forwards, the descriptors QMP and the console use)
- * stays out of it.
+ * stays out of it, and so does the network's backend (TAP or user-mode).
  */
 #ifndef VMM_VM_QEMU_H
 #define VMM_VM_QEMU_H
@@ -29,7 +29,7 @@
 
 /* Descriptors QEMU inherits (its argv names them). */
 #define VMM_QEMU_QMP_FD 3 /* private QMP connection to `vmm run` */
-#define VMM_QEMU_TAP_FD 4 /* --net-bridged */
+#define VMM_QEMU_TAP_FD 4 /* the VM's network (vm/net.h), unless user-mode */
 /* The control socket of `vmm run` in the bundle directory (vmm suspend talks to it). */
 #define VMM_CONTROL_SOCKET "vmm.sock"
 
@@ -43,9 +43,9 @@ int vmm_accel_parse(const char *s, vmm_accel *out);
 
 typedef struct vmm_qemu_opts {
 	vmm_accel accel;
-	const char *const *publish; /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST" */
+	const char *const *publish; /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST", user mode only */
 	size_t npublish;
-	const char *bridge; /* borrowed: --net-bridged IFACE; QEMU gets a tap as fd 4 */
+	bool tap;	    /* QEMU gets the network as a TAP on fd 4, else user-mode NAT */
 	const char *vnc;    /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
 	bool incoming;	    /* resume: -incoming defer */
 } vmm_qemu_opts;
@@ -77,8 +77,14 @@ void vmm_qemu_cmd_free(vmm_qemu_cmd *q);
 /* UEFI: make <dir>/efivars.fd from the firmware's template if it is missing (atomically). */
 int vmm_qemu_prepare_efivars(const vmm_qemu_cmd *q, const char *dir, vmm_error **err);
 
-/* "sha256:<hex>" of a model array (caller frees). */
+/* "sha256:<hex>" of a model array (caller frees); see vmm_qemu_model_guest. */
 char *vmm_qemu_fingerprint(const json_t *model);
+/*
+ * The guest-defining part of a model (a new reference): without the
+ * network's backend, which older models recorded and which the guest cannot
+ * see, so their states resume on any network.
+ */
+json_t *vmm_qemu_model_guest(const json_t *model);
 
 /*
  * Find a UEFI firmware for QEMU target `arch` ("x86_64"/"aarch64"):

@@ -15,10 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include <net/if.h>
-#include <linux/if_tun.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -41,6 +37,7 @@ typedef struct run {
 	int status;	   /* QEMU's wait status once reaped */
 	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
 	vmm_qmp *qmp;	   /* owned */
+	vmm_net *net;	   /* owned */
 	char errline[512]; /* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
@@ -269,50 +266,6 @@ static int spawn(run *r, vmm_error **err)
 	return 0;
 }
 
-/* --- bridged networking ------------------------------------------------------ */
-
-/* A tap device enslaved to bridge `br`; the fd goes to QEMU. */
-static int open_tap(const char *br, int *out, vmm_error **err)
-{
-	if (strlen(br) >= IFNAMSIZ)
-		return vmm_error_set(err, VMM_EINVAL, "--net-bridged `%s`: no such interface", br);
-	cleanup_close int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (sock < 0)
-		return vmm_error_errno(err, errno, "socket");
-	if (if_nametoindex(br) == 0)
-		return vmm_error_set(err, VMM_EINVAL, "--net-bridged `%s`: no such interface", br);
-	cleanup_close int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return vmm_error_errno(err, errno, "--net-bridged `%s`: open /dev/net/tun", br);
-	struct ifreq ifr = {0};
-	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
-	snprintf(ifr.ifr_name, IFNAMSIZ, "vmm%%d");
-	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
-		return vmm_error_errno(err, errno, "--net-bridged `%s`: create a tap device", br);
-	char tap[IFNAMSIZ];
-	memcpy(tap, ifr.ifr_name, IFNAMSIZ);
-	struct ifreq up = {0};
-	memcpy(up.ifr_name, tap, IFNAMSIZ);
-	if (ioctl(sock, SIOCGIFFLAGS, &up) < 0)
-		return vmm_error_errno(err, errno, "--net-bridged: `%s`", tap);
-	up.ifr_flags |= IFF_UP;
-	if (ioctl(sock, SIOCSIFFLAGS, &up) < 0)
-		return vmm_error_errno(err, errno, "--net-bridged: bring `%s` up", tap);
-	struct ifreq add = {0};
-	snprintf(add.ifr_name, IFNAMSIZ, "%s", br);
-	add.ifr_ifindex = (int)if_nametoindex(tap);
-	if (ioctl(sock, SIOCBRADDIF, &add) < 0) {
-		if (errno == EOPNOTSUPP || errno == EINVAL)
-			return vmm_error_set(err, VMM_EINVAL,
-					     "--net-bridged `%s`: not a bridge (make one with `ip "
-					     "link add NAME type bridge` and add the NIC to it)",
-					     br);
-		return vmm_error_errno(err, errno, "--net-bridged `%s`: add `%s` to it", br, tap);
-	}
-	*out = steal_fd(fd);
-	return 0;
-}
-
 /* --- the control socket --------------------------------------------------------- */
 
 int vmm_control_sockaddr(struct sockaddr_un *sa, int dirfd)
@@ -445,7 +398,11 @@ static void serve_control(run *r)
 		reply =
 		    do_suspend(r, &st, &e) < 0 ? xasprintf("error %s\n", e->msg) : ok_reply(&st);
 	} else if (strcmp(line, "net") == 0) {
-		reply = xasprintf("ok %s\n", r->o->qemu.bridge ? "tap" : "user");
+		/* "ok default ADDRESS", "ok bridged", "ok user" */
+		vmm_net_mode m = r->net ? vmm_net_get_mode(r->net) : VMM_NET_USER;
+		reply = m == VMM_NET_DEFAULT ? xasprintf("ok default %s\n", vmm_net_address(r->net))
+					     : xasprintf("ok %s\n", m == VMM_NET_BRIDGED ? "bridged"
+											 : "user");
 	} else if (strncmp(line, "checkpoint ", 11) == 0) {
 		reply = do_checkpoint(r, line + 11, &st, &e) < 0 ? xasprintf("error %s\n", e->msg)
 								 : ok_reply(&st);
@@ -653,20 +610,30 @@ static int reread_config(int lock_fd, const char *dir, vmm_config **out, vmm_err
 	return vmm_config_parse(out, raw, (size_t)st.st_size, what, err);
 }
 
-/* Tart's rule: another running VM with our MAC means a new MAC (and no saved state). */
+/*
+ * Tart's rule: another running VM with our MAC means a new MAC.  Not for a
+ * suspended VM: its guest remembers its MAC, and forks of one state share it;
+ * each VM has a network of its own, so they do not collide (on a bridge they
+ * would, so that case is refused).
+ */
 static int fix_mac(const vmm_home *h, vmm_bundle *b, const run *r, vmm_error **err)
 {
 	if (!vmm_bundle_mac_in_use(h, b->config->mac, b->dir, true))
 		return 0;
+	cleanup_free char *state = vmm_bundle_path(b, VMM_STATE_FILE);
+	if (access(state, F_OK) == 0) {
+		if (r->o->net.bridged)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "a running VM has the MAC address %s of this suspended "
+					     "VM: two of them cannot share a bridge (run it on the "
+					     "default network)",
+					     b->config->mac);
+		return 0;
+	}
 	say(r, "There is already a running VM with the same MAC address!");
 	say(r, "Resetting VM to assign a new MAC address...");
 	vmm_mac_random(b->config->mac);
-	if (vmm_bundle_save_config(b, err) < 0)
-		return -1;
-	cleanup_free char *state = vmm_bundle_path(b, VMM_STATE_FILE);
-	if (unlink(state) < 0 && errno != ENOENT)
-		return vmm_error_errno(err, errno, "remove `%s`", state);
-	return 0;
+	return vmm_bundle_save_config(b, err);
 }
 
 static int block_signals(sigset_t *old, int *sigfd, vmm_error **err)
@@ -715,6 +682,9 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 				     r->name, r->name);
 	vmm_qemu_opts qo = r->o->qemu;
 	qo.incoming = resume;
+	qo.publish = r->o->net.publish;
+	qo.npublish = r->o->net.npublish;
+	/* first with the user-mode network: every check before anything is set up */
 	if (vmm_qemu_cmd_build(&r->cmd, r->dir, r->cfg, &qo, err) < 0)
 		return -1;
 	if (r->cmd->notice)
@@ -726,8 +696,20 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	}
 	if (vmm_qemu_prepare_efivars(r->cmd, r->dir, err) < 0)
 		return -1;
-	if (qo.bridge && open_tap(qo.bridge, &r->tap, err) < 0)
+	vmm_net_opts no = r->o->net;
+	no.mac = r->cfg->mac;
+	if (vmm_net_setup(&r->net, &no, err) < 0)
 		return -1;
+	if (vmm_net_notice(r->net))
+		say(r, "%s", vmm_net_notice(r->net));
+	if (vmm_net_get_mode(r->net) != VMM_NET_USER) {
+		qo.tap = true;
+		r->tap = vmm_net_take_tap(r->net);
+		vmm_qemu_cmd_free(r->cmd);
+		r->cmd = NULL;
+		if (vmm_qemu_cmd_build(&r->cmd, r->dir, r->cfg, &qo, err) < 0)
+			return -1;
+	}
 	if (listen_control(r, err) < 0)
 		return -1;
 	if (spawn(r, err) < 0) {
@@ -826,6 +808,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		close(r.errpipe);
 	if (r.tap >= 0)
 		close(r.tap);
+	vmm_net_free(r.net); /* QEMU is gone: nothing holds the VM's network any more */
 	vmm_qmp_free(r.qmp);
 	vmm_qemu_cmd_free(r.cmd);
 	vmm_config_free(r.cfg);

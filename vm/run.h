@@ -23,6 +23,7 @@
 
 #include "common/err.h"
 #include "vm/home.h"
+#include "vm/net.h"
 #include "vm/qemu.h"
 #include "vm/savefile.h"
 
@@ -33,7 +34,8 @@ typedef enum {
 } vmm_run_outcome;
 
 typedef struct vmm_run_opts {
-	vmm_qemu_opts qemu;
+	vmm_qemu_opts qemu; /* .tap and .publish are set from .net */
+	vmm_net_opts net;   /* .mac is set from the VM */
 	bool resume_only;    /* `vmm resume`: the VM must be suspended */
 	int console_in;	     /* relayed to the guest's serial console; -1 for none */
 	int console_out;     /* the console's output; -1 to discard it */
@@ -71,9 +73,10 @@ int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
 		      vmm_savefile_stats *stats, vmm_error **err);
 
 /*
- * `vmm ip`: the guest's IPv4 address from the host's neighbour table (the
- * guest must be on a bridge: the NAT network is not reachable by address),
- * waiting up to `wait` seconds for it.  *out is the caller's.
+ * `vmm ip`: the guest's IPv4 address: on the default network the one vmm
+ * gave it (known as soon as the VM runs), on a bridge the one the host's
+ * neighbour table has for its MAC, waiting up to `wait` seconds for it.  A VM
+ * on the user-mode network has none the host can reach.  *out is the caller's.
  */
 int vmm_vm_ip(const vmm_home *h, const char *name, double wait, char **out, vmm_error **err);
 

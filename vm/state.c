@@ -138,8 +138,13 @@ int vmm_state_check(const vmm_savefile_header *h, const vmm_qemu_cmd *cmd, const
 	if (qemu_version && strcmp(h->qemu_version, qemu_version) != 0)
 		return vmm_error_set(err, VMM_EINCOMPATIBLE, "QEMU %s in the state vs QEMU %s now",
 				     h->qemu_version, qemu_version);
-	if (strcmp(h->fingerprint, cmd->fingerprint) != 0) {
-		cleanup_free char *d = model_difference(h->model, cmd->model);
+	/* from the model: a state of vmm 0.1 has the network's backend in its fingerprint */
+	cleanup_free char *was = h->model ? vmm_qemu_fingerprint(h->model) : xstrdup(h->fingerprint);
+	if (strcmp(was, cmd->fingerprint) != 0) {
+		json_t *a = vmm_qemu_model_guest(h->model), *b = vmm_qemu_model_guest(cmd->model);
+		cleanup_free char *d = model_difference(a, b);
+		json_decref(a);
+		json_decref(b);
 		return vmm_error_set(err, VMM_EINCOMPATIBLE, "%s", d);
 	}
 	return 0;
