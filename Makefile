@@ -110,9 +110,16 @@ demo: deps
 	$(MAKE) all
 	bash scripts/demo.sh
 
+# cap_net_admin lets ordinary users have the default network (vm/net.h), as
+# vetu's packages do; VETU_LINK=1 also installs vmm as `vetu` for Orchard.
 install: $(BUILD)/vmm
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
+	setcap cap_net_admin+ep $(DESTDIR)$(PREFIX)/bin/vmm || \
+	  echo "install: setcap failed: only root will have the default network" >&2
+ifeq ($(VETU_LINK),1)
+	ln -sf vmm $(DESTDIR)$(PREFIX)/bin/vetu
+endif
 
 format:
 	clang-format -i $(LIB_SRC) $(CMD_SRC) $(wildcard */*.h) $(UNIT_SRC) $(FUZZ_SRC)

@@ -83,6 +83,13 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
+	/* Orchard's Linux worker runs `vetu`: installed under that name, vmm also
+	 * honours vetu's home variable (after VMM_HOME) */
+	const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	const char *vetu_home = getenv("VETU_HOME");
+	if (strcmp(prog, "vetu") == 0 && vetu_home && *vetu_home && !getenv("VMM_HOME"))
+		setenv("VMM_HOME", vetu_home, 1);
+
 	if (argc < 2) {
 		usage(stderr);
 		return 64;

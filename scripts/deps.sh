@@ -7,7 +7,7 @@ set -eu
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 build="gcc make pkg-config clang libcurl4-openssl-dev libjansson-dev libzstd-dev
        libarchive-dev liblz4-dev libssl-dev libcmocka-dev libmnl-dev"
-run="qemu-utils zstd slirp4netns nftables"
+run="qemu-utils zstd slirp4netns nftables libcap2-bin"
 case $arch in
 amd64) run="$run qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64" ;; # Tart's images are arm64
 arm64) run="$run qemu-system-arm qemu-efi-aarch64" ;;

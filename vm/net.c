@@ -380,7 +380,7 @@ static int load_rules(const char *rules, vmm_error **err)
 {
 	cleanup_free char *nft = find_tool("nft");
 	if (!nft)
-		return vmm_error_set(err, VMM_EGENERIC, "nft is not installed (apt-get install nftables)");
+		return vmm_error_set(err, ENOENT, "nft is not installed (apt-get install nftables)");
 	int in[2], errp[2];
 	if (pipe2(in, O_CLOEXEC) < 0)
 		return vmm_error_errno(err, errno, "pipe");
@@ -514,13 +514,33 @@ static int send_fds(int sock, const ns_reply *r, const int *fds, int n)
 	return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 
+/*
+ * Without root, the namespace belongs to a user namespace of ours in which we
+ * are root: capabilities there survive the exec of nft and slirp4netns.
+ */
+static int map_root(uid_t uid, gid_t gid)
+{
+	/* a file capability made us undumpable, which makes /proc/self root's */
+	prctl(PR_SET_DUMPABLE, 1);
+	char m[64];
+	snprintf(m, sizeof(m), "0 %u 1\n", (unsigned)uid);
+	if (write_sysctl("/proc/self/setgroups", "deny") < 0 ||
+	    write_sysctl("/proc/self/uid_map", m) < 0)
+		return -1;
+	snprintf(m, sizeof(m), "0 %u 1\n", (unsigned)gid);
+	return write_sysctl("/proc/self/gid_map", m);
+}
+
 static void __attribute__((noreturn)) ns_helper(int sock, const char *rules, bool userns)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	ns_reply r = {0};
 	int fds[NS_FDS] = {-1, -1, -1, -1, -1};
 	vmm_error *e = NULL;
-	if (unshare(userns ? CLONE_NEWUSER | CLONE_NEWNET : CLONE_NEWNET) < 0) {
+	uid_t uid = geteuid();
+	gid_t gid = getegid();
+	if (unshare(userns ? CLONE_NEWUSER | CLONE_NEWNET : CLONE_NEWNET) < 0 ||
+	    (userns && map_root(uid, gid) < 0)) {
 		r.code = errno;
 		snprintf(r.msg, sizeof(r.msg), "create a network namespace: %s", strerror(errno));
 	} else if (configure_ns(rules, userns, fds, &e) < 0) {
@@ -1011,8 +1031,7 @@ int vmm_net_setup(vmm_net **out, const vmm_net_opts *o, vmm_error **err)
 		n->mode = VMM_NET_DEFAULT;
 		cleanup_vmm_error vmm_error *e = NULL;
 		rc = setup_default(n, &e);
-		if (rc < 0 && (e->code == EPERM || e->code == EACCES || e->code == ENOENT ||
-			       e->code == EINVAL)) {
+		if (rc < 0 && (e->code == EPERM || e->code == EACCES || e->code == ENOENT)) {
 			/* no namespaces for us here (a container?), or no slirp4netns */
 			vmm_net *u = net_new(o);
 			u->mode = VMM_NET_USER;
@@ -1036,26 +1055,24 @@ int vmm_net_setup(vmm_net **out, const vmm_net_opts *o, vmm_error **err)
 	return 0;
 }
 
+/*
+ * Teardown waits for nothing: once the descriptors are closed and QEMU and
+ * slirp4netns are gone, the kernel destroys the namespace with every device
+ * in it, the host's end of the veth pair included, in one batch.
+ */
 void vmm_net_free(vmm_net *n)
 {
 	if (!n)
 		return;
 	vmm_dhcp_stop(n->dhcp);
+	if (n->slirp_exit >= 0)
+		close(n->slirp_exit); /* slirp4netns exits when this closes... */
 	if (n->slirp > 0) {
-		close(n->slirp_exit); /* slirp4netns exits when this closes */
-		double end = vmm_now() + 1;
-		while (waitpid(n->slirp, NULL, WNOHANG) == 0) {
-			if (vmm_now() > end) {
-				kill(n->slirp, SIGKILL);
-				waitpid(n->slirp, NULL, 0);
-				break;
-			}
-			usleep(1000);
-		}
-	} else if (n->slirp_exit >= 0) {
-		close(n->slirp_exit);
+		kill(n->slirp, SIGKILL); /* ...but need not tidy up */
+		waitpid(n->slirp, NULL, WNOHANG);
 	}
-	if (n->delete_host_if && n->nl_host) {
+	/* a macvtap lives in the host's namespace: ours to delete */
+	if (n->mode == VMM_NET_BRIDGED && n->delete_host_if && n->nl_host) {
 		int idx = vmm_nl_ifindex(n->nl_host, n->host_if, NULL);
 		if (idx > 0)
 			vmm_nl_link_delete(n->nl_host, idx, NULL);
