@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Builds vmm's test guest from Debian packages, once per machine:
 #   build/guest/vmlinuz        Debian's current bookworm kernel (linux-image-*-amd64)
-#   build/guest/initramfs.img  busybox-static + a few modules + tests/guest/init
+#   build/guest/initramfs.img  busybox-static + a few modules + tests/guest/init,
+#                              and for vmmtest.net=dhcp: udhcpc.script, a web
+#                              root, users admin and root (password admin), and
+#                              the host's dropbear (dropbear-bin) with the
+#                              libraries ldd names and host keys made here
 #   build/guest/uefi-disk.img  GPT disk whose ESP holds systemd-boot as
 #                              EFI/BOOT/BOOTX64.EFI, a loader entry, kernel, initramfs
 # Nothing is mounted: sfdisk writes the partition table, mtools the FAT.
 # Prints the output directory.  Re-running reuses what is there unless the
-# inputs (this script, init) changed.
+# inputs (this script, init, udhcpc.script, the dropbear package) changed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${VMM_GUEST_DIR:-$root/build/guest}
-stamp=$(cat "$here/build.sh" "$here/init" | sha256sum | cut -c1-16)
+dropbear=/usr/sbin/dropbear
+stamp=$({
+	cat "$here/build.sh" "$here/init" "$here/udhcpc.script"
+	dpkg-query -W dropbear-bin 2>/dev/null
+} | sha256sum | cut -c1-16)
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] &&
 	[ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.img" ] && [ -f "$out/uefi-disk.img" ]; then
 	echo "$out"
 	exit 0
 fi
-for t in apt-get dpkg-deb cpio sfdisk mformat mcopy mmd; do
+for t in apt-get dpkg-deb cpio sfdisk mformat mcopy mmd ldd openssl dropbearkey $dropbear; do
 	command -v $t >/dev/null || { echo "guest: $t is missing (make deps)" >&2; exit 1; }
 done
 esp_efi=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
@@ -57,7 +65,41 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
 	[ -n "$f" ] || { echo "guest: module $m.ko not in $pkg" >&2; exit 1; }
 	cp "$f" ir/lib/modules/
 done
-(cd ir && find . | cpio -o -H newc --quiet | gzip -6) >initramfs.img
+
+# vmmtest.net=dhcp: the DHCP client's script, users, a web root, dropbear
+cp "$here/udhcpc.script" ir/etc/udhcpc.script
+chmod 755 ir/etc/udhcpc.script
+mkdir -p ir/home/admin ir/root ir/www/cgi-bin ir/etc/dropbear ir/var/log
+hash=$(openssl passwd -6 -salt vmmtest admin)
+printf 'root:x:0:0:root:/root:/bin/sh\nadmin:x:1000:1000:admin:/home/admin:/bin/sh\n' >ir/etc/passwd
+printf 'root:x:0:\ntty:x:5:\nadmin:x:1000:\n' >ir/etc/group
+printf 'root:%s:19000:0:99999:7:::\nadmin:%s:19000:0:99999:7:::\n' "$hash" "$hash" >ir/etc/shadow
+chmod 600 ir/etc/shadow
+printf '/bin/sh\n/bin/ash\n' >ir/etc/shells
+printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' >ir/etc/nsswitch.conf
+printf '127.0.0.1 localhost\n127.0.1.1 vmmtest\n' >ir/etc/hosts
+cat >ir/www/cgi-bin/tick <<'CGI'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+cat /run/vmmtest.tick
+CGI
+cat >ir/www/cgi-bin/info <<'CGI'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+echo "vmmtest boot=$(cat /proc/sys/kernel/random/boot_id) tick=$(cat /run/vmmtest.tick)" \
+	"ip=$(cat /run/vmmtest.ip 2>/dev/null)"
+CGI
+chmod 755 ir/www/cgi-bin/tick ir/www/cgi-bin/info
+# dropbear is linked dynamically: the loader and libraries go where ldd finds them
+cp $dropbear ir/bin/dropbear
+for l in $(ldd $dropbear | grep -o '/[^ ]*'); do
+	mkdir -p "ir$(dirname "$l")"
+	cp -L "$l" "ir$l"
+done
+for t in ed25519 ecdsa rsa; do
+	dropbearkey -t $t -f ir/etc/dropbear/dropbear_${t}_host_key >/dev/null 2>&1
+done
+(cd ir && find . | cpio -o -H newc -R 0:0 --quiet | gzip -6) >initramfs.img
 cp k/boot/vmlinuz-"$kver" vmlinuz
 
 # UEFI disk: GPT, one 64 MiB ESP at 1 MiB
