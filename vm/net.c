@@ -294,48 +294,130 @@ static void append_cidr(char **s, const vmm_net_cidr *c)
 	*s = n;
 }
 
-static void append_str(char **s, const char *v)
+/*
+ * A destination rule, decided as softnet does: the longest prefix wins; of
+ * equal prefixes the user's block beats the user's allow, which beats vmm's
+ * own (the pool, the non-global ranges).
+ */
+enum { RULE_BUILTIN, RULE_ALLOW, RULE_BLOCK };
+typedef struct dest_rule {
+	uint64_t first, last; /* host order; last inclusive */
+	int len, kind;
+} dest_rule;
+
+static void add_rule(dest_rule **v, size_t *n, const vmm_net_cidr *c, int kind)
 {
-	char *n = xasprintf("%s%s%s", *s ? *s : "", *s ? ", " : "", v);
+	uint64_t first = ntohl(c->addr.s_addr);
+	*v = xrealloc(*v, (*n + 1) * sizeof(**v));
+	(*v)[(*n)++] = (dest_rule){first, first + (1ull << (32 - c->len)) - 1, c->len, kind};
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void append_range(char **s, uint64_t first, uint64_t last)
+{
+	struct in_addr a = {htonl((uint32_t)first)}, b = {htonl((uint32_t)last)};
+	char x[INET_ADDRSTRLEN], y[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, &a, x, sizeof(x));
+	inet_ntop(AF_INET, &b, y, sizeof(y));
+	char *n = xasprintf("%s%s%s-%s", *s ? *s : "", *s ? ", " : "", x, y);
 	free(*s);
 	*s = n;
+}
+
+/* Is the piece of address space starting at `a` blocked?  (Pieces never straddle a rule.) */
+static bool blocked_at(const dest_rule *r, size_t n, uint64_t a)
+{
+	const dest_rule *best = NULL;
+	for (size_t k = 0; k < n; k++) {
+		if (a < r[k].first || a > r[k].last)
+			continue;
+		if (!best || r[k].len > best->len || (r[k].len == best->len && r[k].kind > best->kind))
+			best = &r[k];
+	}
+	return best && best->kind != RULE_ALLOW;
+}
+
+/* The blocked destinations as non-overlapping ranges for nft (caller frees; NULL: none). */
+static char *blocked_ranges(const dest_rule *r, size_t n)
+{
+	uint64_t *pts = xmalloc(2 * n * sizeof(*pts) + 1);
+	size_t np = 0;
+	for (size_t i = 0; i < n; i++) {
+		pts[np++] = r[i].first;
+		pts[np++] = r[i].last + 1;
+	}
+	qsort(pts, np, sizeof(*pts), cmp_u64);
+	char *out = NULL;
+	bool open = false;
+	uint64_t from = 0, to = 0;
+	for (size_t i = 0; i + 1 < np; i++) {
+		if (pts[i] == pts[i + 1] || !blocked_at(r, n, pts[i]))
+			continue;
+		if (open && to + 1 != pts[i]) {
+			append_range(&out, from, to);
+			open = false;
+		}
+		if (!open)
+			from = pts[i];
+		open = true;
+		to = pts[i + 1] - 1;
+	}
+	if (open)
+		append_range(&out, from, to);
+	free(pts);
+	return out;
+}
+
+static int pool_of(vmm_net_cidr **pool, size_t *npool, vmm_error **err);
+
+int vmm_net_blocked(const vmm_net_opts *o, char **out, vmm_error **err)
+{
+	cleanup_free vmm_net_cidr *pool = NULL, *allow = NULL, *block = NULL;
+	size_t npool, nallow, nblock;
+	if (pool_of(&pool, &npool, err) < 0 ||
+	    parse_cidrs(o->softnet_allow, "--net-softnet-allow", &allow, &nallow, err) < 0 ||
+	    parse_cidrs(o->softnet_block, "--net-softnet-block", &block, &nblock, err) < 0)
+		return -1;
+	dest_rule *rules = NULL;
+	size_t nrules = 0;
+	for (size_t i = 0; i < npool; i++)
+		add_rule(&rules, &nrules, &pool[i], RULE_BUILTIN); /* other VMs, the host's ends */
+	for (size_t i = 0; o->softnet && i < ARRAY_SIZE(non_global); i++) {
+		vmm_net_cidr c;
+		vmm_net_parse_cidr(non_global[i], &c);
+		add_rule(&rules, &nrules, &c, RULE_BUILTIN);
+	}
+	if (o->host_only) {
+		vmm_net_cidr all = {{0}, 0};
+		add_rule(&rules, &nrules, &all, RULE_BUILTIN);
+	}
+	for (size_t i = 0; i < nblock; i++)
+		add_rule(&rules, &nrules, &block[i], RULE_BLOCK);
+	for (size_t i = 0; i < nallow; i++)
+		add_rule(&rules, &nrules, &allow[i], RULE_ALLOW);
+	*out = nrules ? blocked_ranges(rules, nrules) : NULL;
+	free(rules);
+	return 0;
 }
 
 /*
  * The ruleset: the host's address of the guest (O) and the slirp side lead to
  * the guest; the gateway leads to the host (H); the guest may send only from
- * its own address, and not to `blocked` unless `allowed`.
+ * its own address, and not to blocked destinations (vmm_net_blocked).
  */
-static char *ruleset(const vmm_net *n, const vmm_net_cidr *pool, size_t npool,
-		     const vmm_net_cidr *allow, size_t nallow, const vmm_net_cidr *block,
-		     size_t nblock)
+static char *ruleset(const vmm_net *n, const char *blocked)
 {
-	char *blocked = NULL, *allowed = NULL;
-	for (size_t i = 0; i < npool; i++)
-		append_cidr(&blocked, &pool[i]); /* other VMs, and the host side of each */
-	if (n->o->softnet)
-		for (size_t i = 0; i < ARRAY_SIZE(non_global); i++)
-			append_str(&blocked, non_global[i]);
-	if (n->o->host_only)
-		append_str(&blocked, "0.0.0.0/0");
-	for (size_t i = 0; i < nblock; i++)
-		append_cidr(&blocked, &block[i]);
-	for (size_t i = 0; i < nallow; i++)
-		append_cidr(&allowed, &allow[i]);
 	char o[INET_ADDRSTRLEN], h[INET_ADDRSTRLEN];
 	inet_ntop(AF_INET, &n->guest_addr, o, sizeof(o));
 	inet_ntop(AF_INET, &n->host_addr, h, sizeof(h));
-	char *allowed_set =
-	    allowed ? xasprintf("\tset allowed { type ipv4_addr; flags interval; auto-merge; "
-				"elements = { %s } }\n",
-				allowed)
-		    : xstrdup("");
-	char *allowed_rule =
-	    allowed ? xstrdup("\t\tiifname \"" NS_TAP "\" ip daddr @allowed accept\n") : xstrdup("");
 	char *r = xasprintf(
 	    "table ip vmm {\n"
-	    "\tset blocked { type ipv4_addr; flags interval; auto-merge; elements = { %s } }\n"
-	    "%s"
+	    "\tset blocked { type ipv4_addr; flags interval; %s%s%s }\n"
 	    "\tchain prerouting {\n"
 	    "\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
 	    "\t\tiifname \"" NS_VETH "\" ip daddr %s dnat to " VMM_NET_GUEST "\n"
@@ -354,7 +436,6 @@ static char *ruleset(const vmm_net *n, const vmm_net_cidr *pool, size_t npool,
 	    "\t\tct state established,related accept\n"
 	    "\t\tiifname \"" NS_TAP "\" ip saddr != " VMM_NET_GUEST " drop\n"
 	    "\t\tiifname \"" NS_TAP "\" ct status dnat accept\n"
-	    "%s"
 	    "\t\tiifname \"" NS_TAP "\" ip daddr @blocked drop\n"
 	    "\t\tiifname \"" NS_TAP "\" oifname \"" NS_SLIRP "\" accept\n"
 	    "\t\toifname \"" NS_TAP "\" ip daddr " VMM_NET_GUEST " ct status dnat accept\n"
@@ -367,11 +448,7 @@ static char *ruleset(const vmm_net *n, const vmm_net_cidr *pool, size_t npool,
 	    "\t\ticmp type echo-request accept\n"
 	    "\t}\n"
 	    "}\n",
-	    blocked, allowed_set, o, h, h, allowed_rule);
-	free(blocked);
-	free(allowed);
-	free(allowed_set);
-	free(allowed_rule);
+	    blocked ? "elements = { " : "", blocked ? blocked : "", blocked ? " }" : "", o, h, h);
 	return r;
 }
 
@@ -969,12 +1046,11 @@ static int setup_bridged(vmm_net *n, vmm_error **err)
 
 static int setup_default(vmm_net *n, vmm_error **err)
 {
-	cleanup_free vmm_net_cidr *pool = NULL, *allow = NULL, *block = NULL;
+	cleanup_free vmm_net_cidr *pool = NULL;
 	cleanup_free vmm_net_port *expose = NULL;
-	size_t npool, nallow, nblock, nexpose;
-	if (pool_of(&pool, &npool, err) < 0 ||
-	    parse_cidrs(n->o->softnet_allow, "--net-softnet-allow", &allow, &nallow, err) < 0 ||
-	    parse_cidrs(n->o->softnet_block, "--net-softnet-block", &block, &nblock, err) < 0 ||
+	cleanup_free char *blocked = NULL;
+	size_t npool, nexpose;
+	if (pool_of(&pool, &npool, err) < 0 || vmm_net_blocked(n->o, &blocked, err) < 0 ||
 	    parse_expose(n->o->softnet_expose, &expose, &nexpose, err) < 0)
 		return -1;
 	size_t nfwd = n->o->npublish + nexpose;
@@ -982,7 +1058,8 @@ static int setup_default(vmm_net *n, vmm_error **err)
 	for (size_t i = 0; i < n->o->npublish; i++)
 		if (vmm_net_parse_publish(n->o->publish[i], &fwd[i], err) < 0)
 			return -1;
-	memcpy(fwd + n->o->npublish, expose, nexpose * sizeof(*fwd));
+	if (nexpose)
+		memcpy(fwd + n->o->npublish, expose, nexpose * sizeof(*fwd));
 
 	if (vmm_nl_open(&n->nl_host, err) < 0)
 		return -1;
@@ -991,7 +1068,7 @@ static int setup_default(vmm_net *n, vmm_error **err)
 	cleanup_close int lock = -1;
 	if (host_lock(&lock, err) < 0 || pick_subnet(n, pool, npool, err) < 0)
 		return -1;
-	cleanup_free char *rules = ruleset(n, pool, npool, allow, nallow, block, nblock);
+	cleanup_free char *rules = ruleset(n, blocked);
 	if (make_ns(n, rules, geteuid() != 0, err) < 0 || add_veth(n, err) < 0)
 		return -1;
 	close(steal_fd(lock));

@@ -59,6 +59,15 @@ typedef struct vmm_net vmm_net;
 /* Check the options (CIDRs, ports) without touching the host: for usage errors. */
 int vmm_net_check_opts(const vmm_net_opts *o, vmm_error **err);
 
+/*
+ * The destinations the guest may not reach, as nft ranges "A-B, C-D"
+ * (*out is the caller's; NULL when none): the pool of VM networks always;
+ * with softnet what is not globally routable; with host_only everything;
+ * --net-softnet-allow and -block as softnet takes them: the longest prefix
+ * wins; of equal ones a block beats an allow, which beats vmm's own.
+ */
+int vmm_net_blocked(const vmm_net_opts *o, char **out, vmm_error **err);
+
 /* Set up the network for one run.  Undone by vmm_net_free(). */
 int vmm_net_setup(vmm_net **out, const vmm_net_opts *o, vmm_error **err);
 /* Tear everything down (idempotent on NULL). */

@@ -687,8 +687,6 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	/* first with the user-mode network: every check before anything is set up */
 	if (vmm_qemu_cmd_build(&r->cmd, r->dir, r->cfg, &qo, err) < 0)
 		return -1;
-	if (r->cmd->notice)
-		say(r, "%s", r->cmd->notice);
 	if (resume) {
 		if (vmm_savefile_read_header(&h, state, err) < 0 ||
 		    vmm_state_check(h, r->cmd, r->cfg, NULL, err) < 0)
@@ -712,6 +710,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	}
 	if (listen_control(r, err) < 0)
 		return -1;
+	if (r->cmd->notice)
+		say(r, "%s", r->cmd->notice);
 	if (spawn(r, err) < 0) {
 		kill_and_reap(r);
 		return -1;

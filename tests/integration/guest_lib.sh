@@ -14,6 +14,8 @@ GUEST_TIMEOUT=${GUEST_TIMEOUT:-240}
 
 command -v qemu-system-x86_64 >/dev/null || t_skip "qemu-system-x86_64 is not installed"
 guest_dir=$(bash "$TESTS_DIR/guest/build.sh") || t_skip "the test guest cannot be built here"
+# built (downloaded) first: from here on the test runs in a network namespace of its own
+t_netns "$@"
 
 guest_create() { # name mem_mib [cmdline]
 	local cmdline=${3:-console=ttyS0 quiet vmmtest.fill=16}

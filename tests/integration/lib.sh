@@ -26,6 +26,22 @@ t_cleanup() {
 
 t_skip() { echo "SKIP: $*"; exit 77; }
 
+# Re-run the calling test inside a network namespace of its own, with only
+# loopback up: a VM's network (vm/net.h) is then made in there, and nothing a
+# test sends can reach the machine's own network.  Needs root; call it after
+# anything that downloads (guest builds).  Idempotent.
+t_netns() {
+	[ -n "${VMM_TEST_NETNS:-}" ] && return 0
+	[ "$(id -u)" -eq 0 ] || return 0
+	command -v unshare >/dev/null || t_skip "unshare (util-linux) is missing"
+	if [ -n "${T_TMP:-}" ]; then
+		t_cleanup
+		trap - EXIT
+	fi
+	exec unshare --net -- env VMM_TEST_NETNS=1 bash -c 'ip link set lo up && exec bash "$@"' \
+		bash "$0" "$@"
+}
+
 ok() { T_PASS=$((T_PASS + 1)); echo "  ok   $*"; }
 fail() { T_FAIL=$((T_FAIL + 1)); echo "  FAIL $*"; }
 
@@ -65,6 +81,13 @@ assert_contains() { # haystack needle description
 	if grep -qF -- "$2" <<<"$1"; then ok "$3"; else
 		fail "$3"
 		echo "       $(printf %q "$2") not in: $(head -c 600 <<<"$1")"
+	fi
+}
+assert_match() { # actual extended-regex description
+	if [[ "$1" =~ $2 ]]; then ok "$3"; else
+		fail "$3"
+		echo "       got:      $(printf %q "$1" | head -c 600)"
+		echo "       expected: /$2/"
 	fi
 }
 assert_not_contains() {

@@ -189,12 +189,33 @@ static void test_qemu_cmd__bad_bundles(void **state)
 	assert_int_equal(vmm_qemu_cmd_build(&q, f->b, f->cfg, &o, &err), -1);
 	assert_non_null(strstr(err->msg, "macOS"));
 	strcpy(f->cfg->os, "linux");
-	/* --publish with --net-bridged */
-	const char *pub[] = {"80:80"};
-	vmm_qemu_opts both = {.bridge = "br0", .publish = pub, .npublish = 1};
-	assert_int_equal(vmm_qemu_cmd_build(&q, f->b, f->cfg, &both, &err), -1);
-	assert_int_equal(err->code, VMM_EUSAGE);
 	vmm_error_free(err);
+}
+
+/* A TAP or user-mode NAT is the backend, which the guest cannot see: same fingerprint. */
+static void test_qemu_cmd__network_backend(void **state)
+{
+	fixture *f = *state;
+	const char *pub[] = {"80:80"};
+	vmm_qemu_opts user = {.accel = VMM_ACCEL_TCG, .publish = pub, .npublish = 1};
+	vmm_qemu_opts tap = {.accel = VMM_ACCEL_TCG, .tap = true, .publish = pub, .npublish = 1};
+	vmm_qemu_cmd *a = NULL, *b = NULL;
+	assert_int_equal(vmm_qemu_cmd_build(&a, f->a, f->cfg, &user, NULL), 0);
+	assert_int_equal(vmm_qemu_cmd_build(&b, f->a, f->cfg, &tap, NULL), 0);
+	assert_true(has_pair(a, "-netdev", "user,id=net0,hostfwd=tcp::80-:80"));
+	/* on a TAP, vm/net forwards the ports; no vnet header, as user mode has none */
+	assert_true(has_pair(b, "-netdev", "tap,id=net0,fd=4,vhost=off"));
+	assert_string_equal(a->fingerprint, b->fingerprint);
+	/* a model of vmm 0.1 named the backend: it still fingerprints the same */
+	json_t *old = json_deep_copy(b->model);
+	json_array_insert_new(old, 3, json_string("-netdev"));
+	json_array_insert_new(old, 4, json_string("user,id=net0"));
+	char *fp = vmm_qemu_fingerprint(old);
+	assert_string_equal(fp, b->fingerprint);
+	free(fp);
+	json_decref(old);
+	vmm_qemu_cmd_free(a);
+	vmm_qemu_cmd_free(b);
 }
 
 static void test_qemu_cmd__uefi_firmware(void **state)
@@ -413,6 +434,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_qemu_cmd__uefi_firmware, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_qemu_cmd__arm64_guest, setup, teardown),
 	    cmocka_unit_test(test_qemu_publish__parse),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__network_backend, setup, teardown),
 	    cmocka_unit_test(test_qemu_accel__choice),
 	    cmocka_unit_test_setup_teardown(test_qemu_state__check_names_both_sides, setup,
 					    teardown),
