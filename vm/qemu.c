@@ -339,7 +339,7 @@ json_t *vmm_qemu_model_guest(const json_t *model)
 	size_t n = json_array_size(model);
 	for (size_t i = 0; i < n; i++) {
 		const char *s = json_string_value(json_array_get(model, i));
-		/* states of vmm 0.1 recorded the network's backend too */
+		/* the network's backend: not something the guest sees */
 		if (s && strcmp(s, "-netdev") == 0 && i + 1 < n) {
 			i++;
 			continue;
@@ -347,6 +347,18 @@ json_t *vmm_qemu_model_guest(const json_t *model)
 		json_array_append(out, json_array_get(model, i));
 	}
 	return out;
+}
+
+bool vmm_qemu_model_user_net(const json_t *model)
+{
+	size_t n = json_array_size(model);
+	for (size_t i = 0; i + 1 < n; i++) {
+		const char *k = json_string_value(json_array_get(model, i));
+		const char *v = json_string_value(json_array_get(model, i + 1));
+		if (k && v && strcmp(k, "-netdev") == 0 && strncmp(v, "user,", 5) == 0)
+			return true;
+	}
+	return false;
 }
 
 char *vmm_qemu_fingerprint(const json_t *model)
@@ -403,8 +415,10 @@ static int resolve(vmm_qemu_cmd *q, const char *dir, const vmm_config *c, const 
 }
 
 /*
- * The NIC is part of the model; its backend is not: the guest cannot tell a
- * TAP from QEMU's user-mode network, so a state moves between them.
+ * The NIC is part of the fingerprint; its backend is not: the guest cannot
+ * tell a TAP from QEMU's user-mode network.  The model records it all the
+ * same, because user-mode NAT saves its own section in the migration stream,
+ * so a state made on it resumes only on it (vmm_qemu_model_user_net).
  */
 static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, vmm_error **err)
 {
@@ -412,7 +426,7 @@ static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, 
 		char tap[80];
 		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off",
 			 VMM_QEMU_TAP_FD);
-		opt(b, "-netdev", tap, NULL);
+		opt(b, "-netdev", tap, "tap,id=net0");
 	} else {
 		cleanup_free char *user = xstrdup("user,id=net0");
 		for (size_t i = 0; i < o->npublish; i++) {
@@ -423,7 +437,7 @@ static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, 
 			free(user);
 			user = n;
 		}
-		opt(b, "-netdev", user, NULL);
+		opt(b, "-netdev", user, "user,id=net0");
 	}
 	cleanup_free char *nic = xasprintf("virtio-net-pci,netdev=net0,mac=%s", c->mac);
 	mopt(b, "-device", nic);

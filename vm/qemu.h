@@ -81,10 +81,11 @@ int vmm_qemu_prepare_efivars(const vmm_qemu_cmd *q, const char *dir, vmm_error *
 char *vmm_qemu_fingerprint(const json_t *model);
 /*
  * The guest-defining part of a model (a new reference): without the
- * network's backend, which older models recorded and which the guest cannot
- * see, so their states resume on any network.
+ * network's backend, which the guest cannot see.
  */
 json_t *vmm_qemu_model_guest(const json_t *model);
+/* Was the model's network QEMU's user-mode NAT?  Its states resume only there. */
+bool vmm_qemu_model_user_net(const json_t *model);
 
 /*
  * Find a UEFI firmware for QEMU target `arch` ("x86_64"/"aarch64"):

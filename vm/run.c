@@ -696,6 +696,17 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		return -1;
 	vmm_net_opts no = r->o->net;
 	no.mac = r->cfg->mac;
+	if (h && vmm_qemu_model_user_net(h->model)) {
+		/* QEMU's user-mode NAT saved itself in the state: only it can load it */
+		if (no.bridged)
+			return vmm_error_set(err, VMM_EINCOMPATIBLE,
+					     "the state was saved on the user-mode network and "
+					     "resumes only there, not with --net-bridged");
+		if (!no.force_user)
+			say(r, "The state was saved on the user-mode network: the VM resumes there "
+			       "(`vmm ip` cannot answer; --publish reaches it)");
+		no.force_user = true;
+	}
 	if (vmm_net_setup(&r->net, &no, err) < 0)
 		return -1;
 	if (vmm_net_notice(r->net))

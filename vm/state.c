@@ -138,7 +138,7 @@ int vmm_state_check(const vmm_savefile_header *h, const vmm_qemu_cmd *cmd, const
 	if (qemu_version && strcmp(h->qemu_version, qemu_version) != 0)
 		return vmm_error_set(err, VMM_EINCOMPATIBLE, "QEMU %s in the state vs QEMU %s now",
 				     h->qemu_version, qemu_version);
-	/* from the model: a state of vmm 0.1 has the network's backend in its fingerprint */
+	/* from the model: the fingerprint of vmm 0.1 had the network's backend in it */
 	cleanup_free char *was = h->model ? vmm_qemu_fingerprint(h->model) : xstrdup(h->fingerprint);
 	if (strcmp(was, cmd->fingerprint) != 0) {
 		json_t *a = vmm_qemu_model_guest(h->model), *b = vmm_qemu_model_guest(cmd->model);

@@ -121,6 +121,10 @@ assert_true "the outside namespace has no route back to the guests" \
 	sh -c "! nsenter -t $OUT_PID -n ip route get 10.0.2.15 >/dev/null 2>&1"
 out=$(guest_sh "$A" 'ping -c 1 -W 5 10.0.2.2 >/dev/null && echo pong')
 assert_eq "$out" "pong" "the guest pings its gateway"
+out=$(guest_sh "$A" 'ping -c 1 -W 5 198.51.100.2 >/dev/null && echo pong')
+assert_eq "$out" "pong" "and the server outside (ICMP echo through slirp4netns)"
+out=$(guest_sh "$A" 'timeout 15 nc -u -w 3 198.51.100.2 5353 </dev/null; echo sent')
+assert_eq "$out" "sent" "UDP goes out too"
 
 echo "a second vmm run of a running VM is refused and leaves the network alone"
 links_before=$(host_links)
@@ -305,17 +309,31 @@ as_nobody "$VMM" suspend u
 assert_eq "$?" 0 "suspend on the user-mode network"
 run_wait u 60
 
-echo "a state saved on the user-mode network resumes on the default network"
+echo "a state saved on the user-mode network resumes there, and says so"
+# QEMU's user-mode NAT saves a section of its own in the state: only it can load it
 cp -a "$U_HOME/vms/u" "$VMM_HOME/vms/u"
 chown -R root:root "$VMM_HOME/vms/u"
-run_bg u
-vmm ip u --wait 10
-assert_rc 0 "vmm ip answers for the resumed VM"
-page=$(http_wait "$OUT" 60)
-assert_eq "$page" "$upage" "reachable at $OUT with the memory it was suspended with"
+port=$(reg_free_port)
+run_bg u --publish "127.0.0.1:$port:80"
+page=""
+for _ in $(seq 1 120); do
+	page=$(curl -s -m 2 "http://127.0.0.1:$port/") && [ -n "$page" ] && break
+	sleep 0.5
+done
+assert_eq "$page" "$upage" "root resumes it with the memory it was suspended with"
 assert_eq "$(count u "VMMTEST BOOT")" 1 "no second boot"
-vmm stop u --timeout 5
-run_wait u 30
+assert_contains "$(cat "$T_TMP/u.err")" "saved on the user-mode network" "and says where it runs"
+vmm ip u
+assert_rc 1 "vmm ip cannot answer there"
+assert_contains "$ERR" "user-mode network" "and says why"
+vmm suspend u
+run_wait u 60
+vmm run u --net-bridged vmmto
+assert_rc 1 "--net-bridged refuses such a state"
+assert_contains "$ERR" "resumes only there" "saying why"
+assert_eq "$(state_of u)" suspended "and keeps it"
+vmm stop u
+assert_rc 0 "stop discards it"
 
 echo "an ordinary user with cap_net_admin (make install): the default network"
 if command -v setcap >/dev/null; then

@@ -206,6 +206,9 @@ static void test_qemu_cmd__network_backend(void **state)
 	/* on a TAP, vm/net forwards the ports; no vnet header, as user mode has none */
 	assert_true(has_pair(b, "-netdev", "tap,id=net0,fd=4,vhost=off"));
 	assert_string_equal(a->fingerprint, b->fingerprint);
+	/* but the model says which: user-mode NAT saves itself in a state */
+	assert_true(vmm_qemu_model_user_net(a->model));
+	assert_false(vmm_qemu_model_user_net(b->model));
 	/* a model of vmm 0.1 named the backend: it still fingerprints the same */
 	json_t *old = json_deep_copy(b->model);
 	json_array_insert_new(old, 3, json_string("-netdev"));
