@@ -35,6 +35,15 @@ outside_start() {
 	out_ns python3 -m http.server 8000 --bind 198.51.100.2 --directory "$T_TMP/www" \
 		>/dev/null 2>&1 &
 	t_defer "kill $!"
+	out_ns python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.2", 5353))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(b"echo: " + d, a)
+' >/dev/null 2>&1 &
+	t_defer "kill $!"
 	for _ in $(seq 1 50); do
 		curl -s -m 1 -o /dev/null http://198.51.100.2:8000/ && return 0
 		sleep 0.1
@@ -123,8 +132,8 @@ out=$(guest_sh "$A" 'ping -c 1 -W 5 10.0.2.2 >/dev/null && echo pong')
 assert_eq "$out" "pong" "the guest pings its gateway"
 out=$(guest_sh "$A" 'ping -c 1 -W 5 198.51.100.2 >/dev/null && echo pong')
 assert_eq "$out" "pong" "and the server outside (ICMP echo through slirp4netns)"
-out=$(guest_sh "$A" 'timeout 15 nc -u -w 3 198.51.100.2 5353 </dev/null; echo sent')
-assert_eq "$out" "sent" "UDP goes out too"
+out=$(guest_sh "$A" 'echo udp-hello | timeout 10 nc -u -w 3 198.51.100.2 5353')
+assert_eq "$out" "echo: udp-hello" "UDP goes out too (an echo server outside answers)"
 
 echo "a second vmm run of a running VM is refused and leaves the network alone"
 links_before=$(host_links)
