@@ -3,6 +3,7 @@
 # refusal is one line naming the cause, a non-zero exit (Tart's codes) and
 # an untouched bundle.
 source "$(dirname "$0")/lib.sh"
+t_netns "$@" # vmm run sets up host networking before some of its refusals
 t_init
 
 home=$T_TMP/home/vms
@@ -54,8 +55,9 @@ assert_rc 64 "--publish with a bad port"
 assert_contains "$ERR" "--publish \"99999:22\"" "names the value"
 vmm run k --publish 2222:22 --net-bridged br0
 assert_rc 64 "--publish with --net-bridged"
-vmm run k --net-softnet
-assert_rc 64 "--net-softnet"
+vmm run k --net-softnet --net-host
+assert_rc 64 "--net-softnet with --net-host"
+assert_contains "$ERR" "mutually exclusive" "Tart's text"
 vmm stop k --timeout soon
 assert_rc 64 "stop --timeout soon"
 
