@@ -18,7 +18,8 @@
 # Nothing is mounted on the host: mkfs.ext4 -d writes the root file system at
 # its partition's offset, mtools the FAT.  Packages come from the mirrors
 # apt is configured with on this machine.  Prints the output directory;
-# re-running reuses it unless this script changed.
+# re-running reuses it unless this script changed.  Exits 3 when this machine
+# lacks what the build needs (root, a tool), 1 when the build itself fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -29,16 +30,17 @@ if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/dis
 	exit 0
 fi
 die() { echo "guest-debian: $*" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || die "needs root (mmdebstrap's root mode)"
+cannot() { echo "guest-debian: $*" >&2; exit 3; }
+[ "$(id -u)" -eq 0 ] || cannot "needs root (mmdebstrap's root mode)"
 for t in mmdebstrap mkfs.ext4 sfdisk partx mformat mcopy mmd apt-get; do
-	command -v $t >/dev/null || die "$t is missing (make deps)"
+	command -v $t >/dev/null || cannot "$t is missing (make deps)"
 done
 # merged /usr made by mmdebstrap itself: else apt satisfies init-system-helpers
 # with the usrmerge package, which brings perl (47 MiB)
 usrhooks=/usr/share/mmdebstrap/hooks/merged-usr
-[ -d $usrhooks ] || die "$usrhooks is missing (mmdebstrap too old)"
+[ -d $usrhooks ] || cannot "$usrhooks is missing (mmdebstrap too old)"
 esp_efi=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
-[ -f $esp_efi ] || die "$esp_efi is missing (apt-get install systemd-boot-efi)"
+[ -f $esp_efi ] || cannot "$esp_efi is missing (apt-get install systemd-boot-efi)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vmm-guest-debian.XXXXXX")
 # --one-file-system: should mmdebstrap ever leave /proc or /dev mounted in
