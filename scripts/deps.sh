@@ -14,7 +14,8 @@ arm64) run="$run qemu-system-arm qemu-efi-aarch64" ;;
 esac
 tests="docker-registry skopeo btrfs-progs xfsprogs e2fsprogs mtools fdisk busybox-static
        systemd-boot-efi apache2-utils python3 python3-cryptography curl cpio hyperfine
-       util-linux openssl libarchive-tools dnsmasq-base sshpass"
+       util-linux openssl libarchive-tools
+       mmdebstrap dropbear-bin sshpass openssh-client dnsmasq-base iproute2"
 
 missing=()
 for p in $build $run $tests; do

@@ -8,6 +8,13 @@
 #   wait_console NAME PATTERN COUNT [SECS]   until PATTERN appears COUNT times
 #   run_wait NAME [SECS]  wait for that vmm run to exit; its status in RUN_RC
 #   last_tick NAME / count NAME PATTERN
+# For network tests (see each helper for details):
+#   (sourcing it re-runs the test in a network namespace of its own: t_netns in lib.sh)
+#   guest_net_create NAME MEM_MIB [CMDLINE...]   the test guest with vmmtest.net=dhcp
+#   guest_console_ip NAME   the last address the guest leased (VMMTEST IP on its console)
+#   debian_image        path of the realistic Debian disk (tests/guest/build-debian.sh)
+#   ssh_guest ADDR [PORT] CMD...   run CMD in the guest as admin/admin over SSH
+#   ssh_wait ADDR [PORT [SECS]]    until ssh_guest answers
 declare -A RUN_PID=()
 RUN_RC=0
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-240}
@@ -90,3 +97,83 @@ state_of() { "$VMM" get "$1" --format json | grep -o '"State" : "[a-z]*"' | cut 
 
 # rawSize from a state file's header (JSON after 12 bytes of magic and length)
 state_raw_size() { head -c 16384 "$1" | tail -c +13 | tr -d '\0' | grep -o '"rawSize":[0-9]*' | cut -d: -f2; }
+
+# Every test that sources this file runs in a network namespace of its own
+# (t_netns in lib.sh, entered above once the guest is built); netns_enter is
+# its name for tests written before.
+netns_enter() { t_netns "$@"; }
+
+guest_net_create() { # name mem_mib [extra cmdline...]: DHCP, httpd :80, dropbear :22
+	local name=$1 mem=$2
+	shift 2
+	guest_create "$name" "$mem" "console=ttyS0 quiet vmmtest.net=dhcp${*:+ $*}"
+}
+
+guest_console_ip() { # name: the address of the guest's last "VMMTEST IP" line, or nothing
+	grep -a -o 'VMMTEST IP [0-9.]*' "$T_TMP/$1.console" 2>/dev/null | tail -1 | cut -d' ' -f3
+}
+
+# debian_image: the realistic disk (GPT, UEFI, systemd-networkd, sshd with
+# admin/admin; see tests/guest/build-debian.sh), built once per machine and
+# cached.  Prints its path and sets DEBIAN_IMAGE.  Skips the test when this
+# machine cannot build it (not root, a tool missing) and fails it when the
+# build breaks.  A skip inside $(...) only ends the subshell, so call it
+# as `img=$(debian_image) || exit $?` or first at top level.
+DEBIAN_IMAGE=""
+debian_image() {
+	local dir rc
+	if [ -z "$DEBIAN_IMAGE" ]; then
+		echo "  (building the Debian test image if it is not cached, ~1-2 min)" >&2
+		local host=()
+		[ -n "${VMM_TEST_HOST_NETNS_FD:-}" ] && host=(nsenter --net=/proc/$$/fd/"$VMM_TEST_HOST_NETNS_FD")
+		dir=$("${host[@]}" bash "$TESTS_DIR/guest/build-debian.sh" 2>"$T_TMP/build-debian.log")
+		rc=$?
+		if [ $rc -eq 3 ]; then
+			local why="the Debian test image cannot be built here: $(tail -1 "$T_TMP/build-debian.log")"
+			[ "$BASH_SUBSHELL" -gt 0 ] && echo "SKIP: $why" >&2 # stdout is the caller's $(...)
+			t_skip "$why"
+		elif [ $rc -ne 0 ]; then
+			echo "FAIL: tests/guest/build-debian.sh exited $rc:" >&2
+			tail -20 "$T_TMP/build-debian.log" >&2
+			exit 1
+		fi
+		DEBIAN_IMAGE=$dir/disk.img
+	fi
+	echo "$DEBIAN_IMAGE"
+}
+
+# ssh_guest ADDR [PORT] CMD...: as $SSH_USER (admin) with password
+# $SSH_PASSWORD (admin), no host keys kept or checked, a connect timeout of
+# $SSH_CONNECT_TIMEOUT (5) seconds; stdin goes to CMD.  Returns ssh's status
+# (CMD's, or 255 when SSH itself failed: no connection, a wrong password).
+ssh_guest() {
+	local addr=$1 port=22
+	shift
+	if [[ ${1:-} =~ ^[0-9]+$ ]]; then
+		port=$1
+		shift
+	fi
+	command -v sshpass >/dev/null || t_skip "sshpass is missing (make deps)"
+	sshpass -p "${SSH_PASSWORD:-admin}" ssh -o StrictHostKeyChecking=no \
+		-o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \
+		-o ConnectTimeout="${SSH_CONNECT_TIMEOUT:-5}" -o PubkeyAuthentication=no \
+		-o PreferredAuthentications=password,keyboard-interactive -o NumberOfPasswordPrompts=1 \
+		-p "$port" "${SSH_USER:-admin}@$addr" "$@"
+}
+
+ssh_wait() { # addr [port [secs]]: until a login runs `true`; 1 on timeout
+	local addr=$1 port=22 end
+	shift
+	if [ $# -ge 1 ]; then
+		port=$1
+		shift
+	fi
+	end=$((SECONDS + ${1:-$GUEST_TIMEOUT}))
+	until ssh_guest "$addr" "$port" true </dev/null 2>/dev/null; do
+		if [ $SECONDS -gt $end ]; then
+			echo "       timed out waiting for SSH on $addr:$port"
+			return 1
+		fi
+		sleep 1
+	done
+}

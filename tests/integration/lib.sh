@@ -28,18 +28,25 @@ t_skip() { echo "SKIP: $*"; exit 77; }
 
 # Re-run the calling test inside a network namespace of its own, with only
 # loopback up: a VM's network (vm/net.h) is then made in there, and nothing a
-# test sends can reach the machine's own network.  Needs root; call it after
-# anything that downloads (guest builds).  Idempotent.
+# test sends can reach the machine's own network.  As root only (without it
+# vmm sets up no host networking).  Call it before t_init, or after anything
+# that downloads (guest builds); once in, it does nothing.  A descriptor on
+# the starting namespace stays open (VMM_TEST_HOST_NETNS_FD) for the one
+# thing that must go out: downloading Debian packages for a test image.
 t_netns() {
 	[ -n "${VMM_TEST_NETNS:-}" ] && return 0
 	[ "$(id -u)" -eq 0 ] || return 0
-	command -v unshare >/dev/null || t_skip "unshare (util-linux) is missing"
+	command -v unshare >/dev/null && command -v ip >/dev/null ||
+		t_skip "unshare or ip is missing (util-linux, iproute2)"
+	unshare -n true 2>/dev/null || t_skip "cannot create a network namespace here"
 	if [ -n "${T_TMP:-}" ]; then
 		t_cleanup
 		trap - EXIT
 	fi
-	exec unshare --net -- env VMM_TEST_NETNS=1 bash -c 'ip link set lo up && exec bash "$@"' \
-		bash "$0" "$@"
+	export VMM_TEST_NETNS=1
+	exec {VMM_TEST_HOST_NETNS_FD}</proc/self/ns/net
+	export VMM_TEST_HOST_NETNS_FD
+	exec unshare -n -- bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
 }
 
 ok() { T_PASS=$((T_PASS + 1)); echo "  ok   $*"; }
