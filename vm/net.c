@@ -276,6 +276,9 @@ static char *find_tool(const char *name)
 	return NULL;
 }
 
+/* The helpers vmm starts get no environment of ours (it may hold registry credentials). */
+static const char *const tool_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+
 /* --- the firewall of the VM's namespace ---------------------------------------------- */
 
 /* Destinations that are not globally routable (Tart's softnet blocks them). */
@@ -471,7 +474,8 @@ static int load_rules(const char *rules, vmm_error **err)
 		dup2(in[0], 0);
 		dup2(errp[1], 1);
 		dup2(errp[1], 2);
-		execl(nft, "nft", "-f", "-", (char *)NULL);
+		char *const argv[] = {(char *)"nft", (char *)"-f", (char *)"-", NULL};
+		execve(nft, argv, (char **)tool_env);
 		_exit(127);
 	}
 	close(in[0]);
@@ -874,7 +878,7 @@ static void __attribute__((noreturn)) exec_slirp(const char *bin, int nsfd, int 
 	argv[a++] = (char *)"/proc/self/fd/3";
 	argv[a++] = (char *)NS_SLIRP;
 	argv[a] = NULL;
-	execv(bin, argv);
+	execve(bin, argv, (char **)tool_env);
 	_exit(127);
 }
 
