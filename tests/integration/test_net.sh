@@ -131,7 +131,7 @@ out=$(guest_sh "$A" 'ping -c 1 -W 5 10.0.2.2 >/dev/null && echo pong')
 assert_eq "$out" "pong" "the guest pings its gateway"
 out=$(guest_sh "$A" 'ping -c 1 -W 5 198.51.100.2 >/dev/null && echo pong')
 assert_eq "$out" "pong" "and the server outside (ICMP echo through slirp4netns)"
-out=$(guest_sh "$A" 'timeout 10 nslookup vmmtest.example 198.51.100.2 2>&1 | grep -c 198.51.100.77')
+out=$(guest_sh "$A" 'timeout 10 nslookup -type=A vmmtest.example 198.51.100.2 2>&1 | grep -c 198.51.100.77')
 assert_eq "$out" "1" "UDP goes out too (a DNS query to dnsmasq outside)"
 
 echo "a second vmm run of a running VM is refused and leaves the network alone"
@@ -385,7 +385,7 @@ RUN_PID[d]=$!
 t_defer "run_kill d"
 vmm ip d --wait 10
 http_wait "$OUT" >/dev/null || fail "the DNS test guest is reachable"
-out=$(guest_sh "$OUT" 'timeout 10 nslookup vmmtest.example 2>&1 | grep -c 198.51.100.77')
+out=$(guest_sh "$OUT" 'timeout 10 nslookup -type=A vmmtest.example 2>&1 | grep -c 198.51.100.77')
 assert_eq "$out" "1" "the guest resolves a name through 10.0.2.3"
 vmm stop d --timeout 5
 run_wait d 30
