@@ -40,10 +40,9 @@ int vmm_usage_error(const vmm_cmd_spec *spec, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("vmm: ", stderr);
-	vfprintf(stderr, fmt, ap);
+	vmm_error_vprint(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nUsage: vmm %s %s\n  See 'vmm %s --help' for more information.\n",
+	fprintf(stderr, "Usage: vmm %s %s\n  See 'vmm %s --help' for more information.\n",
 		spec->name, spec->usage, spec->name);
 	return 64;
 }

@@ -77,7 +77,7 @@ int cmd_clone(int argc, char **argv)
 		if (need > (limit_gb << 30))
 			need = limit_gb << 30;
 		if (vmm_prune_reclaim(h, need, src_dir, NULL, &err) < 0)
-			fprintf(stderr, "vmm: automatic pruning failed: %s\n", err->msg);
+			vmm_error_print("automatic pruning failed: %s", err->msg);
 	}
 	return 0;
 }

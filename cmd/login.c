@@ -49,10 +49,8 @@ __attribute__((format(printf, 1, 2))) static int complain(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("vmm: ", stderr);
-	vfprintf(stderr, fmt, ap);
+	vmm_error_vprint(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return -1;
 }
 

@@ -278,7 +278,7 @@ int cmd_snapshot(int argc, char **argv)
 		      ? stdout
 		      : stderr;
 	if (f == stderr)
-		fprintf(stderr, "vmm: snapshot needs a subcommand\n");
+		vmm_error_print("snapshot needs a subcommand");
 	fprintf(f, "Usage: vmm snapshot <subcommand> ...\n\nSubcommands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(subs); i++)
 		fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);

@@ -117,9 +117,7 @@ char *vmm_json_compact(const json_t *v, int sorted)
 	if (sorted)
 		flags |= JSON_SORT_KEYS;
 	char *s = json_dumps(v, flags);
-	if (!s) {
-		fputs("vmm: out of memory\n", stderr);
-		abort();
-	}
+	if (!s)
+		vmm_fatal("out of memory");
 	return s;
 }

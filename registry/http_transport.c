@@ -124,10 +124,8 @@ static CURL *pool_get(vmm_http *h)
 	pthread_mutex_unlock(&h->pool_lock);
 	if (!c)
 		c = curl_easy_init();
-	if (!c) {
-		fputs("vmm: out of memory (curl_easy_init)\n", stderr);
-		abort();
-	}
+	if (!c)
+		vmm_fatal("out of memory (curl_easy_init)");
 	return c;
 }
 
@@ -445,10 +443,8 @@ static struct curl_slist *build_headers(const vmm_http_req *req, bool with_auth)
 		snprintf(r, sizeof(r), "Range: bytes=%" PRIu64 "-", req->range_from);
 		l = curl_slist_append(l, r);
 	}
-	if (!l) {
-		fputs("vmm: out of memory (curl_slist_append)\n", stderr);
-		abort();
-	}
+	if (!l)
+		vmm_fatal("out of memory (curl_slist_append)");
 	return l;
 }
 

@@ -19,10 +19,8 @@ static const unsigned char zeros_1m[1024 * 1024];
 static EVP_MD_CTX *sha_new(void)
 {
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL)) {
-		fputs("vmm: cannot initialise SHA-256\n", stderr);
-		abort();
-	}
+	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL))
+		vmm_fatal("cannot initialise SHA-256");
 	return c;
 }
 

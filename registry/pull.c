@@ -1,4 +1,5 @@
 #include "registry/pull.h"
+#include "common/format.h"
 #include "common/util.h"
 #include "registry/cache.h"
 #include "registry/client.h"

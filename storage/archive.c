@@ -544,3 +544,14 @@ int vmm_archive_read_memory(const void *buf, size_t len, const char *dest, vmm_e
 	archive_read_free(a);
 	return rc;
 }
+
+int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err)
+{
+	bool from_stdin = strcmp(path, "-") == 0;
+	cleanup_close int in = from_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return vmm_error_errno(err, errno, "open `%s`", path);
+	if (vmm_archive_read(in, dest, err) < 0)
+		return vmm_error_wrap(err, "import `%s`", path);
+	return 0;
+}

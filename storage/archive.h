@@ -55,4 +55,7 @@ int vmm_archive_read(int fd, const char *dest, vmm_error **err);
 /* Same, from memory (fuzzing, tests). */
 int vmm_archive_read_memory(const void *buf, size_t len, const char *dest, vmm_error **err);
 
+/* vmm_archive_read() of the file at path ("-" is stdin); errors name the archive. */
+int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err);
+
 #endif
