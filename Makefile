@@ -12,7 +12,7 @@ BUILD   ?= build
 VERSION ?= 0.1.0
 
 PKGS     := libcurl jansson libzstd libarchive liblz4 libcrypto
-# libraries the vmm binary loads only when a command needs them (common/lazy.c)
+# libraries the vmm binary loads only when a command needs them (common/lazy.h)
 LAZY_PKGS := libcurl libarchive libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -56,9 +56,12 @@ $(BUILD)/libvmm.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/obj/common/lazy.o: ALL_CFLAGS += $(LAZY_DEFS)
+# the trampolines of each library loaded on first use (common/lazy.h)
+LAZY_OBJ := $(BUILD)/obj/common/lazy.o $(BUILD)/obj/storage/libarchive.o \
+            $(BUILD)/obj/registry/libcurl.o
+$(LAZY_OBJ): ALL_CFLAGS += $(LAZY_DEFS)
 
-# libcurl, libarchive and libcrypto are dlopen()ed on first use (common/lazy.c):
+# libcurl, libarchive and libcrypto are dlopen()ed on first use (common/lazy.h):
 # linked eagerly they cost every command ~9 ms before main()
 $(BUILD)/vmm: $(CMD_OBJ) $(BUILD)/libvmm.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/libvmm.a $(VMM_LDLIBS)

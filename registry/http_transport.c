@@ -65,6 +65,8 @@ static char *env_path(const char *a, const char *b)
 
 int vmm_http_new(vmm_http **out, const vmm_http_opts *opts, vmm_error **err)
 {
+	if (vmm_http_load(err) < 0)
+		return -1;
 	pthread_once(&global_once, global_init);
 	if (global_rc != CURLE_OK)
 		return vmm_error_set(err, VMM_EGENERIC, "libcurl initialisation: %s",

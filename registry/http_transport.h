@@ -35,6 +35,9 @@ typedef struct vmm_http_opts {
 	long stall_timeout_s;	/* abort a transfer slower than 1 KiB/s for this long; 0: 30 */
 } vmm_http_opts;
 
+/* Load libcurl (registry/oci/libcurl.c) unless loaded; vmm_http_new() does. */
+int vmm_http_load(vmm_error **err);
+
 int vmm_http_new(vmm_http **out, const vmm_http_opts *opts, vmm_error **err);
 void vmm_http_free(vmm_http *h);
 /* Connections opened so far (for tests of connection reuse). */

@@ -177,6 +177,8 @@ int vmm_archive_write(int out, const vmm_archive_file *files, size_t nfiles,
 {
 	if (nfiles > VMM_ARCHIVE_MAX_FILES)
 		return vmm_error_set(err, VMM_EINVAL, "too many files (%zu)", nfiles);
+	if (vmm_archive_load(err) < 0)
+		return -1;
 	int level = opts && opts->level ? opts->level : 3;
 	long threads = opts && opts->threads ? opts->threads : sysconf(_SC_NPROCESSORS_ONLN);
 	src_file *src = xcalloc(nfiles, sizeof(*src));
@@ -523,6 +525,8 @@ static struct archive *reader(void)
 
 int vmm_archive_read(int fd, const char *dest, vmm_error **err)
 {
+	if (vmm_archive_load(err) < 0)
+		return -1;
 	struct archive *a = reader();
 	int rc;
 	if (archive_read_open_fd(a, fd, IO_BUF) != ARCHIVE_OK)
@@ -535,6 +539,8 @@ int vmm_archive_read(int fd, const char *dest, vmm_error **err)
 
 int vmm_archive_read_memory(const void *buf, size_t len, const char *dest, vmm_error **err)
 {
+	if (vmm_archive_load(err) < 0)
+		return -1;
 	struct archive *a = reader();
 	int rc;
 	if (archive_read_open_memory(a, buf, len) != ARCHIVE_OK)

@@ -36,6 +36,9 @@ typedef struct vmm_archive_file {
 			   * lock the caller holds through it survives) */
 } vmm_archive_file;
 
+/* Load libarchive (storage/libarchive.c) unless loaded; the functions below do. */
+int vmm_archive_load(vmm_error **err);
+
 /*
  * Write the files, in order, to out as one archive.  opts may be NULL.
  * Holes in the files stay holes in the archive (they cost neither space nor
