@@ -32,7 +32,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DVMM_VERSION='"$(VERSION)"' -I. 
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
 VMM_LDLIBS := $(EAGER_LIBS) -lpthread -lm -ldl
 
-LIB_SRC := $(sort $(wildcard common/*.c vm/*.c storage/*.c registry/*.c))
+LIB_SRC := $(sort $(wildcard common/*.c vm/*.c storage/*.c registry/*.c registry/oci/*.c))
 CMD_SRC := $(sort $(wildcard cmd/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
@@ -58,7 +58,7 @@ $(BUILD)/libvmm.a: $(LIB_OBJ)
 
 # the trampolines of each library loaded on first use (common/lazy.h)
 LAZY_OBJ := $(BUILD)/obj/common/lazy.o $(BUILD)/obj/storage/libarchive.o \
-            $(BUILD)/obj/registry/libcurl.o
+            $(BUILD)/obj/registry/oci/libcurl.o
 $(LAZY_OBJ): ALL_CFLAGS += $(LAZY_DEFS)
 
 # libcurl, libarchive and libcrypto are dlopen()ed on first use (common/lazy.h):
@@ -117,11 +117,13 @@ install: $(BUILD)/vmm
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
 
+HDRS := $(wildcard */*.h registry/oci/*.h)
+
 format:
-	clang-format -i $(LIB_SRC) $(CMD_SRC) $(wildcard */*.h) $(UNIT_SRC) $(FUZZ_SRC)
+	clang-format -i $(LIB_SRC) $(CMD_SRC) $(HDRS) $(UNIT_SRC) $(FUZZ_SRC)
 
 format-check:
-	clang-format --dry-run --Werror $(LIB_SRC) $(CMD_SRC) $(wildcard */*.h)
+	clang-format --dry-run --Werror $(LIB_SRC) $(CMD_SRC) $(HDRS)
 
 analyze:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability -I. -D_GNU_SOURCE \

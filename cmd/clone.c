@@ -4,7 +4,7 @@
 #include "registry/cache.h"
 #include "registry/prune.h"
 #include "registry/pull.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 #include "vm/ops.h"
 #include "vm/snapshot.h"

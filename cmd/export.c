@@ -1,7 +1,7 @@
 #include "cmd/cmd.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 #include "vm/snapshot.h"
 #include "vm/transfer.h"

@@ -3,7 +3,7 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 
 #include <stdio.h>

@@ -4,13 +4,13 @@
  *
  * Credentials are checked with `GET /v2/` (Basic, or a Bearer token fetched
  * with them) unless --no-validate, then filed in the store of
- * registry/credentials.h (0600, atomic replace).  Like Tart, login prints
+ * registry/oci/credentials.h (0600, atomic replace).  Like Tart, login prints
  * nothing on success.  The password never reaches stdout, stderr or argv.
  */
 #include "cmd/cmd.h"
 #include "common/util.h"
-#include "registry/client.h"
-#include "registry/credentials.h"
+#include "registry/oci/client.h"
+#include "registry/oci/credentials.h"
 
 #include <errno.h>
 #include <stdarg.h>

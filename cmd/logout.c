@@ -5,7 +5,7 @@
  */
 #include "cmd/cmd.h"
 #include "common/util.h"
-#include "registry/credentials.h"
+#include "registry/oci/credentials.h"
 
 static const vmm_cmd_spec spec = {
     "logout", "HOST", "Log out from a registry", NULL, 1, 1,

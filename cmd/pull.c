@@ -2,7 +2,7 @@
 #include "cmd/transfer_ui.h"
 #include "common/util.h"
 #include "registry/pull.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #include "cmd/transfer_ui.h"
 #include "common/util.h"
 #include "registry/push.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/snapshot.h"
 
 #include <stdio.h>

@@ -1,7 +1,7 @@
 #include "cmd/cmd.h"
 #include "cmd/transfer_ui.h"
 #include "registry/pull.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "common/format.h"
 #include "common/json.h"
 #include "common/util.h"

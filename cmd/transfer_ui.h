@@ -8,7 +8,7 @@
 #define VMM_CMD_TRANSFER_UI_H
 
 #include "cmd/cmd.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "registry/transfer.h"
 
 vmm_transfer_ui cmd_transfer_ui(void);

@@ -17,7 +17,7 @@
 #include <stddef.h>
 
 #include "common/err.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/home.h"
 
 typedef struct vmm_cache_entry {

@@ -3,9 +3,9 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/client.h"
-#include "registry/layers.h"
-#include "registry/manifest.h"
+#include "registry/oci/client.h"
+#include "registry/oci/layers.h"
+#include "registry/oci/manifest.h"
 #include "storage/copy.h"
 #include "vm/bundle.h"
 

@@ -1,5 +1,5 @@
 /*
- * The credential chain (registry/credentials.h): environment, Docker config
+ * The credential chain (registry/oci/credentials.h): environment, Docker config
  * (auths, credHelpers with Tart's pattern keys, credsStore through real
  * docker-credential-* helper programs written here), the login store.
  * Each case runs with HOME, DOCKER_CONFIG, XDG_CONFIG_HOME and PATH pointing
@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "registry/credentials.h"
+#include "registry/oci/credentials.h"
 
 static char *tmp;      /* per case */
 static char *old_path; /* PATH before the case */

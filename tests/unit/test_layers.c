@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 
 #include "common/util.h"
-#include "registry/applelz4.h"
-#include "registry/layers.h"
+#include "registry/oci/applelz4.h"
+#include "registry/oci/layers.h"
 
 #define MiB (1024ULL * 1024)
 

@@ -1,7 +1,7 @@
 /*
  * http_transport.c — one HTTP exchange on libcurl; see http_transport.h.
  */
-#include "registry/http_transport.h"
+#include "registry/oci/http_transport.h"
 #include "common/util.h"
 
 #include <ctype.h>

@@ -14,8 +14,8 @@
  *
  * A vmm_manifest owns everything it points to; free with vmm_manifest_free().
  */
-#ifndef VMM_REGISTRY_MANIFEST_H
-#define VMM_REGISTRY_MANIFEST_H
+#ifndef VMM_REGISTRY_OCI_MANIFEST_H
+#define VMM_REGISTRY_OCI_MANIFEST_H
 
 #include <stdbool.h>
 #include <stddef.h>

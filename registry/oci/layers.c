@@ -1,6 +1,6 @@
-#include "registry/layers.h"
+#include "registry/oci/layers.h"
 #include "common/util.h"
-#include "registry/applelz4.h"
+#include "registry/oci/applelz4.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "registry/manifest.h"
+#include "registry/oci/manifest.h"
 #include "common/json.h"
 #include "common/util.h"
 

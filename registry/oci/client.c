@@ -2,12 +2,12 @@
  * client.c — the OCI distribution client: retries, authentication and the
  * registry API on top of http_transport.c.  See client.h.
  */
-#include "registry/client.h"
+#include "registry/oci/client.h"
 #include "common/json.h"
 #include "common/util.h"
-#include "registry/auth.h"
-#include "registry/credentials.h"
-#include "registry/http_transport.h"
+#include "registry/oci/auth.h"
+#include "registry/oci/credentials.h"
+#include "registry/oci/http_transport.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,5 +1,5 @@
 /*
- * http_transport.h — private to registry/: one HTTP exchange on libcurl,
+ * http_transport.h — private to registry/oci/: one HTTP exchange on libcurl,
  * redirects followed here (not by curl) so that the Authorization header
  * goes to the registry's origin only.  Retries, authentication and the OCI
  * API live in client.c on top of this.
@@ -18,8 +18,8 @@
  * No cookies, no Accept-Encoding (blob bytes must arrive as stored), no
  * `Expect: 100-continue`.  Every function is thread-safe on one vmm_http.
  */
-#ifndef VMM_REGISTRY_HTTP_TRANSPORT_H
-#define VMM_REGISTRY_HTTP_TRANSPORT_H
+#ifndef VMM_REGISTRY_OCI_HTTP_TRANSPORT_H
+#define VMM_REGISTRY_OCI_HTTP_TRANSPORT_H
 
 #include <stdbool.h>
 #include <stddef.h>

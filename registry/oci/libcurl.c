@@ -6,7 +6,7 @@
 #include <curl/curl.h>
 
 #include "common/lazy.h"
-#include "registry/http_transport.h"
+#include "registry/oci/http_transport.h"
 
 #ifndef VMM_SONAME_CURL
 #define VMM_SONAME_CURL ""
