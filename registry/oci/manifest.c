@@ -161,12 +161,6 @@ int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 			return vmm_error_set(err, VMM_EINVAL,
 					     "manifest: expected exactly one %s layer, found %zu",
 					     once[i], count_type(m, once[i]));
-	static const char *const at_most_once[] = {VMM_MEDIA_VMM_KERNEL, VMM_MEDIA_VMM_INITRAMFS,
-						   VMM_MEDIA_VMM_STATE};
-	for (size_t i = 0; i < ARRAY_SIZE(at_most_once); i++)
-		if (count_type(m, at_most_once[i]) > 1)
-			return vmm_error_set(err, VMM_EINVAL, "manifest: more than one %s layer",
-					     at_most_once[i]);
 	if (count_type(m, VMM_MEDIA_TART_DISK_V2) == 0)
 		return vmm_error_set(err, VMM_EINVAL, "manifest: no %s layer",
 				     VMM_MEDIA_TART_DISK_V2);
