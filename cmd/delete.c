@@ -12,7 +12,7 @@ static const vmm_cmd_spec spec = {
 int cmd_delete(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS_PARSE(a, spec, argc, argv, NULL);
 	for (size_t i = 0; i < a.npos; i++) {
 		cleanup_vmm_error vmm_error *err = NULL;
 		cleanup_vmm_reference vmm_reference *ref = NULL;

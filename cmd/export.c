@@ -21,7 +21,7 @@ static const vmm_cmd_spec spec = {
 int cmd_export(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS_PARSE(a, spec, argc, argv, NULL);
 	const char *name = a.pos[0];
 	vmm_home *h = cmd_home();
 	cleanup_vmm_error vmm_error *err = NULL;

@@ -13,7 +13,7 @@ static const vmm_cmd_spec spec = {
 int cmd_fqn(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS_PARSE(a, spec, argc, argv, NULL);
 	cleanup_vmm_reference vmm_reference *ref = NULL;
 	if (vmm_reference_parse(&ref, a.pos[0], NULL) < 0) {
 		printf("%s\n", a.pos[0]);

@@ -10,9 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct get_args {
+	const char *format;
+} get_args;
+
 static const vmm_opt opts[] = {
-    {"format", 0, "text|json", "Output format (default text)", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_STRING(get_args, format, "format", "text|json", "Output format (default text)")},
+    {0},
 };
 
 static const vmm_cmd_spec spec = {
@@ -38,9 +42,10 @@ static int open_any(vmm_bundle **b, const char *name, vmm_error **err)
  */
 int cmd_get(int argc, char **argv)
 {
+	get_args opt = {0};
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
-	const char *format = vmm_args_get(&a, "format");
+	VMM_ARGS_PARSE(a, spec, argc, argv, &opt);
+	const char *format = opt.format;
 	if (format && strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
 		return vmm_usage_error(&spec, "'%s' is not a valid <format>", format);
 

@@ -14,7 +14,7 @@ static const vmm_cmd_spec spec = {
 int cmd_logout(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS_PARSE(a, spec, argc, argv, NULL);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_credentials_check_host(a.pos[0], &err) < 0 ||
 	    vmm_credentials_remove(a.pos[0], &err) < 0)

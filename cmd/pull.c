@@ -7,10 +7,13 @@
 
 #include <stdio.h>
 
+typedef struct pull_args {
+	cmd_pull_args pull;
+} pull_args;
+
 static const vmm_opt opts[] = {
-    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-    {"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
-    {NULL, 0, NULL, NULL, false},
+    CMD_PULL_OPTS(pull_args, pull, "Layers downloaded at once (default 4)"),
+    {0},
 };
 
 static const vmm_cmd_spec spec = {
@@ -32,8 +35,9 @@ static const vmm_cmd_spec spec = {
  */
 int cmd_pull(int argc, char **argv)
 {
+	pull_args o = {0};
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
 	vmm_home *h = cmd_home();
 	const char *name = a.pos[0];
 	cleanup_free char *local = vmm_home_vm_dir(h, name);
@@ -45,6 +49,6 @@ int cmd_pull(int argc, char **argv)
 	cleanup_vmm_reference vmm_reference *ref = NULL;
 	if (vmm_reference_parse(&ref, name, &err) < 0)
 		return vmm_fail(err);
-	int r = cmd_pull_ref(&spec, &a, ref, NULL, &err);
+	int r = cmd_pull_ref(&spec, &o.pull, ref, NULL, &err);
 	return r < 0 ? vmm_fail(err) : r;
 }

@@ -8,21 +8,34 @@
 #include <termios.h>
 #include <unistd.h>
 
+typedef struct run_args {
+	bool no_graphics, graphics, vnc, vnc_experimental, net_softnet, net_host, suspendable;
+	vmm_opt_list publish;
+	const char *net_bridged, *accel;
+	vmm_opt_num stop_timeout;
+} run_args;
+
 static const vmm_opt opts[] = {
-    {"no-graphics", 0, NULL, "Accepted for Tart's sake: vmm never opens a window", false},
-    {"graphics", 0, NULL, "Not available: vmm has no window (use --vnc)", true},
-    {"vnc", 0, NULL, "Serve the display over VNC on 127.0.0.1", false},
-    {"vnc-experimental", 0, NULL, "Same as --vnc", true},
-    {"publish", 'p', "[tcp:|udp:][ADDR:]HOST:GUEST",
-     "Forward a host port to a guest port (NAT network; repeatable)", false},
-    {"net-bridged", 0, "BRIDGE", "Attach the VM to a Linux bridge through a tap (root)", false},
-    {"net-softnet", 0, NULL, "Not available on Linux", true},
-    {"net-host", 0, NULL, "Not available on Linux", true},
-    {"accel", 0, "auto|kvm|tcg", "Accelerator (default auto: KVM where it works, else TCG)", false},
-    {"suspendable", 0, NULL, "Accepted for Tart's sake: every vmm VM can be suspended", false},
-    {"stop-timeout", 0, "SECONDS",
-     "On SIGINT/SIGTERM, wait this long for the guest to power off (default 30)", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_FLAG(run_args, no_graphics, "no-graphics",
+	      "Accepted for Tart's sake: vmm never opens a window")},
+    {VMM_FLAG(run_args, graphics, "graphics", "Not available: vmm has no window (use --vnc)"),
+     .hidden = true},
+    {VMM_FLAG(run_args, vnc, "vnc", "Serve the display over VNC on 127.0.0.1")},
+    {VMM_FLAG(run_args, vnc_experimental, "vnc-experimental", "Same as --vnc"), .hidden = true},
+    {VMM_LIST(run_args, publish, "publish", "[tcp:|udp:][ADDR:]HOST:GUEST",
+	      "Forward a host port to a guest port (NAT network; repeatable)"),
+     .short_name = 'p'},
+    {VMM_STRING(run_args, net_bridged, "net-bridged", "BRIDGE",
+		"Attach the VM to a Linux bridge through a tap (root)")},
+    {VMM_FLAG(run_args, net_softnet, "net-softnet", "Not available on Linux"), .hidden = true},
+    {VMM_FLAG(run_args, net_host, "net-host", "Not available on Linux"), .hidden = true},
+    {VMM_STRING(run_args, accel, "accel", "auto|kvm|tcg",
+		"Accelerator (default auto: KVM where it works, else TCG)")},
+    {VMM_FLAG(run_args, suspendable, "suspendable",
+	      "Accepted for Tart's sake: every vmm VM can be suspended")},
+    {VMM_INT(run_args, stop_timeout, "stop-timeout", "SECONDS", 0, 86400,
+	     "On SIGINT/SIGTERM, wait this long for the guest to power off (default 30)")},
+    {0},
 };
 
 static const vmm_cmd_spec run_spec = {
@@ -51,15 +64,16 @@ static void notice(void *ctx, const char *line)
 int cmd_run_vm(int argc, char **argv, bool resume_only)
 {
 	const vmm_cmd_spec *spec = resume_only ? &resume_spec : &run_spec;
+	run_args ra = {0};
 	cleanup_vmm_args vmm_args a;
-	int prc = vmm_args_parse(&a, spec, argc, argv);
+	int prc = vmm_args_parse(&a, spec, argc, argv, &ra);
 	if (prc != 0)
 		return prc < 0 ? 0 : prc;
-	if (vmm_args_has(&a, "graphics"))
+	if (ra.graphics)
 		return vmm_usage_error(spec, "--graphics: vmm opens no window; use --vnc");
-	if (vmm_args_has(&a, "graphics") && vmm_args_has(&a, "no-graphics"))
+	if (ra.graphics && ra.no_graphics)
 		return vmm_usage_error(spec, "--graphics and --no-graphics are mutually exclusive");
-	if (vmm_args_has(&a, "net-softnet") || vmm_args_has(&a, "net-host"))
+	if (ra.net_softnet || ra.net_host)
 		return vmm_usage_error(spec, "--net-softnet and --net-host are not available on "
 					     "Linux; use the default NAT network or --net-bridged");
 	vmm_run_opts o = {
@@ -68,15 +82,16 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 	    .log_fd = STDERR_FILENO,
 	    .notice = notice,
 	};
-	if (vmm_accel_parse(vmm_args_get(&a, "accel"), &o.qemu.accel) < 0)
+	if (vmm_accel_parse(ra.accel, &o.qemu.accel) < 0)
 		return vmm_usage_error(spec, "--accel: \"%s\" is not one of auto, kvm, tcg",
-				       vmm_args_get(&a, "accel"));
-	o.qemu.publish = vmm_args_list(&a, "publish", &o.qemu.npublish);
-	o.qemu.bridge = vmm_args_get(&a, "net-bridged");
+				       ra.accel);
+	o.qemu.publish = ra.publish.v;
+	o.qemu.npublish = ra.publish.n;
+	o.qemu.bridge = ra.net_bridged;
 	if (o.qemu.bridge && o.qemu.npublish)
 		return vmm_usage_error(spec, "--publish works with the NAT network, not with "
 					     "--net-bridged");
-	if (vmm_args_has(&a, "vnc") || vmm_args_has(&a, "vnc-experimental"))
+	if (ra.vnc || ra.vnc_experimental)
 		o.qemu.vnc = "127.0.0.1:0,to=99";
 	for (size_t i = 0; i < o.qemu.npublish; i++) {
 		cleanup_free char *fwd = NULL;
@@ -84,16 +99,8 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 		if (vmm_qemu_parse_publish(o.qemu.publish[i], &fwd, &perr) < 0)
 			return vmm_usage_error(spec, "%s", perr->msg);
 	}
-	const char *st = vmm_args_get(&a, "stop-timeout");
-	if (st) {
-		uint64_t secs;
-		if (vmm_parse_u64(st, &secs) < 0 || secs > 86400)
-			return vmm_usage_error(spec,
-					       "--stop-timeout: \"%s\" is not a number of "
-					       "seconds",
-					       st);
-		o.stop_timeout = secs ? (double)secs : 0.001;
-	}
+	if (ra.stop_timeout.given)
+		o.stop_timeout = ra.stop_timeout.value ? (double)ra.stop_timeout.value : 0.001;
 	o.resume_only = resume_only;
 
 	/*

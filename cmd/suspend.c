@@ -2,22 +2,18 @@
 #include "common/util.h"
 #include "vm/run.h"
 
-static const vmm_opt opts[] = {
-    {NULL, 0, NULL, NULL, false},
-};
-
 static const vmm_cmd_spec spec = {
     "suspend",
     "NAME",
     "Suspend a running VM: save its memory (compressed) and stop QEMU; `run` resumes it",
-    opts,
+    NULL,
     1,
     1};
 
 int cmd_suspend(int argc, char **argv)
 {
 	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS_PARSE(a, spec, argc, argv, NULL);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_vm_suspend(cmd_home(), a.pos[0], NULL, &err) < 0)
 		return vmm_fail(err);
