@@ -38,6 +38,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_HELPERS := tests/unit/helpers.c tests/unit/helpers.h
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
@@ -66,11 +67,15 @@ $(LAZY_OBJ): ALL_CFLAGS += $(LAZY_DEFS)
 $(BUILD)/vmm: $(CMD_OBJ) $(BUILD)/libvmm.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/libvmm.a $(VMM_LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvmm.a
+# tests/unit/helpers.c (temporary directories and homes) goes into every unit test
+UNIT_HELPERS_OBJ := $(BUILD)/obj/tests/unit/helpers.o
+.SECONDARY: $(UNIT_HELPERS_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_HELPERS_OBJ) $(BUILD)/libvmm.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(BUILD)/libvmm.a $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(UNIT_HELPERS_OBJ) $(BUILD)/libvmm.a \
+	  $(LDLIBS) -lcmocka
 
--include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d) $(UNIT_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d) $(UNIT_BIN:=.d) $(UNIT_HELPERS_OBJ:.o=.d)
 
 # --- tests ------------------------------------------------------------------
 # `make check` installs what is missing, builds everything under ASan+UBSan
@@ -120,7 +125,7 @@ install: $(BUILD)/vmm
 HDRS := $(wildcard */*.h registry/oci/*.h)
 
 format:
-	clang-format -i $(LIB_SRC) $(CMD_SRC) $(HDRS) $(UNIT_SRC) $(FUZZ_SRC)
+	clang-format -i $(LIB_SRC) $(CMD_SRC) $(HDRS) $(UNIT_SRC) $(UNIT_HELPERS) $(FUZZ_SRC)
 
 format-check:
 	clang-format --dry-run --Werror $(LIB_SRC) $(CMD_SRC) $(HDRS)

@@ -18,21 +18,17 @@
 #include "common/util.h"
 #include "vm/bundle.h"
 #include "vm/home.h"
+#include "tests/unit/helpers.h"
 
 typedef struct fixture {
-	char root[64];
+	char *root;
 	vmm_home *home;
 } fixture;
 
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	strcpy(f->root, "/tmp/vmm-bundle-XXXXXX");
-	if (!mkdtemp(f->root))
-		return -1;
-	setenv("VMM_HOME", f->root, 1);
-	if (vmm_home_open(&f->home, NULL) < 0)
-		return -1;
+	f->root = test_home_new("/tmp/vmm-bundle-", &f->home);
 	*state = f;
 	return 0;
 }
@@ -40,8 +36,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	vmm_rm_rf(f->root, NULL);
-	vmm_home_free(f->home);
+	test_home_free(f->root, f->home);
 	free(f);
 	return 0;
 }

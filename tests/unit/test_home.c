@@ -16,24 +16,21 @@
 
 #include "common/util.h"
 #include "vm/home.h"
+#include "tests/unit/helpers.h"
 
-static char root[64];
+static char *root;
 
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(root, "/tmp/vmm-home-XXXXXX");
-	if (!mkdtemp(root))
-		return -1;
-	unsetenv("TART_HOME");
-	setenv("VMM_HOME", root, 1);
+	root = test_home_new("/tmp/vmm-home-", NULL);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	vmm_rm_rf(root, NULL);
+	test_home_free(root, NULL);
 	return 0;
 }
 
