@@ -36,6 +36,25 @@ static void print_help(const vmm_cmd_spec *spec)
 	printf("  %-28s %s\n", "-h, --help", "Show this help.");
 }
 
+/* How many positional arguments the usage line asks for (see cmd.h). */
+static void arity(const char *usage, size_t *min, size_t *max)
+{
+	*min = *max = 0;
+	for (const char *p = usage; *p;) {
+		size_t n = strcspn(p, " ");
+		bool optional = *p == '[';
+		const char *w = optional ? p + 1 : p;
+		if (*w < 'A' || *w > 'Z')
+			break; /* the options begin */
+		size_t len = n - (optional ? 1 : 0) - (optional && p[n - 1] == ']' ? 1 : 0);
+		bool many = len >= 3 && memcmp(w + len - 3, "...", 3) == 0;
+		*min += !optional;
+		*max = many || *max == SIZE_MAX ? SIZE_MAX : *max + 1;
+		p += n;
+		p += strspn(p, " ");
+	}
+}
+
 int vmm_usage_error(const vmm_cmd_spec *spec, const char *fmt, ...)
 {
 	va_list ap;
@@ -135,10 +154,12 @@ int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv,
 	}
 	a->pos = argv + optind;
 	a->npos = (size_t)(argc - optind);
-	if (a->npos < spec->min_pos)
+	size_t min, max;
+	arity(spec->usage, &min, &max);
+	if (a->npos < min)
 		return vmm_usage_error(spec, "missing argument");
-	if (a->npos > spec->max_pos)
-		return vmm_usage_error(spec, "unexpected argument '%s'", a->pos[spec->max_pos]);
+	if (a->npos > max)
+		return vmm_usage_error(spec, "unexpected argument '%s'", a->pos[max]);
 	return 0;
 }
 

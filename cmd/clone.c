@@ -28,12 +28,8 @@ static const vmm_opt opts[] = {
 };
 
 static const vmm_cmd_spec spec = {
-    "clone",
-    "SOURCE NEW [--force]",
-    "Clone a local VM, a snapshot (VM@SNAP) or a registry image into a new local VM",
-    opts,
-    2,
-    2};
+    "clone", "SOURCE NEW [--force]",
+    "Clone a local VM, a snapshot (VM@SNAP) or a registry image into a new local VM", opts};
 
 /* A registry source: pull it unless cached (Tart's pull output), then clone from the cache. */
 static int remote_source(const vmm_home *h, const vmm_reference *ref, const clone_args *o,
@@ -47,8 +43,7 @@ static int remote_source(const vmm_home *h, const vmm_reference *ref, const clon
 int cmd_clone(int argc, char **argv)
 {
 	clone_args o = {.prune_limit.value = 100ULL << 30};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	const char *src = a.pos[0], *dst = a.pos[1];
 	if (strchr(dst, '/'))
 		return vmm_usage_error(&spec, "%s should be a local name", dst);

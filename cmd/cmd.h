@@ -79,12 +79,18 @@ typedef struct vmm_opt {
 	.name = name_, .type = VMM_OPT_LIST, .target = VMM_OPT_TARGET(T, f, vmm_opt_list),         \
 	.arg = arg_, .help = help_
 
+/*
+ * A command's usage line names its positional arguments first, in upper
+ * case: "NAME" one, "[FILE]" an optional one, "REF..." one or more; then
+ * its options ("[--force]", "(--linux | ...)", "[options]").  The parser
+ * takes the number of positional arguments from it, so the two never
+ * disagree.
+ */
 typedef struct vmm_cmd_spec {
 	const char *name;    /* "clone" */
-	const char *usage;   /* "SOURCE NEW [options]" */
+	const char *usage;   /* "SOURCE NEW [--force]" */
 	const char *summary; /* one line */
 	const vmm_opt *opts; /* ended by an entry with name == NULL; may be NULL */
-	size_t min_pos, max_pos;
 } vmm_cmd_spec;
 
 #define VMM_MAX_OPTS 48
@@ -121,6 +127,11 @@ static inline void cleanup_vmm_args_fn(vmm_args *a)
 }
 #define cleanup_vmm_args __attribute__((cleanup(cleanup_vmm_args_fn)))
 
+/* Declare `a` (freed on return) and parse into it: `VMM_ARGS(a, spec, argc, argv, &o);` */
+#define VMM_ARGS(a, spec, argc, argv, target)                                                      \
+	cleanup_vmm_args vmm_args a;                                                               \
+	VMM_ARGS_PARSE(a, spec, argc, argv, target)
+
 /* Print "vmm: <msg>", the usage line and a hint; returns 64. */
 int vmm_usage_error(const vmm_cmd_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -135,28 +146,9 @@ vmm_home *cmd_home(void);
 /* Is stderr a terminal and progress wanted (no CI env, no --quiet)? */
 bool cmd_interactive(void);
 
-/* The commands. */
-int cmd_create(int argc, char **argv);
-int cmd_clone(int argc, char **argv);
-int cmd_run(int argc, char **argv);
-int cmd_set(int argc, char **argv);
-int cmd_get(int argc, char **argv);
-int cmd_list(int argc, char **argv);
-int cmd_login(int argc, char **argv);
-int cmd_logout(int argc, char **argv);
-int cmd_ip(int argc, char **argv);
-int cmd_pull(int argc, char **argv);
-int cmd_push(int argc, char **argv);
-int cmd_import(int argc, char **argv);
-int cmd_export(int argc, char **argv);
-int cmd_prune(int argc, char **argv);
-int cmd_rename(int argc, char **argv);
-int cmd_stop(int argc, char **argv);
-int cmd_suspend(int argc, char **argv);
-int cmd_resume(int argc, char **argv);
-int cmd_checkpoint(int argc, char **argv);
-int cmd_delete(int argc, char **argv);
-int cmd_fqn(int argc, char **argv);
-int cmd_snapshot(int argc, char **argv);
+/* The commands: `int cmd_<name>(int argc, char **argv)` for each row of commands.inc. */
+#define VMM_COMMAND(name, summary, gc_tmp, hidden) int cmd_##name(int argc, char **argv);
+#include "cmd/commands.inc"
+#undef VMM_COMMAND
 
 #endif

@@ -31,19 +31,13 @@ static const vmm_opt opts[] = {
 };
 
 static const vmm_cmd_spec spec = {
-    "create",
-    "NAME (--linux | --kernel FILE [--initramfs FILE] [--cmdline S]) [options]",
-    "Create a VM",
-    opts,
-    1,
-    1,
-};
+    "create", "NAME (--linux | --kernel FILE [--initramfs FILE] [--cmdline S]) [options]",
+    "Create a VM", opts};
 
 int cmd_create(int argc, char **argv)
 {
 	create_args o = {.disk_size.value = 50ULL * 1000 * 1000 * 1000};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	if (o.from_ipsw)
 		return vmm_usage_error(&spec, "--from-ipsw: macOS VMs are not supported on Linux");
 	if (o.linux_vm == (o.kernel != NULL))

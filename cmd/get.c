@@ -19,8 +19,8 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "get", "NAME [--format text|json]", "Show a VM's configuration and state", opts, 1, 1};
+static const vmm_cmd_spec spec = {"get", "NAME [--format text|json]",
+				  "Show a VM's configuration and state", opts};
 
 /* Open a local VM, or a cached image when NAME is a reference. */
 static int open_any(vmm_bundle **b, const char *name, vmm_error **err)
@@ -43,8 +43,7 @@ static int open_any(vmm_bundle **b, const char *name, vmm_error **err)
 int cmd_get(int argc, char **argv)
 {
 	get_args opt = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &opt);
+	VMM_ARGS(a, spec, argc, argv, &opt);
 	const char *format = opt.format;
 	if (format && strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
 		return vmm_usage_error(&spec, "'%s' is not a valid <format>", format);

@@ -14,16 +14,13 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "import", "FILE NAME [--force]", "Create a VM from a portable archive (- for stdin)", opts, 2,
-    2,
-};
+static const vmm_cmd_spec spec = {"import", "FILE NAME [--force]",
+				  "Create a VM from a portable archive (- for stdin)", opts};
 
 int cmd_import(int argc, char **argv)
 {
 	import_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	if (strchr(a.pos[1], '/'))
 		return vmm_usage_error(&spec, "%s should be a local name", a.pos[1]);
 	fprintf(stderr, "importing...\n");

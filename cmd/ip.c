@@ -18,18 +18,14 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {"ip",
-				  "NAME [--wait SECONDS]",
+static const vmm_cmd_spec spec = {"ip", "NAME [--wait SECONDS]",
 				  "Print the IPv4 address of a VM on a bridge (--net-bridged)",
-				  opts,
-				  1,
-				  1};
+				  opts};
 
 int cmd_ip(int argc, char **argv)
 {
 	ip_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	const char *r = o.resolver;
 	if (r && strcmp(r, "dhcp") != 0 && strcmp(r, "arp") != 0)
 		return vmm_usage_error(&spec, "--resolver: \"%s\" is not dhcp or arp", r);

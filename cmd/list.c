@@ -23,8 +23,8 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "list", "[--source local|oci] [--format text|json] [-q]", "List VMs", opts, 0, 0};
+static const vmm_cmd_spec spec = {"list", "[--source local|oci] [--format text|json] [-q]",
+				  "List VMs", opts};
 
 typedef struct row {
 	const char *source; /* "local" or "OCI", as Tart prints it */
@@ -70,8 +70,7 @@ static void add_row(row **rows, size_t *n, const char *source, const char *name,
 int cmd_list(int argc, char **argv)
 {
 	list_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	const char *source = o.source, *format = o.format;
 	if (source && strcmp(source, "local") != 0 && strcmp(source, "oci") != 0)
 		return vmm_usage_error(&spec, "'%s' is not a valid <source>", source);

@@ -41,13 +41,8 @@ static const vmm_opt login_opts[] = {
 };
 
 static const vmm_cmd_spec login_spec = {
-    "login",
-    "HOST [--username USER --password-stdin] [--insecure] [--no-validate]",
-    "Log in to a registry",
-    login_opts,
-    1,
-    1,
-};
+    "login", "HOST [--username USER --password-stdin] [--insecure] [--no-validate]",
+    "Log in to a registry", login_opts};
 
 /* --- reading secrets -------------------------------------------------------- */
 
@@ -210,8 +205,7 @@ static int login(const vmm_args *a, const login_args *o, char *user, char *pass)
 int cmd_login(int argc, char **argv)
 {
 	login_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, login_spec, argc, argv, &o);
+	VMM_ARGS(a, login_spec, argc, argv, &o);
 	if ((o.username != NULL) != o.password_stdin)
 		return vmm_usage_error(&login_spec,
 				       "both --username and --password-stdin are required");

@@ -25,9 +25,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-#define VMM_COMMAND_TABLE
+#define VMM_COMMAND(name, summary, gc_tmp, hidden) {#name, cmd_##name, summary, gc_tmp, hidden},
 #include "cmd/commands.inc"
-#undef VMM_COMMAND_TABLE
+#undef VMM_COMMAND
 };
 
 static vmm_home *home;

@@ -31,21 +31,15 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "prune",
-    "[--entries caches|vms] [--older-than DAYS] [--space-budget GB]",
-    "Prune OCI and IPSW caches or local VMs",
-    opts,
-    0,
-    0,
-};
+static const vmm_cmd_spec spec = {"prune",
+				  "[--entries caches|vms] [--older-than DAYS] [--space-budget GB]",
+				  "Prune OCI and IPSW caches or local VMs", opts};
 
 /* No output on success (Tart prints nothing). */
 int cmd_prune(int argc, char **argv)
 {
 	prune_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	const char *entries = o.entries;
 	vmm_opt_num budget = o.space_budget;
 	vmm_prune_entries which = VMM_PRUNE_CACHES;

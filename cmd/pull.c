@@ -16,14 +16,8 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "pull",
-    "REF [--insecure] [--concurrency N]",
-    "Pull a VM image from a registry into the cache",
-    opts,
-    1,
-    1,
-};
+static const vmm_cmd_spec spec = {"pull", "REF [--insecure] [--concurrency N]",
+				  "Pull a VM image from a registry into the cache", opts};
 
 /*
  * Output (stdout), Tart's lines:
@@ -36,8 +30,7 @@ static const vmm_cmd_spec spec = {
 int cmd_pull(int argc, char **argv)
 {
 	pull_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	vmm_home *h = cmd_home();
 	const char *name = a.pos[0];
 	cleanup_free char *local = vmm_home_vm_dir(h, name);

@@ -20,14 +20,10 @@ const vmm_opt cmd_push_opts[] = {
 };
 
 static const vmm_cmd_spec spec = {
-    "push",
-    "NAME REF... [--insecure] [--concurrency N] [--chunk-size MB] [--label K=V]...",
+    "push", "NAME REF... [--insecure] [--concurrency N] [--chunk-size MB] [--label K=V]...",
     "Push a local VM, a snapshot (VM@SNAP) or a cached image (under new tags) to registry "
     "references",
-    cmd_push_opts,
-    2,
-    (size_t)-1,
-};
+    cmd_push_opts};
 
 int cmd_push_to(const vmm_cmd_spec *s, const cmd_push_args *o, const char *src, char *const *refs,
 		size_t nrefs)
@@ -88,7 +84,6 @@ int cmd_push_to(const vmm_cmd_spec *s, const cmd_push_args *o, const char *src, 
 int cmd_push(int argc, char **argv)
 {
 	cmd_push_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	return cmd_push_to(&spec, &o, a.pos[0], a.pos + 1, a.npos - 1);
 }

@@ -13,13 +13,12 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {"rename", "NAME NEW [--force]", "Rename a local VM", opts, 2, 2};
+static const vmm_cmd_spec spec = {"rename", "NAME NEW [--force]", "Rename a local VM", opts};
 
 int cmd_rename(int argc, char **argv)
 {
 	rename_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	if (strchr(a.pos[0], '/'))
 		return vmm_usage_error(&spec, "%s should be a local name", a.pos[0]);
 	if (strchr(a.pos[1], '/'))

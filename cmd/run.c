@@ -39,20 +39,13 @@ static const vmm_opt opts[] = {
 };
 
 static const vmm_cmd_spec run_spec = {
-    "run",
-    "NAME [options]",
+    "run", "NAME [options]",
     "Run a VM in the foreground with its serial console on stdin/stdout (a suspended VM "
     "resumes)",
-    opts,
-    1,
-    1};
+    opts};
 static const vmm_cmd_spec resume_spec = {
-    "resume",
-    "NAME [options]",
-    "Resume a suspended VM in the foreground (as `run` does for a suspended VM)",
-    opts,
-    1,
-    1};
+    "resume", "NAME [options]",
+    "Resume a suspended VM in the foreground (as `run` does for a suspended VM)", opts};
 
 /* Progress lines, as Tart prints them; stdout carries the guest's console. */
 static void notice(void *ctx, const char *line)

@@ -36,8 +36,7 @@ static const vmm_opt opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec spec = {"set", "NAME [options]", "Modify a VM's configuration", opts, 1,
-				  1};
+static const vmm_cmd_spec spec = {"set", "NAME [options]", "Modify a VM's configuration", opts};
 
 static int parse_positive(const char *s, uint64_t max, uint64_t *out)
 {
@@ -69,8 +68,7 @@ static void parse_display(const char *s, vmm_config *c)
 int cmd_set(int argc, char **argv)
 {
 	set_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	if (o.display_refit && o.no_display_refit)
 		return vmm_usage_error(&spec, "--display-refit and --no-display-refit are mutually "
 					      "exclusive");

@@ -30,47 +30,31 @@ static const vmm_opt list_opts[] = {
     {0},
 };
 
-static const vmm_cmd_spec create_spec = {"snapshot create",
-					 "VM SNAP",
+static const vmm_cmd_spec create_spec = {"snapshot create", "VM SNAP",
 					 "Snapshot a VM: its disk, and its memory if it runs or is "
 					 "suspended (a running VM pauses only meanwhile)",
-					 NULL,
-					 2,
-					 2};
-static const vmm_cmd_spec list_spec = {
-    "snapshot list", "VM [--format text|json]", "List a VM's snapshots", list_opts, 1, 1};
-static const vmm_cmd_spec restore_spec = {
-    "snapshot restore", "VM SNAP", "Put a VM back to a snapshot (the snapshot stays)", NULL, 2, 2};
-static const vmm_cmd_spec delete_spec = {
-    "snapshot delete", "VM SNAP", "Delete a snapshot", NULL, 2, 2};
-static const vmm_cmd_spec export_spec = {"snapshot export",
-					 "VM SNAP FILE",
+					 NULL};
+static const vmm_cmd_spec list_spec = {"snapshot list", "VM [--format text|json]",
+				       "List a VM's snapshots", list_opts};
+static const vmm_cmd_spec restore_spec = {"snapshot restore", "VM SNAP",
+					  "Put a VM back to a snapshot (the snapshot stays)", NULL};
+static const vmm_cmd_spec delete_spec = {"snapshot delete", "VM SNAP", "Delete a snapshot", NULL};
+static const vmm_cmd_spec export_spec = {"snapshot export", "VM SNAP FILE",
 					 "Write a snapshot to a portable archive (- for stdout)",
-					 NULL,
-					 3,
-					 3};
-static const vmm_cmd_spec import_spec = {"snapshot import",
-					 "FILE VM SNAP",
-					 "Add a snapshot to a VM from a portable archive",
-					 NULL,
-					 3,
-					 3};
+					 NULL};
+static const vmm_cmd_spec import_spec = {"snapshot import", "FILE VM SNAP",
+					 "Add a snapshot to a VM from a portable archive", NULL};
 
-static const vmm_cmd_spec push_spec = {"snapshot push",
-				       "VM SNAP REF... [options]",
+static const vmm_cmd_spec push_spec = {"snapshot push", "VM SNAP REF... [options]",
 				       "Push a snapshot to registry references (as `vmm push "
 				       "VM@SNAP REF...`)",
-				       cmd_push_opts,
-				       3,
-				       (size_t)-1};
+				       cmd_push_opts};
 
 static const vmm_cmd_spec pull_spec = {"snapshot pull",
 				       "REF VM SNAP [--insecure] [--concurrency N]",
 				       "Pull an image from a registry and add it to a VM as a "
 				       "snapshot",
-				       pull_opts,
-				       3,
-				       3};
+				       pull_opts};
 
 /* Open the VM, naming it in errors; NULL after printing the error (exit code in *rc). */
 static vmm_bundle *open_vm(const char *name, int *rc)
@@ -86,8 +70,7 @@ static vmm_bundle *open_vm(const char *name, int *rc)
 
 static int snap_create(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, create_spec, argc, argv, NULL);
+	VMM_ARGS(a, create_spec, argc, argv, NULL);
 	int rc = 0;
 	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[0], &rc);
 	if (!b)
@@ -106,8 +89,7 @@ static int snap_create(int argc, char **argv)
 static int snap_list(int argc, char **argv)
 {
 	list_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, list_spec, argc, argv, &o);
+	VMM_ARGS(a, list_spec, argc, argv, &o);
 	const char *format = o.format;
 	if (format && strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
 		return vmm_usage_error(&list_spec, "'%s' is not a valid <format>", format);
@@ -156,8 +138,7 @@ static int vm_snap_op(const vmm_cmd_spec *spec, int argc, char **argv,
 		      int (*op)(const char *dir, const char *name, const char *snap,
 				vmm_error **err))
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, *spec, argc, argv, NULL);
+	VMM_ARGS(a, *spec, argc, argv, NULL);
 	int rc = 0;
 	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[0], &rc);
 	if (!b)
@@ -179,8 +160,7 @@ static int snap_delete(int argc, char **argv)
 
 static int snap_export(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, export_spec, argc, argv, NULL);
+	VMM_ARGS(a, export_spec, argc, argv, NULL);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_snapshot_check_name(a.pos[1], &err) < 0)
 		return vmm_fail(err);
@@ -195,8 +175,7 @@ static int snap_export(int argc, char **argv)
 
 static int snap_import(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, import_spec, argc, argv, NULL);
+	VMM_ARGS(a, import_spec, argc, argv, NULL);
 	int rc = 0;
 	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[1], &rc);
 	if (!b)
@@ -211,8 +190,7 @@ static int snap_import(int argc, char **argv)
 static int snap_push(int argc, char **argv)
 {
 	cmd_push_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, push_spec, argc, argv, &o);
+	VMM_ARGS(a, push_spec, argc, argv, &o);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_snapshot_check_name(a.pos[1], &err) < 0)
 		return vmm_fail(err);
@@ -227,8 +205,7 @@ static int snap_push(int argc, char **argv)
 static int snap_pull(int argc, char **argv)
 {
 	pull_args o = {0};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, pull_spec, argc, argv, &o);
+	VMM_ARGS(a, pull_spec, argc, argv, &o);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_snapshot_check_name(a.pos[2], &err) < 0)
 		return vmm_fail(err);

@@ -14,19 +14,15 @@ static const vmm_opt opts[] = {
 };
 
 static const vmm_cmd_spec spec = {
-    "stop",
-    "NAME [--timeout SECONDS]",
+    "stop", "NAME [--timeout SECONDS]",
     "Stop a VM: power a running one down (killing it after the timeout), or discard a "
     "suspended one's saved state",
-    opts,
-    1,
-    1};
+    opts};
 
 int cmd_stop(int argc, char **argv)
 {
 	stop_args o = {.timeout.value = 30};
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv, &o);
+	VMM_ARGS(a, spec, argc, argv, &o);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_vm_stop(cmd_home(), a.pos[0], (double)o.timeout.value, NULL, &err) < 0)
 		return vmm_fail(err);
