@@ -3,7 +3,12 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/wait.h>
 
 #include "common/util.h"
 #include "tests/unit/helpers.h"
@@ -57,4 +62,44 @@ void test_path_restore(char *old)
 {
 	setenv("PATH", old, 1);
 	free(old);
+}
+
+pid_t test_child_lock(const char *path, test_lock_kind kind, int *release_fd)
+{
+	int ready[2], release[2];
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(release), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(ready[0]);
+		close(release[1]);
+		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		int fd = open(path, kind == TEST_LOCK_POSIX ? O_RDWR : O_RDONLY);
+		bool locked = fd >= 0 && (kind == TEST_LOCK_POSIX ? fcntl(fd, F_SETLK, &fl) == 0
+								  : flock(fd, LOCK_EX) == 0);
+		char ok = locked ? 'y' : 'n';
+		if (write(ready[1], &ok, 1) != 1)
+			_exit(2);
+		char c;
+		while (read(release[0], &c, 1) < 0 && errno == EINTR)
+			;
+		_exit(0);
+	}
+	close(ready[1]);
+	close(release[0]);
+	char ok = 0;
+	assert_int_equal(read(ready[0], &ok, 1), 1);
+	assert_int_equal(ok, 'y');
+	close(ready[0]);
+	*release_fd = release[1];
+	return pid;
+}
+
+void test_child_release(pid_t pid, int release_fd)
+{
+	close(release_fd);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }

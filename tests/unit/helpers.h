@@ -1,6 +1,7 @@
 /*
  * helpers.h — what the unit tests share: temporary directories, a vmm home
- * in one, and $PATH pointed at fake programs.  Every function fails the
+ * in one, $PATH pointed at fake programs, and a child process holding a
+ * lock.  Every function fails the
  * running test (cmocka) rather than return an error.  Linked into each
  * test binary (Makefile).
  */
@@ -8,6 +9,7 @@
 #define VMM_TESTS_UNIT_HELPERS_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "vm/home.h"
 
@@ -28,5 +30,15 @@ void test_home_free(char *root, vmm_home *home);
 char *test_path_push(const char *dir, bool alone);
 /* Put the old $PATH back and free it. */
 void test_path_restore(char *old);
+
+typedef enum { TEST_LOCK_FLOCK, TEST_LOCK_POSIX } test_lock_kind;
+/*
+ * Fork a child that locks path (flock, or a POSIX write lock on the whole
+ * file as `vmm run` holds config.json) and holds the lock until
+ * test_child_release().  Returns once the lock is held.
+ */
+pid_t test_child_lock(const char *path, test_lock_kind kind, int *release_fd);
+/* Let the child go and check that it exited 0. */
+void test_child_release(pid_t pid, int release_fd);
 
 #endif
