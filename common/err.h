@@ -52,6 +52,10 @@ int vmm_error_exit_code(const vmm_error *e);
 /* Returns e ? e->code : 0. */
 int vmm_error_code(const vmm_error *e);
 
+/* Tart's texts: `the specified VM "<name>" does not exist`, `VM "<name>" is running`. */
+int vmm_error_not_found(vmm_error **err, const char *name);
+int vmm_error_running(vmm_error **err, const char *name);
+
 /* The one "vmm: <message>\n" printer on stderr, for cmd/. */
 void vmm_error_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vmm_error_vprint(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));

@@ -10,16 +10,6 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
-int vmm_error_not_found(vmm_error **err, const char *name)
-{
-	return vmm_error_set(err, VMM_ENOTFOUND, "the specified VM \"%s\" does not exist", name);
-}
-
-int vmm_error_running(vmm_error **err, const char *name)
-{
-	return vmm_error_set(err, VMM_ERUNNING, "VM \"%s\" is running", name);
-}
-
 bool vmm_bundle_dir_is_vm(const char *dir)
 {
 	static const char *const files[] = {VMM_CONFIG_FILE, VMM_DISK_FILE, VMM_NVRAM_FILE};

@@ -100,10 +100,6 @@ int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocate
 void vmm_access_date_set(const char *dir, time_t t);
 time_t vmm_access_date_get(const char *dir);
 
-/* Error helpers with Tart's texts. */
-int vmm_error_not_found(vmm_error **err, const char *name);
-int vmm_error_running(vmm_error **err, const char *name);
-
 static inline void cleanup_vmm_bundle_fn(vmm_bundle **b)
 {
 	vmm_bundle_free(*b);

@@ -97,15 +97,6 @@ char *vmm_manifest_encode(const vmm_manifest *m);
 char *vmm_oci_config_encode(const char *arch, const char *os, const char *disk_format,
 			    const char *const *labels, size_t nlabels);
 
-/*
- * Foundation's key order for JSONEncoder.sortedKeys: numeric,
- * case-insensitive, then literal (NSString compare with .numeric,
- * .caseInsensitive, .forcedOrdering).
- */
-int vmm_foundation_compare(const char *a, const char *b);
-/* Compact JSON with every object's keys in Foundation order, '/' escaped (caller frees). */
-char *vmm_json_tart_sorted(const json_t *v);
-
 static inline void cleanup_vmm_manifest_fn(vmm_manifest **m)
 {
 	vmm_manifest_free(*m);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "common/json.h"
 #include "registry/oci/manifest.h"
 
 #define H(c)                                                                                       \
