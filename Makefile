@@ -12,7 +12,7 @@ BUILD   ?= build
 VERSION ?= 0.1.0
 
 PKGS     := libcurl jansson libzstd libarchive liblz4 libcrypto libmnl
-# libraries the vmm binary loads only when a command needs them (common/lazy.c)
+# libraries the vmm binary loads only when a command needs them (common/lazy.h)
 LAZY_PKGS := libcurl libarchive libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -32,12 +32,13 @@ ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -DVMM_VERSION='"$(VERSION)"' -I. 
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
 VMM_LDLIBS := $(EAGER_LIBS) -lpthread -lm -ldl
 
-LIB_SRC := $(sort $(wildcard common/*.c vm/*.c storage/*.c registry/*.c))
+LIB_SRC := $(sort $(wildcard common/*.c vm/*.c storage/*.c registry/*.c registry/oci/*.c))
 CMD_SRC := $(sort $(wildcard cmd/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_HELPERS := tests/unit/helpers.c tests/unit/helpers.h
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
@@ -56,18 +57,25 @@ $(BUILD)/libvmm.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/obj/common/lazy.o: ALL_CFLAGS += $(LAZY_DEFS)
+# the trampolines of each library loaded on first use (common/lazy.h)
+LAZY_OBJ := $(BUILD)/obj/common/lazy.o $(BUILD)/obj/storage/libarchive.o \
+            $(BUILD)/obj/registry/oci/libcurl.o
+$(LAZY_OBJ): ALL_CFLAGS += $(LAZY_DEFS)
 
-# libcurl, libarchive and libcrypto are dlopen()ed on first use (common/lazy.c):
+# libcurl, libarchive and libcrypto are dlopen()ed on first use (common/lazy.h):
 # linked eagerly they cost every command ~9 ms before main()
 $(BUILD)/vmm: $(CMD_OBJ) $(BUILD)/libvmm.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/libvmm.a $(VMM_LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvmm.a
+# tests/unit/helpers.c (temporary directories and homes) goes into every unit test
+UNIT_HELPERS_OBJ := $(BUILD)/obj/tests/unit/helpers.o
+.SECONDARY: $(UNIT_HELPERS_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_HELPERS_OBJ) $(BUILD)/libvmm.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(BUILD)/libvmm.a $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(UNIT_HELPERS_OBJ) $(BUILD)/libvmm.a \
+	  $(LDLIBS) -lcmocka
 
--include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d) $(UNIT_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d) $(UNIT_BIN:=.d) $(UNIT_HELPERS_OBJ:.o=.d)
 
 # --- tests ------------------------------------------------------------------
 # `make check` installs what is missing, builds everything under ASan+UBSan
@@ -121,11 +129,13 @@ ifeq ($(VETU_LINK),1)
 	ln -sf vmm $(DESTDIR)$(PREFIX)/bin/vetu
 endif
 
+HDRS := $(wildcard */*.h registry/oci/*.h)
+
 format:
-	clang-format -i $(LIB_SRC) $(CMD_SRC) $(wildcard */*.h) $(UNIT_SRC) $(FUZZ_SRC)
+	clang-format -i $(LIB_SRC) $(CMD_SRC) $(HDRS) $(UNIT_SRC) $(UNIT_HELPERS) $(FUZZ_SRC)
 
 format-check:
-	clang-format --dry-run --Werror $(LIB_SRC) $(CMD_SRC) $(wildcard */*.h)
+	clang-format --dry-run --Werror $(LIB_SRC) $(CMD_SRC) $(HDRS)
 
 analyze:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability -I. -D_GNU_SOURCE \

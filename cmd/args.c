@@ -36,24 +36,74 @@ static void print_help(const vmm_cmd_spec *spec)
 	printf("  %-28s %s\n", "-h, --help", "Show this help.");
 }
 
+/* How many positional arguments the usage line asks for (see cmd.h). */
+static void arity(const char *usage, size_t *min, size_t *max)
+{
+	*min = *max = 0;
+	for (const char *p = usage; *p;) {
+		size_t n = strcspn(p, " ");
+		bool optional = *p == '[';
+		const char *w = optional ? p + 1 : p;
+		if (*w < 'A' || *w > 'Z')
+			break; /* the options begin */
+		size_t len = n - (optional ? 1 : 0) - (optional && p[n - 1] == ']' ? 1 : 0);
+		bool many = len >= 3 && memcmp(w + len - 3, "...", 3) == 0;
+		*min += !optional;
+		*max = many || *max == SIZE_MAX ? SIZE_MAX : *max + 1;
+		p += n;
+		p += strspn(p, " ");
+	}
+}
+
 int vmm_usage_error(const vmm_cmd_spec *spec, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("vmm: ", stderr);
-	vfprintf(stderr, fmt, ap);
+	vmm_error_vprint(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nUsage: vmm %s %s\n  See 'vmm %s --help' for more information.\n",
+	fprintf(stderr, "Usage: vmm %s %s\n  See 'vmm %s --help' for more information.\n",
 		spec->name, spec->usage, spec->name);
 	return 64;
 }
 
-int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv)
+/* Store one occurrence of option o with value v (NULL for a flag) in the target. */
+static int store(const vmm_args *a, const vmm_opt *o, const char *v)
+{
+	void *field = (char *)a->target + o->target;
+	uint64_t n;
+	switch (o->type) {
+	case VMM_OPT_FLAG:
+		*(bool *)field = true;
+		return 0;
+	case VMM_OPT_STRING:
+		*(const char **)field = v;
+		return 0;
+	case VMM_OPT_INT:
+	case VMM_OPT_SIZE:
+		if (vmm_parse_u64(v, &n) < 0 || n < o->min || n > o->max)
+			return vmm_usage_error(
+			    a->spec, "--%s: \"%s\" is not a whole number from %llu to %llu",
+			    o->name, v, (unsigned long long)o->min, (unsigned long long)o->max);
+		((vmm_opt_num *)field)->value = o->type == VMM_OPT_SIZE ? n * o->unit : n;
+		((vmm_opt_num *)field)->given = true;
+		return 0;
+	case VMM_OPT_LIST: {
+		vmm_opt_list *l = field;
+		l->v = xrealloc(l->v, (l->n + 1) * sizeof(char *));
+		l->v[l->n++] = v;
+		return 0;
+	}
+	}
+	abort();
+}
+
+int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv, void *target)
 {
 	memset(a, 0, sizeof(*a));
 	a->spec = spec;
+	a->target = target;
 	size_t n = count_opts(spec);
-	if (n + 1 > VMM_MAX_OPTS)
+	if (n + 1 > VMM_MAX_OPTS || (n && !target))
 		abort();
 	struct option longopts[VMM_MAX_OPTS + 1];
 	/* leading ':' reports a missing value as ':'; GNU getopt permutes, so
@@ -62,11 +112,12 @@ int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv)
 	size_t sl = 2;
 	for (size_t i = 0; i < n; i++) {
 		const vmm_opt *o = &spec->opts[i];
-		longopts[i] = (struct option){o->name, o->arg ? required_argument : no_argument,
+		bool has_arg = o->type != VMM_OPT_FLAG;
+		longopts[i] = (struct option){o->name, has_arg ? required_argument : no_argument,
 					      NULL, (int)(1000 + i)};
 		if (o->short_name) {
 			shortopts[sl++] = (char)o->short_name;
-			if (o->arg)
+			if (has_arg)
 				shortopts[sl++] = ':';
 			shortopts[sl] = '\0';
 		}
@@ -97,50 +148,30 @@ int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv)
 		}
 		if (idx == SIZE_MAX)
 			return vmm_usage_error(spec, "unknown option");
-		const char *v = spec->opts[idx].arg ? optarg : "";
-		a->val[idx] = v;
-		a->list[idx] = xrealloc(a->list[idx], (a->nlist[idx] + 1) * sizeof(char *));
-		a->list[idx][a->nlist[idx]++] = v;
+		int rc = store(a, &spec->opts[idx], optarg);
+		if (rc)
+			return rc;
 	}
 	a->pos = argv + optind;
 	a->npos = (size_t)(argc - optind);
-	if (a->npos < spec->min_pos)
+	size_t min, max;
+	arity(spec->usage, &min, &max);
+	if (a->npos < min)
 		return vmm_usage_error(spec, "missing argument");
-	if (a->npos > spec->max_pos)
-		return vmm_usage_error(spec, "unexpected argument '%s'", a->pos[spec->max_pos]);
+	if (a->npos > max)
+		return vmm_usage_error(spec, "unexpected argument '%s'", a->pos[max]);
 	return 0;
 }
 
 void vmm_args_free(vmm_args *a)
 {
-	for (size_t i = 0; i < VMM_MAX_OPTS; i++) {
-		free(a->list[i]);
-		a->list[i] = NULL;
+	for (size_t i = 0; a->target && i < count_opts(a->spec); i++) {
+		const vmm_opt *o = &a->spec->opts[i];
+		if (o->type != VMM_OPT_LIST)
+			continue;
+		vmm_opt_list *l = (vmm_opt_list *)((char *)a->target + o->target);
+		free(l->v);
+		l->v = NULL;
+		l->n = 0;
 	}
-}
-
-static size_t find(const vmm_args *a, const char *name)
-{
-	for (size_t i = 0; a->spec->opts && a->spec->opts[i].name; i++)
-		if (strcmp(a->spec->opts[i].name, name) == 0)
-			return i;
-	fprintf(stderr, "vmm: internal error: no option --%s in `%s`\n", name, a->spec->name);
-	abort();
-}
-
-const char *vmm_args_get(const vmm_args *a, const char *name)
-{
-	return a->val[find(a, name)];
-}
-
-bool vmm_args_has(const vmm_args *a, const char *name)
-{
-	return a->val[find(a, name)] != NULL;
-}
-
-const char **vmm_args_list(const vmm_args *a, const char *name, size_t *n)
-{
-	size_t i = find(a, name);
-	*n = a->nlist[i];
-	return a->list[i];
 }

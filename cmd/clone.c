@@ -4,7 +4,7 @@
 #include "registry/cache.h"
 #include "registry/prune.h"
 #include "registry/pull.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 #include "vm/ops.h"
 #include "vm/snapshot.h"
@@ -12,49 +12,48 @@
 #include <stdio.h>
 #include <string.h>
 
+typedef struct clone_args {
+	bool force;
+	cmd_pull_args pull;
+	vmm_opt_num prune_limit; /* bytes */
+} clone_args;
+
 static const vmm_opt opts[] = {
-    {"force", 0, NULL, "Replace an existing VM named NEW", false},
-    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-    {"concurrency", 0, "N", "Parallel layer downloads when pulling (default 4)", false},
-    {"prune-limit", 0, "GB", "Most cache space to reclaim for the clone (default 100)", true},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_FLAG(clone_args, force, "force", "Replace an existing VM named NEW")},
+    CMD_PULL_OPTS(clone_args, pull, "Parallel layer downloads when pulling (default 4)"),
+    {VMM_SIZE(clone_args, prune_limit, "prune-limit", "GB", 1ULL << 30, 0, 1ULL << 30,
+	      "Most cache space to reclaim for the clone (default 100)"),
+     .hidden = true},
+    {0},
 };
 
 static const vmm_cmd_spec spec = {
-    "clone",
-    "SOURCE NEW [--force]",
-    "Clone a local VM, a snapshot (VM@SNAP) or a registry image into a new local VM",
-    opts,
-    2,
-    2};
+    "clone", "SOURCE NEW [--force]",
+    "Clone a local VM, a snapshot (VM@SNAP) or a registry image into a new local VM", opts};
 
 /* A registry source: pull it unless cached (Tart's pull output), then clone from the cache. */
-static int remote_source(const vmm_home *h, const vmm_reference *ref, const vmm_args *a, char **dir,
-			 vmm_error **err)
+static int remote_source(const vmm_home *h, const vmm_reference *ref, const clone_args *o,
+			 char **dir, vmm_error **err)
 {
 	if (vmm_cache_resolve(h, ref, dir, NULL, NULL) == 0)
 		return 0;
-	return cmd_pull_ref(&spec, a, ref, dir, err);
+	return cmd_pull_ref(&spec, &o->pull, ref, dir, err);
 }
 
 int cmd_clone(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	clone_args o = {.prune_limit.value = 100ULL << 30};
+	VMM_ARGS(a, spec, argc, argv, &o);
 	const char *src = a.pos[0], *dst = a.pos[1];
 	if (strchr(dst, '/'))
 		return vmm_usage_error(&spec, "%s should be a local name", dst);
-	uint64_t limit_gb = 100;
-	const char *pl = vmm_args_get(&a, "prune-limit");
-	if (pl && vmm_parse_u64(pl, &limit_gb) < 0)
-		return vmm_usage_error(&spec, "--prune-limit: \"%s\" is not a number", pl);
 
 	vmm_home *h = cmd_home();
 	cleanup_vmm_error vmm_error *err = NULL;
 	cleanup_free char *src_dir = NULL;
 	cleanup_vmm_reference vmm_reference *ref = NULL;
 	if (vmm_reference_parse(&ref, src, NULL) == 0) {
-		int r = remote_source(h, ref, &a, &src_dir, &err);
+		int r = remote_source(h, ref, &o, &src_dir, &err);
 		if (r > 0)
 			return r;
 		if (r < 0)
@@ -63,8 +62,8 @@ int cmd_clone(int argc, char **argv)
 	} else if (vmm_snapshot_source_dir(h, src, &src_dir, &err) < 0) {
 		return vmm_fail(err);
 	}
-	vmm_clone_opts o = {.force = vmm_args_has(&a, "force")};
-	if (vmm_vm_clone(h, src_dir, src, dst, &o, NULL, &err) < 0)
+	vmm_clone_opts co = {.force = o.force};
+	if (vmm_vm_clone(h, src_dir, src, dst, &co, NULL, &err) < 0)
 		return vmm_fail(err);
 	/*
 	 * Tart's auto-prune after a clone: the clone shares the source's blocks
@@ -74,10 +73,10 @@ int cmd_clone(int argc, char **argv)
 	if (vmm_bundle_dir_sizes(src_dir, &apparent, &allocated, NULL) == 0 &&
 	    apparent > allocated) {
 		uint64_t need = apparent - allocated;
-		if (need > (limit_gb << 30))
-			need = limit_gb << 30;
+		if (need > o.prune_limit.value)
+			need = o.prune_limit.value;
 		if (vmm_prune_reclaim(h, need, src_dir, NULL, &err) < 0)
-			fprintf(stderr, "vmm: automatic pruning failed: %s\n", err->msg);
+			vmm_error_print("automatic pruning failed: %s", err->msg);
 	}
 	return 0;
 }

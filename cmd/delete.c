@@ -1,18 +1,15 @@
 #include "cmd/cmd.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/ops.h"
 
 static const vmm_cmd_spec spec = {
-    "delete", "NAME...", "Delete local VMs or cached images; stops at the first error",
-    NULL,     1,	 (size_t)-1,
-};
+    "delete", "NAME...", "Delete local VMs or cached images; stops at the first error", NULL};
 
 int cmd_delete(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS(a, spec, argc, argv, NULL);
 	for (size_t i = 0; i < a.npos; i++) {
 		cleanup_vmm_error vmm_error *err = NULL;
 		cleanup_vmm_reference vmm_reference *ref = NULL;

@@ -1,7 +1,7 @@
 #include "cmd/cmd.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 #include "vm/snapshot.h"
 #include "vm/transfer.h"
@@ -10,18 +10,12 @@
 #include <string.h>
 
 static const vmm_cmd_spec spec = {
-    "export",
-    "NAME|VM@SNAP [FILE]",
-    "Write a VM to a portable .tar.zst archive (default NAME.tar.zst; - for stdout)",
-    NULL,
-    1,
-    2,
-};
+    "export", "NAME|VM@SNAP [FILE]",
+    "Write a VM to a portable .tar.zst archive (default NAME.tar.zst; - for stdout)", NULL};
 
 int cmd_export(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS(a, spec, argc, argv, NULL);
 	const char *name = a.pos[0];
 	vmm_home *h = cmd_home();
 	cleanup_vmm_error vmm_error *err = NULL;

@@ -1,19 +1,17 @@
 #include "cmd/cmd.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 
 #include <stdio.h>
 
 static const vmm_cmd_spec spec = {
-    "fqn", "NAME", "Print the fully qualified name (with digest) of a cached reference", NULL, 1, 1,
-};
+    "fqn", "NAME", "Print the fully qualified name (with digest) of a cached reference", NULL};
 
 /* Output: "host/namespace@sha256:<hex>\n" for a reference, the name itself otherwise. */
 int cmd_fqn(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS(a, spec, argc, argv, NULL);
 	cleanup_vmm_reference vmm_reference *ref = NULL;
 	if (vmm_reference_parse(&ref, a.pos[0], NULL) < 0) {
 		printf("%s\n", a.pos[0]);

@@ -3,20 +3,24 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct get_args {
+	const char *format;
+} get_args;
+
 static const vmm_opt opts[] = {
-    {"format", 0, "text|json", "Output format (default text)", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_STRING(get_args, format, "format", "text|json", "Output format (default text)")},
+    {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "get", "NAME [--format text|json]", "Show a VM's configuration and state", opts, 1, 1};
+static const vmm_cmd_spec spec = {"get", "NAME [--format text|json]",
+				  "Show a VM's configuration and state", opts};
 
 /* Open a local VM, or a cached image when NAME is a reference. */
 static int open_any(vmm_bundle **b, const char *name, vmm_error **err)
@@ -38,9 +42,9 @@ static int open_any(vmm_bundle **b, const char *name, vmm_error **err)
  */
 int cmd_get(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
-	const char *format = vmm_args_get(&a, "format");
+	get_args opt = {0};
+	VMM_ARGS(a, spec, argc, argv, &opt);
+	const char *format = opt.format;
 	if (format && strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
 		return vmm_usage_error(&spec, "'%s' is not a valid <format>", format);
 

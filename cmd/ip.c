@@ -5,33 +5,34 @@
 #include <stdio.h>
 #include <string.h>
 
+typedef struct ip_args {
+	vmm_opt_num wait;
+	const char *resolver;
+} ip_args;
+
 static const vmm_opt opts[] = {
-    {"wait", 0, "SECONDS", "Wait this long for the guest to get an address (default 0)", false},
-    {"resolver", 0, "dhcp|arp", "Accepted for Tart's sake: vmm reads the host's ARP table", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_INT(ip_args, wait, "wait", "SECONDS", 0, 86400,
+	     "Wait this long for the guest to get an address (default 0)")},
+    {VMM_STRING(ip_args, resolver, "resolver", "dhcp|arp",
+		"Either gives the address vmm assigned (default network) or the host's ARP "
+		"table's (bridged)")},
+    {0},
 };
 
-static const vmm_cmd_spec spec = {"ip",
-				  "NAME [--wait SECONDS]",
-				  "Print the IPv4 address of a VM on a bridge (--net-bridged)",
-				  opts,
-				  1,
-				  1};
+static const vmm_cmd_spec spec = {"ip", "NAME [--wait SECONDS]",
+				  "Print the IPv4 address the host reaches a running VM at",
+				  opts};
 
 int cmd_ip(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
-	uint64_t wait = 0;
-	const char *w = vmm_args_get(&a, "wait");
-	if (w && (vmm_parse_u64(w, &wait) < 0 || wait > 86400))
-		return vmm_usage_error(&spec, "--wait: \"%s\" is not a number of seconds", w);
-	const char *r = vmm_args_get(&a, "resolver");
+	ip_args o = {0};
+	VMM_ARGS(a, spec, argc, argv, &o);
+	const char *r = o.resolver;
 	if (r && strcmp(r, "dhcp") != 0 && strcmp(r, "arp") != 0)
 		return vmm_usage_error(&spec, "--resolver: \"%s\" is not dhcp or arp", r);
 	cleanup_vmm_error vmm_error *err = NULL;
 	cleanup_free char *ip = NULL;
-	if (vmm_vm_ip(cmd_home(), a.pos[0], (double)wait, &ip, &err) < 0)
+	if (vmm_vm_ip(cmd_home(), a.pos[0], (double)o.wait.value, &ip, &err) < 0)
 		return vmm_fail(err);
 	printf("%s\n", ip);
 	return 0;

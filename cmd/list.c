@@ -11,15 +11,20 @@
 #include <time.h>
 #include <sys/stat.h>
 
+typedef struct list_args {
+	const char *source, *format;
+	bool quiet;
+} list_args;
+
 static const vmm_opt opts[] = {
-    {"source", 0, "local|oci", "Only list VMs from this source", false},
-    {"format", 0, "text|json", "Output format (default text)", false},
-    {"quiet", 'q', NULL, "Print only the names", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_STRING(list_args, source, "source", "local|oci", "Only list VMs from this source")},
+    {VMM_STRING(list_args, format, "format", "text|json", "Output format (default text)")},
+    {VMM_FLAG(list_args, quiet, "quiet", "Print only the names"), .short_name = 'q'},
+    {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "list", "[--source local|oci] [--format text|json] [-q]", "List VMs", opts, 0, 0};
+static const vmm_cmd_spec spec = {"list", "[--source local|oci] [--format text|json] [-q]",
+				  "List VMs", opts};
 
 typedef struct row {
 	const char *source; /* "local" or "OCI", as Tart prints it */
@@ -64,10 +69,9 @@ static void add_row(row **rows, size_t *n, const char *source, const char *name,
  */
 int cmd_list(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
-	const char *source = vmm_args_get(&a, "source");
-	const char *format = vmm_args_get(&a, "format");
+	list_args o = {0};
+	VMM_ARGS(a, spec, argc, argv, &o);
+	const char *source = o.source, *format = o.format;
 	if (source && strcmp(source, "local") != 0 && strcmp(source, "oci") != 0)
 		return vmm_usage_error(&spec, "'%s' is not a valid <source>", source);
 	if (format && strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
@@ -100,7 +104,7 @@ int cmd_list(int argc, char **argv)
 	}
 
 	long long now = now_ns();
-	if (vmm_args_has(&a, "quiet")) {
+	if (o.quiet) {
 		for (size_t i = 0; i < n; i++)
 			printf("%s\n", rows[i].name);
 	} else if (json) {

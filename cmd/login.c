@@ -4,13 +4,13 @@
  *
  * Credentials are checked with `GET /v2/` (Basic, or a Bearer token fetched
  * with them) unless --no-validate, then filed in the store of
- * registry/credentials.h (0600, atomic replace).  Like Tart, login prints
+ * registry/oci/credentials.h (0600, atomic replace).  Like Tart, login prints
  * nothing on success.  The password never reaches stdout, stderr or argv.
  */
 #include "cmd/cmd.h"
 #include "common/util.h"
-#include "registry/client.h"
-#include "registry/credentials.h"
+#include "registry/oci/client.h"
+#include "registry/oci/credentials.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -24,23 +24,25 @@
 
 #define CREDENTIAL_MAX 8192
 
+typedef struct login_args {
+	const char *username;
+	bool password_stdin, insecure, no_validate;
+} login_args;
+
 static const vmm_opt login_opts[] = {
-    {"username", 0, "USER", "User name (the password then comes from standard input)", false},
-    {"password-stdin", 0, NULL, "Read the password from standard input", false},
-    {"insecure", 0, NULL, "Connect to the registry over plain HTTP", false},
-    {"no-validate", 0, NULL, "Store the credentials without checking them with the registry",
-     false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_STRING(login_args, username, "username", "USER",
+		"User name (the password then comes from standard input)")},
+    {VMM_FLAG(login_args, password_stdin, "password-stdin",
+	      "Read the password from standard input")},
+    {VMM_FLAG(login_args, insecure, "insecure", "Connect to the registry over plain HTTP")},
+    {VMM_FLAG(login_args, no_validate, "no-validate",
+	      "Store the credentials without checking them with the registry")},
+    {0},
 };
 
 static const vmm_cmd_spec login_spec = {
-    "login",
-    "HOST [--username USER --password-stdin] [--insecure] [--no-validate]",
-    "Log in to a registry",
-    login_opts,
-    1,
-    1,
-};
+    "login", "HOST [--username USER --password-stdin] [--insecure] [--no-validate]",
+    "Log in to a registry", login_opts};
 
 /* --- reading secrets -------------------------------------------------------- */
 
@@ -49,10 +51,8 @@ __attribute__((format(printf, 1, 2))) static int complain(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("vmm: ", stderr);
-	vfprintf(stderr, fmt, ap);
+	vmm_error_vprint(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return -1;
 }
 
@@ -172,14 +172,14 @@ static int read_stdin_password(char *buf)
 
 /* --- the commands ------------------------------------------------------------ */
 
-static int login(const vmm_args *a, char *user, char *pass)
+static int login(const vmm_args *a, const login_args *o, char *user, char *pass)
 {
 	const char *host_arg = a->pos[0];
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_credentials_check_host(host_arg, &err) < 0)
 		return vmm_fail(err);
-	if (vmm_args_has(a, "username")) {
-		snprintf(user, CREDENTIAL_MAX + 1, "%s", vmm_args_get(a, "username"));
+	if (o->username) {
+		snprintf(user, CREDENTIAL_MAX + 1, "%s", o->username);
 		if (read_stdin_password(pass) < 0)
 			return 1;
 	} else if (prompt("User: ", "user name", false, user) < 0 ||
@@ -189,9 +189,8 @@ static int login(const vmm_args *a, char *user, char *pass)
 	if (!*user || strchr(user, ':'))
 		return vmm_fail_msg("the user name must be non-empty and must not contain ':'");
 	cleanup_free char *host = vmm_credentials_host_key(host_arg);
-	if (!vmm_args_has(a, "no-validate") &&
-	    vmm_registry_check_credentials(host, vmm_args_has(a, "insecure"), user, pass, &err) <
-		0) {
+	if (!o->no_validate &&
+	    vmm_registry_check_credentials(host, o->insecure, user, pass, &err) < 0) {
 		if (vmm_error_code(err) == VMM_EAUTH && !strstr(err->msg, "invalid credentials"))
 			vmm_error_wrap(&err, "invalid credentials");
 		else if (vmm_error_code(err) != VMM_EAUTH)
@@ -205,13 +204,13 @@ static int login(const vmm_args *a, char *user, char *pass)
 
 int cmd_login(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, login_spec, argc, argv);
-	if (vmm_args_has(&a, "username") != vmm_args_has(&a, "password-stdin"))
+	login_args o = {0};
+	VMM_ARGS(a, login_spec, argc, argv, &o);
+	if ((o.username != NULL) != o.password_stdin)
 		return vmm_usage_error(&login_spec,
 				       "both --username and --password-stdin are required");
 	char *user = xcalloc(1, CREDENTIAL_MAX + 2), *pass = xcalloc(1, CREDENTIAL_MAX + 2);
-	int rc = login(&a, user, pass);
+	int rc = login(&a, &o, user, pass);
 	explicit_bzero(user, CREDENTIAL_MAX + 2);
 	explicit_bzero(pass, CREDENTIAL_MAX + 2);
 	free(user);

@@ -5,16 +5,13 @@
  */
 #include "cmd/cmd.h"
 #include "common/util.h"
-#include "registry/credentials.h"
+#include "registry/oci/credentials.h"
 
-static const vmm_cmd_spec spec = {
-    "logout", "HOST", "Log out from a registry", NULL, 1, 1,
-};
+static const vmm_cmd_spec spec = {"logout", "HOST", "Log out from a registry", NULL};
 
 int cmd_logout(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	VMM_ARGS(a, spec, argc, argv, NULL);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_credentials_check_host(a.pos[0], &err) < 0 ||
 	    vmm_credentials_remove(a.pos[0], &err) < 0)

@@ -25,9 +25,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-#define VMM_COMMAND_TABLE
+#define VMM_COMMAND(name, summary, gc_tmp, hidden) {#name, cmd_##name, summary, gc_tmp, hidden},
 #include "cmd/commands.inc"
-#undef VMM_COMMAND_TABLE
+#undef VMM_COMMAND
 };
 
 static vmm_home *home;
@@ -44,7 +44,7 @@ vmm_home *cmd_home(void)
 
 int vmm_fail(const vmm_error *err)
 {
-	fprintf(stderr, "vmm: %s\n", err ? err->msg : "unknown error");
+	vmm_error_print("%s", err ? err->msg : "unknown error");
 	return err ? vmm_error_exit_code(err) : 1;
 }
 
@@ -52,10 +52,8 @@ int vmm_fail_msg(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("vmm: ", stderr);
-	vfprintf(stderr, fmt, ap);
+	vmm_error_vprint(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return 1;
 }
 
@@ -109,15 +107,15 @@ int main(int argc, char **argv)
 		if (commands[i].gc_tmp) {
 			cleanup_vmm_error vmm_error *err = NULL;
 			if (vmm_home_gc_tmp(cmd_home(), &err) < 0)
-				fprintf(stderr, "vmm: failed to perform garbage collection: %s\n",
-					err->msg);
+				vmm_error_print("failed to perform garbage collection: %s",
+						err->msg);
 		}
 		int rc = commands[i].fn(argc - 1, argv + 1);
 		vmm_home_free(home);
 		home = NULL;
 		return rc;
 	}
-	fprintf(stderr, "vmm: unknown command '%s'\n", name);
+	vmm_error_print("unknown command '%s'", name);
 	usage(stderr);
 	return 64;
 }

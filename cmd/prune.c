@@ -7,73 +7,67 @@
 #include <string.h>
 #include <time.h>
 
+typedef struct prune_args {
+	const char *entries;
+	vmm_opt_num older_than;			/* days */
+	vmm_opt_num space_budget, cache_budget; /* bytes */
+	bool gc;
+} prune_args;
+
+#define GIB (1ULL << 30)
+
 static const vmm_opt opts[] = {
-    {"entries", 0, "caches|vms", "Entries to consider: OCI and IPSW caches (default) or local VMs",
-     false},
-    {"older-than", 0, "DAYS", "Delete entries not accessed in DAYS days", false},
-    {"space-budget", 0, "GB",
-     "Keep the most recently accessed entries within GB GiB, delete the rest", false},
-    {"cache-budget", 0, "GB", "Deprecated: use --space-budget", true},
-    {"gc", 0, NULL, "Remove dangling tags and untagged cached images", true},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_STRING(prune_args, entries, "entries", "caches|vms",
+		"Entries to consider: OCI and IPSW caches (default) or local VMs")},
+    {VMM_INT(prune_args, older_than, "older-than", "DAYS", 0, 1ULL << 40,
+	     "Delete entries not accessed in DAYS days")},
+    {VMM_SIZE(prune_args, space_budget, "space-budget", "GB", GIB, 0, 1ULL << 32,
+	      "Keep the most recently accessed entries within GB GiB, delete the rest")},
+    {VMM_SIZE(prune_args, cache_budget, "cache-budget", "GB", GIB, 0, 1ULL << 32,
+	      "Deprecated: use --space-budget"),
+     .hidden = true},
+    {VMM_FLAG(prune_args, gc, "gc", "Remove dangling tags and untagged cached images"),
+     .hidden = true},
+    {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "prune",
-    "[--entries caches|vms] [--older-than DAYS] [--space-budget GB]",
-    "Prune OCI and IPSW caches or local VMs",
-    opts,
-    0,
-    0,
-};
-
-static int number(const char *opt, const char *s, uint64_t *out)
-{
-	if (vmm_parse_u64(s, out) < 0 || *out > (1ULL << 40))
-		return vmm_usage_error(&spec, "--%s: \"%s\" is not a whole number", opt, s);
-	return 0;
-}
+static const vmm_cmd_spec spec = {"prune",
+				  "[--entries caches|vms] [--older-than DAYS] [--space-budget GB]",
+				  "Prune OCI and IPSW caches or local VMs", opts};
 
 /* No output on success (Tart prints nothing). */
 int cmd_prune(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
-	const char *entries = vmm_args_get(&a, "entries");
-	const char *older = vmm_args_get(&a, "older-than");
-	const char *budget = vmm_args_get(&a, "space-budget");
-	const char *cache_budget = vmm_args_get(&a, "cache-budget");
-	bool gc = vmm_args_has(&a, "gc");
+	prune_args o = {0};
+	VMM_ARGS(a, spec, argc, argv, &o);
+	const char *entries = o.entries;
+	vmm_opt_num budget = o.space_budget;
 	vmm_prune_entries which = VMM_PRUNE_CACHES;
 	if (entries && strcmp(entries, "vms") == 0)
 		which = VMM_PRUNE_VMS;
 	else if (entries && strcmp(entries, "caches") != 0)
 		return vmm_usage_error(&spec, "unsupported --entries value, please specify either "
 					      "\"caches\" or \"vms\"");
-	if (cache_budget) {
+	if (o.cache_budget.given) {
 		fprintf(stderr, "--cache-budget is deprecated, please use --space-budget\n");
-		if (budget)
+		if (budget.given)
 			return vmm_usage_error(&spec, "--cache-budget and --space-budget are "
 						      "mutually exclusive");
-		budget = cache_budget;
+		budget = o.cache_budget;
 	}
-	if (!older && !budget && !gc)
+	if (!o.older_than.given && !budget.given && !o.gc)
 		return vmm_usage_error(&spec, "at least one pruning criteria must be specified");
-	uint64_t days = 0, gb = 0;
-	if ((older && number("older-than", older, &days) != 0) ||
-	    (budget && number("space-budget", budget, &gb) != 0))
-		return 64;
 
 	vmm_home *h = cmd_home();
 	cleanup_vmm_error vmm_error *err = NULL;
-	if (gc && vmm_cache_gc(h, &err) < 0)
+	if (o.gc && vmm_cache_gc(h, &err) < 0)
 		return vmm_fail(err);
-	if (older) {
-		time_t cutoff = time(NULL) - (time_t)(days * 86400);
+	if (o.older_than.given) {
+		time_t cutoff = time(NULL) - (time_t)(o.older_than.value * 86400);
 		if (vmm_prune_older_than(h, which, cutoff, NULL, &err) < 0)
 			return vmm_fail(err);
 	}
-	if (budget && vmm_prune_space_budget(h, which, gb << 30, NULL, &err) < 0)
+	if (budget.given && vmm_prune_space_budget(h, which, budget.value, NULL, &err) < 0)
 		return vmm_fail(err);
 	return 0;
 }

@@ -2,25 +2,22 @@
 #include "cmd/transfer_ui.h"
 #include "common/util.h"
 #include "registry/pull.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "vm/bundle.h"
 
 #include <stdio.h>
 
+typedef struct pull_args {
+	cmd_pull_args pull;
+} pull_args;
+
 static const vmm_opt opts[] = {
-    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-    {"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
-    {NULL, 0, NULL, NULL, false},
+    CMD_PULL_OPTS(pull_args, pull, "Layers downloaded at once (default 4)"),
+    {0},
 };
 
-static const vmm_cmd_spec spec = {
-    "pull",
-    "REF [--insecure] [--concurrency N]",
-    "Pull a VM image from a registry into the cache",
-    opts,
-    1,
-    1,
-};
+static const vmm_cmd_spec spec = {"pull", "REF [--insecure] [--concurrency N]",
+				  "Pull a VM image from a registry into the cache", opts};
 
 /*
  * Output (stdout), Tart's lines:
@@ -32,8 +29,8 @@ static const vmm_cmd_spec spec = {
  */
 int cmd_pull(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
+	pull_args o = {0};
+	VMM_ARGS(a, spec, argc, argv, &o);
 	vmm_home *h = cmd_home();
 	const char *name = a.pos[0];
 	cleanup_free char *local = vmm_home_vm_dir(h, name);
@@ -45,6 +42,6 @@ int cmd_pull(int argc, char **argv)
 	cleanup_vmm_reference vmm_reference *ref = NULL;
 	if (vmm_reference_parse(&ref, name, &err) < 0)
 		return vmm_fail(err);
-	int r = cmd_pull_ref(&spec, &a, ref, NULL, &err);
+	int r = cmd_pull_ref(&spec, &o.pull, ref, NULL, &err);
 	return r < 0 ? vmm_fail(err) : r;
 }

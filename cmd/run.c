@@ -8,44 +8,52 @@
 #include <termios.h>
 #include <unistd.h>
 
+typedef struct run_args {
+	bool no_graphics, graphics, vnc, vnc_experimental, net_softnet, net_host, suspendable;
+	vmm_opt_list publish;
+	const char *net_bridged, *net_softnet_allow, *net_softnet_block, *net_softnet_expose, *accel;
+	vmm_opt_num stop_timeout;
+} run_args;
+
 static const vmm_opt opts[] = {
-    {"no-graphics", 0, NULL, "Accepted for Tart's sake: vmm never opens a window", false},
-    {"graphics", 0, NULL, "Not available: vmm has no window (use --vnc)", true},
-    {"vnc", 0, NULL, "Serve the display over VNC on 127.0.0.1", false},
-    {"vnc-experimental", 0, NULL, "Same as --vnc", true},
-    {"publish", 'p', "[tcp:|udp:][ADDR:]HOST:GUEST",
-     "Forward a host port to a guest port (default network; repeatable)", false},
-    {"net-bridged", 0, "IFACE",
-     "Attach the VM to a Linux bridge (a TAP) or to an interface (a macvtap)", false},
-    {"net-softnet", 0, NULL,
-     "Isolate the VM as Tart's softnet does: only globally routable destinations", false},
-    {"net-softnet-allow", 0, "CIDRS", "Softnet: also allow these comma-separated CIDRs", false},
-    {"net-softnet-block", 0, "CIDRS", "Softnet: block these comma-separated CIDRs", false},
-    {"net-softnet-expose", 0, "EXT:INT,...",
-     "Softnet: forward these host ports (every host address) to guest ports", false},
-    {"net-host", 0, NULL, "Let the VM reach the host (its gateway) and nothing else", false},
-    {"accel", 0, "auto|kvm|tcg", "Accelerator (default auto: KVM where it works, else TCG)", false},
-    {"suspendable", 0, NULL, "Accepted for Tart's sake: every vmm VM can be suspended", false},
-    {"stop-timeout", 0, "SECONDS",
-     "On SIGINT/SIGTERM, wait this long for the guest to power off (default 30)", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_FLAG(run_args, no_graphics, "no-graphics",
+	      "Accepted for Tart's sake: vmm never opens a window")},
+    {VMM_FLAG(run_args, graphics, "graphics", "Not available: vmm has no window (use --vnc)"),
+     .hidden = true},
+    {VMM_FLAG(run_args, vnc, "vnc", "Serve the display over VNC on 127.0.0.1")},
+    {VMM_FLAG(run_args, vnc_experimental, "vnc-experimental", "Same as --vnc"), .hidden = true},
+    {VMM_LIST(run_args, publish, "publish", "[tcp:|udp:][ADDR:]HOST:GUEST",
+	      "Forward a host port to a guest port (any network; repeatable)"),
+     .short_name = 'p'},
+    {VMM_STRING(run_args, net_bridged, "net-bridged", "IFACE",
+		"Attach the VM to a Linux bridge (a TAP) or to an interface (a macvtap)")},
+    {VMM_FLAG(run_args, net_softnet, "net-softnet",
+	      "Isolate the VM as Tart's softnet does: only globally routable destinations")},
+    {VMM_STRING(run_args, net_softnet_allow, "net-softnet-allow", "CIDRS",
+		"Softnet: also allow these comma-separated CIDRs")},
+    {VMM_STRING(run_args, net_softnet_block, "net-softnet-block", "CIDRS",
+		"Softnet: block these comma-separated CIDRs")},
+    {VMM_STRING(run_args, net_softnet_expose, "net-softnet-expose", "EXT:INT,...",
+		"Softnet: forward these host ports (every host address) to guest ports")},
+    {VMM_FLAG(run_args, net_host, "net-host",
+	      "Let the VM reach the host (its gateway) and nothing else")},
+    {VMM_STRING(run_args, accel, "accel", "auto|kvm|tcg",
+		"Accelerator (default auto: KVM where it works, else TCG)")},
+    {VMM_FLAG(run_args, suspendable, "suspendable",
+	      "Accepted for Tart's sake: every vmm VM can be suspended")},
+    {VMM_INT(run_args, stop_timeout, "stop-timeout", "SECONDS", 0, 86400,
+	     "On SIGINT/SIGTERM, wait this long for the guest to power off (default 30)")},
+    {0},
 };
 
 static const vmm_cmd_spec run_spec = {
-    "run",
-    "NAME [options]",
+    "run", "NAME [options]",
     "Run a VM in the foreground with its serial console on stdin/stdout (a suspended VM "
     "resumes)",
-    opts,
-    1,
-    1};
+    opts};
 static const vmm_cmd_spec resume_spec = {
-    "resume",
-    "NAME [options]",
-    "Resume a suspended VM in the foreground (as `run` does for a suspended VM)",
-    opts,
-    1,
-    1};
+    "resume", "NAME [options]",
+    "Resume a suspended VM in the foreground (as `run` does for a suspended VM)", opts};
 
 /* Progress lines, as Tart prints them; stdout carries the guest's console. */
 static void notice(void *ctx, const char *line)
@@ -55,16 +63,16 @@ static void notice(void *ctx, const char *line)
 }
 
 /* The network flags, as Tart takes them: each softnet option implies --net-softnet. */
-static int parse_net(const vmm_args *a, const vmm_cmd_spec *spec, vmm_net_opts *n)
+static int parse_net(const run_args *ra, const vmm_cmd_spec *spec, vmm_net_opts *n)
 {
-	n->publish = vmm_args_list(a, "publish", &n->npublish);
-	n->bridged = vmm_args_get(a, "net-bridged");
-	n->softnet_allow = vmm_args_get(a, "net-softnet-allow");
-	n->softnet_block = vmm_args_get(a, "net-softnet-block");
-	n->softnet_expose = vmm_args_get(a, "net-softnet-expose");
-	n->softnet = vmm_args_has(a, "net-softnet") || n->softnet_allow || n->softnet_block ||
-		     n->softnet_expose;
-	n->host_only = vmm_args_has(a, "net-host");
+	n->publish = ra->publish.v;
+	n->npublish = ra->publish.n;
+	n->bridged = ra->net_bridged;
+	n->softnet_allow = ra->net_softnet_allow;
+	n->softnet_block = ra->net_softnet_block;
+	n->softnet_expose = ra->net_softnet_expose;
+	n->softnet = ra->net_softnet || n->softnet_allow || n->softnet_block || n->softnet_expose;
+	n->host_only = ra->net_host;
 	if ((n->bridged != NULL) + n->softnet + n->host_only > 1)
 		return vmm_usage_error(spec,
 				       "--net-bridged, --net-softnet and --net-host are mutually "
@@ -78,13 +86,14 @@ static int parse_net(const vmm_args *a, const vmm_cmd_spec *spec, vmm_net_opts *
 int cmd_run_vm(int argc, char **argv, bool resume_only)
 {
 	const vmm_cmd_spec *spec = resume_only ? &resume_spec : &run_spec;
+	run_args ra = {0};
 	cleanup_vmm_args vmm_args a;
-	int prc = vmm_args_parse(&a, spec, argc, argv);
+	int prc = vmm_args_parse(&a, spec, argc, argv, &ra);
 	if (prc != 0)
 		return prc < 0 ? 0 : prc;
-	if (vmm_args_has(&a, "graphics"))
+	if (ra.graphics)
 		return vmm_usage_error(spec, "--graphics: vmm opens no window; use --vnc");
-	if (vmm_args_has(&a, "graphics") && vmm_args_has(&a, "no-graphics"))
+	if (ra.graphics && ra.no_graphics)
 		return vmm_usage_error(spec, "--graphics and --no-graphics are mutually exclusive");
 	vmm_run_opts o = {
 	    .console_in = STDIN_FILENO,
@@ -92,24 +101,16 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 	    .log_fd = STDERR_FILENO,
 	    .notice = notice,
 	};
-	if (vmm_accel_parse(vmm_args_get(&a, "accel"), &o.qemu.accel) < 0)
+	if (vmm_accel_parse(ra.accel, &o.qemu.accel) < 0)
 		return vmm_usage_error(spec, "--accel: \"%s\" is not one of auto, kvm, tcg",
-				       vmm_args_get(&a, "accel"));
-	if (vmm_args_has(&a, "vnc") || vmm_args_has(&a, "vnc-experimental"))
+				       ra.accel);
+	if (ra.vnc || ra.vnc_experimental)
 		o.qemu.vnc = "127.0.0.1:0,to=99";
-	int nrc = parse_net(&a, spec, &o.net);
+	int nrc = parse_net(&ra, spec, &o.net);
 	if (nrc)
 		return nrc;
-	const char *st = vmm_args_get(&a, "stop-timeout");
-	if (st) {
-		uint64_t secs;
-		if (vmm_parse_u64(st, &secs) < 0 || secs > 86400)
-			return vmm_usage_error(spec,
-					       "--stop-timeout: \"%s\" is not a number of "
-					       "seconds",
-					       st);
-		o.stop_timeout = secs ? (double)secs : 0.001;
-	}
+	if (ra.stop_timeout.given)
+		o.stop_timeout = ra.stop_timeout.value ? (double)ra.stop_timeout.value : 0.001;
 	o.resume_only = resume_only;
 
 	/*

@@ -9,23 +9,34 @@
 #include <string.h>
 #include <unistd.h>
 
+typedef struct set_args {
+	vmm_opt_num cpu;
+	vmm_opt_num memory, disk_size; /* bytes */
+	const char *display, *disk, *cmdline;
+	bool display_refit, no_display_refit, random_mac, random_serial;
+} set_args;
+
 static const vmm_opt opts[] = {
-    {"cpu", 0, "N", "Number of virtual CPUs", false},
-    {"memory", 0, "MiB", "Memory size in MiB", false},
-    {"display", 0, "WxH[pt|px]", "Display size, e.g. 1920x1080", false},
-    {"display-refit", 0, NULL, "Let the guest refit the display to the window", false},
-    {"no-display-refit", 0, NULL, "Do not refit the display", false},
-    {"random-mac", 0, NULL, "Give the VM a new random MAC address (drops a suspended state)",
-     false},
-    {"random-serial", 0, NULL, "macOS only; accepted and ignored for Linux VMs", true},
-    {"disk", 0, "PATH", "Replace the disk with a copy of this raw image", false},
-    {"disk-size", 0, "GB", "Grow the disk to this size in GB (10^9 bytes)", false},
-    {"cmdline", 0, "STRING", "Kernel command line for direct kernel boot", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_INT(set_args, cpu, "cpu", "N", 1, 1024, "Number of virtual CPUs")},
+    {VMM_SIZE(set_args, memory, "memory", "MiB", 1ULL << 20, 1, 1ULL << 30, "Memory size in MiB")},
+    {VMM_STRING(set_args, display, "display", "WxH[pt|px]", "Display size, e.g. 1920x1080")},
+    {VMM_FLAG(set_args, display_refit, "display-refit",
+	      "Let the guest refit the display to the window")},
+    {VMM_FLAG(set_args, no_display_refit, "no-display-refit", "Do not refit the display")},
+    {VMM_FLAG(set_args, random_mac, "random-mac",
+	      "Give the VM a new random MAC address (drops a suspended state)")},
+    {VMM_FLAG(set_args, random_serial, "random-serial",
+	      "macOS only; accepted and ignored for Linux VMs"),
+     .hidden = true},
+    {VMM_STRING(set_args, disk, "disk", "PATH", "Replace the disk with a copy of this raw image")},
+    {VMM_SIZE(set_args, disk_size, "disk-size", "GB", 1000000000, 1, 1000000,
+	      "Grow the disk to this size in GB (10^9 bytes)")},
+    {VMM_STRING(set_args, cmdline, "cmdline", "STRING",
+		"Kernel command line for direct kernel boot")},
+    {0},
 };
 
-static const vmm_cmd_spec spec = {"set", "NAME [options]", "Modify a VM's configuration", opts, 1,
-				  1};
+static const vmm_cmd_spec spec = {"set", "NAME [options]", "Modify a VM's configuration", opts};
 
 static int parse_positive(const char *s, uint64_t max, uint64_t *out)
 {
@@ -56,19 +67,11 @@ static void parse_display(const char *s, vmm_config *c)
 
 int cmd_set(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, spec, argc, argv);
-	if (vmm_args_has(&a, "display-refit") && vmm_args_has(&a, "no-display-refit"))
+	set_args o = {0};
+	VMM_ARGS(a, spec, argc, argv, &o);
+	if (o.display_refit && o.no_display_refit)
 		return vmm_usage_error(&spec, "--display-refit and --no-display-refit are mutually "
 					      "exclusive");
-	uint64_t cpu = 0, mem = 0, gb = 0;
-	const char *v;
-	if ((v = vmm_args_get(&a, "cpu")) && parse_positive(v, 1024, &cpu) < 0)
-		return vmm_usage_error(&spec, "--cpu: \"%s\" is not a CPU count", v);
-	if ((v = vmm_args_get(&a, "memory")) && parse_positive(v, 1ULL << 30, &mem) < 0)
-		return vmm_usage_error(&spec, "--memory: \"%s\" is not a size in MiB", v);
-	if ((v = vmm_args_get(&a, "disk-size")) && parse_positive(v, 1000000, &gb) < 0)
-		return vmm_usage_error(&spec, "--disk-size: \"%s\" is not a size in GB", v);
 
 	vmm_home *h = cmd_home();
 	cleanup_vmm_error vmm_error *err = NULL;
@@ -81,15 +84,16 @@ int cmd_set(int argc, char **argv)
 		return vmm_fail(err);
 	}
 	vmm_config *c = b->config;
-	if (cpu) {
+	if (o.cpu.given) {
+		uint64_t cpu = o.cpu.value;
 		if ((int64_t)cpu < c->cpu_count_min && strcmp(c->os, "darwin") == 0)
 			return vmm_fail_msg(
 			    "VM should have %lld CPU cores at minimum (requested %llu)",
 			    (long long)c->cpu_count_min, (unsigned long long)cpu);
 		c->cpu_count = (int64_t)cpu;
 	}
-	if (mem) {
-		uint64_t bytes = mem << 20;
+	if (o.memory.given) {
+		uint64_t bytes = o.memory.value;
 		uint64_t min = strcmp(c->os, "darwin") == 0 ? c->memory_size_min : 64ULL << 20;
 		if (bytes < min)
 			return vmm_fail_msg("VM should have %llu bytes of memory at minimum "
@@ -97,22 +101,20 @@ int cmd_set(int argc, char **argv)
 					    (unsigned long long)min, (unsigned long long)bytes);
 		c->memory_size = bytes;
 	}
-	if ((v = vmm_args_get(&a, "display")))
-		parse_display(v, c);
+	if (o.display)
+		parse_display(o.display, c);
 	/* as Tart: without either flag, displayRefit is cleared */
-	c->display_refit = vmm_args_has(&a, "display-refit")	  ? 1
-			   : vmm_args_has(&a, "no-display-refit") ? 0
-								  : -1;
-	if ((v = vmm_args_get(&a, "cmdline"))) {
+	c->display_refit = o.display_refit ? 1 : o.no_display_refit ? 0 : -1;
+	if (o.cmdline) {
 		free(c->cmdline);
-		c->cmdline = xstrdup(v);
+		c->cmdline = xstrdup(o.cmdline);
 	}
-	bool new_mac = vmm_args_has(&a, "random-mac");
+	bool new_mac = o.random_mac;
 	if (new_mac)
 		vmm_mac_random(c->mac);
-	if ((v = vmm_args_get(&a, "disk")) && vmm_vm_disk_replace(b->dir, v, &err) < 0)
+	if (o.disk && vmm_vm_disk_replace(b->dir, o.disk, &err) < 0)
 		return vmm_fail(err);
-	if (gb && vmm_vm_disk_resize(b->dir, gb * 1000000000ULL, &err) < 0)
+	if (o.disk_size.given && vmm_vm_disk_resize(b->dir, o.disk_size.value, &err) < 0)
 		return vmm_fail(err);
 	if (vmm_bundle_save_config(b, &err) < 0)
 		return vmm_fail(err);

@@ -1,7 +1,7 @@
 #include "cmd/cmd.h"
 #include "cmd/transfer_ui.h"
 #include "registry/pull.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "common/format.h"
 #include "common/json.h"
 #include "common/util.h"
@@ -12,50 +12,49 @@
 #include <stdio.h>
 #include <string.h>
 
+typedef struct pull_args {
+	cmd_pull_args pull;
+} pull_args;
+
 static const vmm_opt pull_opts[] = {
-    {"insecure", 0, NULL, "Use plain HTTP for the registry", false},
-    {"concurrency", 0, "N", "Layers downloaded at once (default 4)", false},
-    {NULL, 0, NULL, NULL, false},
+    CMD_PULL_OPTS(pull_args, pull, "Layers downloaded at once (default 4)"),
+    {0},
 };
+
+typedef struct list_args {
+	const char *format;
+} list_args;
 
 static const vmm_opt list_opts[] = {
-    {"format", 0, "text|json", "Output format (default text)", false},
-    {NULL, 0, NULL, NULL, false},
+    {VMM_STRING(list_args, format, "format", "text|json", "Output format (default text)")},
+    {0},
 };
 
-static const vmm_cmd_spec create_spec = {"snapshot create",
-					 "VM SNAP",
+static const vmm_cmd_spec create_spec = {"snapshot create", "VM SNAP",
 					 "Snapshot a VM: its disk, and its memory if it runs or is "
 					 "suspended (a running VM pauses only meanwhile)",
-					 NULL,
-					 2,
-					 2};
-static const vmm_cmd_spec list_spec = {
-    "snapshot list", "VM [--format text|json]", "List a VM's snapshots", list_opts, 1, 1};
-static const vmm_cmd_spec restore_spec = {
-    "snapshot restore", "VM SNAP", "Put a VM back to a snapshot (the snapshot stays)", NULL, 2, 2};
-static const vmm_cmd_spec delete_spec = {
-    "snapshot delete", "VM SNAP", "Delete a snapshot", NULL, 2, 2};
-static const vmm_cmd_spec export_spec = {"snapshot export",
-					 "VM SNAP FILE",
+					 NULL};
+static const vmm_cmd_spec list_spec = {"snapshot list", "VM [--format text|json]",
+				       "List a VM's snapshots", list_opts};
+static const vmm_cmd_spec restore_spec = {"snapshot restore", "VM SNAP",
+					  "Put a VM back to a snapshot (the snapshot stays)", NULL};
+static const vmm_cmd_spec delete_spec = {"snapshot delete", "VM SNAP", "Delete a snapshot", NULL};
+static const vmm_cmd_spec export_spec = {"snapshot export", "VM SNAP FILE",
 					 "Write a snapshot to a portable archive (- for stdout)",
-					 NULL,
-					 3,
-					 3};
-static const vmm_cmd_spec import_spec = {"snapshot import",
-					 "FILE VM SNAP",
-					 "Add a snapshot to a VM from a portable archive",
-					 NULL,
-					 3,
-					 3};
+					 NULL};
+static const vmm_cmd_spec import_spec = {"snapshot import", "FILE VM SNAP",
+					 "Add a snapshot to a VM from a portable archive", NULL};
+
+static const vmm_cmd_spec push_spec = {"snapshot push", "VM SNAP REF... [options]",
+				       "Push a snapshot to registry references (as `vmm push "
+				       "VM@SNAP REF...`)",
+				       cmd_push_opts};
 
 static const vmm_cmd_spec pull_spec = {"snapshot pull",
 				       "REF VM SNAP [--insecure] [--concurrency N]",
 				       "Pull an image from a registry and add it to a VM as a "
 				       "snapshot",
-				       pull_opts,
-				       3,
-				       3};
+				       pull_opts};
 
 /* Open the VM, naming it in errors; NULL after printing the error (exit code in *rc). */
 static vmm_bundle *open_vm(const char *name, int *rc)
@@ -71,8 +70,7 @@ static vmm_bundle *open_vm(const char *name, int *rc)
 
 static int snap_create(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, create_spec, argc, argv);
+	VMM_ARGS(a, create_spec, argc, argv, NULL);
 	int rc = 0;
 	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[0], &rc);
 	if (!b)
@@ -90,9 +88,9 @@ static int snap_create(int argc, char **argv)
  */
 static int snap_list(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, list_spec, argc, argv);
-	const char *format = vmm_args_get(&a, "format");
+	list_args o = {0};
+	VMM_ARGS(a, list_spec, argc, argv, &o);
+	const char *format = o.format;
 	if (format && strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
 		return vmm_usage_error(&list_spec, "'%s' is not a valid <format>", format);
 	int rc = 0;
@@ -140,8 +138,7 @@ static int vm_snap_op(const vmm_cmd_spec *spec, int argc, char **argv,
 		      int (*op)(const char *dir, const char *name, const char *snap,
 				vmm_error **err))
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, *spec, argc, argv);
+	VMM_ARGS(a, *spec, argc, argv, NULL);
 	int rc = 0;
 	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[0], &rc);
 	if (!b)
@@ -163,8 +160,7 @@ static int snap_delete(int argc, char **argv)
 
 static int snap_export(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, export_spec, argc, argv);
+	VMM_ARGS(a, export_spec, argc, argv, NULL);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_snapshot_check_name(a.pos[1], &err) < 0)
 		return vmm_fail(err);
@@ -179,8 +175,7 @@ static int snap_export(int argc, char **argv)
 
 static int snap_import(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, import_spec, argc, argv);
+	VMM_ARGS(a, import_spec, argc, argv, NULL);
 	int rc = 0;
 	cleanup_vmm_bundle vmm_bundle *b = open_vm(a.pos[1], &rc);
 	if (!b)
@@ -194,29 +189,13 @@ static int snap_import(int argc, char **argv)
 /* `snapshot push VM SNAP REF... [push options]` is `push VM@SNAP REF...`. */
 static int snap_push(int argc, char **argv)
 {
-	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-		printf("Push a snapshot to registry references (as `vmm push VM@SNAP REF...`)\n\n"
-		       "Usage: vmm snapshot push VM SNAP REF... [--insecure] [--concurrency N] "
-		       "[--chunk-size MB] [--label K=V]...\n");
-		return 0;
-	}
-	if (argc < 4 || argv[1][0] == '-' || argv[2][0] == '-') {
-		fprintf(stderr, "vmm: snapshot push needs VM SNAP REF...\n"
-				"Usage: vmm snapshot push VM SNAP REF... [push options]\n");
-		return 64;
-	}
+	cmd_push_args o = {0};
+	VMM_ARGS(a, push_spec, argc, argv, &o);
 	cleanup_vmm_error vmm_error *err = NULL;
-	if (vmm_snapshot_check_name(argv[2], &err) < 0)
+	if (vmm_snapshot_check_name(a.pos[1], &err) < 0)
 		return vmm_fail(err);
-	cleanup_free char *src = xasprintf("%s@%s", argv[1], argv[2]);
-	char **v = xcalloc((size_t)argc, sizeof(char *));
-	v[0] = (char *)"push";
-	v[1] = src;
-	for (int i = 3; i < argc; i++)
-		v[i - 1] = argv[i];
-	int rc = cmd_push(argc - 1, v);
-	free(v);
-	return rc;
+	cleanup_free char *src = xasprintf("%s@%s", a.pos[0], a.pos[1]);
+	return cmd_push_to(&push_spec, &o, src, a.pos + 2, a.npos - 2);
 }
 
 /*
@@ -225,8 +204,8 @@ static int snap_push(int argc, char **argv)
  */
 static int snap_pull(int argc, char **argv)
 {
-	cleanup_vmm_args vmm_args a;
-	VMM_ARGS_PARSE(a, pull_spec, argc, argv);
+	pull_args o = {0};
+	VMM_ARGS(a, pull_spec, argc, argv, &o);
 	cleanup_vmm_error vmm_error *err = NULL;
 	if (vmm_snapshot_check_name(a.pos[2], &err) < 0)
 		return vmm_fail(err);
@@ -244,7 +223,7 @@ static int snap_pull(int argc, char **argv)
 	if (vmm_reference_parse(&ref, a.pos[0], &err) < 0)
 		return vmm_fail(err);
 	cleanup_free char *dir = NULL;
-	int r = cmd_pull_ref(&pull_spec, &a, ref, &dir, &err);
+	int r = cmd_pull_ref(&pull_spec, &o.pull, ref, &dir, &err);
 	if (r > 0)
 		return r;
 	if (r < 0 || vmm_snapshot_from_dir(b->dir, b->name, a.pos[2], dir, &err) < 0)
@@ -278,7 +257,7 @@ int cmd_snapshot(int argc, char **argv)
 		      ? stdout
 		      : stderr;
 	if (f == stderr)
-		fprintf(stderr, "vmm: snapshot needs a subcommand\n");
+		vmm_error_print("snapshot needs a subcommand");
 	fprintf(f, "Usage: vmm snapshot <subcommand> ...\n\nSubcommands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(subs); i++)
 		fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);

@@ -40,32 +40,28 @@ vmm_transfer_ui cmd_transfer_ui(void)
 	    .say = say, .progress_begin = begin, .progress_add = add, .progress_end = end};
 }
 
-/* Shared with pull and clone: --concurrency N, at least 1 (Tart's message). */
-int cmd_concurrency(const vmm_cmd_spec *s, const vmm_args *a, int *out)
+int cmd_concurrency(const vmm_cmd_spec *s, const vmm_opt_num *concurrency, int *out)
 {
-	const char *v = vmm_args_get(a, "concurrency");
-	uint64_t n = 4;
-	if (v && (vmm_parse_u64(v, &n) < 0 || n > 1024))
-		return vmm_usage_error(s, "--concurrency: \"%s\" is not a number", v);
+	uint64_t n = concurrency->given ? concurrency->value : 4;
 	if (n < 1)
 		return vmm_usage_error(s, "network concurrency cannot be less than 1");
 	*out = (int)n;
 	return 0;
 }
 
-int cmd_pull_ref(const vmm_cmd_spec *s, const vmm_args *a, const vmm_reference *ref, char **dir,
-		 vmm_error **err)
+int cmd_pull_ref(const vmm_cmd_spec *s, const cmd_pull_args *o, const vmm_reference *ref,
+		 char **dir, vmm_error **err)
 {
-	int conc;
-	int r = cmd_concurrency(s, a, &conc);
+	int conc = 4;
+	int r = cmd_concurrency(s, &o->concurrency, &conc);
 	if (r)
 		return r;
 	cleanup_free char *display = vmm_reference_string(ref);
 	printf("pulling %s...\n", display);
-	vmm_pull_opts o = {
+	vmm_pull_opts po = {
 	    .concurrency = conc,
-	    .insecure = vmm_args_has(a, "insecure"),
+	    .insecure = o->insecure,
 	    .ui = cmd_transfer_ui(),
 	};
-	return vmm_pull(cmd_home(), ref, &o, dir, NULL, err);
+	return vmm_pull(cmd_home(), ref, &po, dir, NULL, err);
 }

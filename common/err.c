@@ -104,3 +104,37 @@ int vmm_error_code(const vmm_error *e)
 {
 	return e ? e->code : 0;
 }
+
+int vmm_error_not_found(vmm_error **err, const char *name)
+{
+	return vmm_error_set(err, VMM_ENOTFOUND, "the specified VM \"%s\" does not exist", name);
+}
+
+int vmm_error_running(vmm_error **err, const char *name)
+{
+	return vmm_error_set(err, VMM_ERUNNING, "VM \"%s\" is running", name);
+}
+
+void vmm_error_vprint(const char *fmt, va_list ap)
+{
+	fputs("vmm: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void vmm_error_print(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmm_error_vprint(fmt, ap);
+	va_end(ap);
+}
+
+void vmm_fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmm_error_vprint(fmt, ap);
+	va_end(ap);
+	abort();
+}

@@ -6,7 +6,8 @@
  * (replacing and freeing any previous one).  The caller owns it and frees it
  * with vmm_error_free().  Callers add context with vmm_error_wrap(), which
  * prefixes the message: "pull `a/b:c`: layer `sha256:…`: digest mismatch".
- * Only cmd/main.c prints errors, once, as "vmm: <message>".
+ * Only cmd/ prints errors, once, as "vmm: <message>", through
+ * vmm_error_print().
  */
 #ifndef VMM_COMMON_ERR_H
 #define VMM_COMMON_ERR_H
@@ -50,6 +51,16 @@ const char *vmm_strerror(int errnum);
 int vmm_error_exit_code(const vmm_error *e);
 /* Returns e ? e->code : 0. */
 int vmm_error_code(const vmm_error *e);
+
+/* Tart's texts: `the specified VM "<name>" does not exist`, `VM "<name>" is running`. */
+int vmm_error_not_found(vmm_error **err, const char *name);
+int vmm_error_running(vmm_error **err, const char *name);
+
+/* The one "vmm: <message>\n" printer on stderr, for cmd/. */
+void vmm_error_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void vmm_error_vprint(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+/* What cannot be reported (out of memory, no randomness): print and abort. */
+void vmm_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static inline void cleanup_vmm_error_fn(vmm_error **e)
 {

@@ -91,3 +91,29 @@ char *vmm_format_bytes(uint64_t n)
 	}
 	return xasprintf(v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, units[u]);
 }
+
+char *vmm_format_decimal_bytes(uint64_t n)
+{
+	static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB", "PB"};
+	if (n < 1000)
+		return xasprintf("%llu bytes", (unsigned long long)n);
+	double v = (double)n;
+	size_t u = 0;
+	while (v >= 1000 && u + 1 < ARRAY_SIZE(units)) {
+		v /= 1000;
+		u++;
+	}
+	/* ByteCountFormatter is adaptive: KB without decimals, MB with one,
+	 * GB and up with two, trailing zeros dropped */
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%.*f", u <= 1 ? 0 : u == 2 ? 1 : 2, v);
+	/* trim trailing zeros and a trailing point: "50.00" -> "50", "1.50" -> "1.5" */
+	if (strchr(buf, '.')) {
+		char *end = buf + strlen(buf) - 1;
+		while (*end == '0')
+			*end-- = '\0';
+		if (*end == '.')
+			*end = '\0';
+	}
+	return xasprintf("%s %s", buf, units[u]);
+}

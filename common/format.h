@@ -31,5 +31,7 @@ char *vmm_format_relative(time_t then, time_t now);
 char *vmm_format_iso8601(time_t t);
 /* 1536 -> "1.5 KiB"; values under 1024 -> "N B". */
 char *vmm_format_bytes(uint64_t n);
+/* Sizes as Foundation's ByteCountFormatter writes them: "50 GB", "1.5 GB". */
+char *vmm_format_decimal_bytes(uint64_t n);
 
 #endif

@@ -19,4 +19,13 @@ char *vmm_json_pretty(const json_t *v);
 /* Compact text with escaped slashes (JSONEncoder default); sort keys if `sorted`. */
 char *vmm_json_compact(const json_t *v, int sorted);
 
+/*
+ * Foundation's key order for JSONEncoder.sortedKeys: numeric,
+ * case-insensitive, then literal (NSString compare with .numeric,
+ * .caseInsensitive, .forcedOrdering).
+ */
+int vmm_foundation_compare(const char *a, const char *b);
+/* Compact JSON with every object's keys in Foundation order, '/' escaped (caller frees). */
+char *vmm_json_tart_sorted(const json_t *v);
+
 #endif

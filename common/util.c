@@ -13,8 +13,7 @@
 
 static void oom(void)
 {
-	fputs("vmm: out of memory\n", stderr);
-	abort();
+	vmm_fatal("out of memory");
 }
 
 void *xmalloc(size_t n)
@@ -303,8 +302,7 @@ void vmm_random_bytes(void *buf, size_t len)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			fputs("vmm: getrandom failed\n", stderr);
-			abort();
+			vmm_fatal("getrandom failed");
 		}
 		p += r;
 		len -= (size_t)r;
@@ -376,4 +374,11 @@ bool vmm_name_is_valid(const char *s)
 		if (*p == '/' || *p == '\n' || *p == '\r')
 			return false;
 	return true;
+}
+
+void vmm_strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
 }

@@ -103,6 +103,9 @@ void vmm_sha256_digest(const void *buf, size_t len, char out[72]);
 /* Parse a non-negative decimal integer that fits uint64; whole string. */
 int vmm_parse_u64(const char *s, uint64_t *out);
 
+/* Free n strings and the array holding them. */
+void vmm_strv_free(char **v, size_t n);
+
 /* Monotonic clock in seconds. */
 double vmm_now(void);
 

@@ -81,14 +81,11 @@ int vmm_cache_resolve(const vmm_home *h, const vmm_reference *r, char **dir, cha
 	return 0;
 }
 
-typedef struct list_ctx {
-	vmm_cache_entry *v;
-	size_t n, cap;
-} list_ctx;
+/* --- the one walk over OCIs/ ------------------------------------------------ */
 
-static void walk(const char *root, const char *rel, list_ctx *ctx)
+static void walk_dir(const char *dir, const char *host, const char *ns, vmm_cache_visit visit,
+		     void *ctx)
 {
-	cleanup_free char *dir = rel[0] ? path_join(root, rel) : xstrdup(root);
 	cleanup_dir DIR *d = opendir(dir);
 	if (!d)
 		return;
@@ -97,32 +94,74 @@ static void walk(const char *root, const char *rel, list_ctx *ctx)
 		if (e->d_name[0] == '.')
 			continue;
 		cleanup_free char *p = path_join(dir, e->d_name);
-		cleanup_free char *sub =
-		    rel[0] ? xasprintf("%s/%s", rel, e->d_name) : xstrdup(e->d_name);
-		struct stat lst;
-		if (lstat(p, &lst) < 0)
+		struct stat st;
+		if (lstat(p, &st) < 0)
 			continue;
-		bool is_link = S_ISLNK(lst.st_mode);
-		if (vmm_bundle_dir_is_vm(p)) {
-			if (!rel[0])
-				continue; /* a VM right under OCIs/ has no name */
-			if (ctx->n == ctx->cap) {
-				ctx->cap = ctx->cap ? ctx->cap * 2 : 16;
-				ctx->v = xrealloc(ctx->v, ctx->cap * sizeof(*ctx->v));
-			}
-			cleanup_free char *raw =
-			    xasprintf("%s%c%s", rel, is_link ? ':' : '@', e->d_name);
-			vmm_cache_entry *ce = &ctx->v[ctx->n++];
-			ce->name = decode_percent(raw);
-			ce->path = xstrdup(p);
-			ce->target = is_link ? realpath(p, NULL) : xstrdup(p);
-			if (!ce->target)
-				ce->target = xstrdup(p);
-			ce->is_tag = is_link;
-		} else if (!is_link && S_ISDIR(lst.st_mode)) {
-			walk(root, sub, ctx);
+		vmm_cache_item it = {.path = p, .host = host, .namespace = ns, .name = e->d_name};
+		if (S_ISLNK(st.st_mode)) {
+			it.is_tag = true;
+			visit(ctx, &it);
+		} else if (S_ISDIR(st.st_mode) && strncmp(e->d_name, "sha256:", 7) == 0) {
+			visit(ctx, &it);
+		} else if (S_ISDIR(st.st_mode) && !host) {
+			cleanup_free char *decoded = decode_percent(e->d_name);
+			walk_dir(p, decoded, NULL, visit, ctx);
+		} else if (S_ISDIR(st.st_mode)) {
+			cleanup_free char *sub =
+			    ns ? xasprintf("%s/%s", ns, e->d_name) : xstrdup(e->d_name);
+			walk_dir(p, host, sub, visit, ctx);
 		}
 	}
+}
+
+void vmm_cache_walk(const vmm_home *h, vmm_cache_visit visit, void *ctx)
+{
+	walk_dir(h->ocis, NULL, NULL, visit, ctx);
+}
+
+int vmm_cache_read_manifest(const char *dir, vmm_manifest **m, char **raw, size_t *len,
+			    vmm_error **err)
+{
+	cleanup_free char *path = path_join(dir, VMM_MANIFEST_FILE);
+	cleanup_free char *text = NULL;
+	size_t n = 0;
+	if (vmm_read_file(path, 4 << 20, &text, &n, err) < 0)
+		return -1;
+	if (m && vmm_manifest_parse(m, text, n, err) < 0)
+		return -1;
+	if (raw)
+		*raw = steal_ptr(text);
+	if (len)
+		*len = n;
+	return 0;
+}
+
+/* --- listing --------------------------------------------------------------- */
+
+typedef struct list_ctx {
+	vmm_cache_entry *v;
+	size_t n, cap;
+} list_ctx;
+
+static void list_visit(void *ctx, const vmm_cache_item *it)
+{
+	list_ctx *l = ctx;
+	/* a VM right under OCIs/ has no name */
+	if (!it->host || !vmm_bundle_dir_is_vm(it->path))
+		return;
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 16;
+		l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
+	}
+	char sep = it->is_tag ? ':' : '@';
+	vmm_cache_entry *ce = &l->v[l->n++];
+	ce->name = it->namespace ? xasprintf("%s/%s%c%s", it->host, it->namespace, sep, it->name)
+				 : xasprintf("%s%c%s", it->host, sep, it->name);
+	ce->path = xstrdup(it->path);
+	ce->target = it->is_tag ? realpath(it->path, NULL) : NULL;
+	if (!ce->target)
+		ce->target = xstrdup(it->path);
+	ce->is_tag = it->is_tag;
 }
 
 static int cmp_entry(const void *a, const void *b)
@@ -134,7 +173,7 @@ int vmm_cache_list(const vmm_home *h, vmm_cache_entry **out, size_t *n, vmm_erro
 {
 	UNUSED(err);
 	list_ctx ctx = {0};
-	walk(h->ocis, "", &ctx);
+	vmm_cache_walk(h, list_visit, &ctx);
 	if (ctx.n)
 		qsort(ctx.v, ctx.n, sizeof(*ctx.v), cmp_entry);
 	*out = ctx.v;
@@ -152,53 +191,35 @@ void vmm_cache_entries_free(vmm_cache_entry *e, size_t n)
 	free(e);
 }
 
-/* Collect every symlink target and every digest dir under OCIs/. */
+/* --- Tart's GC ------------------------------------------------------------- */
+
+/* Every live symlink's target and every digest directory under OCIs/. */
 typedef struct gc_ctx {
-	char **links; /* resolved targets of live symlinks */
+	char **links;
 	size_t nlinks;
-	char **digests; /* digest dirs */
+	char **digests;
 	size_t ndigests;
 } gc_ctx;
 
-static void gc_walk(const char *dir, gc_ctx *g, vmm_error **err)
+static void gc_visit(void *ctx, const vmm_cache_item *it)
 {
-	cleanup_dir DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		cleanup_free char *p = path_join(dir, e->d_name);
-		struct stat lst;
-		if (lstat(p, &lst) < 0)
-			continue;
-		if (S_ISLNK(lst.st_mode)) {
-			char *t = realpath(p, NULL);
-			if (!t) {
-				unlink(p); /* dangling */
-				continue;
-			}
-			g->links = xrealloc(g->links, (g->nlinks + 1) * sizeof(char *));
-			g->links[g->nlinks++] = t;
-		} else if (S_ISDIR(lst.st_mode)) {
-			if (strncmp(e->d_name, "sha256:", 7) == 0) {
-				g->digests =
-				    xrealloc(g->digests, (g->ndigests + 1) * sizeof(char *));
-				g->digests[g->ndigests++] = realpath(p, NULL);
-				if (!g->digests[g->ndigests - 1])
-					g->digests[g->ndigests - 1] = xstrdup(p);
-			} else {
-				gc_walk(p, g, err);
-			}
-		}
+	gc_ctx *g = ctx;
+	char *real = realpath(it->path, NULL);
+	if (it->is_tag && !real) {
+		unlink(it->path); /* dangling */
+	} else if (it->is_tag) {
+		g->links = xrealloc(g->links, (g->nlinks + 1) * sizeof(char *));
+		g->links[g->nlinks++] = real;
+	} else {
+		g->digests = xrealloc(g->digests, (g->ndigests + 1) * sizeof(char *));
+		g->digests[g->ndigests++] = real ? real : xstrdup(it->path);
 	}
 }
 
 int vmm_cache_gc(const vmm_home *h, vmm_error **err)
 {
 	gc_ctx g = {0};
-	gc_walk(h->ocis, &g, err);
+	vmm_cache_walk(h, gc_visit, &g);
 	int rc = 0;
 	for (size_t i = 0; i < g.ndigests && rc == 0; i++) {
 		bool referenced = false;
@@ -315,52 +336,27 @@ typedef struct img_ctx {
 	size_t n;
 } img_ctx;
 
-static void img_walk(const char *dir, const char *host, const char *ns, img_ctx *c)
+static void img_visit(void *ctx, const vmm_cache_item *it)
 {
-	cleanup_dir DIR *d = opendir(dir);
-	if (!d)
+	img_ctx *c = ctx;
+	cleanup_free char *m = path_join(it->path, VMM_MANIFEST_FILE);
+	cleanup_free char *disk = path_join(it->path, VMM_DISK_FILE);
+	if (it->is_tag || !it->namespace || access(m, F_OK) < 0 || access(disk, F_OK) < 0)
 		return;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		cleanup_free char *p = path_join(dir, e->d_name);
-		struct stat st;
-		if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
-			continue;
-		if (strncmp(e->d_name, "sha256:", 7) == 0) {
-			cleanup_free char *m = path_join(p, VMM_MANIFEST_FILE);
-			cleanup_free char *disk = path_join(p, VMM_DISK_FILE);
-			if (!ns || access(m, F_OK) < 0 || access(disk, F_OK) < 0)
-				continue;
-			c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
-			c->v[c->n++] = (vmm_cache_image){
-			    .dir = xstrdup(p),
-			    .host = xstrdup(host),
-			    .namespace = xstrdup(ns),
-			    .digest = xstrdup(e->d_name),
-			};
-		} else {
-			cleanup_free char *sub =
-			    ns ? xasprintf("%s/%s", ns, e->d_name) : xstrdup(e->d_name);
-			img_walk(p, host, sub, c);
-		}
-	}
+	c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
+	c->v[c->n++] = (vmm_cache_image){
+	    .dir = xstrdup(it->path),
+	    .host = xstrdup(it->host),
+	    .namespace = xstrdup(it->namespace),
+	    .digest = xstrdup(it->name),
+	};
 }
 
 int vmm_cache_images(const vmm_home *h, vmm_cache_image **out, size_t *n, vmm_error **err)
 {
 	UNUSED(err);
 	img_ctx c = {0};
-	cleanup_dir DIR *d = opendir(h->ocis);
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		cleanup_free char *p = path_join(h->ocis, e->d_name);
-		cleanup_free char *host = decode_percent(e->d_name);
-		img_walk(p, host, NULL, &c);
-	}
+	vmm_cache_walk(h, img_visit, &c);
 	*out = c.v;
 	*n = c.n;
 	return 0;

@@ -17,7 +17,8 @@
 #include <stddef.h>
 
 #include "common/err.h"
-#include "registry/reference.h"
+#include "registry/oci/manifest.h"
+#include "registry/oci/reference.h"
 #include "vm/home.h"
 
 typedef struct vmm_cache_entry {
@@ -38,6 +39,32 @@ char *vmm_cache_repo_dir(const vmm_home *h, const vmm_reference *r);
  */
 int vmm_cache_resolve(const vmm_home *h, const vmm_reference *r, char **dir, char **digest,
 		      vmm_error **err);
+
+/* One tag link or digest directory under OCIs/, as vmm_cache_walk() finds it. */
+typedef struct vmm_cache_item {
+	const char *path;      /* the link or the directory */
+	const char *host;      /* "host:port"; NULL right under OCIs/ */
+	const char *namespace; /* "a/b"; NULL right under a host's directory */
+	const char *name;      /* the tag, or "sha256:<hex>" */
+	bool is_tag;	       /* a symlink; else a digest directory */
+} vmm_cache_item;
+typedef void (*vmm_cache_visit)(void *ctx, const vmm_cache_item *it);
+
+/*
+ * The one walk over OCIs/: visit every symlink (a tag, dangling or not) and
+ * every directory named sha256:* below it, in no particular order.  Other
+ * directories (hosts, namespaces) are descended into; links are not
+ * followed, digest directories not entered, hidden names passed over.  The
+ * visitor may remove what it is shown.
+ */
+void vmm_cache_walk(const vmm_home *h, vmm_cache_visit visit, void *ctx);
+
+/*
+ * Read <dir>/manifest.json of a cached image: *raw and *len (either may be
+ * NULL) get its bytes, *m (may be NULL) the parsed manifest.
+ */
+int vmm_cache_read_manifest(const char *dir, vmm_manifest **m, char **raw, size_t *len,
+			    vmm_error **err);
 
 /* Every initialized entry, tags and digests, sorted by name. Free with vmm_cache_entries_free. */
 int vmm_cache_list(const vmm_home *h, vmm_cache_entry **out, size_t *n, vmm_error **err);

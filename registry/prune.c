@@ -50,24 +50,10 @@ static void add(plist *l, const char *path, const char *name, bool is_vm)
 }
 
 /* OCI digest directories anywhere under OCIs/ (tags are links, not entries). */
-static void walk_digests(const char *dir, plist *l)
+static void digest_visit(void *ctx, const vmm_cache_item *it)
 {
-	cleanup_dir DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		cleanup_free char *p = path_join(dir, e->d_name);
-		struct stat st;
-		if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
-			continue;
-		if (strncmp(e->d_name, "sha256:", 7) == 0)
-			add(l, p, p, false);
-		else
-			walk_digests(p, l);
-	}
+	if (!it->is_tag)
+		add(ctx, it->path, it->path, false);
 }
 
 int vmm_prunables(const vmm_home *h, vmm_prune_entries which, vmm_prunable **out, size_t *n,
@@ -75,7 +61,7 @@ int vmm_prunables(const vmm_home *h, vmm_prune_entries which, vmm_prunable **out
 {
 	plist l = {0};
 	if (which == VMM_PRUNE_CACHES) {
-		walk_digests(h->ocis, &l);
+		vmm_cache_walk(h, digest_visit, &l);
 		cleanup_free char *ipsws = path_join(h->cache, "IPSWs");
 		cleanup_dir DIR *d = opendir(ipsws);
 		struct dirent *e;

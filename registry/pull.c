@@ -1,9 +1,11 @@
 #include "registry/pull.h"
+#include "common/format.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/client.h"
-#include "registry/layers.h"
-#include "registry/manifest.h"
+#include "registry/image.h"
+#include "registry/oci/client.h"
+#include "registry/oci/layers.h"
+#include "registry/oci/manifest.h"
 #include "registry/prune.h"
 #include "vm/bundle.h"
 #include "vm/config.h"
@@ -39,10 +41,8 @@ typedef struct pull_ctx {
 	int disk_fd;
 	int rec_fd;
 	job *jobs;
-	size_t njobs, next;
-	pthread_mutex_t lock;
-	bool failed;
-	vmm_error *err;
+	size_t njobs;
+	pthread_mutex_t lock; /* guards stats and the record file */
 	void *meter;
 	vmm_pull_stats stats;
 } pull_ctx;
@@ -111,6 +111,7 @@ static int append_record(pull_ctx *c, const vmm_descriptor *d, vmm_error **err)
 
 typedef struct sink_ctx {
 	pull_ctx *c;
+	vmm_transfer_pool *pool;
 	vmm_layer_writer *w;
 	vmm_error *err;
 } sink_ctx;
@@ -118,7 +119,7 @@ typedef struct sink_ctx {
 static int layer_sink(void *ctx, const void *data, size_t len)
 {
 	sink_ctx *s = ctx;
-	if (s->c->failed) /* another layer failed: stop this one too */
+	if (vmm_transfer_failed(s->pool)) /* another layer failed: stop this one too */
 		return vmm_error_set(&s->err, VMM_EGENERIC, "aborted");
 	if (vmm_layer_writer_feed(s->w, data, len, &s->err) < 0)
 		return -1;
@@ -127,11 +128,11 @@ static int layer_sink(void *ctx, const void *data, size_t len)
 	return 0;
 }
 
-static int fetch_layer(pull_ctx *c, size_t i, vmm_error **err)
+static int fetch_layer(pull_ctx *c, vmm_transfer_pool *pool, size_t i, vmm_error **err)
 {
 	const vmm_descriptor *d = &c->m->layers[i];
 	cleanup_free char *name = layer_name(c->m, i);
-	sink_ctx s = {.c = c};
+	sink_ctx s = {.c = c, .pool = pool};
 	if (vmm_layer_writer_new(&s.w, c->disk_fd, d, name, err) < 0)
 		return -1;
 	int rc = vmm_registry_blob_get(c->reg, d->digest, 0, d->size, layer_sink, &s, err);
@@ -157,8 +158,11 @@ static int fetch_layer(pull_ctx *c, size_t i, vmm_error **err)
 	return rc;
 }
 
-static int run_job(pull_ctx *c, const job *j, vmm_error **err)
+/* A job of the pool: fetch or copy a disk layer; others are done already. */
+static int layer_job(void *ctx, vmm_transfer_pool *pool, size_t i, vmm_error **err)
 {
+	pull_ctx *c = ctx;
+	const job *j = &c->jobs[i];
 	const vmm_descriptor *d = &c->m->layers[j->layer];
 	int rc = 0;
 	if (j->kind == JOB_LOCAL) {
@@ -169,10 +173,12 @@ static int run_job(pull_ctx *c, const job *j, vmm_error **err)
 			pthread_mutex_unlock(&c->lock);
 		} else {
 			vmm_error_free(e); /* the cached copy let us down: download it */
-			rc = fetch_layer(c, j->layer, err);
+			rc = fetch_layer(c, pool, j->layer, err);
 		}
+	} else if (j->kind == JOB_FETCH) {
+		rc = fetch_layer(c, pool, j->layer, err);
 	} else {
-		rc = fetch_layer(c, j->layer, err);
+		return 0;
 	}
 	if (rc < 0)
 		return rc;
@@ -180,61 +186,6 @@ static int run_job(pull_ctx *c, const job *j, vmm_error **err)
 	rc = append_record(c, d, err);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
-}
-
-static void *layer_worker(void *arg)
-{
-	pull_ctx *c = arg;
-	for (;;) {
-		pthread_mutex_lock(&c->lock);
-		size_t i = c->next;
-		while (i < c->njobs && c->jobs[i].kind != JOB_FETCH && c->jobs[i].kind != JOB_LOCAL)
-			i++;
-		c->next = i + 1;
-		bool stop = c->failed || i >= c->njobs;
-		pthread_mutex_unlock(&c->lock);
-		if (stop)
-			break;
-		vmm_error *e = NULL;
-		if (run_job(c, &c->jobs[i], &e) < 0) {
-			pthread_mutex_lock(&c->lock);
-			/* the first failure is the one to report, not the aborts it caused */
-			if (!c->failed) {
-				c->failed = true;
-				c->err = steal_ptr(e);
-			}
-			pthread_mutex_unlock(&c->lock);
-			vmm_error_free(e);
-			break;
-		}
-	}
-	return NULL;
-}
-
-static int run_workers(pull_ctx *c, int n, vmm_error **err)
-{
-	pthread_t *t = xcalloc((size_t)n, sizeof(*t));
-	int started = 0;
-	for (int i = 0; i < n; i++) {
-		if (pthread_create(&t[i], NULL, layer_worker, c) != 0)
-			break;
-		started++;
-	}
-	if (!started)
-		layer_worker(c);
-	for (int i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
-	free(t);
-	if (c->failed) {
-		if (err) {
-			vmm_error_free(*err);
-			*err = steal_ptr(c->err);
-		}
-		vmm_error_free(c->err);
-		c->err = NULL;
-		return -1;
-	}
-	return 0;
 }
 
 /* --- planning ------------------------------------------------------------ */
@@ -267,13 +218,9 @@ static void find_local_source(const vmm_home *h, const vmm_manifest *m, const jo
 		cleanup_free char *real = realpath(imgs[i].dir, NULL);
 		if (skip && real && strcmp(skip, real) == 0)
 			continue;
-		cleanup_free char *mp = path_join(imgs[i].dir, VMM_MANIFEST_FILE);
-		cleanup_free char *raw = NULL;
-		size_t len = 0;
 		vmm_manifest *cm = NULL;
-		if (vmm_read_file(mp, 4 << 20, &raw, &len, NULL) < 0 ||
-		    vmm_manifest_parse(&cm, raw, len, NULL) < 0 ||
-		    vmm_manifest_check_tart(cm, NULL) < 0) {
+		if (vmm_cache_read_manifest(imgs[i].dir, &cm, NULL, NULL, NULL) < 0 ||
+		    vmm_image_check(cm, NULL) < 0) {
 			vmm_manifest_free(cm);
 			continue;
 		}
@@ -339,64 +286,33 @@ static int fetch_file(pull_ctx *c, long i, const char *path, vmm_error **err)
 
 /* --- building the image in the staging directory ------------------------- */
 
-static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, const char *raw,
-		       size_t raw_len, const char *old_dir, vmm_error **err)
+/* The config layer, checked to be a config.json vmm can read. */
+static int fetch_config(pull_ctx *c, const vmm_image_file *f, const char *path, vmm_error **err)
 {
-	const vmm_pull_opts *o = c->o;
-	vmm_manifest *m = c->m;
-	cleanup_free char *disk = path_join(staging, VMM_DISK_FILE);
-	cleanup_free char *rec = path_join(staging, RECORD_FILE);
-	cleanup_free char *cfg = path_join(staging, VMM_CONFIG_FILE);
-	cleanup_free char *nvram = path_join(staging, VMM_NVRAM_FILE);
-	cleanup_free char *mpath = path_join(staging, VMM_MANIFEST_FILE);
-
-	/* resume only what belongs to a disk of the same size */
-	struct stat st;
-	bool resuming = stat(disk, &st) == 0 && (uint64_t)st.st_size == m->disk_size;
-	size_t nrec = 0;
-	cleanup_free record *recs = NULL;
-	if (resuming) {
-		recs = load_records(rec, &nrec);
-	} else {
-		unlink(disk);
-		unlink(rec);
-	}
-
-	/* make room: the old image behind this tag goes first (Tart's order) */
-	if (old_dir)
-		vmm_access_date_set(old_dir, 0);
-	if (vmm_prune_reclaim(h, m->disk_size + (128ULL << 20), NULL, NULL, err) < 0)
-		return -1;
-
-	long ci = vmm_manifest_find(m, VMM_MEDIA_TART_CONFIG);
-	if (m->layers[ci].size > VMM_CONFIG_MAX_BYTES)
+	long i = vmm_manifest_find(c->m, f->media_type);
+	if (c->m->layers[i].size > VMM_CONFIG_MAX_BYTES)
 		return vmm_error_set(err, VMM_EFORMAT, "config layer of %llu bytes is absurd",
-				     (unsigned long long)m->layers[ci].size);
-	if (fetch_file(c, ci, cfg, err) < 0)
+				     (unsigned long long)c->m->layers[i].size);
+	if (fetch_file(c, i, path, err) < 0)
 		return -1;
-	vmm_config *vc = NULL;
-	if (vmm_config_load(&vc, cfg, err) < 0)
+	cleanup_vmm_config vmm_config *vc = NULL;
+	if (vmm_config_load(&vc, path, err) < 0)
 		return vmm_error_wrap(err, "config layer");
-	vmm_config_free(vc);
+	return 0;
+}
 
-	c->disk_fd = open(disk, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (c->disk_fd < 0)
-		return vmm_error_errno(err, errno, "create `%s`", disk);
-	if (ftruncate(c->disk_fd, (off_t)m->disk_size) < 0)
-		return vmm_error_errno(err, errno, "size `%s` to %llu bytes", disk,
-				       (unsigned long long)m->disk_size);
-	c->rec_fd = open(rec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	if (c->rec_fd < 0)
-		return vmm_error_errno(err, errno, "create `%s`", rec);
-
-	/* plan: resumed, zeros, local copies, downloads */
-	uint64_t compressed = 0;
+/* Plan the disk layers: resumed, zeros, downloads; *compressed gets their total size. */
+static int plan_disk(pull_ctx *c, const record *recs, size_t nrec, bool resuming,
+		     uint64_t *compressed, vmm_error **err)
+{
+	vmm_manifest *m = c->m;
+	*compressed = 0;
 	c->jobs = xcalloc(m->nlayers, sizeof(*c->jobs));
 	for (size_t i = 0; i < m->nlayers; i++) {
 		vmm_descriptor *d = &m->layers[i];
 		if (strcmp(d->media_type, VMM_MEDIA_TART_DISK_V2) != 0)
 			continue;
-		compressed += d->size;
+		*compressed += d->size;
 		job *j = &c->jobs[c->njobs++];
 		j->layer = i;
 		/*
@@ -423,44 +339,82 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 			j->kind = JOB_FETCH;
 		}
 	}
-	local_src src;
-	find_local_source(h, m, c->jobs, c->njobs, NULL, &src);
-	if (src.m) {
-		cleanup_free char *amount = vmm_format_decimal_bytes(src.bytes);
-		say(o,
-		    "found an image %s that will allow us to avoid fetching %s, will try use it...",
-		    src.name, amount);
-		for (size_t j = 0; j < c->njobs; j++) {
-			if (c->jobs[j].kind != JOB_FETCH)
-				continue;
-			const vmm_descriptor *d = &m->layers[c->jobs[j].layer];
-			for (size_t k = 0; k < src.m->nlayers; k++) {
-				if (strcmp(src.m->layers[k].media_type, VMM_MEDIA_TART_DISK_V2) ==
-					0 &&
-				    same_layer(d, &src.m->layers[k])) {
-					c->jobs[j].kind = JOB_LOCAL;
-					c->jobs[j].src_disk = src.disk;
-					c->jobs[j].src_offset = src.m->layers[k].offset;
-					break;
-				}
+	return 0;
+}
+
+/* Turn downloads into copies where a cached image holds the same layer. */
+static void plan_local(const vmm_home *h, pull_ctx *c, local_src *src)
+{
+	find_local_source(h, c->m, c->jobs, c->njobs, NULL, src);
+	if (!src->m)
+		return;
+	cleanup_free char *amount = vmm_format_decimal_bytes(src->bytes);
+	say(c->o, "found an image %s that will allow us to avoid fetching %s, will try use it...",
+	    src->name, amount);
+	for (size_t j = 0; j < c->njobs; j++) {
+		if (c->jobs[j].kind != JOB_FETCH)
+			continue;
+		const vmm_descriptor *d = &c->m->layers[c->jobs[j].layer];
+		for (size_t k = 0; k < src->m->nlayers; k++) {
+			if (strcmp(src->m->layers[k].media_type, VMM_MEDIA_TART_DISK_V2) == 0 &&
+			    same_layer(d, &src->m->layers[k])) {
+				c->jobs[j].kind = JOB_LOCAL;
+				c->jobs[j].src_disk = src->disk;
+				c->jobs[j].src_offset = src->m->layers[k].offset;
+				break;
 			}
 		}
 	}
-	uint64_t to_fetch = 0;
-	for (size_t j = 0; j < c->njobs; j++)
-		if (c->jobs[j].kind == JOB_FETCH || c->jobs[j].kind == JOB_LOCAL)
-			to_fetch += m->layers[c->jobs[j].layer].size;
+}
 
+/* The disk: resumed where it was left, holes for zeros, local copies, downloads. */
+static int fetch_disk(const vmm_home *h, pull_ctx *c, const char *staging, vmm_error **err)
+{
+	const vmm_pull_opts *o = c->o;
+	vmm_manifest *m = c->m;
+	cleanup_free char *disk = path_join(staging, VMM_DISK_FILE);
+	cleanup_free char *rec = path_join(staging, RECORD_FILE);
+
+	/* resume only what belongs to a disk of the same size */
+	struct stat st;
+	bool resuming = stat(disk, &st) == 0 && (uint64_t)st.st_size == m->disk_size;
+	size_t nrec = 0;
+	cleanup_free record *recs = NULL;
+	if (resuming) {
+		recs = load_records(rec, &nrec);
+	} else {
+		unlink(disk);
+		unlink(rec);
+	}
+	c->disk_fd = open(disk, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (c->disk_fd < 0)
+		return vmm_error_errno(err, errno, "create `%s`", disk);
+	if (ftruncate(c->disk_fd, (off_t)m->disk_size) < 0)
+		return vmm_error_errno(err, errno, "size `%s` to %llu bytes", disk,
+				       (unsigned long long)m->disk_size);
+	c->rec_fd = open(rec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (c->rec_fd < 0)
+		return vmm_error_errno(err, errno, "create `%s`", rec);
+
+	uint64_t compressed = 0, to_fetch = 0;
+	if (plan_disk(c, recs, nrec, resuming, &compressed, err) < 0)
+		return -1;
+	local_src src;
+	plan_local(h, c, &src);
+	size_t busy = 0;
+	for (size_t j = 0; j < c->njobs; j++) {
+		if (c->jobs[j].kind == JOB_FETCH || c->jobs[j].kind == JOB_LOCAL) {
+			to_fetch += m->layers[c->jobs[j].layer].size;
+			busy++;
+		}
+	}
 	say(o, "pulling disk (%.1f GB compressed)...", (double)compressed / 1e9);
 	if (o->ui.progress_begin)
 		c->meter = o->ui.progress_begin(o->ui.ctx, "pulling disk", to_fetch);
-	size_t busy = 0;
-	for (size_t j = 0; j < c->njobs; j++)
-		busy += c->jobs[j].kind == JOB_FETCH || c->jobs[j].kind == JOB_LOCAL;
 	int n = o->concurrency > 0 ? o->concurrency : 4;
 	if ((size_t)n > busy) /* no idle threads */
 		n = busy ? (int)busy : 1;
-	int rc = run_workers(c, n, err);
+	int rc = vmm_transfer_parallel(c->njobs, n, layer_job, c, err);
 	if (c->meter && o->ui.progress_end)
 		o->ui.progress_end(c->meter, rc == 0);
 	c->meter = NULL;
@@ -471,23 +425,40 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 		return -1;
 	if (fsync(c->disk_fd) < 0)
 		return vmm_error_errno(err, errno, "sync `%s`", disk);
+	return 0;
+}
 
-	say(o, "pulling NVRAM...");
-	if (fetch_file(c, vmm_manifest_find(m, VMM_MEDIA_TART_NVRAM), nvram, err) < 0)
+/* Every file of the image table, in its order, into staging; manifest.json last. */
+static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, const char *raw,
+		       size_t raw_len, const char *old_dir, vmm_error **err)
+{
+	/* make room: the old image behind this tag goes first (Tart's order) */
+	if (old_dir)
+		vmm_access_date_set(old_dir, 0);
+	if (vmm_prune_reclaim(h, c->m->disk_size + (128ULL << 20), NULL, NULL, err) < 0)
 		return -1;
-	static const struct {
-		const char *media, *file;
-	} extra[] = {
-	    {VMM_MEDIA_VMM_KERNEL, VMM_KERNEL_FILE},
-	    {VMM_MEDIA_VMM_INITRAMFS, VMM_INITRAMFS_FILE},
-	    {VMM_MEDIA_VMM_STATE, VMM_STATE_FILE},
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(extra); i++) {
-		long li = vmm_manifest_find(m, extra[i].media);
-		cleanup_free char *p = path_join(staging, extra[i].file);
-		if (li >= 0 && fetch_file(c, li, p, err) < 0)
+	size_t nfiles;
+	const vmm_image_file *files = vmm_image_files(&nfiles);
+	for (size_t i = 0; i < nfiles; i++) {
+		const vmm_image_file *f = &files[i];
+		cleanup_free char *path = path_join(staging, f->file);
+		long li = vmm_manifest_find(c->m, f->media_type);
+		int rc = 0;
+		if (f->kind == VMM_LAYER_CONFIG) {
+			rc = fetch_config(c, f, path, err);
+		} else if (f->kind == VMM_LAYER_DISK) {
+			rc = fetch_disk(h, c, staging, err);
+		} else if (li >= 0) {
+			/* Tart's lines for Tart's layers; vmm's come quietly */
+			if (f->kind == VMM_LAYER_TART)
+				say(c->o, "pulling %s...", f->what);
+			rc = fetch_file(c, li, path, err);
+		}
+		if (rc < 0)
 			return -1;
 	}
+	cleanup_free char *mpath = path_join(staging, VMM_MANIFEST_FILE);
+	cleanup_free char *rec = path_join(staging, RECORD_FILE);
 	if (vmm_write_file_atomic(mpath, raw, raw_len, 0644, err) < 0)
 		return -1;
 	unlink(rec);
@@ -556,8 +527,7 @@ int vmm_pull(const vmm_home *h, const vmm_reference *r, const vmm_pull_opts *o, 
 		vmm_error_set(err, VMM_EFORMAT, "the registry answered with manifest `%s`", digest);
 		goto out;
 	}
-	if (vmm_manifest_parse(&c.m, raw, raw_len, err) < 0 ||
-	    vmm_manifest_check_tart(c.m, err) < 0)
+	if (vmm_manifest_parse(&c.m, raw, raw_len, err) < 0 || vmm_image_check(c.m, err) < 0)
 		goto out;
 
 	digest_dir = vmm_cache_digest_dir(h, r, digest);

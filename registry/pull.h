@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "registry/transfer.h"
 #include "vm/home.h"
 

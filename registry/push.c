@@ -1,13 +1,14 @@
 #include "registry/push.h"
 #include "common/format.h"
-#include "common/json.h"
 #include "common/util.h"
 #include "registry/cache.h"
-#include "registry/client.h"
-#include "registry/layers.h"
-#include "registry/manifest.h"
+#include "registry/image.h"
+#include "registry/oci/client.h"
+#include "registry/oci/layers.h"
+#include "registry/oci/manifest.h"
 #include "storage/copy.h"
 #include "vm/bundle.h"
+#include "vm/savefile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -122,12 +123,7 @@ typedef struct disk_job {
 	push_ctx *c;
 	int fd;
 	uint64_t disk_size, chunk;
-	size_t nchunks;
 	vmm_disk_chunk *results; /* digests and sizes; blobs freed after upload */
-	size_t next;
-	bool failed;
-	vmm_error *err;
-	pthread_mutex_t lock;
 	void *meter;
 } disk_job;
 
@@ -138,45 +134,28 @@ static void disk_progress(void *ctx, uint64_t n)
 		j->c->o->ui.progress_add(j->meter, n);
 }
 
-static void *disk_worker(void *arg)
+/* A job of the pool: compress chunk i, then send it everywhere. */
+static int chunk_job(void *ctx, vmm_transfer_pool *pool, size_t i, vmm_error **err)
 {
-	disk_job *j = arg;
-	for (;;) {
-		pthread_mutex_lock(&j->lock);
-		size_t i = j->next++;
-		bool stop = j->failed || i >= j->nchunks;
-		pthread_mutex_unlock(&j->lock);
-		if (stop)
-			break;
-		uint64_t off = (uint64_t)i * j->chunk;
-		uint64_t n = j->disk_size - off < j->chunk ? j->disk_size - off : j->chunk;
-		vmm_error *e = NULL;
-		vmm_disk_chunk *r = &j->results[i];
-		int rc = vmm_disk_chunk_encode(j->fd, off, n, r, disk_progress, j, &e);
-		if (rc == 0) {
-			cleanup_free char *what = xasprintf("disk layer %zu `%s`", i, r->digest);
-			rc = send_everywhere(j->c, what, r->digest, r->blob, r->blob_len, &e);
-		} else {
-			vmm_error_wrap(&e, "compress disk chunk %zu", i);
-		}
-		size_t blob_len = r->blob_len;
-		vmm_disk_chunk_clear(r);
-		r->blob_len = blob_len;
-		if (rc < 0) {
-			pthread_mutex_lock(&j->lock);
-			if (!j->failed) {
-				j->failed = true;
-				j->err = e;
-				e = NULL;
-			}
-			pthread_mutex_unlock(&j->lock);
-			vmm_error_free(e);
-			break;
-		}
+	UNUSED(pool);
+	disk_job *j = ctx;
+	uint64_t off = (uint64_t)i * j->chunk;
+	uint64_t n = j->disk_size - off < j->chunk ? j->disk_size - off : j->chunk;
+	vmm_disk_chunk *r = &j->results[i];
+	int rc = vmm_disk_chunk_encode(j->fd, off, n, r, disk_progress, j, err);
+	if (rc == 0) {
+		cleanup_free char *what = xasprintf("disk layer %zu `%s`", i, r->digest);
+		rc = send_everywhere(j->c, what, r->digest, r->blob, r->blob_len, err);
+	} else {
+		vmm_error_wrap(err, "compress disk chunk %zu", i);
 	}
-	return NULL;
+	size_t blob_len = r->blob_len;
+	vmm_disk_chunk_clear(r);
+	r->blob_len = blob_len;
+	return rc;
 }
 
+/* The disk in chunks, each compressed and uploaded by a worker of the pool. */
 static int push_disk(push_ctx *c, const char *disk_path, uint64_t disk_size,
 		     vmm_disk_chunk **results, size_t *nresults, vmm_error **err)
 {
@@ -189,42 +168,44 @@ static int push_disk(push_ctx *c, const char *disk_path, uint64_t disk_size,
 	j.fd = open(disk_path, O_RDONLY | O_CLOEXEC);
 	if (j.fd < 0)
 		return vmm_error_errno(err, errno, "open `%s`", disk_path);
-	j.nchunks = disk_size ? (size_t)((disk_size + j.chunk - 1) / j.chunk) : 0;
-	j.results = xcalloc(j.nchunks ? j.nchunks : 1, sizeof(*j.results));
-	pthread_mutex_init(&j.lock, NULL);
+	size_t nchunks = disk_size ? (size_t)((disk_size + j.chunk - 1) / j.chunk) : 0;
+	j.results = xcalloc(nchunks ? nchunks : 1, sizeof(*j.results));
 	if (o->ui.progress_begin)
 		j.meter = o->ui.progress_begin(o->ui.ctx, "pushing disk", disk_size);
-	int nthreads = o->concurrency > 0 ? o->concurrency : 4;
-	if ((size_t)nthreads > j.nchunks)
-		nthreads = (int)(j.nchunks ? j.nchunks : 1);
-	pthread_t *t = xcalloc((size_t)nthreads, sizeof(*t));
-	int started = 0;
-	for (int i = 0; i < nthreads; i++) {
-		if (pthread_create(&t[i], NULL, disk_worker, &j) != 0)
-			break;
-		started++;
-	}
-	if (started == 0)
-		disk_worker(&j);
-	for (int i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
-	free(t);
+	int rc = vmm_transfer_parallel(nchunks, o->concurrency, chunk_job, &j, err);
 	close(j.fd);
-	pthread_mutex_destroy(&j.lock);
 	if (j.meter && o->ui.progress_end)
-		o->ui.progress_end(j.meter, !j.failed);
-	if (j.failed) {
-		if (err) {
-			vmm_error_free(*err);
-			*err = j.err;
-		} else {
-			vmm_error_free(j.err);
-		}
+		o->ui.progress_end(j.meter, rc == 0);
+	if (rc < 0) {
 		free(j.results);
 		return -1;
 	}
 	*results = j.results;
-	*nresults = j.nchunks;
+	*nresults = nchunks;
+	return 0;
+}
+
+/* Tart's disk layers, annotated with their uncompressed sizes and digests. */
+static int push_disk_layers(push_ctx *c, vmm_manifest *m, const char *disk_path, vmm_error **err)
+{
+	struct stat st;
+	if (stat(disk_path, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s`", disk_path);
+	vmm_disk_chunk *chunks = NULL;
+	size_t nchunks = 0;
+	if (push_disk(c, disk_path, (uint64_t)st.st_size, &chunks, &nchunks, err) < 0)
+		return -1;
+	for (size_t i = 0; i < nchunks; i++) {
+		vmm_descriptor *d = vmm_manifest_add_layer(m, VMM_MEDIA_TART_DISK_V2,
+							   chunks[i].digest, chunks[i].blob_len);
+		char usize[32];
+		snprintf(usize, sizeof(usize), "%llu", (unsigned long long)chunks[i].size);
+		vmm_descriptor_annotate(d, VMM_ANN_UNCOMPRESSED_SIZE, usize);
+		vmm_descriptor_annotate(d, VMM_ANN_UNCOMPRESSED_DIGEST,
+					chunks[i].uncompressed_digest);
+	}
+	free(chunks);
+	m->disk_size = (uint64_t)st.st_size;
 	return 0;
 }
 
@@ -259,76 +240,56 @@ static int push_file_layer(push_ctx *c, vmm_manifest *m, const char *media_type,
 
 /*
  * The suspended state (DESIGN §4).  state.vmmsave is already zstd inside,
- * so it goes verbatim; its annotations come from the file's header, whose
- * format vm/ owns (vm/savefile.h on the QEMU branch: "VMMSAVE\n", u32le
- * JSON length, JSON).  Until that reader is on this branch, this small
- * reader takes the four fields the layer needs; swap it for
- * vmm_savefile_read_header() once both meet.
+ * so it goes verbatim; its annotations come from the file's header.
  */
-typedef struct state_info {
-	uint64_t raw_size;
-	char raw_digest[72];
-	char qemu_version[64];
-	char machine[64];
-} state_info;
-
-static int read_state_header(const char *path, state_info *si, vmm_error **err)
+static int push_state_layer(push_ctx *c, vmm_manifest *m, const vmm_image_file *f, const char *path,
+			    vmm_error **err)
 {
-	unsigned char hdr[16384];
-	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return vmm_error_errno(err, errno, "open `%s`", path);
-	ssize_t n = pread(fd, hdr, sizeof(hdr), 0);
-	if (n < 12 || memcmp(hdr, "VMMSAVE\n", 8) != 0)
-		return vmm_error_set(err, VMM_EFORMAT, "`%s` has no state header", path);
-	uint32_t len = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 | (uint32_t)hdr[10] << 16 |
-		       (uint32_t)hdr[11] << 24;
-	if (len > (uint32_t)n - 12)
-		return vmm_error_set(err, VMM_EFORMAT, "`%s`: state header is truncated", path);
-	json_t *o = NULL;
-	cleanup_free char *what = xasprintf("`%s` header", path);
-	if (vmm_json_parse(&o, (const char *)hdr + 12, len, what, err) < 0)
-		return -1;
-	json_t *rs = json_object_get(o, "rawSize");
-	const char *rd = json_string_value(json_object_get(o, "rawSha256"));
-	const char *qv = json_string_value(json_object_get(o, "qemuVersion"));
-	const char *mc = json_string_value(json_object_get(o, "machine"));
-	int rc = 0;
-	if (!json_is_integer(rs) || json_integer_value(rs) < 0 || !vmm_digest_is_valid(rd) || !qv ||
-	    !mc) {
-		rc = vmm_error_set(err, VMM_EFORMAT,
-				   "`%s`: state header lacks rawSize, rawSha256, qemuVersion or "
-				   "machine",
-				   path);
-	} else {
-		si->raw_size = (uint64_t)json_integer_value(rs);
-		snprintf(si->raw_digest, sizeof(si->raw_digest), "%s", rd);
-		snprintf(si->qemu_version, sizeof(si->qemu_version), "%s", qv);
-		snprintf(si->machine, sizeof(si->machine), "%s", mc);
-	}
-	json_decref(o);
-	return rc;
-}
-
-static int push_state_layer(push_ctx *c, vmm_manifest *m, const char *dir, vmm_error **err)
-{
-	cleanup_free char *path = path_join(dir, VMM_STATE_FILE);
-	if (access(path, F_OK) < 0)
-		return 0;
-	state_info si;
-	if (read_state_header(path, &si, err) < 0)
-		return -1;
-	say(c->o, "pushing suspended state...");
+	cleanup_vmm_savefile_header vmm_savefile_header *sh = NULL;
+	if (vmm_savefile_read_header(&sh, path, err) < 0)
+		return vmm_error_wrap(err, "the %s has no state header vmm can read", f->what);
+	say(c->o, "pushing %s...", f->what);
 	vmm_descriptor *d = NULL;
-	if (push_file_layer(c, m, VMM_MEDIA_VMM_STATE, path, "suspended state", &d, err) < 0)
+	if (push_file_layer(c, m, f->media_type, path, f->what, &d, err) < 0)
 		return -1;
 	char size[32];
-	snprintf(size, sizeof(size), "%llu", (unsigned long long)si.raw_size);
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)sh->raw_size);
 	vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_SIZE, size);
-	vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_DIGEST, si.raw_digest);
-	vmm_descriptor_annotate(d, VMM_ANN_STATE_QEMU_VERSION, si.qemu_version);
-	vmm_descriptor_annotate(d, VMM_ANN_STATE_MACHINE, si.machine);
+	vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_DIGEST, sh->raw_sha256);
+	vmm_descriptor_annotate(d, VMM_ANN_STATE_QEMU_VERSION, sh->qemu_version);
+	vmm_descriptor_annotate(d, VMM_ANN_STATE_MACHINE, sh->machine);
 	return 0;
+}
+
+/* One entry of the image table: its layer(s) to every repository, and into m. */
+static int push_layer(push_ctx *c, const vmm_bundle *b, const vmm_image_file *f, vmm_manifest *m,
+		      const char *cfg, vmm_error **err)
+{
+	cleanup_free char *path = vmm_bundle_path(b, f->file);
+	char digest[72];
+	switch (f->kind) {
+	case VMM_LAYER_CONFIG:
+		say(c->o, "pushing %s...", f->what);
+		vmm_sha256_digest(cfg, strlen(cfg), digest);
+		if (send_everywhere(c, f->what, digest, cfg, strlen(cfg), err) < 0)
+			return -1;
+		vmm_manifest_add_layer(m, f->media_type, digest, strlen(cfg));
+		return 0;
+	case VMM_LAYER_DISK:
+		say(c->o, "pushing %s... this will take a while...", f->what);
+		return push_disk_layers(c, m, path, err);
+	case VMM_LAYER_VMM:
+		/* vmm's own layers come after Tart's, which ignores them */
+		if (access(path, F_OK) < 0)
+			return 0;
+		if (strcmp(f->media_type, VMM_MEDIA_VMM_STATE) == 0)
+			return push_state_layer(c, m, f, path, err);
+		break;
+	case VMM_LAYER_TART:
+		break;
+	}
+	say(c->o, "pushing %s...", f->what);
+	return push_file_layer(c, m, f->media_type, path, f->what, NULL, err);
 }
 
 /* --- the whole push ------------------------------------------------------ */
@@ -359,12 +320,8 @@ static void learn_from_cache(const vmm_home *h, group *g)
 		if (strcmp(imgs[i].host, g->host) != 0 ||
 		    strcmp(imgs[i].namespace, g->namespace) == 0)
 			continue;
-		cleanup_free char *mp = path_join(imgs[i].dir, VMM_MANIFEST_FILE);
-		cleanup_free char *raw = NULL;
-		size_t len = 0;
 		cleanup_vmm_manifest vmm_manifest *m = NULL;
-		if (vmm_read_file(mp, 4 << 20, &raw, &len, NULL) < 0 ||
-		    vmm_manifest_parse(&m, raw, len, NULL) < 0)
+		if (vmm_cache_read_manifest(imgs[i].dir, &m, NULL, NULL, NULL) < 0)
 			continue;
 		group_remember(g, m->config.digest, imgs[i].namespace);
 		for (size_t k = 0; k < m->nlayers; k++)
@@ -502,62 +459,17 @@ int vmm_push_dir(const vmm_home *h, const char *dir, const char *name, vmm_refer
 		say_group(o, name, &c.groups[i]);
 
 	int rc = -1;
-	vmm_disk_chunk *chunks = NULL;
-	size_t nchunks = 0;
 	cleanup_vmm_manifest vmm_manifest *m = vmm_manifest_new();
-	cleanup_free char *disk_path = vmm_bundle_path(b, VMM_DISK_FILE);
-	cleanup_free char *nvram_path = vmm_bundle_path(b, VMM_NVRAM_FILE);
 	cleanup_free char *cfg = vmm_config_compact(b->config);
 	cleanup_free char *oci_cfg = NULL;
 	cleanup_free char *manifest = NULL;
 	cleanup_free char *now = NULL;
-	char cfg_digest[72], oci_digest[72], mdigest[72];
-	struct stat st;
-	if (stat(disk_path, &st) < 0) {
-		vmm_error_errno(err, errno, "stat `%s`", disk_path);
-		goto out;
-	}
-
-	say(o, "pushing config...");
-	vmm_sha256_digest(cfg, strlen(cfg), cfg_digest);
-	if (send_everywhere(&c, "config", cfg_digest, cfg, strlen(cfg), err) < 0)
-		goto out;
-	vmm_manifest_add_layer(m, VMM_MEDIA_TART_CONFIG, cfg_digest, strlen(cfg));
-
-	say(o, "pushing disk... this will take a while...");
-	if (push_disk(&c, disk_path, (uint64_t)st.st_size, &chunks, &nchunks, err) < 0)
-		goto out;
-	for (size_t i = 0; i < nchunks; i++) {
-		vmm_descriptor *d = vmm_manifest_add_layer(m, VMM_MEDIA_TART_DISK_V2,
-							   chunks[i].digest, chunks[i].blob_len);
-		char usize[32];
-		snprintf(usize, sizeof(usize), "%llu", (unsigned long long)chunks[i].size);
-		vmm_descriptor_annotate(d, VMM_ANN_UNCOMPRESSED_SIZE, usize);
-		vmm_descriptor_annotate(d, VMM_ANN_UNCOMPRESSED_DIGEST,
-					chunks[i].uncompressed_digest);
-	}
-
-	say(o, "pushing NVRAM...");
-	if (push_file_layer(&c, m, VMM_MEDIA_TART_NVRAM, nvram_path, "NVRAM", NULL, err) < 0)
-		goto out;
-
-	/* vmm's own layers come after Tart's, which ignores them */
-	static const struct {
-		const char *file, *media, *what;
-	} extra[] = {
-	    {VMM_KERNEL_FILE, VMM_MEDIA_VMM_KERNEL, "kernel"},
-	    {VMM_INITRAMFS_FILE, VMM_MEDIA_VMM_INITRAMFS, "initramfs"},
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(extra); i++) {
-		cleanup_free char *p = vmm_bundle_path(b, extra[i].file);
-		if (access(p, F_OK) < 0)
-			continue;
-		say(o, "pushing %s...", extra[i].what);
-		if (push_file_layer(&c, m, extra[i].media, p, extra[i].what, NULL, err) < 0)
+	char oci_digest[72], mdigest[72];
+	size_t nfiles;
+	const vmm_image_file *files = vmm_image_files(&nfiles);
+	for (size_t i = 0; i < nfiles; i++)
+		if (push_layer(&c, b, &files[i], m, cfg, err) < 0)
 			goto out;
-	}
-	if (push_state_layer(&c, m, b->dir, err) < 0)
-		goto out;
 
 	oci_cfg = vmm_oci_config_encode(b->config->arch, b->config->os, b->config->disk_format,
 					o->labels, o->nlabels);
@@ -569,7 +481,7 @@ int vmm_push_dir(const vmm_home *h, const char *dir, const char *name, vmm_refer
 	m->config.size = strlen(oci_cfg);
 
 	char disk_size[32];
-	snprintf(disk_size, sizeof(disk_size), "%llu", (unsigned long long)st.st_size);
+	snprintf(disk_size, sizeof(disk_size), "%llu", (unsigned long long)m->disk_size);
 	vmm_manifest_annotate(m, VMM_ANN_DISK_SIZE, disk_size);
 	now = vmm_format_iso8601(time(NULL));
 	vmm_manifest_annotate(m, VMM_ANN_UPLOAD_TIME, now);
@@ -598,7 +510,6 @@ int vmm_push_dir(const vmm_home *h, const char *dir, const char *name, vmm_refer
 		memcpy(digest_out, mdigest, 72);
 	rc = 0;
 out:
-	free(chunks);
 	groups_free(c.groups, c.ngroups);
 	pthread_mutex_destroy(&c.stats_lock);
 	return rc;
@@ -634,12 +545,10 @@ int vmm_push_remote(const vmm_home *h, const vmm_reference *src, vmm_reference *
 	cleanup_free char *dir = NULL;
 	if (vmm_cache_resolve(h, src, &dir, NULL, err) < 0)
 		return -1;
-	cleanup_free char *mpath = path_join(dir, VMM_MANIFEST_FILE);
 	cleanup_free char *raw = NULL;
 	size_t len = 0;
 	cleanup_vmm_manifest vmm_manifest *m = NULL;
-	if (vmm_read_file(mpath, 4 << 20, &raw, &len, err) < 0 ||
-	    vmm_manifest_parse(&m, raw, len, err) < 0)
+	if (vmm_cache_read_manifest(dir, &m, &raw, &len, err) < 0)
 		return vmm_error_wrap(err, "cached image `%s`", name);
 	push_ctx c = {.o = o};
 	pthread_mutex_init(&c.stats_lock, NULL);

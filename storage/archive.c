@@ -177,6 +177,8 @@ int vmm_archive_write(int out, const vmm_archive_file *files, size_t nfiles,
 {
 	if (nfiles > VMM_ARCHIVE_MAX_FILES)
 		return vmm_error_set(err, VMM_EINVAL, "too many files (%zu)", nfiles);
+	if (vmm_archive_load(err) < 0)
+		return -1;
 	int level = opts && opts->level ? opts->level : 3;
 	long threads = opts && opts->threads ? opts->threads : sysconf(_SC_NPROCESSORS_ONLN);
 	src_file *src = xcalloc(nfiles, sizeof(*src));
@@ -512,8 +514,11 @@ out:
 	return rc;
 }
 
-static struct archive *reader(void)
+/* A tar reader with zstd, or NULL with *err when libarchive cannot be loaded. */
+static struct archive *reader(vmm_error **err)
 {
+	if (vmm_archive_load(err) < 0)
+		return NULL;
 	struct archive *a = archive_read_new();
 	archive_read_support_filter_zstd(a);
 	archive_read_support_filter_none(a);
@@ -521,26 +526,33 @@ static struct archive *reader(void)
 	return a;
 }
 
-int vmm_archive_read(int fd, const char *dest, vmm_error **err)
+/* Read the archive `a` was opened on (open_rc: what the open returned) into dest; frees a. */
+static int read_opened(struct archive *a, int open_rc, const char *dest, vmm_error **err)
 {
-	struct archive *a = reader();
-	int rc;
-	if (archive_read_open_fd(a, fd, IO_BUF) != ARCHIVE_OK)
-		rc = ar_fail(err, a, "archive");
-	else
-		rc = read_all(a, dest, err);
+	int rc = open_rc != ARCHIVE_OK ? ar_fail(err, a, "archive") : read_all(a, dest, err);
 	archive_read_free(a);
 	return rc;
 }
 
+int vmm_archive_read(int fd, const char *dest, vmm_error **err)
+{
+	struct archive *a = reader(err);
+	return a ? read_opened(a, archive_read_open_fd(a, fd, IO_BUF), dest, err) : -1;
+}
+
 int vmm_archive_read_memory(const void *buf, size_t len, const char *dest, vmm_error **err)
 {
-	struct archive *a = reader();
-	int rc;
-	if (archive_read_open_memory(a, buf, len) != ARCHIVE_OK)
-		rc = ar_fail(err, a, "archive");
-	else
-		rc = read_all(a, dest, err);
-	archive_read_free(a);
-	return rc;
+	struct archive *a = reader(err);
+	return a ? read_opened(a, archive_read_open_memory(a, buf, len), dest, err) : -1;
+}
+
+int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err)
+{
+	bool from_stdin = strcmp(path, "-") == 0;
+	cleanup_close int in = from_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return vmm_error_errno(err, errno, "open `%s`", path);
+	if (vmm_archive_read(in, dest, err) < 0)
+		return vmm_error_wrap(err, "import `%s`", path);
+	return 0;
 }

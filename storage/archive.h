@@ -36,6 +36,9 @@ typedef struct vmm_archive_file {
 			   * lock the caller holds through it survives) */
 } vmm_archive_file;
 
+/* Load libarchive (storage/libarchive.c) unless loaded; the functions below do. */
+int vmm_archive_load(vmm_error **err);
+
 /*
  * Write the files, in order, to out as one archive.  opts may be NULL.
  * Holes in the files stay holes in the archive (they cost neither space nor
@@ -54,5 +57,8 @@ int vmm_archive_read(int fd, const char *dest, vmm_error **err);
 
 /* Same, from memory (fuzzing, tests). */
 int vmm_archive_read_memory(const void *buf, size_t len, const char *dest, vmm_error **err);
+
+/* vmm_archive_read() of the file at path ("-" is stdin); errors name the archive. */
+int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err);
 
 #endif

@@ -10,16 +10,6 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
-int vmm_error_not_found(vmm_error **err, const char *name)
-{
-	return vmm_error_set(err, VMM_ENOTFOUND, "the specified VM \"%s\" does not exist", name);
-}
-
-int vmm_error_running(vmm_error **err, const char *name)
-{
-	return vmm_error_set(err, VMM_ERUNNING, "VM \"%s\" is running", name);
-}
-
 bool vmm_bundle_dir_is_vm(const char *dir)
 {
 	static const char *const files[] = {VMM_CONFIG_FILE, VMM_DISK_FILE, VMM_NVRAM_FILE};
@@ -147,6 +137,29 @@ int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **
 	return 0;
 }
 
+int vmm_bundle_dir_read_config(const char *dir, int lock_fd, vmm_config **out, char **raw,
+			       size_t *len, vmm_error **err)
+{
+	struct stat st;
+	if (fstat(lock_fd, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s/config.json`", dir);
+	if (st.st_size > VMM_CONFIG_MAX_BYTES)
+		return vmm_error_set(err, EFBIG, "`%s/config.json` is too large", dir);
+	size_t n = (size_t)st.st_size;
+	cleanup_free char *text = xmalloc(n + 1);
+	if (vmm_pread_all(lock_fd, text, n, 0) < 0)
+		return vmm_error_errno(err, errno, "read `%s/config.json`", dir);
+	text[n] = '\0';
+	cleanup_free char *what = xasprintf("`%s/config.json`", dir);
+	if (vmm_config_parse(out, text, n, what, err) < 0)
+		return -1;
+	if (raw)
+		*raw = steal_ptr(text);
+	if (len)
+		*len = n;
+	return 0;
+}
+
 int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated, vmm_error **err)
 {
 	/*
@@ -203,13 +216,6 @@ time_t vmm_access_date_get(const char *dir)
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-void vmm_strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
 }
 
 int vmm_bundle_list_names(const vmm_home *h, char ***names, size_t *n, vmm_error **err)

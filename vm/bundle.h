@@ -80,6 +80,14 @@ const char *vmm_vm_state_name(vmm_vm_state s);
 int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **err);
 
 /*
+ * Parse <dir>/config.json through lock_fd, the descriptor that holds the
+ * running lock: opening the file again and closing it would drop the lock.
+ * *raw and *len (either may be NULL) get the bytes read (caller frees).
+ */
+int vmm_bundle_dir_read_config(const char *dir, int lock_fd, vmm_config **out, char **raw,
+			       size_t *len, vmm_error **err);
+
+/*
  * Apparent and allocated bytes of the bundle's top-level regular files
  * (config, disk, nvram and vmm's kernel, initramfs, state...).
  */
@@ -91,10 +99,6 @@ int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocate
  */
 void vmm_access_date_set(const char *dir, time_t t);
 time_t vmm_access_date_get(const char *dir);
-
-/* Error helpers with Tart's texts. */
-int vmm_error_not_found(vmm_error **err, const char *name);
-int vmm_error_running(vmm_error **err, const char *name);
 
 static inline void cleanup_vmm_bundle_fn(vmm_bundle **b)
 {
@@ -112,6 +116,5 @@ bool vmm_bundle_mac_in_use(const vmm_home *h, const char *mac, const char *excep
 uint64_t vmm_bundle_dir_disk_bytes(const char *dir);
 /* The names of local VMs (initialized bundles in vms/), sorted bytewise. */
 int vmm_bundle_list_names(const vmm_home *h, char ***names, size_t *n, vmm_error **err);
-void vmm_strv_free(char **v, size_t n);
 
 #endif

@@ -17,11 +17,9 @@ void vmm_home_free(vmm_home *h)
 {
 	if (!h)
 		return;
-	free(h->root);
-	free(h->vms);
-	free(h->cache);
-	free(h->ocis);
-	free(h->tmp);
+	char *paths[] = {h->root, h->vms, h->cache, h->ocis, h->tmp};
+	for (size_t i = 0; i < ARRAY_SIZE(paths); i++)
+		free(paths[i]);
 	free(h);
 }
 

@@ -1,4 +1,5 @@
 #include "vm/ops.h"
+#include "common/format.h"
 #include "common/util.h"
 #include "vm/bundle.h"
 #include "vm/config.h"
@@ -182,17 +183,10 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	cleanup_close int src_lock = -1;
 	if (vmm_bundle_dir_lock(src_dir, src_name, &src_lock, err) < 0)
 		return -1;
-	struct stat st;
-	if (fstat(src_lock, &st) < 0)
-		return vmm_error_errno(err, errno, "stat `%s/config.json`", src_dir);
-	if (st.st_size > VMM_CONFIG_MAX_BYTES)
-		return vmm_error_set(err, EFBIG, "`%s/config.json` is too large", src_dir);
-	cleanup_free char *raw = xmalloc((size_t)st.st_size + 1);
-	if (vmm_pread_all(src_lock, raw, (size_t)st.st_size, 0) < 0)
-		return vmm_error_errno(err, errno, "read `%s/config.json`", src_dir);
-	cleanup_free char *what = xasprintf("`%s/config.json`", src_dir);
 	cleanup_vmm_config vmm_config *cfg = NULL;
-	if (vmm_config_parse(&cfg, raw, (size_t)st.st_size, what, err) < 0)
+	cleanup_free char *raw = NULL;
+	size_t raw_len = 0;
+	if (vmm_bundle_dir_read_config(src_dir, src_lock, &cfg, &raw, &raw_len, err) < 0)
 		return -1;
 	bool suspended = dir_suspended(src_dir);
 
@@ -229,7 +223,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 		bool collides = src_is_local || vmm_bundle_mac_in_use(h, cfg->mac, src_dir, false);
 		cleanup_free char *text = NULL;
 		const char *bytes = raw; /* the source's bytes, unchanged */
-		size_t len = (size_t)st.st_size;
+		size_t len = raw_len;
 		if (!suspended && collides) {
 			vmm_mac_random(cfg->mac);
 			bytes = text = vmm_config_pretty(cfg);
@@ -301,32 +295,6 @@ int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)
 		return -1;
 	/* move it out of vms/ in one step, then take our time removing it */
 	return move_out_and_remove(h, dir, err);
-}
-
-char *vmm_format_decimal_bytes(uint64_t n)
-{
-	static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB", "PB"};
-	if (n < 1000)
-		return xasprintf("%llu bytes", (unsigned long long)n);
-	double v = (double)n;
-	size_t u = 0;
-	while (v >= 1000 && u + 1 < ARRAY_SIZE(units)) {
-		v /= 1000;
-		u++;
-	}
-	/* ByteCountFormatter is adaptive: KB without decimals, MB with one,
-	 * GB and up with two, trailing zeros dropped */
-	char buf[32];
-	snprintf(buf, sizeof(buf), "%.*f", u <= 1 ? 0 : u == 2 ? 1 : 2, v);
-	/* trim trailing zeros and a trailing point: "50.00" -> "50", "1.50" -> "1.5" */
-	if (strchr(buf, '.')) {
-		char *end = buf + strlen(buf) - 1;
-		while (*end == '0')
-			*end-- = '\0';
-		if (*end == '.')
-			*end = '\0';
-	}
-	return xasprintf("%s %s", buf, units[u]);
 }
 
 int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err)

@@ -63,7 +63,5 @@ int vmm_vm_check_name(const char *name, vmm_error **err);
 int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err);
 /* Replace disk.img with a copy of `src` (built beside it, then renamed). */
 int vmm_vm_disk_replace(const char *dir, const char *src, vmm_error **err);
-/* Sizes as Foundation's ByteCountFormatter writes them: "50 GB", "1.5 GB" (caller frees). */
-char *vmm_format_decimal_bytes(uint64_t n);
 
 #endif

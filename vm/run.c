@@ -595,21 +595,6 @@ static int outcome_of(run *r, vmm_run_outcome *out, vmm_error **err)
 
 /* --- vmm_vm_run ------------------------------------------------------------------- */
 
-/* Read config.json through the lock's descriptor: opening it again would drop the lock. */
-static int reread_config(int lock_fd, const char *dir, vmm_config **out, vmm_error **err)
-{
-	struct stat st;
-	if (fstat(lock_fd, &st) < 0)
-		return vmm_error_errno(err, errno, "stat `%s/config.json`", dir);
-	if (st.st_size > VMM_CONFIG_MAX_BYTES)
-		return vmm_error_set(err, EFBIG, "`%s/config.json` is too large", dir);
-	cleanup_free char *raw = xmalloc((size_t)st.st_size + 1);
-	if (vmm_pread_all(lock_fd, raw, (size_t)st.st_size, 0) < 0)
-		return vmm_error_errno(err, errno, "read `%s/config.json`", dir);
-	cleanup_free char *what = xasprintf("`%s/config.json`", dir);
-	return vmm_config_parse(out, raw, (size_t)st.st_size, what, err);
-}
-
 /*
  * Tart's rule: another running VM with our MAC means a new MAC.  Not for a
  * suspended VM: its guest remembers its MAC, and forks of one state share it;
@@ -773,7 +758,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 					     "VM \"%s\" is already running!", name);
 		return -1;
 	}
-	if (reread_config(lock, b->dir, &r.cfg, err) < 0)
+	if (vmm_bundle_dir_read_config(b->dir, lock, &r.cfg, NULL, NULL, err) < 0)
 		return -1;
 	cleanup_free char *state = path_join(b->dir, VMM_STATE_FILE);
 	bool resume = access(state, F_OK) == 0;

@@ -1,6 +1,5 @@
 #include "vm/snapshot.h"
 #include "common/util.h"
-#include "storage/archive.h"
 #include "vm/bundle.h"
 #include "vm/run.h"
 #include "vm/transfer.h"
@@ -308,7 +307,7 @@ int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *sna
 	if (!staging)
 		return -1;
 	int rc = -1;
-	if (vmm_archive_unpack(path, staging, err) == 0)
+	if (vmm_vm_unpack(path, staging, err) == 0)
 		rc = publish(staging, dest, vm_name, snap, err);
 	if (rc < 0)
 		vmm_rm_rf(staging, NULL);

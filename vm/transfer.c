@@ -106,14 +106,10 @@ out:
 	return rc;
 }
 
-int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err)
+int vmm_vm_unpack(const char *path, const char *dest, vmm_error **err)
 {
-	bool from_stdin = strcmp(path, "-") == 0;
-	cleanup_close int in = from_stdin ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return vmm_error_errno(err, errno, "open `%s`", path);
-	if (vmm_archive_read(in, dest, err) < 0)
-		return vmm_error_wrap(err, "import `%s`", path);
+	if (vmm_archive_unpack(path, dest, err) < 0)
+		return -1;
 	if (!vmm_bundle_dir_is_vm(dest))
 		return vmm_error_set(
 		    err, VMM_EFORMAT,
@@ -140,7 +136,7 @@ int vmm_vm_import(const vmm_home *h, const char *path, const char *name, bool fo
 	cleanup_vmm_config vmm_config *cfg = NULL;
 	cleanup_free char *cfg_path = path_join(tmp, VMM_CONFIG_FILE);
 	cleanup_free char *state = path_join(tmp, VMM_STATE_FILE);
-	if (vmm_archive_unpack(path, tmp, err) < 0)
+	if (vmm_vm_unpack(path, tmp, err) < 0)
 		goto out;
 	if (vmm_config_load(&cfg, cfg_path, err) < 0) {
 		vmm_error_wrap(err, "import `%s`", path);

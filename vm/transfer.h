@@ -26,6 +26,6 @@ int vmm_vm_import(const vmm_home *h, const char *path, const char *name, bool fo
  * Unpack the archive at path ("-" is stdin) into the existing empty
  * directory dest and check that it holds a bundle; errors name the archive.
  */
-int vmm_archive_unpack(const char *path, const char *dest, vmm_error **err);
+int vmm_vm_unpack(const char *path, const char *dest, vmm_error **err);
 
 #endif

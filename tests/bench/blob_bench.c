@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "registry/client.h"
+#include "registry/oci/client.h"
 
 static int count(void *ctx, const void *data, size_t len)
 {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "registry/applelz4.h"
+#include "registry/oci/applelz4.h"
 
 typedef struct sum {
 	uint64_t n;

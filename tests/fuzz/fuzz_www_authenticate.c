@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: WWW-Authenticate parsing (registry/auth.h), which reads
+ * libFuzzer target: WWW-Authenticate parsing (registry/oci/auth.h), which reads
  * a header any registry may send.  The first input byte picks a second
  * parser of registry answers to run on the rest: the token endpoint's JSON
  * and scope lists go through the same code paths as the client's.
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "registry/auth.h"
+#include "registry/oci/auth.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -201,11 +201,15 @@ assert_rc 0 "create a direct-boot VM"
 python3 - "$VMM_HOME/vms/kvm/state.vmmsave" <<'EOF'
 import hashlib, json, struct, sys
 raw = b"QEVM" + bytes(range(256)) * 40
-h = {"format": 1, "qemuVersion": "7.2.22", "machine": "pc-q35-7.2", "rawSize": len(raw),
-     "rawSha256": "sha256:" + hashlib.sha256(raw).hexdigest()}
+stream = b"(zstd frame stand-in)"
+h = {"format": 1, "qemuVersion": "7.2.22", "qemuPackage": "", "machine": "pc-q35-7.2",
+     "arch": "x86_64", "accel": "tcg", "fingerprint": "sha256:" + hashlib.sha256(b"[]").hexdigest(),
+     "model": [], "cpus": 1, "memory": 301989888, "rawSize": len(raw),
+     "rawSha256": "sha256:" + hashlib.sha256(raw).hexdigest(), "compressedSize": len(stream),
+     "created": "2026-01-01T00:00:00Z"}
 j = json.dumps(h).encode()
 hdr = b"VMMSAVE\n" + struct.pack("<I", len(j)) + j
-open(sys.argv[1], "wb").write(hdr + b"\0" * (16384 - len(hdr)) + b"(zstd frame stand-in)")
+open(sys.argv[1], "wb").write(hdr + b"\0" * (16384 - len(hdr)) + stream)
 EOF
 vmm push kvm "$REG/vm/kvm:latest" --insecure
 assert_rc 0 "push a direct-boot, suspended VM"

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "registry/applelz4.h"
+#include "registry/oci/applelz4.h"
 
 static void put32(unsigned char *p, uint32_t v)
 {

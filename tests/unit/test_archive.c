@@ -16,13 +16,7 @@
 
 #include "common/util.h"
 #include "storage/archive.h"
-
-static char *mkdtemp_str(void)
-{
-	char *t = xstrdup("/tmp/vmm-ut-archive.XXXXXX");
-	assert_non_null(mkdtemp(t));
-	return t;
-}
+#include "tests/unit/helpers.h"
 
 static void put(const char *dir, const char *name, const void *data, size_t len, off_t at,
 		off_t size)
@@ -68,7 +62,7 @@ static void same_file(const char *a, const char *b)
 static void test_archive_roundtrip__sparse_kept(void **state)
 {
 	(void)state;
-	char *src = mkdtemp_str(), *dst = mkdtemp_str();
+	char *src = test_tmpdir("/tmp/vmm-ut-archive."), *dst = test_tmpdir("/tmp/vmm-ut-archive.");
 	unsigned char blob[300000];
 	vmm_random_bytes(blob, sizeof(blob));
 	const char cfg[] = "{\"version\":1}";
@@ -107,10 +101,8 @@ static void test_archive_roundtrip__sparse_kept(void **state)
 	char *d = path_join(dst, "disk.img");
 	assert_true(allocated(d) <= 2 * sizeof(blob) + (1 << 20));
 	free(d);
-	vmm_rm_rf(src, NULL);
-	vmm_rm_rf(dst, NULL);
-	free(src);
-	free(dst);
+	test_tmpdir_free(src);
+	test_tmpdir_free(dst);
 	free(arc);
 }
 
@@ -163,7 +155,7 @@ static void expect_refused(const hand_entry *e, size_t n, const char *needle)
 {
 	static char buf[1 << 20];
 	size_t len = make_archive(buf, sizeof(buf), e, n);
-	char *dst = mkdtemp_str();
+	char *dst = test_tmpdir("/tmp/vmm-ut-archive.");
 	vmm_error *err = NULL;
 	if (vmm_archive_read_memory(buf, len, dst, &err) == 0)
 		fail_msg("accepted an archive that should be refused (%s)", needle);
@@ -172,8 +164,7 @@ static void expect_refused(const hand_entry *e, size_t n, const char *needle)
 	/* nothing was written outside dst */
 	assert_false(path_exists("/tmp/vmm-evil"));
 	vmm_error_free(err);
-	vmm_rm_rf(dst, NULL);
-	free(dst);
+	test_tmpdir_free(dst);
 }
 
 static void test_archive_read__hostile(void **state)
@@ -232,7 +223,7 @@ static void test_archive_read__truncated_and_garbage(void **state)
 	const hand_entry good[] = {{VMM_ARCHIVE_INDEX, AE_IFREG, idx, NULL, -1},
 				   {"config.json", AE_IFREG, "{\"a\":1}", NULL, -1}};
 	size_t len = make_archive(buf, sizeof(buf), good, 2);
-	char *dst = mkdtemp_str();
+	char *dst = test_tmpdir("/tmp/vmm-ut-archive.");
 	vmm_error *err = NULL;
 	assert_int_equal(vmm_archive_read_memory(buf, len, dst, &err), 0);
 	vmm_rm_rf(dst, NULL);
@@ -247,8 +238,7 @@ static void test_archive_read__truncated_and_garbage(void **state)
 	assert_int_equal(mkdir(dst, 0700), 0);
 	assert_int_equal(vmm_archive_read_memory("garbage!garbage!", 16, dst, &err), -1);
 	vmm_error_free(err);
-	vmm_rm_rf(dst, NULL);
-	free(dst);
+	test_tmpdir_free(dst);
 	free(idx);
 }
 

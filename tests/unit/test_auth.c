@@ -1,4 +1,4 @@
-/* WWW-Authenticate parsing, the token endpoint's URL and answer, scopes (registry/auth.h). */
+/* WWW-Authenticate parsing, the token endpoint's URL and answer, scopes (registry/oci/auth.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "registry/auth.h"
+#include "registry/oci/auth.h"
 
 typedef struct param_want {
 	const char *name, *value;

@@ -18,21 +18,17 @@
 #include "common/util.h"
 #include "vm/bundle.h"
 #include "vm/home.h"
+#include "tests/unit/helpers.h"
 
 typedef struct fixture {
-	char root[64];
+	char *root;
 	vmm_home *home;
 } fixture;
 
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	strcpy(f->root, "/tmp/vmm-bundle-XXXXXX");
-	if (!mkdtemp(f->root))
-		return -1;
-	setenv("VMM_HOME", f->root, 1);
-	if (vmm_home_open(&f->home, NULL) < 0)
-		return -1;
+	f->root = test_home_new("/tmp/vmm-bundle-", &f->home);
 	*state = f;
 	return 0;
 }
@@ -40,8 +36,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	vmm_rm_rf(f->root, NULL);
-	vmm_home_free(f->home);
+	test_home_free(f->root, f->home);
 	free(f);
 	return 0;
 }
@@ -77,47 +72,16 @@ static char *make_vm(fixture *f, const char *name, const char *mac)
 }
 
 /*
- * Fork a child that takes the running lock on <dir>/config.json the way
- * `vmm run` does (classic POSIX F_SETLK, whole file) and holds it until
- * told to exit through the pipe.  Returns its pid.
+ * A child that takes the running lock on <dir>/config.json the way `vmm
+ * run` does (classic POSIX F_SETLK, whole file) and holds it until
+ * test_child_release().  Returns its pid.
  */
 static pid_t hold_running_lock(const char *dir, int *release_fd)
 {
-	int ready[2], release[2];
-	assert_int_equal(pipe(ready), 0);
-	assert_int_equal(pipe(release), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(ready[0]);
-		close(release[1]);
-		char *cfg = path_join(dir, "config.json");
-		int fd = open(cfg, O_RDWR);
-		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-		char ok = (fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0) ? 'y' : 'n';
-		if (write(ready[1], &ok, 1) != 1)
-			_exit(2);
-		char c;
-		while (read(release[0], &c, 1) < 0 && errno == EINTR)
-			;
-		_exit(0);
-	}
-	close(ready[1]);
-	close(release[0]);
-	char ok = 0;
-	assert_int_equal(read(ready[0], &ok, 1), 1);
-	assert_int_equal(ok, 'y');
-	close(ready[0]);
-	*release_fd = release[1];
+	char *cfg = path_join(dir, "config.json");
+	pid_t pid = test_child_lock(cfg, TEST_LOCK_POSIX, release_fd);
+	free(cfg);
 	return pid;
-}
-
-static void release_and_reap(pid_t pid, int release_fd)
-{
-	close(release_fd);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 static void test_bundle_initialized__needs_config_disk_and_nvram(void **state)
@@ -213,7 +177,7 @@ static void test_bundle_lock__held_by_child_reported_with_pid(void **state)
 	vmm_error_free(err);
 	err = NULL;
 
-	release_and_reap(child, release);
+	test_child_release(child, release);
 	assert_int_equal(vmm_bundle_dir_running_pid(dir), 0);
 	assert_int_equal(vmm_bundle_dir_state(dir), VMM_STATE_STOPPED);
 	assert_int_equal(vmm_bundle_dir_lock(dir, "a", &fd, &err), 0);
@@ -278,7 +242,7 @@ static void test_bundle_state__suspended_by_either_state_file(void **state)
 		int release;
 		pid_t child = hold_running_lock(dir, &release);
 		assert_int_equal(vmm_bundle_dir_state(dir), VMM_STATE_RUNNING);
-		release_and_reap(child, release);
+		test_child_release(child, release);
 		char *p = path_join(dir, files[i]);
 		unlink(p);
 		free(p);
@@ -345,7 +309,7 @@ static void test_bundle_mac__in_use_by_others_and_running_only(void **state)
 	int release;
 	pid_t child = hold_running_lock(b, &release);
 	assert_true(vmm_bundle_mac_in_use(f->home, "02:00:00:00:00:02", NULL, true));
-	release_and_reap(child, release);
+	test_child_release(child, release);
 	free(a);
 	free(b);
 }

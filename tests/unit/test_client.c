@@ -42,7 +42,7 @@
 
 #include "common/json.h"
 #include "common/util.h"
-#include "registry/client.h"
+#include "registry/oci/client.h"
 
 static const char *need(const char *var)
 {

@@ -14,6 +14,7 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "vm/config.h"
+#include "tests/unit/helpers.h"
 
 /* tart-spec §2.2, as `tart create --linux` writes it: no trailing newline */
 static const char TART_PRETTY[] = "{\n"
@@ -292,8 +293,7 @@ static void test_config_mac__validation(void **state)
 static void test_config_save__atomic_pretty_no_trailing_newline(void **state)
 {
 	(void)state;
-	char dir[] = "/tmp/vmm-config-XXXXXX";
-	assert_non_null(mkdtemp(dir));
+	char *dir = test_tmpdir("/tmp/vmm-config-");
 	char *path = path_join(dir, "config.json");
 	vmm_config *c = parse_ok(TART_PRETTY);
 	vmm_error *err = NULL;
@@ -327,7 +327,7 @@ static void test_config_save__atomic_pretty_no_trailing_newline(void **state)
 	vmm_config_free(d);
 	vmm_config_free(c);
 	free(buf);
-	assert_int_equal(vmm_rm_rf(dir, NULL), 0);
+	test_tmpdir_free(dir);
 	free(path);
 }
 

@@ -20,24 +20,25 @@
 
 #include "common/util.h"
 #include "storage/copy.h"
+#include "tests/unit/helpers.h"
 
 #define GiB (1ULL << 30)
 #define MiB (1ULL << 20)
 #define R (-1)
 
-static char dir[64];
+static char *dir;
 
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(dir, "/tmp/vmm-copy-XXXXXX");
-	return mkdtemp(dir) ? 0 : -1;
+	dir = test_tmpdir("/tmp/vmm-copy-");
+	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	vmm_rm_rf(dir, NULL);
+	test_tmpdir_free(dir);
 	return 0;
 }
 

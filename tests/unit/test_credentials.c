@@ -1,5 +1,5 @@
 /*
- * The credential chain (registry/credentials.h): environment, Docker config
+ * The credential chain (registry/oci/credentials.h): environment, Docker config
  * (auths, credHelpers with Tart's pattern keys, credsStore through real
  * docker-credential-* helper programs written here), the login store.
  * Each case runs with HOME, DOCKER_CONFIG, XDG_CONFIG_HOME and PATH pointing
@@ -18,7 +18,8 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "registry/credentials.h"
+#include "registry/oci/credentials.h"
+#include "tests/unit/helpers.h"
 
 static char *tmp;      /* per case */
 static char *old_path; /* PATH before the case */
@@ -39,9 +40,7 @@ static void write_file(const char *rel, const char *text, mode_t mode)
 static int setup(void **state)
 {
 	(void)state;
-	char t[] = "/tmp/vmm-test-creds.XXXXXX";
-	assert_non_null(mkdtemp(t));
-	tmp = xstrdup(t);
+	tmp = test_tmpdir("/tmp/vmm-test-creds.");
 	setenv("HOME", tmp, 1);
 	char *v = xasprintf("%s/xdg", tmp);
 	setenv("XDG_CONFIG_HOME", v, 1);
@@ -53,9 +52,8 @@ static int setup(void **state)
 			      "TART_REGISTRY_PASSWORD", "TART_REGISTRY_HOSTNAME"};
 	for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
 		unsetenv(vars[i]);
-	old_path = xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
-	v = xasprintf("%s/bin:%s", tmp, old_path);
-	setenv("PATH", v, 1);
+	v = xasprintf("%s/bin", tmp);
+	old_path = test_path_push(v, false);
 	free(v);
 	return 0;
 }
@@ -63,10 +61,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	vmm_rm_rf(tmp, NULL);
-	free(tmp);
-	setenv("PATH", old_path, 1);
-	free(old_path);
+	test_tmpdir_free(tmp);
+	test_path_restore(old_path);
 	return 0;
 }
 

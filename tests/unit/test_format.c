@@ -9,7 +9,6 @@
 
 #include "common/format.h"
 #include "common/util.h"
-#include "vm/ops.h"
 
 static void test_format_table__tart_list_example(void **state)
 {

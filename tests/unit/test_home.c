@@ -16,24 +16,21 @@
 
 #include "common/util.h"
 #include "vm/home.h"
+#include "tests/unit/helpers.h"
 
-static char root[64];
+static char *root;
 
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(root, "/tmp/vmm-home-XXXXXX");
-	if (!mkdtemp(root))
-		return -1;
-	unsetenv("TART_HOME");
-	setenv("VMM_HOME", root, 1);
+	root = test_home_new("/tmp/vmm-home-", NULL);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	vmm_rm_rf(root, NULL);
+	test_home_free(root, NULL);
 	return 0;
 }
 
@@ -51,43 +48,6 @@ static void touch(const char *path)
 	int fd = open(path, O_WRONLY | O_CREAT, 0644);
 	assert_true(fd >= 0);
 	close(fd);
-}
-
-/* A child that flocks path and holds it until the returned fd is closed. */
-static pid_t child_flock(const char *path, int *release_fd)
-{
-	int ready[2], release[2];
-	assert_int_equal(pipe(ready), 0);
-	assert_int_equal(pipe(release), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(ready[0]);
-		close(release[1]);
-		int fd = open(path, O_RDONLY);
-		char ok = (fd >= 0 && flock(fd, LOCK_EX) == 0) ? 'y' : 'n';
-		if (write(ready[1], &ok, 1) != 1)
-			_exit(2);
-		char c;
-		while (read(release[0], &c, 1) < 0 && errno == EINTR)
-			;
-		_exit(0);
-	}
-	close(ready[1]);
-	close(release[0]);
-	char ok = 0;
-	assert_int_equal(read(ready[0], &ok, 1), 1);
-	assert_int_equal(ok, 'y');
-	close(ready[0]);
-	*release_fd = release[1];
-	return pid;
-}
-
-static void reap(pid_t pid, int release_fd)
-{
-	close(release_fd);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
 }
 
 static void test_home_resolve__vmm_home_then_tart_home_then_dot_vmm(void **state)
@@ -164,7 +124,7 @@ static void test_home_gc__removes_unlocked_keeps_flocked(void **state)
 	touch(stale_file);
 	assert_int_equal(vmm_mkdir_p(held_by_child, NULL), 0);
 	int release;
-	pid_t child = child_flock(held_by_child, &release);
+	pid_t child = test_child_lock(held_by_child, TEST_LOCK_FLOCK, &release);
 	/* and one of ours, from mktemp */
 	char *mine = NULL;
 	int mine_fd = -1;
@@ -178,7 +138,7 @@ static void test_home_gc__removes_unlocked_keeps_flocked(void **state)
 	assert_true(path_is_dir(mine));
 
 	/* released: the next GC takes them */
-	reap(child, release);
+	test_child_release(child, release);
 	close(mine_fd);
 	assert_int_equal(vmm_home_gc_tmp(h, NULL), 2);
 	assert_false(path_exists(held_by_child));
@@ -223,13 +183,13 @@ static void test_home_lock__global_lock_excludes_others(void **state)
 	(void)state;
 	vmm_home *h = open_home();
 	int release;
-	pid_t child = child_flock(h->root, &release);
+	pid_t child = test_child_lock(h->root, TEST_LOCK_FLOCK, &release);
 	int fd = -1;
 	vmm_error *err = NULL;
 	assert_int_equal(vmm_flock_path(h->root, LOCK_EX | LOCK_NB, &fd, &err), -1);
 	assert_int_equal(vmm_error_code(err), VMM_ELOCKED);
 	vmm_error_free(err);
-	reap(child, release);
+	test_child_release(child, release);
 	assert_int_equal(vmm_home_lock(h, &fd, NULL), 0);
 	close(fd);
 	vmm_home_free(h);

@@ -11,24 +11,26 @@
 #include <sys/stat.h>
 
 #include "common/util.h"
-#include "registry/applelz4.h"
-#include "registry/layers.h"
+#include "registry/oci/applelz4.h"
+#include "registry/oci/layers.h"
+#include "tests/unit/helpers.h"
 
 #define MiB (1024ULL * 1024)
 
-static char tmpdir[64];
+static char *tmpdir;
 
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(tmpdir, "/var/tmp/vmm-test-layers.XXXXXX");
-	return mkdtemp(tmpdir) ? 0 : -1;
+	tmpdir = test_tmpdir("/var/tmp/vmm-test-layers.");
+	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	return vmm_rm_rf(tmpdir, NULL);
+	test_tmpdir_free(tmpdir);
+	return 0;
 }
 
 static char *tpath(const char *name)

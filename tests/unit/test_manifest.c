@@ -8,7 +8,8 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "registry/manifest.h"
+#include "common/json.h"
+#include "registry/oci/manifest.h"
 
 #define H(c)                                                                                       \
 	"sha256:" c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c  \

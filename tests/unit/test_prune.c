@@ -14,8 +14,9 @@
 #include "registry/cache.h"
 #include "registry/prune.h"
 #include "vm/bundle.h"
+#include "tests/unit/helpers.h"
 
-static char root[64];
+static char *root;
 static vmm_home *home;
 
 /* A bundle with `kib` KiB of allocated disk, accessed `age` days ago. */
@@ -47,19 +48,17 @@ static char *make_entry(char *dir, unsigned kib, int age)
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(root, "/var/tmp/vmm-test-prune.XXXXXX");
-	assert_non_null(mkdtemp(root));
-	setenv("VMM_HOME", root, 1);
 	unsetenv("VMM_NO_AUTO_PRUNE");
 	unsetenv("TART_NO_AUTO_PRUNE");
-	return vmm_home_open(&home, NULL);
+	root = test_home_new("/var/tmp/vmm-test-prune.", &home);
+	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	vmm_home_free(home);
-	return vmm_rm_rf(root, NULL);
+	test_home_free(root, home);
+	return 0;
 }
 
 static char *digest_dir(const char *repo, char c)

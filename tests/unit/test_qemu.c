@@ -14,9 +14,10 @@
 #include "vm/bundle.h"
 #include "vm/qemu.h"
 #include "vm/state.h"
+#include "tests/unit/helpers.h"
 
 typedef struct fixture {
-	char base[64];
+	char *base;
 	char *a, *b; /* two bundles with different names, same content */
 	vmm_config *cfg;
 	char *bin; /* a fake qemu-system-x86_64 on PATH */
@@ -33,8 +34,7 @@ static void touch(const char *dir, const char *name)
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	strcpy(f->base, "/tmp/vmm-qemu.XXXXXX");
-	assert_non_null(mkdtemp(f->base));
+	f->base = test_tmpdir("/tmp/vmm-qemu.");
 	f->a = path_join(f->base, "vm-one");
 	f->b = path_join(f->base, "another,vm");
 	char *bindir = path_join(f->base, "bin");
@@ -50,9 +50,7 @@ static int setup(void **state)
 	/* argv is built, not run: any executable named like QEMU will do */
 	f->bin = path_join(bindir, "qemu-system-x86_64");
 	assert_int_equal(vmm_write_file_atomic(f->bin, "#!/bin/sh\n", 10, 0755, NULL), 0);
-	const char *p = getenv("PATH");
-	f->old_path = xstrdup(p ? p : "");
-	setenv("PATH", bindir, 1);
+	f->old_path = test_path_push(bindir, true);
 	free(bindir);
 	f->cfg = vmm_config_new_linux();
 	strcpy(f->cfg->arch, "amd64");
@@ -67,12 +65,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	setenv("PATH", f->old_path, 1);
-	vmm_rm_rf(f->base, NULL);
+	test_path_restore(f->old_path);
+	test_tmpdir_free(f->base);
 	free(f->a);
 	free(f->b);
 	free(f->bin);
-	free(f->old_path);
 	vmm_config_free(f->cfg);
 	free(f);
 	return 0;

@@ -24,6 +24,7 @@
 #include "vm/qemu.h"
 #include "vm/qmp.h"
 #include "vm/state.h"
+#include "tests/unit/helpers.h"
 
 /* --- a real QEMU ------------------------------------------------------------ */
 
@@ -252,8 +253,7 @@ static void test_qmp_connect__long_directory(void **state)
 {
 	(void)state;
 	/* a directory whose socket path would not fit in sun_path (108 bytes) */
-	char base[] = "/tmp/vmm-qmp.XXXXXX";
-	assert_non_null(mkdtemp(base));
+	char *base = test_tmpdir("/tmp/vmm-qmp.");
 	char *dir = xstrdup(base);
 	for (int i = 0; i < 4; i++) {
 		char *d = xasprintf("%s/%s", dir, "a-rather-long-directory-name-for-a-vm-bundle");
@@ -293,7 +293,7 @@ static void test_qmp_connect__long_directory(void **state)
 	waitpid(pid, NULL, 0);
 	close(l);
 	close(dfd);
-	vmm_rm_rf(base, NULL);
+	test_tmpdir_free(base);
 	free(dir);
 }
 

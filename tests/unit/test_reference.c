@@ -7,7 +7,7 @@
 #include <string.h>
 #include <stdlib.h>
 
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 
 typedef struct ok_case {
 	const char *in;

@@ -15,9 +15,10 @@
 
 #include "common/util.h"
 #include "vm/savefile.h"
+#include "tests/unit/helpers.h"
 
 typedef struct fixture {
-	char dir[64];
+	char *dir;
 	char *path;
 	unsigned char *data;
 	size_t len;
@@ -45,8 +46,7 @@ static unsigned char *make_data(size_t len)
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	strcpy(f->dir, "/tmp/vmm-savefile.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	f->dir = test_tmpdir("/tmp/vmm-savefile.");
 	f->path = path_join(f->dir, "state.vmmsave");
 	f->len = 3u << 20;
 	f->data = make_data(f->len);
@@ -57,7 +57,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	vmm_rm_rf(f->dir, NULL);
+	test_tmpdir_free(f->dir);
 	free(f->path);
 	free(f->data);
 	free(f);

@@ -1,7 +1,7 @@
 /*
  * http_transport.c — one HTTP exchange on libcurl; see http_transport.h.
  */
-#include "registry/http_transport.h"
+#include "registry/oci/http_transport.h"
 #include "common/util.h"
 
 #include <ctype.h>
@@ -65,6 +65,8 @@ static char *env_path(const char *a, const char *b)
 
 int vmm_http_new(vmm_http **out, const vmm_http_opts *opts, vmm_error **err)
 {
+	if (vmm_http_load(err) < 0)
+		return -1;
 	pthread_once(&global_once, global_init);
 	if (global_rc != CURLE_OK)
 		return vmm_error_set(err, VMM_EGENERIC, "libcurl initialisation: %s",
@@ -124,10 +126,8 @@ static CURL *pool_get(vmm_http *h)
 	pthread_mutex_unlock(&h->pool_lock);
 	if (!c)
 		c = curl_easy_init();
-	if (!c) {
-		fputs("vmm: out of memory (curl_easy_init)\n", stderr);
-		abort();
-	}
+	if (!c)
+		vmm_fatal("out of memory (curl_easy_init)");
 	return c;
 }
 
@@ -445,10 +445,8 @@ static struct curl_slist *build_headers(const vmm_http_req *req, bool with_auth)
 		snprintf(r, sizeof(r), "Range: bytes=%" PRIu64 "-", req->range_from);
 		l = curl_slist_append(l, r);
 	}
-	if (!l) {
-		fputs("vmm: out of memory (curl_slist_append)\n", stderr);
-		abort();
-	}
+	if (!l)
+		vmm_fatal("out of memory (curl_slist_append)");
 	return l;
 }
 

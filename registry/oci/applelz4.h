@@ -22,8 +22,8 @@
  * declared size), and refuses bytes after the end marker.  Both objects are
  * owned by the caller and released with their _free().
  */
-#ifndef VMM_REGISTRY_APPLELZ4_H
-#define VMM_REGISTRY_APPLELZ4_H
+#ifndef VMM_REGISTRY_OCI_APPLELZ4_H
+#define VMM_REGISTRY_OCI_APPLELZ4_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -12,8 +12,8 @@
  * registry-1.docker.io, and single-component Docker Hub names gain
  * "library/".  Free with vmm_reference_free().
  */
-#ifndef VMM_REGISTRY_REFERENCE_H
-#define VMM_REGISTRY_REFERENCE_H
+#ifndef VMM_REGISTRY_OCI_REFERENCE_H
+#define VMM_REGISTRY_OCI_REFERENCE_H
 
 #include <stdbool.h>
 #include "common/err.h"

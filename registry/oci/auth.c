@@ -2,7 +2,7 @@
  * auth.c — WWW-Authenticate parsing, token endpoint URL and answer, scopes.
  * See auth.h.  No I/O here: the client (client.c) does the requests.
  */
-#include "registry/auth.h"
+#include "registry/oci/auth.h"
 #include "common/json.h"
 #include "common/util.h"
 

@@ -1,6 +1,6 @@
-#include "registry/layers.h"
+#include "registry/oci/layers.h"
 #include "common/util.h"
-#include "registry/applelz4.h"
+#include "registry/oci/applelz4.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,10 +19,8 @@ static const unsigned char zeros_1m[1024 * 1024];
 static EVP_MD_CTX *sha_new(void)
 {
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL)) {
-		fputs("vmm: cannot initialise SHA-256\n", stderr);
-		abort();
-	}
+	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL))
+		vmm_fatal("cannot initialise SHA-256");
 	return c;
 }
 

@@ -2,12 +2,12 @@
  * client.c — the OCI distribution client: retries, authentication and the
  * registry API on top of http_transport.c.  See client.h.
  */
-#include "registry/client.h"
+#include "registry/oci/client.h"
 #include "common/json.h"
 #include "common/util.h"
-#include "registry/auth.h"
-#include "registry/credentials.h"
-#include "registry/http_transport.h"
+#include "registry/oci/auth.h"
+#include "registry/oci/credentials.h"
+#include "registry/oci/http_transport.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -663,24 +663,46 @@ static bool reference_is_valid(const char *ref)
 	return true;
 }
 
+/* A manifest request: the call, and the strings it points to (owned). */
+typedef struct manifest_call {
+	call c;
+	char *what, *url, *scope;
+} manifest_call;
+
+static void manifest_call_clear(manifest_call *m)
+{
+	free(m->what);
+	free(m->url);
+	free(m->scope);
+}
+#define cleanup_manifest_call __attribute__((cleanup(manifest_call_clear)))
+
+/* GET or PUT /v2/<ns>/manifests/<reference>, once the reference is checked. */
+static int manifest_call_init(manifest_call *m, vmm_registry *r, const char *method,
+			      const char *reference, vmm_error **err)
+{
+	m->what = xasprintf("%s manifest `%s`", method, reference);
+	m->url = xasprintf("%s%s/manifests/%s", r->base, r->ns, reference);
+	m->scope = strcmp(method, "GET") == 0 ? scope_pull(r) : scope_push(r);
+	m->c = (call){.what = m->what, .method = method, .url = m->url, .scope = m->scope};
+	if (!reference_is_valid(reference))
+		return vmm_error_set(err, VMM_EINVAL, "%s: invalid tag or digest", m->what);
+	return 0;
+}
+
 int vmm_registry_manifest_get(vmm_registry *r, const char *reference, char **body, size_t *len,
 			      char **media_type, char digest[72], vmm_error **err)
 {
-	cleanup_free char *what = xasprintf("GET manifest `%s`", reference);
-	if (!reference_is_valid(reference))
-		return vmm_error_set(err, VMM_EINVAL, "%s: invalid tag or digest", what);
-	cleanup_free char *url = xasprintf("%s%s/manifests/%s", r->base, r->ns, reference);
-	cleanup_free char *scope = scope_pull(r);
+	cleanup_manifest_call manifest_call m = {0};
+	if (manifest_call_init(&m, r, "GET", reference, err) < 0)
+		return -1;
 	const char *const headers[] = {"Accept: " VMM_MEDIA_OCI_MANIFEST, NULL};
-	call c = {.what = what,
-		  .method = "GET",
-		  .url = url,
-		  .scope = scope,
-		  .headers = headers,
-		  .follow = true,
-		  .max_body = MANIFEST_MAX};
+	m.c.headers = headers;
+	m.c.follow = true;
+	m.c.max_body = MANIFEST_MAX;
+	const char *what = m.what;
 	vmm_http_resp resp;
-	int rc = perform(r, &c, &resp, err);
+	int rc = perform(r, &m.c, &resp, err);
 	if (rc == 0 && resp.status != 200)
 		rc = status_error(err, what, &resp);
 	if (rc < 0) {
@@ -720,26 +742,20 @@ int vmm_registry_manifest_get(vmm_registry *r, const char *reference, char **bod
 int vmm_registry_manifest_put(vmm_registry *r, const char *reference, const void *body, size_t len,
 			      const char *media_type, vmm_error **err)
 {
-	cleanup_free char *what = xasprintf("PUT manifest `%s`", reference);
-	if (!reference_is_valid(reference))
-		return vmm_error_set(err, VMM_EINVAL, "%s: invalid tag or digest", what);
+	cleanup_manifest_call manifest_call m = {0};
+	if (manifest_call_init(&m, r, "PUT", reference, err) < 0)
+		return -1;
 	if (len > MANIFEST_MAX)
-		return vmm_error_set(err, VMM_EINVAL, "%s: larger than 4 MiB", what);
-	cleanup_free char *url = xasprintf("%s%s/manifests/%s", r->base, r->ns, reference);
-	cleanup_free char *scope = scope_push(r);
+		return vmm_error_set(err, VMM_EINVAL, "%s: larger than 4 MiB", m.what);
 	cleanup_free char *ct = xasprintf("Content-Type: %s", media_type);
 	const char *const headers[] = {ct, NULL};
-	call c = {.what = what,
-		  .method = "PUT",
-		  .url = url,
-		  .scope = scope,
-		  .headers = headers,
-		  .body = body,
-		  .body_len = len};
+	m.c.headers = headers;
+	m.c.body = body;
+	m.c.body_len = len;
 	vmm_http_resp resp;
-	int rc = perform(r, &c, &resp, err);
+	int rc = perform(r, &m.c, &resp, err);
 	if (rc == 0 && resp.status != 201 && resp.status != 200)
-		rc = status_error(err, what, &resp);
+		rc = status_error(err, m.what, &resp);
 	vmm_http_resp_clear(&resp);
 	return rc;
 }

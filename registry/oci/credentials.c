@@ -2,10 +2,9 @@
  * credentials.c — the credential chain and the `vmm login` store; see
  * credentials.h.  Nothing here prints; secrets are wiped when freed.
  */
-#include "registry/credentials.h"
+#include "registry/oci/credentials.h"
 #include "common/json.h"
 #include "common/util.h"
-#include "vm/home.h"
 
 #include <ctype.h>
 #include <errno.h>

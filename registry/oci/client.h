@@ -13,7 +13,7 @@
  * challenge is parsed; Basic sends the credentials; Bearer fetches a token
  * from the realm (anonymous, or with the credentials) for the scope the
  * request needs, cached until it expires; a later 401 for a wider scope
- * (push) fetches a new one.  Credentials come from registry/credentials.h.
+ * (push) fetches a new one.  Credentials come from registry/oci/credentials.h.
  *
  * Thread safety: one vmm_registry may be used by many threads at once
  * (each call runs on its own easy handle; the token cache is locked).
@@ -26,15 +26,15 @@
  * Connection reuse: a pool of curl easy handles (each keeps its idle
  * connections) plus a curl share handle for DNS and TLS sessions; the
  * connection cache itself is not shared across threads because libcurl
- * 7.88 documents that as unsafe (see registry/http_transport.h).
+ * 7.88 documents that as unsafe (see registry/oci/http_transport.h).
  * TLS trust: libcurl's CA bundle, or CURL_CA_BUNDLE, else SSL_CERT_FILE,
  * and SSL_CERT_DIR, when set (the curl tool's variables).  There is no
  * option to turn verification off.
  * Test knobs (environment, used when the opts fields are 0):
  * VMM_REGISTRY_RETRY_BASE_MS, VMM_REGISTRY_STALL_TIMEOUT (seconds).
  */
-#ifndef VMM_REGISTRY_CLIENT_H
-#define VMM_REGISTRY_CLIENT_H
+#ifndef VMM_REGISTRY_OCI_CLIENT_H
+#define VMM_REGISTRY_OCI_CLIENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,7 +58,7 @@ typedef struct vmm_registry_opts {
 
 /*
  * A client for host ("host[:port]") and namespace ("a/b"); opts may be NULL.
- * Credentials are looked up (registry/credentials.h) on the first challenge.
+ * Credentials are looked up (registry/oci/credentials.h) on the first challenge.
  */
 int vmm_registry_open(vmm_registry **out, const char *host, const char *namespace,
 		      const vmm_registry_opts *opts, vmm_error **err);

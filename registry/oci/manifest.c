@@ -1,8 +1,7 @@
-#include "registry/manifest.h"
+#include "registry/oci/manifest.h"
 #include "common/json.h"
 #include "common/util.h"
 
-#include <ctype.h>
 #include <string.h>
 
 bool vmm_digest_is_valid(const char *s)
@@ -161,12 +160,6 @@ int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 			return vmm_error_set(err, VMM_EINVAL,
 					     "manifest: expected exactly one %s layer, found %zu",
 					     once[i], count_type(m, once[i]));
-	static const char *const at_most_once[] = {VMM_MEDIA_VMM_KERNEL, VMM_MEDIA_VMM_INITRAMFS,
-						   VMM_MEDIA_VMM_STATE};
-	for (size_t i = 0; i < ARRAY_SIZE(at_most_once); i++)
-		if (count_type(m, at_most_once[i]) > 1)
-			return vmm_error_set(err, VMM_EINVAL, "manifest: more than one %s layer",
-					     at_most_once[i]);
 	if (count_type(m, VMM_MEDIA_TART_DISK_V2) == 0)
 		return vmm_error_set(err, VMM_EINVAL, "manifest: no %s layer",
 				     VMM_MEDIA_TART_DISK_V2);
@@ -257,86 +250,6 @@ void vmm_descriptor_annotate(vmm_descriptor *d, const char *key, const char *val
 void vmm_manifest_annotate(vmm_manifest *m, const char *key, const char *value)
 {
 	json_object_set_new(m->annotations, key, json_string(value));
-}
-
-static int fold(int c)
-{
-	return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
-}
-
-int vmm_foundation_compare(const char *a, const char *b)
-{
-	const unsigned char *p = (const unsigned char *)a, *q = (const unsigned char *)b;
-	while (*p && *q) {
-		if (isdigit(*p) && isdigit(*q)) {
-			/* compare digit runs by value: skip leading zeros, then length, then digits
-			 */
-			while (*p == '0' && isdigit(p[1]))
-				p++;
-			while (*q == '0' && isdigit(q[1]))
-				q++;
-			size_t lp = 0, lq = 0;
-			while (isdigit(p[lp]))
-				lp++;
-			while (isdigit(q[lq]))
-				lq++;
-			if (lp != lq)
-				return lp < lq ? -1 : 1;
-			int c = memcmp(p, q, lp);
-			if (c)
-				return c < 0 ? -1 : 1;
-			p += lp;
-			q += lq;
-			continue;
-		}
-		int cp = fold(*p), cq = fold(*q);
-		if (cp != cq)
-			return cp < cq ? -1 : 1;
-		p++;
-		q++;
-	}
-	if (*p || *q)
-		return *p ? 1 : -1;
-	int c = strcmp(a, b); /* .forcedOrdering */
-	return c < 0 ? -1 : c > 0;
-}
-
-static int cmp_keys(const void *x, const void *y)
-{
-	return vmm_foundation_compare(*(const char *const *)x, *(const char *const *)y);
-}
-
-/* A deep copy whose objects hold their keys in Foundation order. */
-static json_t *sorted_copy(const json_t *v)
-{
-	if (json_is_object(v)) {
-		size_t n = json_object_size(v), i = 0;
-		const char **keys = xcalloc(n ? n : 1, sizeof(char *));
-		json_t *obj = (json_t *)v;
-		for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it))
-			keys[i++] = json_object_iter_key(it);
-		qsort(keys, n, sizeof(char *), cmp_keys);
-		json_t *o = json_object();
-		for (i = 0; i < n; i++)
-			json_object_set_new(o, keys[i], sorted_copy(json_object_get(v, keys[i])));
-		free(keys);
-		return o;
-	}
-	if (json_is_array(v)) {
-		json_t *a = json_array();
-		for (size_t i = 0; i < json_array_size(v); i++)
-			json_array_append_new(a, sorted_copy(json_array_get(v, i)));
-		return a;
-	}
-	return json_deep_copy(v);
-}
-
-char *vmm_json_tart_sorted(const json_t *v)
-{
-	json_t *s = sorted_copy(v);
-	char *out = vmm_json_compact(s, 0);
-	json_decref(s);
-	return out;
 }
 
 static json_t *descriptor_json(const vmm_descriptor *d, bool with_annotations)

@@ -12,8 +12,8 @@
  * Everything returned is owned by the caller: strings with free(), challenge
  * arrays with vmm_auth_challenges_free().
  */
-#ifndef VMM_REGISTRY_AUTH_H
-#define VMM_REGISTRY_AUTH_H
+#ifndef VMM_REGISTRY_OCI_AUTH_H
+#define VMM_REGISTRY_OCI_AUTH_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-#include "registry/applelz4.h"
+#include "registry/oci/applelz4.h"
 #include "common/util.h"
 
 #include <lz4.h>

@@ -1,5 +1,5 @@
 /*
- * http_transport.h — private to registry/: one HTTP exchange on libcurl,
+ * http_transport.h — private to registry/oci/: one HTTP exchange on libcurl,
  * redirects followed here (not by curl) so that the Authorization header
  * goes to the registry's origin only.  Retries, authentication and the OCI
  * API live in client.c on top of this.
@@ -18,8 +18,8 @@
  * No cookies, no Accept-Encoding (blob bytes must arrive as stored), no
  * `Expect: 100-continue`.  Every function is thread-safe on one vmm_http.
  */
-#ifndef VMM_REGISTRY_HTTP_TRANSPORT_H
-#define VMM_REGISTRY_HTTP_TRANSPORT_H
+#ifndef VMM_REGISTRY_OCI_HTTP_TRANSPORT_H
+#define VMM_REGISTRY_OCI_HTTP_TRANSPORT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,6 +34,9 @@ typedef struct vmm_http_opts {
 	long connect_timeout_s; /* 0: 30 */
 	long stall_timeout_s;	/* abort a transfer slower than 1 KiB/s for this long; 0: 30 */
 } vmm_http_opts;
+
+/* Load libcurl (registry/oci/libcurl.c) unless loaded; vmm_http_new() does. */
+int vmm_http_load(vmm_error **err);
 
 int vmm_http_new(vmm_http **out, const vmm_http_opts *opts, vmm_error **err);
 void vmm_http_free(vmm_http *h);

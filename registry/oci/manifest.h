@@ -14,8 +14,8 @@
  *
  * A vmm_manifest owns everything it points to; free with vmm_manifest_free().
  */
-#ifndef VMM_REGISTRY_MANIFEST_H
-#define VMM_REGISTRY_MANIFEST_H
+#ifndef VMM_REGISTRY_OCI_MANIFEST_H
+#define VMM_REGISTRY_OCI_MANIFEST_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,20 +30,12 @@
 #define VMM_MEDIA_TART_DISK_V1 "application/vnd.cirruslabs.tart.disk.v1"
 #define VMM_MEDIA_TART_DISK_V2 "application/vnd.cirruslabs.tart.disk.v2"
 #define VMM_MEDIA_TART_NVRAM "application/vnd.cirruslabs.tart.nvram.v1"
-#define VMM_MEDIA_VMM_KERNEL "application/vnd.vmm.kernel.v1"
-#define VMM_MEDIA_VMM_INITRAMFS "application/vnd.vmm.initramfs.v1"
-#define VMM_MEDIA_VMM_STATE "application/vnd.vmm.state.v1+zstd"
 
 #define VMM_ANN_UNCOMPRESSED_SIZE "org.cirruslabs.tart.uncompressed-size"
 #define VMM_ANN_UNCOMPRESSED_DIGEST "org.cirruslabs.tart.uncompressed-content-digest"
 #define VMM_ANN_DISK_SIZE "org.cirruslabs.tart.uncompressed-disk-size"
 #define VMM_ANN_UPLOAD_TIME "org.cirruslabs.tart.upload-time"
 #define VMM_LABEL_DISK_FORMAT "org.cirruslabs.tart.disk.format"
-/* vmm's state layer: what the state.vmmsave header says about its stream */
-#define VMM_ANN_STATE_RAW_SIZE "org.vmm.state.raw-size"
-#define VMM_ANN_STATE_RAW_DIGEST "org.vmm.state.raw-digest"
-#define VMM_ANN_STATE_QEMU_VERSION "org.vmm.state.qemu-version"
-#define VMM_ANN_STATE_MACHINE "org.vmm.state.machine"
 
 /* Tart's disk chunk: 512 MiB of uncompressed disk per layer. */
 #define VMM_DISK_CHUNK (512ULL * 1024 * 1024)
@@ -104,15 +96,6 @@ char *vmm_manifest_encode(const vmm_manifest *m);
  */
 char *vmm_oci_config_encode(const char *arch, const char *os, const char *disk_format,
 			    const char *const *labels, size_t nlabels);
-
-/*
- * Foundation's key order for JSONEncoder.sortedKeys: numeric,
- * case-insensitive, then literal (NSString compare with .numeric,
- * .caseInsensitive, .forcedOrdering).
- */
-int vmm_foundation_compare(const char *a, const char *b);
-/* Compact JSON with every object's keys in Foundation order, '/' escaped (caller frees). */
-char *vmm_json_tart_sorted(const json_t *v);
 
 static inline void cleanup_vmm_manifest_fn(vmm_manifest **m)
 {

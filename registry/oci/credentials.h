@@ -17,8 +17,8 @@
  * vmm_credentials_host_key() makes them.  Secrets are never printed or
  * logged.
  */
-#ifndef VMM_REGISTRY_CREDENTIALS_H
-#define VMM_REGISTRY_CREDENTIALS_H
+#ifndef VMM_REGISTRY_OCI_CREDENTIALS_H
+#define VMM_REGISTRY_OCI_CREDENTIALS_H
 
 #include "common/err.h"
 
@@ -50,7 +50,7 @@ char *vmm_credentials_store_path(void);
  * The key credentials are filed under for a host as a user writes it:
  * lower case, "https://"/"http://" and any path dropped, Docker Hub's
  * aliases (docker.io, index.docker.io, registry.hub.docker.com) folded into
- * registry-1.docker.io as registry/reference.h does (caller frees).
+ * registry-1.docker.io as registry/oci/reference.h does (caller frees).
  */
 char *vmm_credentials_host_key(const char *host);
 /*

@@ -1,4 +1,4 @@
-#include "registry/reference.h"
+#include "registry/oci/reference.h"
 #include "common/util.h"
 
 #include <ctype.h>

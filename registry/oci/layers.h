@@ -15,15 +15,15 @@
  * the uncompressed size and digest the manifest announced; every message
  * names the layer.
  */
-#ifndef VMM_REGISTRY_LAYERS_H
-#define VMM_REGISTRY_LAYERS_H
+#ifndef VMM_REGISTRY_OCI_LAYERS_H
+#define VMM_REGISTRY_OCI_LAYERS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/err.h"
-#include "registry/manifest.h"
+#include "registry/oci/manifest.h"
 
 /* Progress callback: n more bytes done (uncompressed when pushing, compressed when pulling). */
 typedef void (*vmm_progress_fn)(void *ctx, uint64_t n);
