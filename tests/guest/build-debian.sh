@@ -80,11 +80,15 @@ printf "127.0.0.1\tlocalhost\n127.0.1.1\tvmm-debian\n::1\tlocalhost ip6-localhos
 printf "UUID=%s\t/\text4\trw,discard,x-systemd.growfs\t0\t0\n" "$ROOTUUID" >"$r/etc/fstab"
 
 chroot "$r" useradd --create-home --shell /bin/bash --groups sudo admin
-echo admin:admin | chroot "$r" chpasswd
+# SHA-512 rather than bookworm's yescrypt: each login under TCG pays for the hash
+echo admin:admin | chroot "$r" chpasswd --crypt-method SHA512
 printf "admin ALL=(ALL) NOPASSWD:ALL\n" >"$r/etc/sudoers.d/admin"
 chmod 440 "$r/etc/sudoers.d/admin"
-printf "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUseDNS no\n" \
+printf "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUseDNS no\nPrintLastLog no\n" \
 	>"$r/etc/ssh/sshd_config.d/vmm.conf"
+# no motd scripts to run at each login
+rm -f "$r"/etc/update-motd.d/*
+: >"$r/etc/motd"
 
 cat >"$r/etc/systemd/network/20-wired.network" <<EOF
 [Match]

@@ -159,7 +159,8 @@ debian_image() {
 
 # ssh_guest ADDR [PORT] CMD...: as $SSH_USER (admin) with password
 # $SSH_PASSWORD (admin), no host keys kept or checked, a connect timeout of
-# $SSH_CONNECT_TIMEOUT (5) seconds; stdin goes to CMD.  Returns ssh's status
+# $SSH_CONNECT_TIMEOUT (10) seconds (it covers sshd's banner too, which
+# under TCG can take seconds); stdin goes to CMD.  Returns ssh's status
 # (CMD's, or 255 when SSH itself failed: no connection, a wrong password).
 ssh_guest() {
 	local addr=$1 port=22
@@ -171,7 +172,7 @@ ssh_guest() {
 	command -v sshpass >/dev/null || t_skip "sshpass is missing (make deps)"
 	sshpass -p "${SSH_PASSWORD:-admin}" ssh -o StrictHostKeyChecking=no \
 		-o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \
-		-o ConnectTimeout="${SSH_CONNECT_TIMEOUT:-5}" -o PubkeyAuthentication=no \
+		-o ConnectTimeout="${SSH_CONNECT_TIMEOUT:-10}" -o PubkeyAuthentication=no \
 		-o PreferredAuthentications=password,keyboard-interactive -o NumberOfPasswordPrompts=1 \
 		-p "$port" "${SSH_USER:-admin}@$addr" "$@"
 }
