@@ -144,7 +144,8 @@ debian_image() {
 		dir=$("${host[@]}" bash "$TESTS_DIR/guest/build-debian.sh" 2>"$T_TMP/build-debian.log")
 		rc=$?
 		if [ $rc -eq 3 ]; then
-			local why="the Debian test image cannot be built here: $(tail -1 "$T_TMP/build-debian.log")"
+			local why
+			why="the Debian test image cannot be built here: $(tail -1 "$T_TMP/build-debian.log")"
 			[ "$BASH_SUBSHELL" -gt 0 ] && echo "SKIP: $why" >&2 # stdout is the caller's $(...)
 			t_skip "$why"
 		elif [ $rc -ne 0 ]; then
