@@ -25,7 +25,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${VMM_GUEST_DEBIAN_DIR:-$root/build/guest-debian}
 stamp=$(sha256sum <"$here/build-debian.sh" | cut -c1-16)
-if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/disk.img" ]; then
+cached() { [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/disk.img" ]; }
+if cached; then
 	echo "$out"
 	exit 0
 fi
@@ -41,6 +42,15 @@ usrhooks=/usr/share/mmdebstrap/hooks/merged-usr
 [ -d $usrhooks ] || cannot "$usrhooks is missing (mmdebstrap too old)"
 esp_efi=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 [ -f $esp_efi ] || cannot "$esp_efi is missing (apt-get install systemd-boot-efi)"
+
+# one build at a time per output directory; a waiter takes the result
+mkdir -p "$out"
+exec 9>"$out/.lock"
+flock 9
+if cached; then
+	echo "$out"
+	exit 0
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vmm-guest-debian.XXXXXX")
 # --one-file-system: should mmdebstrap ever leave /proc or /dev mounted in
@@ -80,11 +90,15 @@ printf "127.0.0.1\tlocalhost\n127.0.1.1\tvmm-debian\n::1\tlocalhost ip6-localhos
 printf "UUID=%s\t/\text4\trw,discard,x-systemd.growfs\t0\t0\n" "$ROOTUUID" >"$r/etc/fstab"
 
 chroot "$r" useradd --create-home --shell /bin/bash --groups sudo admin
-echo admin:admin | chroot "$r" chpasswd
+# SHA-512 rather than bookworm's yescrypt: each login under TCG pays for the hash
+echo admin:admin | chroot "$r" chpasswd --crypt-method SHA512
 printf "admin ALL=(ALL) NOPASSWD:ALL\n" >"$r/etc/sudoers.d/admin"
 chmod 440 "$r/etc/sudoers.d/admin"
-printf "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUseDNS no\n" \
+printf "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUseDNS no\nPrintLastLog no\n" \
 	>"$r/etc/ssh/sshd_config.d/vmm.conf"
+# no motd scripts to run at each login
+rm -f "$r"/etc/update-motd.d/*
+: >"$r/etc/motd"
 
 cat >"$r/etc/systemd/network/20-wired.network" <<EOF
 [Match]
@@ -184,7 +198,6 @@ printf 'title Debian GNU/Linux 12 (vmm test image)\nlinux /vmlinuz\ninitrd /init
 mcopy -i "$esp" "$work/loader.conf" ::/loader/loader.conf
 mcopy -i "$esp" "$work/debian.conf" ::/loader/entries/debian.conf
 
-mkdir -p "$out"
 cp --sparse=always "$disk" "$out/disk.img.tmp" && mv "$out/disk.img.tmp" "$out/disk.img"
 cp "$work/packages" "$out/packages"
 echo "$stamp" >"$out/stamp"

@@ -129,7 +129,8 @@ debian_image() {
 		dir=$("${host[@]}" bash "$TESTS_DIR/guest/build-debian.sh" 2>"$T_TMP/build-debian.log")
 		rc=$?
 		if [ $rc -eq 3 ]; then
-			local why="the Debian test image cannot be built here: $(tail -1 "$T_TMP/build-debian.log")"
+			local why
+			why="the Debian test image cannot be built here: $(tail -1 "$T_TMP/build-debian.log")"
 			[ "$BASH_SUBSHELL" -gt 0 ] && echo "SKIP: $why" >&2 # stdout is the caller's $(...)
 			t_skip "$why"
 		elif [ $rc -ne 0 ]; then
@@ -144,7 +145,8 @@ debian_image() {
 
 # ssh_guest ADDR [PORT] CMD...: as $SSH_USER (admin) with password
 # $SSH_PASSWORD (admin), no host keys kept or checked, a connect timeout of
-# $SSH_CONNECT_TIMEOUT (5) seconds; stdin goes to CMD.  Returns ssh's status
+# $SSH_CONNECT_TIMEOUT (10) seconds (it covers sshd's banner too, which
+# under TCG can take seconds); stdin goes to CMD.  Returns ssh's status
 # (CMD's, or 255 when SSH itself failed: no connection, a wrong password).
 ssh_guest() {
 	local addr=$1 port=22
@@ -156,7 +158,7 @@ ssh_guest() {
 	command -v sshpass >/dev/null || t_skip "sshpass is missing (make deps)"
 	sshpass -p "${SSH_PASSWORD:-admin}" ssh -o StrictHostKeyChecking=no \
 		-o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \
-		-o ConnectTimeout="${SSH_CONNECT_TIMEOUT:-5}" -o PubkeyAuthentication=no \
+		-o ConnectTimeout="${SSH_CONNECT_TIMEOUT:-10}" -o PubkeyAuthentication=no \
 		-o PreferredAuthentications=password,keyboard-interactive -o NumberOfPasswordPrompts=1 \
 		-p "$port" "${SSH_USER:-admin}@$addr" "$@"
 }
