@@ -559,15 +559,18 @@ static int configure_ns(const char *rules, bool userns, int fds[NS_FDS], vmm_err
 	if (vmm_nl_open(&nl, err) < 0)
 		return -1;
 	fds[FD_NL] = vmm_nl_fd(nl);
-	struct in_addr gw;
+	struct in_addr gw, dns;
 	inet_pton(AF_INET, VMM_NET_GATEWAY, &gw);
+	inet_pton(AF_INET, VMM_NET_DNS, &dns);
 	/* no vnet header: the guest's NIC must look the same as on the user-mode network,
 	 * or a state saved on one would not load on the other */
 	if (vmm_nl_link_up(nl, 1, err) < 0 || open_tap(NS_TAP, IFF_TAP | IFF_NO_PI, &fds[FD_TAP], err) < 0)
 		return -1;
 	int tap = vmm_nl_ifindex(nl, NS_TAP, err);
 	if (tap <= 0 || vmm_nl_link_set_mac(nl, tap, (const uint8_t *)GATEWAY_MAC, err) < 0 ||
-	    vmm_nl_addr_add(nl, tap, gw, GUEST_PREFIX, err) < 0 || vmm_nl_link_up(nl, tap, err) < 0)
+	    vmm_nl_addr_add(nl, tap, gw, GUEST_PREFIX, err) < 0 ||
+	    /* the DNS address must answer ARP; its port 53 is forwarded to slirp's */
+	    vmm_nl_addr_add(nl, tap, dns, 32, err) < 0 || vmm_nl_link_up(nl, tap, err) < 0)
 		return -1;
 	if (load_rules(rules, err) < 0 || dhcp_socket(&fds[FD_DHCP], err) < 0)
 		return -1;

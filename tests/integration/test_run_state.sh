@@ -118,14 +118,23 @@ assert_true "the snapshot is a whole bundle" test -f "$home/fork/snapshots/live/
 vmm snapshot restore fork live
 assert_rc 1 "restore while running is refused"
 
-echo "same MAC as a running VM: a new MAC and no state (Tart's rule)"
+echo "a suspended fork with the MAC of a running VM resumes with it (each VM has its own network)"
 old=$(mac s2)
+run_bg s2
+wait_console s2 "VMMTEST TICK" 1 && ok "s2 resumes next to the running fork" || fail "s2 resumes"
+assert_eq "$(count s2 "VMMTEST BOOT")" 0 "without booting"
+assert_eq "$(mac s2)" "$old" "keeping the MAC its guest remembers"
+assert_eq "$(grep -c 'same MAC' "$T_TMP/s2.err")" 0 "and no MAC reset"
+vmm stop s2 --timeout 30
+assert_rc 0 "stop s2"
+run_wait s2 30
+
+echo "same MAC as a running VM and no state: a new MAC (Tart's rule)"
 run_bg s2
 wait_console s2 "VMMTEST BOOT" 1 && ok "s2 boots afresh" || fail "s2 boots afresh"
 assert_contains "$(cat "$T_TMP/s2.err")" "There is already a running VM with the same MAC address!" \
 	"run says why"
 assert_true "s2 got a new MAC" test "$(mac s2)" != "$old"
-assert_true "s2's state is gone" test ! -e "$home/s2/state.vmmsave"
 vmm stop s2 --timeout 30
 assert_rc 0 "stop s2"
 run_wait s2 30

@@ -35,7 +35,7 @@ wait_console u "VMMTEST TICK 2" 1 && ok "OVMF boots systemd-boot, the kernel and
 assert_true "efivars.fd was made from the firmware's template" test -s "$home/u/efivars.fd"
 assert_eq "$(sha256sum "$home/u/nvram.bin")" "$nvram" "Tart's nvram.bin is carried untouched"
 if [ -n "$bridge" ]; then
-	taps=$(ip -o link show master "$bridge" | grep -c 'vmm[0-9]')
+	taps=$(ip -o link show master "$bridge" | grep -c 'vmmt[0-9]')
 	assert_eq "$taps" 1 "a tap of the VM is on the bridge"
 fi
 
@@ -53,7 +53,7 @@ assert_rc 0 "stop"
 run_wait u 30
 assert_eq "$(count u "VMMTEST POWERBUTTON")" 1 "through ACPI"
 if [ -n "$bridge" ]; then
-	assert_eq "$(ip -o link show master "$bridge" | grep -c 'vmm[0-9]')" 0 "the tap is gone"
+	assert_eq "$(ip -o link show master "$bridge" | grep -c 'vmmt[0-9]')" 0 "the tap is gone"
 
 	echo "vmm ip of a guest on the bridge"
 	ip addr add 10.99.0.1/24 dev "$bridge"
