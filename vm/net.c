@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -68,6 +69,10 @@ struct vmm_net {
 	int dhcp_sock;			       /* until the server owns it */
 	pid_t slirp;			       /* 0 when not running */
 	int slirp_exit;			       /* closing it stops slirp4netns */
+	int slirp_ready, slirp_err;	       /* until it has said it is ready */
+	char slirp_api[64];		       /* its API socket, while we need it */
+	pid_t helper;			       /* the namespace's helper, until it is done */
+	int helper_sock;
 	struct in_addr host_addr, guest_addr; /* H and O */
 };
 
@@ -456,7 +461,7 @@ static char *ruleset(const vmm_net *n, const char *blocked)
 }
 
 /* Run `nft -f -` with `rules` in the current namespace; first line of its complaint on failure. */
-static int load_rules(const char *rules, vmm_error **err)
+static int load_rules_exec(const char *rules, vmm_error **err)
 {
 	cleanup_free char *nft = find_tool("nft");
 	if (!nft)
@@ -500,6 +505,52 @@ static int load_rules(const char *rules, vmm_error **err)
 	out[strcspn(out, "\n")] = '\0';
 	return vmm_error_set(err, VMM_EGENERIC, "load the VM's firewall rules: %s",
 			     out[0] ? out : "nft failed");
+}
+
+/* libnftables, loaded where it is installed (it comes with nftables): no exec of nft */
+typedef struct nft_ctx nft_ctx;
+typedef struct nftables_api {
+	nft_ctx *(*ctx_new)(uint32_t flags);
+	int (*buffer_error)(nft_ctx *ctx);
+	const char *(*get_error)(nft_ctx *ctx);
+	int (*run)(nft_ctx *ctx, const char *buf);
+	void (*ctx_free)(nft_ctx *ctx);
+} nftables_api;
+
+static bool nftables_open(nftables_api *a)
+{
+	void *h = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		return false;
+	*(void **)&a->ctx_new = dlsym(h, "nft_ctx_new");
+	*(void **)&a->buffer_error = dlsym(h, "nft_ctx_buffer_error");
+	*(void **)&a->get_error = dlsym(h, "nft_ctx_get_error_buffer");
+	*(void **)&a->run = dlsym(h, "nft_run_cmd_from_buffer");
+	*(void **)&a->ctx_free = dlsym(h, "nft_ctx_free");
+	return a->ctx_new && a->buffer_error && a->get_error && a->run && a->ctx_free;
+}
+
+/* Load `rules` into the current namespace; the first line of nft's complaint on failure. */
+static int load_rules(const char *rules, vmm_error **err)
+{
+	nftables_api api;
+	if (nftables_open(&api)) {
+		nft_ctx *ctx = api.ctx_new(0);
+		if (!ctx)
+			return vmm_error_set(err, VMM_EGENERIC, "load the VM's firewall rules: nft_ctx_new");
+		api.buffer_error(ctx);
+		int rc = api.run(ctx, rules);
+		if (rc != 0) {
+			cleanup_free char *why = xstrdup(api.get_error(ctx) ? api.get_error(ctx) : "");
+			api.ctx_free(ctx);
+			why[strcspn(why, "\n")] = '\0';
+			return vmm_error_set(err, VMM_EGENERIC, "load the VM's firewall rules: %s",
+					     why[0] ? why : "nft failed");
+		}
+		api.ctx_free(ctx);
+		return 0;
+	}
+	return load_rules_exec(rules, err);
 }
 
 /* --- the namespace helper --------------------------------------------------------------- */
@@ -547,8 +598,8 @@ static int dhcp_socket(int *out, vmm_error **err)
 	return 0;
 }
 
-/* Inside the new namespace: everything but the veth pair. */
-static int configure_ns(const char *rules, bool userns, int fds[NS_FDS], vmm_error **err)
+/* Inside the new namespace: its links, the DHCP socket and descriptors of it. */
+static int configure_ns(bool userns, int fds[NS_FDS], vmm_error **err)
 {
 	/* no IPv6 in there: the guest's network is IPv4, and nothing should autoconfigure */
 	write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
@@ -566,13 +617,18 @@ static int configure_ns(const char *rules, bool userns, int fds[NS_FDS], vmm_err
 	 * or a state saved on one would not load on the other */
 	if (vmm_nl_link_up(nl, 1, err) < 0 || open_tap(NS_TAP, IFF_TAP | IFF_NO_PI, &fds[FD_TAP], err) < 0)
 		return -1;
+	/* persistent: when QEMU closes it, it waits for the namespace's end and goes with
+	 * every other device of it in one batch (a TAP unregistered alone costs an RCU
+	 * grace period of its own) */
+	if (ioctl(fds[FD_TAP], TUNSETPERSIST, 1) < 0)
+		return vmm_error_errno(err, errno, "TUNSETPERSIST");
 	int tap = vmm_nl_ifindex(nl, NS_TAP, err);
 	if (tap <= 0 || vmm_nl_link_set_mac(nl, tap, (const uint8_t *)GATEWAY_MAC, err) < 0 ||
 	    vmm_nl_addr_add(nl, tap, gw, GUEST_PREFIX, err) < 0 ||
 	    /* the DNS address must answer ARP; its port 53 is forwarded to slirp's */
 	    vmm_nl_addr_add(nl, tap, dns, 32, err) < 0 || vmm_nl_link_up(nl, tap, err) < 0)
 		return -1;
-	if (load_rules(rules, err) < 0 || dhcp_socket(&fds[FD_DHCP], err) < 0)
+	if (dhcp_socket(&fds[FD_DHCP], err) < 0)
 		return -1;
 	fds[FD_NET] = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	fds[FD_USER] = userns ? open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC) : -1;
@@ -615,6 +671,11 @@ static int map_root(uid_t uid, gid_t gid)
 	return write_sysctl("/proc/self/gid_map", m);
 }
 
+/*
+ * The helper: it makes the namespace and its links and sends their
+ * descriptors at once (so slirp4netns and the veth pair can start), then
+ * loads the firewall and says how that went.
+ */
 static void __attribute__((noreturn)) ns_helper(int sock, const char *rules, bool userns)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -627,16 +688,47 @@ static void __attribute__((noreturn)) ns_helper(int sock, const char *rules, boo
 	    (userns && map_root(uid, gid) < 0)) {
 		r.code = errno;
 		snprintf(r.msg, sizeof(r.msg), "create a network namespace: %s", strerror(errno));
-	} else if (configure_ns(rules, userns, fds, &e) < 0) {
+	} else if (configure_ns(userns, fds, &e) < 0) {
 		r.code = e && e->code ? e->code : VMM_EGENERIC;
 		snprintf(r.msg, sizeof(r.msg), "%s", e ? e->msg : "set up the VM's namespace");
 	}
 	send_fds(sock, &r, fds, r.code ? 0 : (userns ? NS_FDS : NS_FDS - 1));
+	if (r.code == 0 && load_rules(rules, &e) < 0) {
+		r.code = e->code ? e->code : VMM_EGENERIC;
+		snprintf(r.msg, sizeof(r.msg), "%s", e->msg);
+	}
+	send_fds(sock, &r, NULL, 0);
 	_exit(0);
 }
 
-/* Start the helper and collect its descriptors. */
-static int make_ns(vmm_net *n, const char *rules, bool userns, vmm_error **err)
+static ssize_t recv_reply(int sock, ns_reply *r, int fds[NS_FDS])
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * NS_FDS)];
+	struct iovec iov = {.iov_base = r, .iov_len = sizeof(*r)};
+	struct msghdr m = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	ssize_t got;
+	do
+		got = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+	while (got < 0 && errno == EINTR);
+	struct cmsghdr *c = got > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+	if (fds && c && c->cmsg_type == SCM_RIGHTS) {
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		memcpy(fds, CMSG_DATA(c), sizeof(int) * (k > NS_FDS ? NS_FDS : k));
+	}
+	r->msg[sizeof(r->msg) - 1] = '\0';
+	return got;
+}
+
+static int helper_error(const ns_reply *r, ssize_t got, vmm_error **err)
+{
+	if (got != (ssize_t)sizeof(*r))
+		return vmm_error_set(err, VMM_EGENERIC, "the helper setting up the VM's namespace died");
+	return vmm_error_set(err, r->code ? r->code : VMM_EGENERIC, "%s", r->msg);
+}
+
+/* Start the helper and collect the namespace's descriptors. */
+static int ns_start(vmm_net *n, const char *rules, bool userns, vmm_error **err)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -652,33 +744,16 @@ static int make_ns(vmm_net *n, const char *rules, bool userns, vmm_error **err)
 		ns_helper(sv[1], rules, userns);
 	}
 	close(sv[1]);
+	n->helper = pid;
+	n->helper_sock = sv[0];
 	ns_reply r = {0};
-	char cbuf[CMSG_SPACE(sizeof(int) * NS_FDS)];
-	struct iovec iov = {.iov_base = &r, .iov_len = sizeof(r)};
-	struct msghdr m = {
-	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-	ssize_t got;
-	do
-		got = recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC);
-	while (got < 0 && errno == EINTR);
-	close(sv[0]);
-	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-		;
 	int fds[NS_FDS] = {-1, -1, -1, -1, -1};
-	struct cmsghdr *c = got > 0 ? CMSG_FIRSTHDR(&m) : NULL;
-	if (c && c->cmsg_type == SCM_RIGHTS) {
-		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		memcpy(fds, CMSG_DATA(c), sizeof(int) * (k > NS_FDS ? NS_FDS : k));
-	}
+	ssize_t got = recv_reply(sv[0], &r, fds);
 	if (got != (ssize_t)sizeof(r) || r.code != 0 || fds[FD_NET] < 0) {
 		for (int i = 0; i < NS_FDS; i++)
 			if (fds[i] >= 0)
 				close(fds[i]);
-		if (got != (ssize_t)sizeof(r))
-			return vmm_error_set(err, VMM_EGENERIC,
-					     "the helper setting up the VM's namespace died");
-		r.msg[sizeof(r.msg) - 1] = '\0';
-		return vmm_error_set(err, r.code ? r.code : VMM_EGENERIC, "%s", r.msg);
+		return helper_error(&r, got, err);
 	}
 	n->tap = fds[FD_TAP];
 	n->nsfd = fds[FD_NET];
@@ -688,6 +763,18 @@ static int make_ns(vmm_net *n, const char *rules, bool userns, vmm_error **err)
 	if (!n->nl_ns)
 		return vmm_error_set(err, VMM_EGENERIC, "adopt the namespace's netlink socket");
 	return 0;
+}
+
+/* Wait for the helper's firewall. */
+static int ns_finish(vmm_net *n, vmm_error **err)
+{
+	ns_reply r = {0};
+	ssize_t got = recv_reply(n->helper_sock, &r, NULL);
+	close(steal_fd(n->helper_sock));
+	while (waitpid(n->helper, NULL, 0) < 0 && errno == EINTR)
+		;
+	n->helper = 0;
+	return got == (ssize_t)sizeof(r) && r.code == 0 ? 0 : helper_error(&r, got, err);
 }
 
 /* The guest's one lease; the server thread starts last, after every fork. */
@@ -885,7 +972,8 @@ static void __attribute__((noreturn)) exec_slirp(const char *bin, int nsfd, int 
 	_exit(127);
 }
 
-static int start_slirp(vmm_net *n, const vmm_net_port *fwd, size_t nfwd, vmm_error **err)
+/* Start slirp4netns; slirp_wait() waits for it. */
+static int slirp_spawn(vmm_net *n, bool api, vmm_error **err)
 {
 	cleanup_free char *bin = find_tool("slirp4netns");
 	if (!bin)
@@ -898,15 +986,14 @@ static int start_slirp(vmm_net *n, const vmm_net_port *fwd, size_t nfwd, vmm_err
 		close(exitp[1]);
 		return vmm_error_errno(err, errno, "pipe");
 	}
-	char api[64] = "";
-	if (nfwd) {
-		snprintf(api, sizeof(api), "/tmp/vmm-slirp-%d.sock", (int)getpid());
-		unlink(api);
+	if (api) {
+		snprintf(n->slirp_api, sizeof(n->slirp_api), "/tmp/vmm-slirp-%d.sock", (int)getpid());
+		unlink(n->slirp_api);
 	}
 	pid_t pid = fork();
 	if (pid == 0)
 		exec_slirp(bin, n->nsfd, n->usernsfd, exitp[0], readyp[1], errp[1],
-			   nfwd ? api : NULL);
+			   api ? n->slirp_api : NULL);
 	close(exitp[0]);
 	close(readyp[1]);
 	close(errp[1]);
@@ -918,30 +1005,35 @@ static int start_slirp(vmm_net *n, const vmm_net_port *fwd, size_t nfwd, vmm_err
 	}
 	n->slirp = pid;
 	n->slirp_exit = exitp[1];
-	/* slirp4netns writes "1" on the ready descriptor once slirp0 is configured */
-	struct pollfd p = {.fd = readyp[0], .events = POLLIN};
+	n->slirp_ready = readyp[0];
+	n->slirp_err = errp[0];
+	return 0;
+}
+
+/* slirp4netns writes "1" on the ready descriptor once slirp0 is configured; then the forwards. */
+static int slirp_wait(vmm_net *n, const vmm_net_port *fwd, size_t nfwd, vmm_error **err)
+{
+	struct pollfd p = {.fd = n->slirp_ready, .events = POLLIN};
 	char c = 0;
 	int rc = poll(&p, 1, (int)(READY_TIMEOUT * 1000));
-	bool ready = rc > 0 && read(readyp[0], &c, 1) == 1;
-	close(readyp[0]);
+	bool ready = rc > 0 && read(n->slirp_ready, &c, 1) == 1;
+	close(steal_fd(n->slirp_ready));
+	int frc = 0;
 	if (!ready) {
 		char msg[512] = "";
-		fcntl(errp[0], F_SETFL, O_NONBLOCK);
-		ssize_t l = read(errp[0], msg, sizeof(msg) - 1);
+		fcntl(n->slirp_err, F_SETFL, O_NONBLOCK);
+		ssize_t l = read(n->slirp_err, msg, sizeof(msg) - 1);
 		msg[l > 0 ? l : 0] = '\0';
 		msg[strcspn(msg, "\n")] = '\0';
-		close(errp[0]);
-		if (api[0])
-			unlink(api);
-		return vmm_error_set(err, VMM_EGENERIC, "slirp4netns did not start%s%s",
-				     msg[0] ? ": " : "", msg);
+		frc = vmm_error_set(err, VMM_EGENERIC, "slirp4netns did not start%s%s",
+				    msg[0] ? ": " : "", msg);
 	}
-	close(errp[0]);
-	int frc = 0;
+	close(steal_fd(n->slirp_err));
 	for (size_t i = 0; i < nfwd && frc == 0; i++)
-		frc = slirp_api(api, &fwd[i], err);
-	if (api[0])
-		unlink(api); /* slirp4netns keeps listening on it; nobody else needs the name */
+		frc = slirp_api(n->slirp_api, &fwd[i], err);
+	if (n->slirp_api[0])
+		unlink(n->slirp_api); /* slirp4netns keeps listening on it; nobody else needs the name */
+	n->slirp_api[0] = '\0';
 	return frc;
 }
 
@@ -1075,11 +1167,14 @@ static int setup_default(vmm_net *n, vmm_error **err)
 	cleanup_close int lock = -1;
 	if (host_lock(&lock, err) < 0 || pick_subnet(n, pool, npool, err) < 0)
 		return -1;
+	/* in parallel where it can be: slirp4netns starts while the veth pair is made
+	 * and the helper loads the firewall */
 	cleanup_free char *rules = ruleset(n, blocked);
-	if (make_ns(n, rules, geteuid() != 0, err) < 0 || add_veth(n, err) < 0)
+	if (ns_start(n, rules, geteuid() != 0, err) < 0 || slirp_spawn(n, nfwd > 0, err) < 0 ||
+	    add_veth(n, err) < 0)
 		return -1;
 	close(steal_fd(lock));
-	if (ns_veth_up(n, err) < 0 || start_slirp(n, fwd, nfwd, err) < 0)
+	if (ns_veth_up(n, err) < 0 || ns_finish(n, err) < 0 || slirp_wait(n, fwd, nfwd, err) < 0)
 		return -1;
 	return start_dhcp(n, err);
 }
@@ -1091,6 +1186,7 @@ static vmm_net *net_new(const vmm_net_opts *o)
 	vmm_net *n = xcalloc(1, sizeof(*n));
 	n->o = o;
 	n->tap = n->nsfd = n->usernsfd = n->slirp_exit = n->dhcp_sock = -1;
+	n->slirp_ready = n->slirp_err = n->helper_sock = -1;
 	return n;
 }
 
@@ -1149,6 +1245,18 @@ void vmm_net_free(vmm_net *n)
 	if (!n)
 		return;
 	vmm_dhcp_stop(n->dhcp);
+	if (n->helper > 0) {
+		kill(n->helper, SIGKILL);
+		waitpid(n->helper, NULL, 0);
+	}
+	if (n->helper_sock >= 0)
+		close(n->helper_sock);
+	if (n->slirp_ready >= 0)
+		close(n->slirp_ready);
+	if (n->slirp_err >= 0)
+		close(n->slirp_err);
+	if (n->slirp_api[0])
+		unlink(n->slirp_api);
 	if (n->slirp_exit >= 0)
 		close(n->slirp_exit); /* slirp4netns exits when this closes... */
 	if (n->slirp > 0) {
