@@ -759,7 +759,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		return -1;
 
 	cleanup_close int lock = -1;
-	if (vmm_bundle_dir_lock(b->dir, name, &lock, err) < 0) {
+	if (vmm_bundle_dir_lock_as(b->dir, name, VMM_LOCK_RUN, &lock, err) < 0) {
 		if (err && vmm_error_code(*err) == VMM_ERUNNING)
 			return vmm_error_set(err, VMM_EALREADYRUNNING,
 					     "VM \"%s\" is already running!", name);

@@ -39,8 +39,9 @@ static int cmp_name(const void *a, const void *b)
 int vmm_vm_export(const char *dir, const char *name, const char *path, vmm_error **err)
 {
 	cleanup_close int lock = -1;
-	if (vmm_bundle_dir_lock(dir, name, &lock, err) < 0)
+	if (vmm_bundle_dir_lock_as(dir, name, VMM_LOCK_READ, &lock, err) < 0)
 		return -1;
+	vmm_test_pause("export");
 	cleanup_dir DIR *d = opendir(dir);
 	if (!d)
 		return vmm_error_errno(err, errno, "open `%s`", dir);
