@@ -33,7 +33,7 @@ static int refuse_existing(const vmm_home *h, const char *name, bool force, vmm_
 				     "VM \"%s\" already exists; delete it first or pass --force to "
 				     "replace it",
 				     name);
-	if (vmm_bundle_dir_is_vm(dir) && vmm_bundle_dir_running_pid(dir) > 0)
+	if (vmm_bundle_dir_is_vm(dir) && vmm_bundle_dir_is_running(dir))
 		return vmm_error_running(err, name);
 	return 0;
 }
@@ -181,7 +181,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	 * and closing it again would drop our POSIX lock.
 	 */
 	cleanup_close int src_lock = -1;
-	if (vmm_bundle_dir_lock(src_dir, src_name, &src_lock, err) < 0)
+	if (vmm_bundle_dir_lock_as(src_dir, src_name, VMM_LOCK_READ, &src_lock, err) < 0)
 		return -1;
 	cleanup_vmm_config vmm_config *cfg = NULL;
 	cleanup_free char *raw = NULL;
@@ -211,6 +211,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 		vmm_error_wrap(err, "clone \"%s\" to \"%s\"", src_name, name);
 		goto out;
 	}
+	vmm_test_pause("clone");
 	{
 		/* Tart decides on the MAC and moves the clone in under the global
 		 * lock, so two clones of one image cannot both keep its MAC */
@@ -265,7 +266,7 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 	if (vmm_bundle_dir_lock(src, name, &run_lock, err) < 0)
 		return -1;
 	if (path_exists(dst)) {
-		if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_running_pid(dst) > 0)
+		if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_is_running(dst))
 			return vmm_error_running(err, new_name);
 		/* swap, so that NEW is never missing, then take the old NEW (now
 		 * at NAME) out of vms/ before removing it: no half-deleted VM is
@@ -300,7 +301,14 @@ int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)
 int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err)
 {
 	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
-	cleanup_close int fd = open(disk, O_WRONLY | O_CLOEXEC);
+	return vmm_vm_disk_resize_file(disk, bytes, err);
+}
+
+int vmm_vm_disk_resize_file(const char *disk, uint64_t bytes, vmm_error **err)
+{
+	if (bytes == 0)
+		return 0;
+	cleanup_close int fd = open(disk, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return vmm_error_errno(err, errno, "open `%s`", disk);
 	struct stat st;
@@ -321,18 +329,71 @@ int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err)
 	return 0;
 }
 
-int vmm_vm_disk_replace(const char *dir, const char *src, vmm_error **err)
+int vmm_vm_disk_replace(const char *dir, const char *src, uint64_t bytes, vmm_error **err)
 {
 	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
-	cleanup_free char *tmp = path_join(dir, VMM_DISK_FILE ".tmp");
-	unlink(tmp);
+	char uuid[37];
+	vmm_uuid(uuid);
+	/* a unique name (created O_EXCL by the copy): nothing is followed or truncated */
+	cleanup_free char *tmp = xasprintf("%s/" VMM_DISK_FILE ".tmp-%s", dir, uuid);
 	vmm_copy_opts co = {.fsync = true};
 	if (vmm_copy_file(src, tmp, &co, NULL, err) < 0)
 		return -1;
-	if (rename(tmp, disk) < 0) {
-		int e = errno;
+	int rc = vmm_vm_disk_resize_file(tmp, bytes, err);
+	if (rc == 0 && rename(tmp, disk) < 0)
+		rc = vmm_error_errno(err, errno, "replace `%s`", disk);
+	if (rc < 0) {
 		unlink(tmp);
-		return vmm_error_errno(err, e, "replace `%s`", disk);
+		return -1;
 	}
 	return vmm_fsync_dir(dir, true, err);
+}
+
+/* Remove vmm's and Tart's suspended states, durably. */
+static int drop_state(const char *dir, vmm_error **err)
+{
+	static const char *const states[] = {VMM_STATE_FILE, VMM_TART_STATE_FILE};
+	bool removed = false;
+	for (size_t i = 0; i < ARRAY_SIZE(states); i++) {
+		cleanup_free char *p = path_join(dir, states[i]);
+		if (unlink(p) == 0)
+			removed = true;
+		else if (errno != ENOENT)
+			return vmm_error_errno(err, errno, "remove `%s`", p);
+	}
+	return removed ? vmm_fsync_dir(dir, true, err) : 0;
+}
+
+int vmm_vm_set(const vmm_home *h, const char *name, const vmm_set_opts *o, vmm_error **err)
+{
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open(&b, h, name, err) < 0)
+		return -1;
+	/* the lock first, then everything is read and decided under it */
+	cleanup_close int lock = -1;
+	if (vmm_bundle_dir_lock(b->dir, name, &lock, err) < 0)
+		return -1;
+	vmm_config *c = NULL;
+	cleanup_free char *before = NULL;
+	if (vmm_bundle_dir_read_config(b->dir, lock, &c, &before, NULL, err) < 0)
+		return -1;
+	vmm_config_free(b->config);
+	b->config = c;
+	if (o->edit && o->edit(c, o->ctx, err) < 0)
+		return -1;
+	if (o->new_mac)
+		vmm_mac_random(c->mac);
+	/* a guest woken from its memory onto another disk or with another MAC
+	 * would corrupt the one or lose its network: drop the state before
+	 * anything else, so that a crash never pairs the two */
+	if ((o->new_mac || o->disk) && drop_state(b->dir, err) < 0)
+		return -1;
+	if (o->disk && vmm_vm_disk_replace(b->dir, o->disk, o->disk_size, err) < 0)
+		return -1;
+	if (!o->disk && o->disk_size && vmm_vm_disk_resize(b->dir, o->disk_size, err) < 0)
+		return -1;
+	cleanup_free char *after = vmm_config_pretty(c);
+	if (strcmp(before, after) == 0)
+		return 0; /* nothing to write: a resize stays one atomic step */
+	return vmm_bundle_save_config_locked(b, err);
 }
