@@ -189,6 +189,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	if (vmm_bundle_dir_read_config(src_dir, src_lock, &cfg, &raw, &raw_len, err) < 0)
 		return -1;
 	bool suspended = dir_suspended(src_dir);
+	vmm_test_pause("clone");
 
 	cleanup_free char *tmp = NULL;
 	cleanup_close int tmp_lock = -1;
@@ -211,7 +212,6 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 		vmm_error_wrap(err, "clone \"%s\" to \"%s\"", src_name, name);
 		goto out;
 	}
-	vmm_test_pause("clone");
 	{
 		/* Tart decides on the MAC and moves the clone in under the global
 		 * lock, so two clones of one image cannot both keep its MAC */
@@ -329,24 +329,38 @@ int vmm_vm_disk_resize_file(const char *disk, uint64_t bytes, vmm_error **err)
 	return 0;
 }
 
-int vmm_vm_disk_replace(const char *dir, const char *src, uint64_t bytes, vmm_error **err)
+/* The new disk under a unique name beside disk.img, copied, grown and synced (caller frees). */
+static char *prepare_disk(const char *dir, const char *src, uint64_t bytes, vmm_error **err)
 {
-	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
 	char uuid[37];
 	vmm_uuid(uuid);
 	/* a unique name (created O_EXCL by the copy): nothing is followed or truncated */
-	cleanup_free char *tmp = xasprintf("%s/" VMM_DISK_FILE ".tmp-%s", dir, uuid);
+	char *tmp = xasprintf("%s/" VMM_DISK_FILE ".tmp-%s", dir, uuid);
 	vmm_copy_opts co = {.fsync = true};
-	if (vmm_copy_file(src, tmp, &co, NULL, err) < 0)
-		return -1;
-	int rc = vmm_vm_disk_resize_file(tmp, bytes, err);
-	if (rc == 0 && rename(tmp, disk) < 0)
-		rc = vmm_error_errno(err, errno, "replace `%s`", disk);
-	if (rc < 0) {
+	if (vmm_copy_file(src, tmp, &co, NULL, err) < 0 ||
+	    vmm_vm_disk_resize_file(tmp, bytes, err) < 0) {
 		unlink(tmp);
-		return -1;
+		free(tmp);
+		return NULL;
+	}
+	return tmp;
+}
+
+static int commit_disk(const char *dir, const char *tmp, vmm_error **err)
+{
+	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
+	if (rename(tmp, disk) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return vmm_error_errno(err, e, "replace `%s`", disk);
 	}
 	return vmm_fsync_dir(dir, true, err);
+}
+
+int vmm_vm_disk_replace(const char *dir, const char *src, uint64_t bytes, vmm_error **err)
+{
+	cleanup_free char *tmp = prepare_disk(dir, src, bytes, err);
+	return tmp ? commit_disk(dir, tmp, err) : -1;
 }
 
 /* Remove vmm's and Tart's suspended states, durably. */
@@ -379,18 +393,26 @@ int vmm_vm_set(const vmm_home *h, const char *name, const vmm_set_opts *o, vmm_e
 		return -1;
 	vmm_config_free(b->config);
 	b->config = c;
+	vmm_test_pause("set");
 	if (o->edit && o->edit(c, o->ctx, err) < 0)
 		return -1;
 	if (o->new_mac)
 		vmm_mac_random(c->mac);
-	/* a guest woken from its memory onto another disk or with another MAC
-	 * would corrupt the one or lose its network: drop the state before
-	 * anything else, so that a crash never pairs the two */
-	if ((o->new_mac || o->disk) && drop_state(b->dir, err) < 0)
+	cleanup_free char *new_disk = NULL;
+	if (o->disk && !(new_disk = prepare_disk(b->dir, o->disk, o->disk_size, err)))
 		return -1;
-	if (o->disk && vmm_vm_disk_replace(b->dir, o->disk, o->disk_size, err) < 0)
-		return -1;
+	/* growing in place keeps a state valid; refused sizes stop us here */
 	if (!o->disk && o->disk_size && vmm_vm_disk_resize(b->dir, o->disk_size, err) < 0)
+		return -1;
+	/* a guest woken from its memory onto another disk or with another MAC
+	 * would corrupt the one or lose its network: drop the state before the
+	 * change, so that a crash never pairs the two */
+	if ((o->new_mac || o->disk) && drop_state(b->dir, err) < 0) {
+		if (new_disk)
+			unlink(new_disk);
+		return -1;
+	}
+	if (new_disk && commit_disk(b->dir, new_disk, err) < 0)
 		return -1;
 	cleanup_free char *after = vmm_config_pretty(c);
 	if (strcmp(before, after) == 0)
