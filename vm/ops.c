@@ -242,6 +242,48 @@ out:
 	return rc;
 }
 
+/*
+ * rename --force cannot be one rename (NEW is a full directory), so it is
+ * three, none of which shows a VM that is neither its old nor its new self:
+ *
+ *   1. NAME -> vms/.rename-<id>.d   (hidden: NAME is gone, NEW still old)
+ *   2. exchange .rename-<id>.d and NEW   (NEW is NAME's VM; the hidden
+ *      directory holds NEW's old one)
+ *   3. the hidden directory out into tmp/ and removed
+ *
+ * A journal, vms/.rename-<id> ("NAME\nNEW\n<dev> <inode of NAME's
+ * directory>\n", written durably first), tells a later command which step a
+ * killed rename reached: vmm_vm_recover() finishes it.
+ */
+static char *rename_journal_text(const char *name, const char *new_name, const struct stat *st)
+{
+	return xasprintf("%s\n%s\n%llu %llu\n", name, new_name, (unsigned long long)st->st_dev,
+			 (unsigned long long)st->st_ino);
+}
+
+/* Steps 2 and 3 (or only 3 when the hidden directory is NEW's old VM). */
+static int rename_finish(const vmm_home *h, const char *hidden, const char *dst,
+			 const char *new_name, bool exchange, vmm_error **err)
+{
+	if (exchange) {
+		if (!path_exists(dst)) {
+			if (rename(hidden, dst) < 0)
+				return vmm_error_errno(err, errno, "rename to `%s`", dst);
+			return vmm_fsync_dir(h->vms, true, err);
+		}
+		cleanup_close int dst_lock = -1;
+		if (vmm_bundle_dir_is_vm(dst) &&
+		    vmm_bundle_dir_lock(dst, new_name, &dst_lock, err) < 0)
+			return -1;
+		if (syscall(SYS_renameat2, AT_FDCWD, hidden, AT_FDCWD, dst,
+			    2 /* RENAME_EXCHANGE */) < 0)
+			return vmm_error_errno(err, errno, "replace `%s`", dst);
+		if (vmm_fsync_dir(h->vms, true, err) < 0)
+			return -1;
+	}
+	return move_out_and_remove(h, hidden, err);
+}
+
 int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, bool force,
 		  vmm_error **err)
 {
@@ -265,21 +307,76 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 	cleanup_close int run_lock = -1;
 	if (vmm_bundle_dir_lock(src, name, &run_lock, err) < 0)
 		return -1;
-	if (path_exists(dst)) {
-		if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_is_running(dst))
-			return vmm_error_running(err, new_name);
-		/* swap, so that NEW is never missing, then take the old NEW (now
-		 * at NAME) out of vms/ before removing it: no half-deleted VM is
-		 * ever visible */
-		if (syscall(SYS_renameat2, AT_FDCWD, src, AT_FDCWD, dst, 2 /* RENAME_EXCHANGE */) <
-		    0)
-			return vmm_error_errno(err, errno, "replace `%s`", dst);
-		vmm_fsync_dir(h->vms, true, NULL);
-		return move_out_and_remove(h, src, err);
+	if (!path_exists(dst)) {
+		if (rename(src, dst) < 0)
+			return vmm_error_errno(err, errno, "rename `%s` to `%s`", src, dst);
+		return vmm_fsync_dir(h->vms, true, err);
 	}
-	if (rename(src, dst) < 0)
-		return vmm_error_errno(err, errno, "rename `%s` to `%s`", src, dst);
+	/* the VM replaced must be neither running nor in use */
+	cleanup_close int dst_lock = -1;
+	if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_lock(dst, new_name, &dst_lock, err) < 0)
+		return -1;
+	struct stat st;
+	if (stat(src, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s`", src);
+	char uuid[37];
+	vmm_uuid(uuid);
+	cleanup_free char *journal = xasprintf("%s/.rename-%s", h->vms, uuid);
+	cleanup_free char *hidden = xasprintf("%s.d", journal);
+	cleanup_free char *text = rename_journal_text(name, new_name, &st);
+	if (vmm_write_file_atomic(journal, text, strlen(text), 0644, err) < 0)
+		return -1;
+	if (rename(src, hidden) < 0) {
+		int e = errno;
+		unlink(journal);
+		return vmm_error_errno(err, e, "rename `%s`", src);
+	}
+	if (vmm_fsync_dir(h->vms, true, err) < 0)
+		return -1;
+	if (rename_finish(h, hidden, dst, new_name, true, err) < 0)
+		return -1;
+	unlink(journal);
 	return vmm_fsync_dir(h->vms, true, err);
+}
+
+int vmm_vm_recover(const vmm_home *h, vmm_error **err)
+{
+	cleanup_dir DIR *d = opendir(h->vms);
+	if (!d)
+		return 0;
+	cleanup_close int lock = -1;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		if (strncmp(e->d_name, ".rename-", 8) != 0 || (l > 2 && strcmp(e->d_name + l - 2, ".d") == 0))
+			continue;
+		if (lock < 0 && vmm_home_lock(h, &lock, err) < 0)
+			return -1;
+		cleanup_free char *journal = path_join(h->vms, e->d_name);
+		cleanup_free char *hidden = xasprintf("%s.d", journal);
+		cleanup_free char *text = NULL;
+		size_t len = 0;
+		if (vmm_read_file(journal, 4096, &text, &len, NULL) < 0)
+			continue; /* finished by another process meanwhile */
+		char src_name[256], new_name[256];
+		unsigned long long dev = 0, ino = 0;
+		struct stat st;
+		int rc = 0;
+		if (sscanf(text, "%255[^\n]\n%255[^\n]\n%llu %llu", src_name, new_name, &dev, &ino) == 4 &&
+		    vmm_name_is_valid(new_name) && lstat(hidden, &st) == 0 && S_ISDIR(st.st_mode)) {
+			/* NAME's directory still hidden: the exchange is to come; else it
+			 * holds NEW's old VM, to be removed */
+			bool pending = st.st_dev == dev && st.st_ino == ino;
+			cleanup_free char *dst = vmm_home_vm_dir(h, new_name);
+			rc = rename_finish(h, hidden, dst, new_name, pending, err);
+		}
+		if (rc < 0)
+			return vmm_error_wrap(err, "finish renaming VM \"%s\" to \"%s\"", src_name,
+					      new_name);
+		unlink(journal);
+		vmm_fsync_dir(h->vms, true, NULL);
+	}
+	return 0;
 }
 
 int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)

@@ -47,6 +47,12 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err);
 
 /*
+ * Finish what a killed `rename --force` left in vms/ (hidden .rename-*
+ * entries, see vm/ops.c), under the home lock.  Run before commands.
+ */
+int vmm_vm_recover(const vmm_home *h, vmm_error **err);
+
+/*
  * Move a finished staging directory into vms/<name> under the home lock,
  * re-checking there that the name is free (or, with force, that the VM it
  * replaces is not running).
