@@ -20,6 +20,14 @@ from a seeded generator, then check, as a user would:
      bundle holds `*.tmp-*` files, `snapshots/.new-*` or `.del-*`, and vms/
      holds no hidden entries; nothing `*.tmp*` is left beside an export.
 
+With --power-loss, the home lives on a loop-mounted file system (--img,
+--mnt, made by the caller) and the "kill" is a power cut: FS_IOC_SHUTDOWN
+with NOLOGFLUSH (xfstests' godown: what the file system had not committed
+is lost), then the command is killed, the file system unmounted and mounted
+again (its journal replayed).  Besides the checks above, a command that had
+already succeeded when the power went must find its new version there: what
+it reported done must be durable.
+
 A kill that lands after the command has exited is not counted; the loop
 runs until --kills kills landed.  The seed is printed; --seed S replays a
 run exactly (the delays, not the machine's timing).
@@ -31,6 +39,7 @@ Exit 0 when every check held (or, with --xfail, whatever happened: the
 findings are printed as KNOWN), 1 otherwise.  Prints "N passed, N failed".
 """
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +47,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -223,7 +233,9 @@ def vm_setup(*names):
 
 
 SCENARIOS = {
-    "clone": dict(setup=vm_setup("a"), cmd=["clone", "a", "b"],
+    # durable=False: a clone is crash-consistent, not crash-durable (no
+    # flushes, vm/ops.h): a power cut may lose a clone that was reported done
+    "clone": dict(setup=vm_setup("a"), cmd=["clone", "a", "b"], durable=False,
                   finish=[(["clone", "a", "b", "--force"], {0})]),
     "pull": dict(setup=vm_setup("src") + [["push", "src", "@REG@/kill/pull:latest", "--insecure"],
                                           ["delete", "src"]],
@@ -299,6 +311,26 @@ def build_template(vmm, sc, out):
             vmm.run(subst(step, out))
 
 
+FS_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
+FS_SHUTDOWN_FLAGS_NOLOGFLUSH = 2
+
+
+def power_cut(mnt):
+    fd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, FS_IOC_SHUTDOWN, struct.pack("I", FS_SHUTDOWN_FLAGS_NOLOGFLUSH))
+    finally:
+        os.close(fd)
+
+
+def remount(img, mnt):
+    for _ in range(50):
+        if subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL).returncode == 0:
+            break
+        time.sleep(0.1)
+    subprocess.run(["mount", "-o", "loop", img, mnt], check=True)
+
+
 def copy_home(src, dst):
     if os.path.exists(dst):
         shutil.rmtree(dst)
@@ -316,6 +348,9 @@ def main():
     ap.add_argument("--xfail", action="store_true",
                     help="report findings as KNOWN and exit 0 (defects owned elsewhere)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--power-loss", action="store_true")
+    ap.add_argument("--img", help="--power-loss: the file system image, mounted at --mnt")
+    ap.add_argument("--mnt")
     a = ap.parse_args()
     if a.list:
         print(" ".join(SCENARIOS))
@@ -331,6 +366,9 @@ def main():
     work = os.path.abspath(a.work)
     os.makedirs(work, exist_ok=True)
     template, home, out = (os.path.join(work, n) for n in ("template", "home", "out"))
+    if a.power_loss:
+        home, out = os.path.join(a.mnt, "home"), os.path.join(a.mnt, "out")
+        log("  power cuts (FS_IOC_SHUTDOWN, NOLOGFLUSH) on %s" % a.mnt)
     for d in (template, home, out):
         if os.path.exists(d):
             shutil.rmtree(d)
@@ -368,19 +406,29 @@ def main():
         if sc.get("out"):
             for f in os.listdir(out):
                 os.unlink(os.path.join(out, f))
-        delay = rng.uniform(0, span * 0.9)
+        if a.power_loss:
+            os.sync()  # the starting point is on the disk
+        delay = rng.uniform(0, span * (1.3 if a.power_loss else 0.9))
         p = vmm.start(cmd)
         time.sleep(delay)
         alive = p.poll() is None
+        done = not alive and p.returncode == 0
+        if a.power_loss:
+            power_cut(a.mnt)
         if alive:
             p.send_signal(signal.SIGKILL)
         p.wait()
         p.stderr.close()
-        if not alive:
+        if a.power_loss:
+            remount(a.img, a.mnt)
+        elif not alive:
             missed += 1
             continue
         kills += 1
         problems = []
+        if done and sc.get("durable", True) and compare(new, new, capture(home)):
+            problems.append("the command had succeeded, but after the power cut its "
+                            "result is gone: " + "; ".join(compare(new, new, capture(home))))
         r = vmm.run(["list"], check=False)
         if r.returncode != 0:
             problems.append("list failed after the kill: " + r.stderr.strip())
@@ -411,7 +459,11 @@ def main():
             log("  kill %d at %.4f s: %s" % (kills, delay, "; ".join(problems)))
         else:
             passed += 1
-    log("  %d kills landed, %d after the command had finished (not counted)" % (kills, missed))
+    if a.power_loss:
+        log("  %d power cuts" % kills)
+    else:
+        log("  %d kills landed, %d after the command had finished (not counted)" %
+            (kills, missed))
     for s in vmm.sanitizer[:3]:
         log("  sanitizer: " + s)
     if kills < a.kills:
