@@ -149,8 +149,7 @@ static int lock_refused(const char *dir, const char *name, vmm_error **err)
 		return vmm_error_set(err, VMM_ELOCKED,
 				     "VM \"%s\" is in use by another vmm command (pid %d)", name,
 				     (int)pid);
-	return vmm_error_set(err, VMM_ELOCKED, "VM \"%s\" is in use by another vmm command",
-			     name);
+	return vmm_error_set(err, VMM_ELOCKED, "VM \"%s\" is in use by another vmm command", name);
 }
 
 void (*vmm_bundle_lock_race_hook)(const char *config_path);
@@ -229,8 +228,7 @@ int vmm_bundle_dir_lock_as(const char *dir, const char *name, vmm_lock_kind kind
 			return 0;
 		}
 	}
-	return vmm_error_set(err, VMM_ELOCKED, "VM \"%s\": `%s` keeps being replaced", name,
-			     cfg);
+	return vmm_error_set(err, VMM_ELOCKED, "VM \"%s\": `%s` keeps being replaced", name, cfg);
 }
 
 int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **err)

@@ -118,9 +118,9 @@ typedef enum {
 /*
  * Take a lock on <dir>/config.json without waiting; *fd holds it until
  * closed.  A write or run lock also removes what killed commands left in
- * the bundle (temporary files, unfinished snapshot directories).  The VM runs: VMM_ERUNNING with Tart's text `VM "<name>" is
- * running`.  Another command reads or changes it: VMM_ELOCKED, `VM "<name>"
- * is in use by another vmm command (pid N)`.  No config.json: VMM_ENOTFOUND.
+ * the bundle (temporary files, unfinished snapshot directories).  The VM runs: VMM_ERUNNING with
+ * Tart's text `VM "<name>" is running`.  Another command reads or changes it: VMM_ELOCKED, `VM
+ * "<name>" is in use by another vmm command (pid N)`.  No config.json: VMM_ENOTFOUND.
  */
 int vmm_bundle_dir_lock_as(const char *dir, const char *name, vmm_lock_kind kind, int *fd,
 			   vmm_error **err);

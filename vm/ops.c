@@ -348,7 +348,8 @@ int vmm_vm_recover(const vmm_home *h, vmm_error **err)
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		size_t l = strlen(e->d_name);
-		if (strncmp(e->d_name, ".rename-", 8) != 0 || (l > 2 && strcmp(e->d_name + l - 2, ".d") == 0))
+		if (strncmp(e->d_name, ".rename-", 8) != 0 ||
+		    (l > 2 && strcmp(e->d_name + l - 2, ".d") == 0))
 			continue;
 		if (lock < 0 && vmm_home_lock(h, &lock, err) < 0)
 			return -1;
@@ -362,7 +363,8 @@ int vmm_vm_recover(const vmm_home *h, vmm_error **err)
 		unsigned long long dev = 0, ino = 0;
 		struct stat st;
 		int rc = 0;
-		if (sscanf(text, "%255[^\n]\n%255[^\n]\n%llu %llu", src_name, new_name, &dev, &ino) == 4 &&
+		if (sscanf(text, "%255[^\n]\n%255[^\n]\n%llu %llu", src_name, new_name, &dev,
+			   &ino) == 4 &&
 		    vmm_name_is_valid(new_name) && lstat(hidden, &st) == 0 && S_ISDIR(st.st_mode)) {
 			/* NAME's directory still hidden: the exchange is to come; else it
 			 * holds NEW's old VM, to be removed */

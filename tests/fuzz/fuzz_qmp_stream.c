@@ -45,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return 0;
-	feed f = {.fd = sv[1], .data = data + 1, .size = size - 1, .piece = (size_t)data[0] % 97 + 1};
+	feed f = {
+	    .fd = sv[1], .data = data + 1, .size = size - 1, .piece = (size_t)data[0] % 97 + 1};
 	pthread_t t;
 	if (pthread_create(&t, NULL, writer, &f) != 0) {
 		close(sv[0]);

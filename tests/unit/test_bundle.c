@@ -310,9 +310,10 @@ static void replace_and_run(const char *cfg)
 	vmm_bundle_lock_race_hook = NULL; /* once */
 	char *dir = xstrdup(cfg);
 	*strrchr(dir, '/') = '\0';
-	write_file(dir, "config.json", "{\"version\":1,\"os\":\"linux\",\"arch\":\"amd64\","
-					"\"cpuCount\":2,\"memorySize\":1073741824,"
-					"\"macAddress\":\"02:00:00:00:00:01\"}");
+	write_file(dir, "config.json",
+		   "{\"version\":1,\"os\":\"linux\",\"arch\":\"amd64\","
+		   "\"cpuCount\":2,\"memorySize\":1073741824,"
+		   "\"macAddress\":\"02:00:00:00:00:01\"}");
 	race_child = test_child_lock(cfg, TEST_LOCK_POSIX, &race_release);
 	free(dir);
 }

@@ -254,8 +254,7 @@ static void test_credentials_docker__helper_failures(void **state)
 	vmm_error_free(err);
 	err = NULL;
 	/* a malformed file of secrets: the error names where, never what */
-	write_file(".docker/config.json", "{\"auths\": {\"q\": {\"auth\": hunter2secret}}}",
-		   0600);
+	write_file(".docker/config.json", "{\"auths\": {\"q\": {\"auth\": hunter2secret}}}", 0600);
 	assert_int_equal(vmm_credentials_lookup("quay.io", &c, &err), -1);
 	assert_non_null(strstr(err->msg, "invalid JSON at line 1"));
 	assert_null(strstr(err->msg, "hunter2"));
