@@ -6,7 +6,7 @@
 # leftovers are collected.  Seeded: the seed is printed; VMM_KILL_SEED=N
 # replays it.  VMM_KILL_SCENARIOS picks some (default: all).
 #
-# Then the same with power cuts instead of kills (VMM_POWER_CUTS, default 20
+# Then the same with power cuts instead of kills (VMM_POWER_CUTS, default 10
 # per command), where a command that had succeeded must find its result.
 #
 # Snapshots are made atomic and durable under issue 10's defect 4, by
@@ -57,7 +57,7 @@ echo "kills: $total"
 # a log flush (xfstests' godown).  This kernel has no device mapper (no
 # dm-flakey or dm-log-writes: CONFIG_MD is not set and there are no
 # modules), so the cut is the file system's own.
-CUTS=${VMM_POWER_CUTS:-20}
+CUTS=${VMM_POWER_CUTS:-10}
 if [ "$(id -u)" -ne 0 ] || ! command -v mkfs.xfs >/dev/null || ! losetup -f >/dev/null 2>&1; then
 	echo "power cuts: skipped (needs root, mkfs.xfs and a loop device)"
 	[ -n "${CI:-}" ] && fail "power cuts could not run in CI"
