@@ -4,6 +4,7 @@
  */
 #include "cmd/cmd.h"
 #include "common/util.h"
+#include "vm/ops.h"
 
 #include <signal.h>
 #include <stdarg.h>
@@ -106,7 +107,8 @@ int main(int argc, char **argv)
 			continue;
 		if (commands[i].gc_tmp) {
 			cleanup_vmm_error vmm_error *err = NULL;
-			if (vmm_home_gc_tmp(cmd_home(), &err) < 0)
+			if (vmm_vm_recover(cmd_home(), &err) < 0 ||
+			    vmm_home_gc_tmp(cmd_home(), &err) < 0)
 				vmm_error_print("failed to perform garbage collection: %s",
 						err->msg);
 		}

@@ -65,6 +65,40 @@ static void parse_display(const char *s, vmm_config *c)
 	memcpy(c->display_unit, unit, sizeof(unit));
 }
 
+/* The config changes, made by vmm_vm_set under the VM's lock. */
+static int edit_config(vmm_config *c, void *ctx, vmm_error **err)
+{
+	const set_args *o = ctx;
+	if (o->cpu.given) {
+		uint64_t cpu = o->cpu.value;
+		if ((int64_t)cpu < c->cpu_count_min && strcmp(c->os, "darwin") == 0)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "VM should have %lld CPU cores at minimum (requested "
+					     "%llu)",
+					     (long long)c->cpu_count_min, (unsigned long long)cpu);
+		c->cpu_count = (int64_t)cpu;
+	}
+	if (o->memory.given) {
+		uint64_t bytes = o->memory.value;
+		uint64_t min = strcmp(c->os, "darwin") == 0 ? c->memory_size_min : 64ULL << 20;
+		if (bytes < min)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "VM should have %llu bytes of memory at minimum "
+					     "(requested %llu)",
+					     (unsigned long long)min, (unsigned long long)bytes);
+		c->memory_size = bytes;
+	}
+	if (o->display)
+		parse_display(o->display, c);
+	/* as Tart: without either flag, displayRefit is cleared */
+	c->display_refit = o->display_refit ? 1 : o->no_display_refit ? 0 : -1;
+	if (o->cmdline) {
+		free(c->cmdline);
+		c->cmdline = xstrdup(o->cmdline);
+	}
+	return 0;
+}
+
 int cmd_set(int argc, char **argv)
 {
 	set_args o = {0};
@@ -72,61 +106,17 @@ int cmd_set(int argc, char **argv)
 	if (o.display_refit && o.no_display_refit)
 		return vmm_usage_error(&spec, "--display-refit and --no-display-refit are mutually "
 					      "exclusive");
-
-	vmm_home *h = cmd_home();
+	vmm_set_opts so = {
+	    .edit = edit_config,
+	    .ctx = &o,
+	    /* a suspended guest would wake with the old MAC or onto another disk:
+	     * both drop its state, vmm's or Tart's (Tart does so on a new MAC) */
+	    .new_mac = o.random_mac,
+	    .disk = o.disk,
+	    .disk_size = o.disk_size.given ? o.disk_size.value : 0,
+	};
 	cleanup_vmm_error vmm_error *err = NULL;
-	cleanup_vmm_bundle vmm_bundle *b = NULL;
-	if (vmm_bundle_open(&b, h, a.pos[0], &err) < 0)
+	if (vmm_vm_set(cmd_home(), a.pos[0], &so, &err) < 0)
 		return vmm_fail(err);
-	/* config.json is replaced below, which a running VM's lock would not survive */
-	if (vmm_bundle_dir_running_pid(b->dir) > 0) {
-		vmm_error_running(&err, b->name);
-		return vmm_fail(err);
-	}
-	vmm_config *c = b->config;
-	if (o.cpu.given) {
-		uint64_t cpu = o.cpu.value;
-		if ((int64_t)cpu < c->cpu_count_min && strcmp(c->os, "darwin") == 0)
-			return vmm_fail_msg(
-			    "VM should have %lld CPU cores at minimum (requested %llu)",
-			    (long long)c->cpu_count_min, (unsigned long long)cpu);
-		c->cpu_count = (int64_t)cpu;
-	}
-	if (o.memory.given) {
-		uint64_t bytes = o.memory.value;
-		uint64_t min = strcmp(c->os, "darwin") == 0 ? c->memory_size_min : 64ULL << 20;
-		if (bytes < min)
-			return vmm_fail_msg("VM should have %llu bytes of memory at minimum "
-					    "(requested %llu)",
-					    (unsigned long long)min, (unsigned long long)bytes);
-		c->memory_size = bytes;
-	}
-	if (o.display)
-		parse_display(o.display, c);
-	/* as Tart: without either flag, displayRefit is cleared */
-	c->display_refit = o.display_refit ? 1 : o.no_display_refit ? 0 : -1;
-	if (o.cmdline) {
-		free(c->cmdline);
-		c->cmdline = xstrdup(o.cmdline);
-	}
-	bool new_mac = o.random_mac;
-	if (new_mac)
-		vmm_mac_random(c->mac);
-	if (o.disk && vmm_vm_disk_replace(b->dir, o.disk, &err) < 0)
-		return vmm_fail(err);
-	if (o.disk_size.given && vmm_vm_disk_resize(b->dir, o.disk_size.value, &err) < 0)
-		return vmm_fail(err);
-	if (vmm_bundle_save_config(b, &err) < 0)
-		return vmm_fail(err);
-	if (new_mac) {
-		/* a suspended guest would wake with the old MAC: drop its state,
-		 * vmm's or Tart's (Tart removes its own on any new MAC) */
-		static const char *const states[] = {VMM_STATE_FILE, VMM_TART_STATE_FILE};
-		for (size_t i = 0; i < ARRAY_SIZE(states); i++) {
-			cleanup_free char *state = vmm_bundle_path(b, states[i]);
-			if (unlink(state) < 0 && errno != ENOENT)
-				return vmm_fail_msg("remove `%s`: %s", state, vmm_strerror(errno));
-		}
-	}
 	return 0;
 }

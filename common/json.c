@@ -16,6 +16,59 @@ int vmm_json_parse(json_t **out, const char *data, size_t len, const char *what,
 	return 0;
 }
 
+/* jansson's messages quote the text ("... near 'hunter2'"); these do not */
+static const char *secret_safe_reason(const json_error_t *je)
+{
+	switch (json_error_code(je)) {
+	case json_error_invalid_utf8:
+		return "invalid UTF-8";
+	case json_error_premature_end_of_input:
+		return "unexpected end of input";
+	case json_error_end_of_input_expected:
+		return "text after the end";
+	case json_error_duplicate_key:
+		return "a key appears twice";
+	case json_error_null_character:
+	case json_error_null_byte_in_key:
+		return "a NUL character";
+	case json_error_numeric_overflow:
+		return "a number out of range";
+	case json_error_stack_overflow:
+		return "nested too deeply";
+	default:
+		return "syntax error";
+	}
+}
+
+int vmm_json_parse_secret(json_t **out, const char *data, size_t len, const char *what,
+			  vmm_error **err)
+{
+	json_error_t je;
+	json_t *v = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+	/* jansson keeps the offending token in je.text: wipe it */
+	if (!v) {
+		int line = je.line, column = je.column;
+		const char *reason = secret_safe_reason(&je);
+		explicit_bzero(je.text, sizeof(je.text));
+		return vmm_error_set(err, VMM_EINVAL, "%s: invalid JSON at line %d column %d (%s)",
+				     what, line, column, reason);
+	}
+	*out = v;
+	return 0;
+}
+
+int vmm_json_load_file_secret(json_t **out, const char *path, size_t max, vmm_error **err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	if (vmm_read_file(path, max, &buf, &len, err) < 0)
+		return -1;
+	cleanup_free char *what = xasprintf("`%s`", path);
+	int rc = vmm_json_parse_secret(out, buf, len, what, err);
+	explicit_bzero(buf, len);
+	return rc;
+}
+
 int vmm_json_load_file(json_t **out, const char *path, size_t max, vmm_error **err)
 {
 	cleanup_free char *buf = NULL;

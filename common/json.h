@@ -14,6 +14,14 @@
 int vmm_json_parse(json_t **out, const char *data, size_t len, const char *what, vmm_error **err);
 /* Read and parse a file (at most max bytes). */
 int vmm_json_load_file(json_t **out, const char *path, size_t max, vmm_error **err);
+/*
+ * The same for text that holds secrets (Docker's config.json, the login
+ * store, a credential helper's answer): errors give the position and the
+ * kind of mistake, never a fragment of the text.
+ */
+int vmm_json_parse_secret(json_t **out, const char *data, size_t len, const char *what,
+			  vmm_error **err);
+int vmm_json_load_file_secret(json_t **out, const char *path, size_t max, vmm_error **err);
 /* Foundation-style pretty text; caller frees. */
 char *vmm_json_pretty(const json_t *v);
 /* Compact text with escaped slashes (JSONEncoder default); sort keys if `sorted`. */

@@ -382,3 +382,18 @@ void vmm_strv_free(char **v, size_t n)
 		free(v[i]);
 	free(v);
 }
+
+void vmm_test_pause(const char *point)
+{
+	const char *want = getenv("VMM_TEST_PAUSE");
+	const char *dir = getenv("VMM_TEST_PAUSE_DIR");
+	if (!want || !dir || strcmp(want, point) != 0)
+		return;
+	cleanup_free char *reached = xasprintf("%s/%s.reached", dir, point);
+	cleanup_free char *go = xasprintf("%s/%s.go", dir, point);
+	int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		close(fd);
+	while (access(go, F_OK) < 0)
+		usleep(10000);
+}

@@ -109,6 +109,13 @@ void vmm_strv_free(char **v, size_t n);
 /* Monotonic clock in seconds. */
 double vmm_now(void);
 
+/*
+ * A place where a test can hold a command, to race another against it:
+ * when $VMM_TEST_PAUSE names `point`, create "$VMM_TEST_PAUSE_DIR/<point>.reached"
+ * and wait until "<point>.go" appears there.  Does nothing otherwise.
+ */
+void vmm_test_pause(const char *point);
+
 /* Is s a valid name for a local VM: non-empty, no '/', not "." or "..", no NUL/newline. */
 bool vmm_name_is_valid(const char *s);
 

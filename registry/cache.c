@@ -226,8 +226,19 @@ int vmm_cache_gc(const vmm_home *h, vmm_error **err)
 		for (size_t j = 0; j < g.nlinks && !referenced; j++)
 			referenced = strcmp(g.links[j], g.digests[i]) == 0;
 		cleanup_free char *marker = path_join(g.digests[i], VMM_EXPLICITLY_PULLED_FILE);
-		if (!referenced && access(marker, F_OK) < 0)
-			rc = vmm_rm_rf(g.digests[i], err);
+		if (referenced || access(marker, F_OK) == 0)
+			continue;
+		vmm_error *e = NULL;
+		rc = vmm_cache_remove_dir(h, g.digests[i], &e);
+		if (rc < 0 && vmm_error_code(e) == VMM_ELOCKED) {
+			rc = 0; /* being installed or copied: not garbage, or not yet */
+			vmm_error_free(e);
+		} else if (rc < 0 && err) {
+			vmm_error_free(*err);
+			*err = e;
+		} else {
+			vmm_error_free(e);
+		}
 	}
 	for (size_t i = 0; i < g.nlinks; i++)
 		free(g.links[i]);
@@ -250,10 +261,34 @@ int vmm_cache_delete(const vmm_home *h, const vmm_reference *r, vmm_error **err)
 	if (S_ISLNK(st.st_mode)) {
 		if (unlink(p) < 0)
 			return vmm_error_errno(err, errno, "remove `%s`", p);
-	} else if (vmm_rm_rf(p, err) < 0) {
-		return -1;
+	} else if (vmm_cache_remove_dir(h, p, err) < 0) {
+		cleanup_free char *name = vmm_reference_string(r);
+		return vmm_error_wrap(err, "delete `%s`", name);
 	}
 	return vmm_cache_gc(h, err);
+}
+
+int vmm_cache_remove_dir(const vmm_home *h, const char *dir, vmm_error **err)
+{
+	/* an installer holds an flock on the directory until its tag is linked */
+	if (!path_is_dir(dir))
+		return 0;
+	cleanup_close int claim = -1;
+	if (vmm_flock_path(dir, LOCK_EX | LOCK_NB, &claim, err) < 0)
+		return -1;
+	/* a clone reading it holds a bundle lock */
+	cleanup_close int bundle_lock = -1;
+	cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
+	if (access(cfg, F_OK) == 0 && vmm_bundle_dir_lock(dir, dir, &bundle_lock, NULL) < 0)
+		return vmm_error_set(err, VMM_ELOCKED, "`%s` is in use by another vmm command",
+				     dir);
+	char uuid[37];
+	vmm_uuid(uuid);
+	cleanup_free char *trash = xasprintf("%s/delete-%s", h->tmp, uuid);
+	if (rename(dir, trash) < 0)
+		return errno == ENOENT ? 0 : vmm_error_errno(err, errno, "remove `%s`", dir);
+	vmm_fsync_dir(dir, false, NULL);
+	return vmm_rm_rf(trash, err);
 }
 
 char *vmm_cache_host_dir(const vmm_home *h, const char *host)

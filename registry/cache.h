@@ -72,8 +72,18 @@ void vmm_cache_entries_free(vmm_cache_entry *e, size_t n);
 
 /* Delete a reference: the tag symlink or the digest directory, then GC. */
 int vmm_cache_delete(const vmm_home *h, const vmm_reference *r, vmm_error **err);
-/* Tart's OCI GC. */
+/*
+ * Tart's OCI GC: dangling tags and digest directories nothing points at.
+ * A digest directory in use is left alone (see vmm_cache_remove_dir).
+ */
 int vmm_cache_gc(const vmm_home *h, vmm_error **err);
+/*
+ * Take the digest directory `dir` out of the cache with one rename into
+ * tmp/, then remove it.  Refused (VMM_ELOCKED) while it is in use: flocked
+ * by the command that is installing it (a pull until its tag is linked) or
+ * locked as a bundle (a clone copying from it).
+ */
+int vmm_cache_remove_dir(const vmm_home *h, const char *dir, vmm_error **err);
 
 /* --- pulling into the cache ---------------------------------------------- */
 

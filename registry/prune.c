@@ -79,7 +79,7 @@ int vmm_prunables(const vmm_home *h, vmm_prune_entries which, vmm_prunable **out
 			return -1;
 		for (size_t i = 0; i < cnt; i++) {
 			cleanup_free char *dir = vmm_home_vm_dir(h, names[i]);
-			if (vmm_bundle_dir_running_pid(dir) <= 0)
+			if (!vmm_bundle_dir_is_running(dir))
 				add(&l, dir, names[i], true);
 		}
 		vmm_strv_free(names, cnt);
@@ -89,22 +89,29 @@ int vmm_prunables(const vmm_home *h, vmm_prune_entries which, vmm_prunable **out
 	return 0;
 }
 
+/* 0 removed, 1 left alone (running, or in use by another command), -1 error. */
 static int remove_entry(const vmm_home *h, const vmm_prunable *p, vmm_error **err)
 {
-	if (p->is_vm)
-		return vmm_vm_delete(h, p->name, err);
-	if (!path_is_dir(p->path)) {
+	if (!p->is_vm && !path_is_dir(p->path)) {
 		if (unlink(p->path) < 0 && errno != ENOENT)
 			return vmm_error_errno(err, errno, "remove `%s`", p->path);
 		return 0;
 	}
-	/* out of the cache in one step, then removed at leisure */
-	char uuid[37];
-	vmm_uuid(uuid);
-	cleanup_free char *trash = xasprintf("%s/prune-%s", h->tmp, uuid);
-	if (rename(p->path, trash) < 0)
-		return errno == ENOENT ? 0 : vmm_error_errno(err, errno, "remove `%s`", p->path);
-	return vmm_rm_rf(trash, err);
+	/* out of sight in one rename, then removed at leisure */
+	vmm_error *e = NULL;
+	int rc = p->is_vm ? vmm_vm_delete(h, p->name, &e) : vmm_cache_remove_dir(h, p->path, &e);
+	int code = vmm_error_code(e);
+	if (rc < 0 && (code == VMM_ELOCKED || code == VMM_ERUNNING || code == VMM_ENOTFOUND)) {
+		vmm_error_free(e);
+		return 1;
+	}
+	if (rc < 0 && err) {
+		vmm_error_free(*err);
+		*err = e;
+		return -1;
+	}
+	vmm_error_free(e);
+	return rc;
 }
 
 static int finish(const vmm_home *h, vmm_prune_entries which, vmm_error **err)
@@ -125,6 +132,7 @@ int vmm_prune_older_than(const vmm_home *h, vmm_prune_entries which, time_t cuto
 		if (v[i].accessed <= cutoff) {
 			rc = remove_entry(h, &v[i], err);
 			del += rc == 0;
+			rc = rc > 0 ? 0 : rc;
 		}
 	}
 	vmm_prunables_free(v, n);
@@ -162,6 +170,7 @@ int vmm_prune_space_budget(const vmm_home *h, vmm_prune_entries which, uint64_t 
 		}
 		rc = remove_entry(h, &v[i], err);
 		del += rc == 0;
+		rc = rc > 0 ? 0 : rc;
 	}
 	vmm_prunables_free(v, n);
 	if (deleted)
@@ -220,6 +229,7 @@ int vmm_prune_reclaim_avail(const vmm_home *h, uint64_t required, uint64_t avail
 			rc = remove_entry(h, &v[i], err);
 			if (rc == 0)
 				got += v[i].allocated;
+			rc = rc > 0 ? 0 : rc;
 		}
 	}
 	vmm_prunables_free(v, n);

@@ -308,6 +308,13 @@ static int plan_disk(pull_ctx *c, const record *recs, size_t nrec, bool resuming
 	vmm_manifest *m = c->m;
 	*compressed = 0;
 	c->jobs = xcalloc(m->nlayers, sizeof(*c->jobs));
+	/*
+	 * Telling a zero layer costs hashing as many zeros (but for Tart's
+	 * 512 MiB, whose digest is known): a manifest of odd sizes could make
+	 * that hours.  Past this many bytes, layers are fetched like any other,
+	 * which costs the registry's bytes rather than ours.
+	 */
+	uint64_t zero_budget = 4ULL << 30;
 	for (size_t i = 0; i < m->nlayers; i++) {
 		vmm_descriptor *d = &m->layers[i];
 		if (strcmp(d->media_type, VMM_MEDIA_TART_DISK_V2) != 0)
@@ -320,8 +327,12 @@ static int plan_disk(pull_ctx *c, const record *recs, size_t nrec, bool resuming
 		 * compressed less than 64-fold is not worth hashing zeros for.
 		 */
 		char z[72] = "";
-		if (d->size <= d->uncompressed_size / 64)
+		bool known = d->uncompressed_size == VMM_DISK_CHUNK;
+		if (d->size <= d->uncompressed_size / 64 &&
+		    (known || d->uncompressed_size <= zero_budget)) {
 			vmm_zero_digest(d->uncompressed_size, z);
+			zero_budget -= known ? 0 : d->uncompressed_size;
+		}
 		if (resuming && recorded(recs, nrec, d)) {
 			j->kind = JOB_RESUMED;
 			c->stats.layers_resumed++;
@@ -465,6 +476,35 @@ static int build_image(const vmm_home *h, pull_ctx *c, const char *staging, cons
 	return vmm_fsync_dir(staging, true, err);
 }
 
+/*
+ * A staging directory left by an earlier pull of this name may hold files
+ * the new manifest lacks (a kernel, a state): they would turn up in the
+ * image.  Keep only what resumes (the disk and its record of verified
+ * layers); everything else is fetched again.
+ */
+static int clean_staging(const char *staging, vmm_error **err)
+{
+	cleanup_dir DIR *d = opendir(staging);
+	if (!d)
+		return vmm_error_errno(err, errno, "open `%s`", staging);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		struct stat st;
+		bool keep = (strcmp(e->d_name, VMM_DISK_FILE) == 0 ||
+			     strcmp(e->d_name, RECORD_FILE) == 0) &&
+			    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISREG(st.st_mode);
+		if (keep)
+			continue;
+		cleanup_free char *p = path_join(staging, e->d_name);
+		if (vmm_rm_rf(p, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* --- the whole pull ------------------------------------------------------ */
 
 static void say_waiting(void *ctx)
@@ -472,12 +512,22 @@ static void say_waiting(void *ctx)
 	say((const vmm_pull_opts *)ctx, "waiting for lock...");
 }
 
+/*
+ * Build the image and install it as digest_dir.  *installed (the caller's to
+ * close) keeps an flock on the new directory, which keeps the cache GC of
+ * other commands away from it until the caller has linked its tag.
+ */
 static int pull_locked(const vmm_home *h, const vmm_reference *r, pull_ctx *c, const char *raw,
-		       size_t raw_len, const char *digest, const char *digest_dir, vmm_error **err)
+		       size_t raw_len, const char *digest, const char *digest_dir, int *installed,
+		       vmm_error **err)
 {
 	const vmm_pull_opts *o = c->o;
-	if (vmm_bundle_dir_is_vm(digest_dir)) {
+	/* cached but untagged: hold it against the GC until the tag is linked */
+	cleanup_close int cached = -1;
+	if (vmm_flock_path(digest_dir, LOCK_SH, &cached, NULL) == 0 &&
+	    vmm_bundle_dir_is_vm(digest_dir)) {
 		say(o, "%s image is already cached! creating a symlink...", digest);
+		*installed = steal_fd(cached);
 		return 0;
 	}
 	cleanup_free char *staging = vmm_cache_staging_dir(h, c->name);
@@ -486,6 +536,8 @@ static int pull_locked(const vmm_home *h, const vmm_reference *r, pull_ctx *c, c
 	/* held until the end: keeps the tmp GC of other commands away */
 	cleanup_close int staging_lock = -1;
 	if (vmm_flock_path(staging, LOCK_EX, &staging_lock, err) < 0)
+		return -1;
+	if (clean_staging(staging, err) < 0)
 		return -1;
 	cleanup_free char *old_dir = NULL;
 	if (r->tag)
@@ -500,7 +552,11 @@ static int pull_locked(const vmm_home *h, const vmm_reference *r, pull_ctx *c, c
 	c->jobs = NULL;
 	if (rc < 0)
 		return -1;
-	return vmm_home_install(staging, digest_dir, 0, err);
+	vmm_test_pause("pull");
+	if (vmm_home_install(staging, digest_dir, 0, err) < 0)
+		return -1;
+	*installed = steal_fd(staging_lock);
+	return 0;
 }
 
 int vmm_pull(const vmm_home *h, const vmm_reference *r, const vmm_pull_opts *o, char **dir,
@@ -513,6 +569,7 @@ int vmm_pull(const vmm_home *h, const vmm_reference *r, const vmm_pull_opts *o, 
 	cleanup_free char *raw = NULL;
 	cleanup_free char *digest_dir = NULL;
 	cleanup_close int host_lock = -1;
+	cleanup_close int installed = -1;
 	size_t raw_len = 0;
 	char digest[72];
 
@@ -543,8 +600,9 @@ int vmm_pull(const vmm_home *h, const vmm_reference *r, const vmm_pull_opts *o, 
 		}
 	}
 	if (vmm_cache_lock_host(h, r->host, say_waiting, (void *)o, &host_lock, err) < 0 ||
-	    pull_locked(h, r, &c, raw, raw_len, digest, digest_dir, err) < 0)
+	    pull_locked(h, r, &c, raw, raw_len, digest, digest_dir, &installed, err) < 0)
 		goto out;
+	vmm_test_pause("pull-installed");
 	if (r->tag) {
 		if (vmm_cache_link_tag(h, r, digest_dir, err) < 0 || vmm_cache_gc(h, err) < 0)
 			goto out;

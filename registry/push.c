@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -405,10 +406,15 @@ static int populate_cache(const vmm_home *h, const char *vm_dir, const group *g,
 {
 	vmm_reference r = {.host = g->host, .namespace = g->namespace, .digest = (char *)digest};
 	cleanup_free char *dest = vmm_cache_digest_dir(h, &r, digest);
-	if (!path_exists(dest)) {
+	/* an flock on the digest directory until its tags are linked keeps the
+	 * cache GC of other commands from taking it for garbage meanwhile */
+	cleanup_close int held = -1;
+	if (vmm_flock_path(dest, LOCK_SH, &held, NULL) < 0 || !vmm_bundle_dir_is_vm(dest)) {
 		cleanup_free char *tmp = NULL;
-		cleanup_close int tmp_lock = -1;
-		if (vmm_home_mktemp(h, &tmp, &tmp_lock, err) < 0)
+		if (held >= 0)
+			close(held);
+		held = -1;
+		if (vmm_home_mktemp(h, &tmp, &held, err) < 0)
 			return -1;
 		cleanup_free char *mp = path_join(tmp, VMM_MANIFEST_FILE);
 		cleanup_free char *cp = path_join(tmp, VMM_CONFIG_FILE);
@@ -448,9 +454,17 @@ int vmm_push_dir(const vmm_home *h, const char *dir, const char *name, vmm_refer
 	cleanup_vmm_bundle vmm_bundle *b = NULL;
 	if (vmm_bundle_open_dir(&b, dir, name, err) < 0)
 		return -1;
-	cleanup_close int run_lock = -1;
-	if (vmm_bundle_dir_lock(b->dir, name, &run_lock, err) < 0)
+	/* a read lock: nobody runs or changes the VM meanwhile; the config
+	 * pushed is the one read through it */
+	cleanup_close int lock = -1;
+	if (vmm_bundle_dir_lock_as(b->dir, name, VMM_LOCK_READ, &lock, err) < 0)
 		return -1;
+	vmm_config *locked_cfg = NULL;
+	if (vmm_bundle_dir_read_config(b->dir, lock, &locked_cfg, NULL, NULL, err) < 0)
+		return -1;
+	vmm_config_free(b->config);
+	b->config = locked_cfg;
+	vmm_test_pause("push");
 	push_ctx c = {.o = o};
 	pthread_mutex_init(&c.stats_lock, NULL);
 	if (make_groups(h, refs, nrefs, o, &c.groups, &c.ngroups, err) < 0)

@@ -126,6 +126,10 @@ static int hash_file(src_file *f, unsigned char *buf)
 
 static int ar_fail(vmm_error **err, struct archive *a, const char *what)
 {
+	/* libarchive's text for a failed write is "Write error": say why */
+	int e = archive_errno(a);
+	if (e == ENOSPC || e == EDQUOT || e == EIO || e == EROFS || e == EFBIG)
+		return vmm_error_set(err, e, "%s: %s", what, vmm_strerror(e));
 	return vmm_error_set(err, archive_errno(a) > 0 ? archive_errno(a) : VMM_EGENERIC, "%s: %s",
 			     what, archive_error_string(a) ? archive_error_string(a) : "error");
 }

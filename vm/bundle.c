@@ -1,4 +1,5 @@
 #include "vm/bundle.h"
+#include "vm/snapshot.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -73,31 +74,51 @@ int vmm_bundle_open(vmm_bundle **out, const vmm_home *h, const char *name, vmm_e
 	return 0;
 }
 
+int vmm_bundle_save_config_locked(vmm_bundle *b, vmm_error **err)
+{
+	cleanup_free char *cfg = path_join(b->dir, VMM_CONFIG_FILE);
+	return vmm_config_save(b->config, cfg, err);
+}
+
 int vmm_bundle_save_config(vmm_bundle *b, vmm_error **err)
 {
 	cleanup_close int lock = -1;
 	if (vmm_bundle_dir_lock(b->dir, b->name, &lock, err) < 0)
 		return -1;
-	cleanup_free char *cfg = path_join(b->dir, VMM_CONFIG_FILE);
-	return vmm_config_save(b->config, cfg, err);
+	return vmm_bundle_save_config_locked(b, err);
 }
 
-pid_t vmm_bundle_dir_running_pid(const char *dir)
+/* Who holds a lock conflicting with a write lock on [start, start + len)? 0: nobody. */
+static pid_t lock_holder(const char *dir, off_t start, off_t len)
 {
 	cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
 	/* O_RDONLY suffices for F_GETLK; closing it drops no lock of ours */
 	cleanup_close int fd = open(cfg, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-	if (fcntl(fd, F_GETLK, &fl) < 0)
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+	if (fcntl(fd, F_GETLK, &fl) < 0 || fl.l_type == F_UNLCK)
 		return 0;
-	return fl.l_type == F_UNLCK ? 0 : fl.l_pid;
+	/* an OFD lock or a holder in another pid namespace has no pid for us */
+	return fl.l_pid > 0 ? fl.l_pid : -1;
+}
+
+pid_t vmm_bundle_dir_running_pid(const char *dir)
+{
+	/* only a run lock (the whole file, as Tart's) reaches below the busy byte */
+	return lock_holder(dir, 0, VMM_BUSY_BYTE);
+}
+
+pid_t vmm_bundle_dir_busy_pid(const char *dir)
+{
+	if (vmm_bundle_dir_running_pid(dir) != 0)
+		return 0;
+	return lock_holder(dir, VMM_BUSY_BYTE, 1);
 }
 
 vmm_vm_state vmm_bundle_dir_state(const char *dir)
 {
-	if (vmm_bundle_dir_running_pid(dir) > 0)
+	if (vmm_bundle_dir_is_running(dir))
 		return VMM_STATE_RUNNING;
 	cleanup_free char *st = path_join(dir, VMM_STATE_FILE);
 	cleanup_free char *tart_st = path_join(dir, VMM_TART_STATE_FILE);
@@ -118,23 +139,101 @@ const char *vmm_vm_state_name(vmm_vm_state s)
 	}
 }
 
-int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **err)
+/* Why a lock of ours was refused: the VM runs, or another command has the bundle. */
+static int lock_refused(const char *dir, const char *name, vmm_error **err)
+{
+	if (vmm_bundle_dir_is_running(dir))
+		return vmm_error_running(err, name);
+	pid_t pid = lock_holder(dir, VMM_BUSY_BYTE, 1);
+	if (pid > 0)
+		return vmm_error_set(err, VMM_ELOCKED,
+				     "VM \"%s\" is in use by another vmm command (pid %d)", name,
+				     (int)pid);
+	return vmm_error_set(err, VMM_ELOCKED, "VM \"%s\" is in use by another vmm command", name);
+}
+
+void (*vmm_bundle_lock_race_hook)(const char *config_path);
+
+/*
+ * What killed commands leave in a bundle: temporary files ("<file>.tmp-…",
+ * vmm_write_file_atomic's and a new disk's) and unfinished or half-removed
+ * snapshot directories (snapshots/.new-…, .del-…).  Only a holder of a write
+ * or run lock may call this: nobody else can be writing them then.
+ */
+static void sweep_leftovers(const char *dir)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		struct stat st;
+		if (strstr(e->d_name, ".tmp-") &&
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode))
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	cleanup_free char *snaps = path_join(dir, VMM_SNAPSHOTS_DIR);
+	cleanup_dir DIR *s = opendir(snaps);
+	while (s && (e = readdir(s))) {
+		if (strncmp(e->d_name, ".new-", 5) != 0 && strncmp(e->d_name, ".del-", 5) != 0)
+			continue;
+		cleanup_free char *p = path_join(snaps, e->d_name);
+		vmm_rm_rf(p, NULL);
+	}
+}
+
+int vmm_bundle_dir_lock_as(const char *dir, const char *name, vmm_lock_kind kind, int *fd,
+			   vmm_error **err)
 {
 	cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
-	cleanup_close int f = open(cfg, O_RDWR | O_CLOEXEC);
-	if (f < 0) {
-		if (errno == ENOENT)
-			return vmm_error_not_found(err, name);
-		return vmm_error_errno(err, errno, "open `%s`", cfg);
+	struct flock fl = {.l_whence = SEEK_SET};
+	if (kind == VMM_LOCK_RUN) {
+		fl.l_type = F_WRLCK; /* Tart's: the whole file */
+	} else {
+		fl.l_type = kind == VMM_LOCK_READ ? F_RDLCK : F_WRLCK;
+		fl.l_start = VMM_BUSY_BYTE;
+		fl.l_len = 1;
 	}
-	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-	if (fcntl(f, F_SETLK, &fl) < 0) {
-		if (errno == EAGAIN || errno == EACCES)
-			return vmm_error_running(err, name);
-		return vmm_error_errno(err, errno, "lock `%s`", cfg);
+	/*
+	 * config.json is replaced by rename (set, a MAC change): a lock won on
+	 * the inode we opened may be on one that is no longer at the path, and
+	 * would exclude nobody.  Check after locking and go again if so.
+	 */
+	for (int attempt = 0; attempt < 16; attempt++) {
+		int flags = fl.l_type == F_RDLCK ? O_RDONLY : O_RDWR;
+		cleanup_close int f = open(cfg, flags | O_CLOEXEC);
+		if (f < 0) {
+			if (errno == ENOENT)
+				return vmm_error_not_found(err, name);
+			return vmm_error_errno(err, errno, "open `%s`", cfg);
+		}
+		if (vmm_bundle_lock_race_hook)
+			vmm_bundle_lock_race_hook(cfg);
+		if (fcntl(f, F_SETLK, &fl) < 0) {
+			if (errno == EAGAIN || errno == EACCES)
+				return lock_refused(dir, name, err);
+			return vmm_error_errno(err, errno, "lock `%s`", cfg);
+		}
+		struct stat locked, now;
+		if (fstat(f, &locked) < 0)
+			return vmm_error_errno(err, errno, "stat `%s`", cfg);
+		if (stat(cfg, &now) < 0) {
+			if (errno == ENOENT)
+				return vmm_error_not_found(err, name);
+			return vmm_error_errno(err, errno, "stat `%s`", cfg);
+		}
+		if (locked.st_ino == now.st_ino && locked.st_dev == now.st_dev) {
+			if (kind != VMM_LOCK_READ)
+				sweep_leftovers(dir);
+			*fd = steal_fd(f);
+			return 0;
+		}
 	}
-	*fd = steal_fd(f);
-	return 0;
+	return vmm_error_set(err, VMM_ELOCKED, "VM \"%s\": `%s` keeps being replaced", name, cfg);
+}
+
+int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **err)
+{
+	return vmm_bundle_dir_lock_as(dir, name, VMM_LOCK_WRITE, fd, err);
 }
 
 int vmm_bundle_dir_read_config(const char *dir, int lock_fd, vmm_config **out, char **raw,
@@ -261,7 +360,7 @@ bool vmm_bundle_mac_in_use(const vmm_home *h, const char *mac, const char *excep
 		cleanup_free char *real = realpath(dir, NULL);
 		if (except && real && strcmp(real, except) == 0)
 			continue;
-		if (running_only && vmm_bundle_dir_running_pid(dir) <= 0)
+		if (running_only && !vmm_bundle_dir_is_running(dir))
 			continue;
 		cleanup_free char *cfg = path_join(dir, VMM_CONFIG_FILE);
 		cleanup_vmm_config vmm_config *c = NULL;

@@ -1,13 +1,32 @@
 /*
  * bundle.h — one VM directory (a Tart bundle plus vmm's extra files), its
- * state, its running lock, its sizes and its access date.
+ * state, its locks, its sizes and its access date.
  *
- * The running lock is Tart's: a classic POSIX write lock (fcntl F_SETLK) on
- * the whole of config.json, held by the process that runs the VM; F_GETLK
- * tells other processes its pid.  POSIX locks drop when the holder closes
- * *any* descriptor of the file, so the holder must read config.json before
- * locking and never open it again; and config.json is never replaced while
- * a VM runs (a rename would leave the lock on the old inode).
+ * Locks are classic POSIX locks (fcntl F_SETLK) on config.json, Tart's
+ * kind, in two places of the file:
+ *
+ *   VMM_LOCK_RUN    a write lock on the whole file, held by the process that
+ *                   runs the VM for the VM's lifetime: Tart's and vetu's
+ *                   running lock exactly, so each sees the other's VMs run;
+ *   VMM_LOCK_WRITE  a write lock on one byte far past any config
+ *                   (VMM_BUSY_BYTE), held while a command changes the bundle
+ *                   (set, delete, rename, snapshot restore, stop of a
+ *                   suspended VM);
+ *   VMM_LOCK_READ   a read lock on that byte, held while a command copies the
+ *                   bundle out (push, export, clone, snapshot create); many
+ *                   may read at once.
+ *
+ * The whole-file lock overlaps the byte, so a bundle is run, or changed, or
+ * read, never two at once.  "Running" means a lock somewhere in
+ * [0, VMM_BUSY_BYTE), which only a run lock covers: `list` shows a bundle
+ * that is being pushed as stopped and `stop` leaves its pusher alone.  (Tart
+ * and vetu test the whole file and see a busy bundle as running, which
+ * keeps them from starting it meanwhile.)
+ *
+ * POSIX locks drop when the holder closes *any* descriptor of the file, so a
+ * holder reads config.json through the lock's descriptor and never opens it
+ * again.  A lock is taken on the inode at the path and checked to still be
+ * the one there afterwards (config.json is replaced by rename).
  */
 #ifndef VMM_VM_BUNDLE_H
 #define VMM_VM_BUNDLE_H
@@ -59,11 +78,26 @@ void vmm_bundle_free(vmm_bundle *b);
 
 /* "<dir>/<file>" (caller frees). */
 char *vmm_bundle_path(const vmm_bundle *b, const char *file);
-/* Atomically rewrite config.json from b->config.  Refuses while the VM runs. */
+/*
+ * Atomically rewrite config.json from b->config.  Refuses while the VM runs
+ * or the bundle is in use; takes and drops the write lock itself.
+ */
 int vmm_bundle_save_config(vmm_bundle *b, vmm_error **err);
+/* The same for a caller that already holds a write lock on the bundle. */
+int vmm_bundle_save_config_locked(vmm_bundle *b, vmm_error **err);
 
-/* Pid of the process holding the running lock, 0 if none (or no config.json). */
+/*
+ * Pid of the process holding the run lock: 0 if none (or no config.json),
+ * -1 if one is held by a process whose pid this one cannot see (another pid
+ * namespace): running, but not to be signalled.
+ */
 pid_t vmm_bundle_dir_running_pid(const char *dir);
+static inline bool vmm_bundle_dir_is_running(const char *dir)
+{
+	return vmm_bundle_dir_running_pid(dir) != 0;
+}
+/* Pid of a process holding a read or write lock (not a run lock), 0 if none. */
+pid_t vmm_bundle_dir_busy_pid(const char *dir);
 vmm_vm_state vmm_bundle_dir_state(const char *dir);
 static inline vmm_vm_state vmm_bundle_state(const vmm_bundle *b)
 {
@@ -72,11 +106,27 @@ static inline vmm_vm_state vmm_bundle_state(const vmm_bundle *b)
 /* "running", "suspended", "stopped" */
 const char *vmm_vm_state_name(vmm_vm_state s);
 
+/* The byte of config.json that read and write locks take (see above). */
+#define VMM_BUSY_BYTE ((off_t)1 << 62)
+
+typedef enum {
+	VMM_LOCK_READ,	/* copying the bundle out */
+	VMM_LOCK_WRITE, /* changing the bundle */
+	VMM_LOCK_RUN,	/* running the VM (Tart's lock) */
+} vmm_lock_kind;
+
 /*
- * Take the running lock on <dir>/config.json without waiting.  Held by
- * another process: VMM_ERUNNING with Tart's text `VM "<name>" is running`.
- * *fd holds the lock until closed.
+ * Take a lock on <dir>/config.json without waiting; *fd holds it until
+ * closed.  A write or run lock also removes what killed commands left in
+ * the bundle (temporary files, unfinished snapshot directories).  The VM runs: VMM_ERUNNING with
+ * Tart's text `VM "<name>" is running`.  Another command reads or changes it: VMM_ELOCKED, `VM
+ * "<name>" is in use by another vmm command (pid N)`.  No config.json: VMM_ENOTFOUND.
  */
+int vmm_bundle_dir_lock_as(const char *dir, const char *name, vmm_lock_kind kind, int *fd,
+			   vmm_error **err);
+/* Tests only: called between opening config.json and locking it, when set. */
+extern void (*vmm_bundle_lock_race_hook)(const char *config_path);
+/* vmm_bundle_dir_lock_as(..., VMM_LOCK_WRITE, ...): the lock for changing a bundle. */
 int vmm_bundle_dir_lock(const char *dir, const char *name, int *fd, vmm_error **err);
 
 /*

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 
 /* Grace after the stop timeout before `vmm run` itself is killed. */
@@ -25,7 +26,7 @@
 static bool wait_not_running(const char *dir, double secs)
 {
 	double end = vmm_now() + secs;
-	while (vmm_bundle_dir_running_pid(dir) > 0) {
+	while (vmm_bundle_dir_is_running(dir)) {
 		if (vmm_now() > end)
 			return false;
 		usleep(10000);
@@ -42,15 +43,33 @@ int vmm_vm_stop(const vmm_home *h, const char *name, double timeout, bool *was_s
 	if (was_suspended)
 		*was_suspended = false;
 	pid_t pid = vmm_bundle_dir_running_pid(b->dir);
+	if (pid < 0)
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "VM \"%s\" is run by a process this one cannot see or signal",
+				     name);
 	if (pid > 0) {
+		/*
+		 * Signal through a pidfd taken while the pid still holds the run
+		 * lock: should the VM exit and its pid be reused meanwhile, the
+		 * signal goes nowhere rather than to a stranger.
+		 */
+		cleanup_close int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (pfd < 0 && errno != ESRCH)
+			return vmm_error_errno(err, errno, "signal the process running VM \"%s\"",
+					       name);
+		if (pfd < 0 || vmm_bundle_dir_running_pid(b->dir) != pid)
+			return 0; /* it is gone already */
 		/* the run process powers the guest down and quits QEMU after `timeout` */
-		union sigval v = {.sival_int = timeout > 1e6 ? 1000000 : (int)timeout};
-		if (sigqueue(pid, SIGINT, v) < 0 && errno != ESRCH)
+		siginfo_t si = {.si_signo = SIGINT, .si_code = SI_QUEUE};
+		si.si_pid = getpid();
+		si.si_uid = getuid();
+		si.si_value.sival_int = timeout > 1e6 ? 1000000 : (int)timeout;
+		if (syscall(SYS_pidfd_send_signal, pfd, SIGINT, &si, 0) < 0 && errno != ESRCH)
 			return vmm_error_errno(err, errno, "signal the process running VM \"%s\"",
 					       name);
 		if (wait_not_running(b->dir, timeout + QUIT_GRACE))
 			return 0;
-		if (kill(pid, SIGKILL) < 0 && errno != ESRCH)
+		if (syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
 			return vmm_error_errno(
 			    err, errno, "failed to forcefully terminate the VM \"%s\"", name);
 		wait_not_running(b->dir, 5);
@@ -104,7 +123,7 @@ static int control_request(const vmm_bundle *b, const char *name, const char *re
 	if (fd < 0)
 		return vmm_error_errno(err, errno, "socket");
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (vmm_bundle_dir_running_pid(b->dir) <= 0)
+		if (!vmm_bundle_dir_is_running(b->dir))
 			return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running",
 					     name);
 		return vmm_error_errno(err, errno, "cannot reach the process running VM \"%s\"",
@@ -142,7 +161,7 @@ int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stat
 	cleanup_vmm_bundle vmm_bundle *b = NULL;
 	if (vmm_bundle_open(&b, h, name, err) < 0)
 		return -1;
-	if (vmm_bundle_dir_running_pid(b->dir) <= 0)
+	if (!vmm_bundle_dir_is_running(b->dir))
 		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
 	char reply[2048];
 	if (control_request(b, name, "suspend", reply, sizeof(reply), err) < 0 ||
@@ -158,7 +177,7 @@ int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
 	cleanup_vmm_bundle vmm_bundle *b = NULL;
 	if (vmm_bundle_open(&b, h, name, err) < 0)
 		return -1;
-	if (vmm_bundle_dir_running_pid(b->dir) <= 0)
+	if (!vmm_bundle_dir_is_running(b->dir))
 		return vmm_error_set(err, VMM_ENOTRUNNING, "VM \"%s\" is not running", name);
 	cleanup_free char *abs = realpath(dest, NULL);
 	if (!abs)
@@ -200,7 +219,7 @@ int vmm_vm_ip(const vmm_home *h, const char *name, double wait, char **out, vmm_
 	double deadline = vmm_now() + wait;
 	bool checked_net = false;
 	for (;;) {
-		bool running = vmm_bundle_dir_running_pid(b->dir) > 0;
+		bool running = vmm_bundle_dir_is_running(b->dir);
 		if (running && !checked_net) {
 			/* "ok default ADDRESS", "ok bridged" or "ok user" */
 			char reply[256];

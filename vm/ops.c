@@ -33,7 +33,7 @@ static int refuse_existing(const vmm_home *h, const char *name, bool force, vmm_
 				     "VM \"%s\" already exists; delete it first or pass --force to "
 				     "replace it",
 				     name);
-	if (vmm_bundle_dir_is_vm(dir) && vmm_bundle_dir_running_pid(dir) > 0)
+	if (vmm_bundle_dir_is_vm(dir) && vmm_bundle_dir_is_running(dir))
 		return vmm_error_running(err, name);
 	return 0;
 }
@@ -181,7 +181,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	 * and closing it again would drop our POSIX lock.
 	 */
 	cleanup_close int src_lock = -1;
-	if (vmm_bundle_dir_lock(src_dir, src_name, &src_lock, err) < 0)
+	if (vmm_bundle_dir_lock_as(src_dir, src_name, VMM_LOCK_READ, &src_lock, err) < 0)
 		return -1;
 	cleanup_vmm_config vmm_config *cfg = NULL;
 	cleanup_free char *raw = NULL;
@@ -189,6 +189,7 @@ int vmm_vm_clone(const vmm_home *h, const char *src_dir, const char *src_name, c
 	if (vmm_bundle_dir_read_config(src_dir, src_lock, &cfg, &raw, &raw_len, err) < 0)
 		return -1;
 	bool suspended = dir_suspended(src_dir);
+	vmm_test_pause("clone");
 
 	cleanup_free char *tmp = NULL;
 	cleanup_close int tmp_lock = -1;
@@ -241,6 +242,48 @@ out:
 	return rc;
 }
 
+/*
+ * rename --force cannot be one rename (NEW is a full directory), so it is
+ * three, none of which shows a VM that is neither its old nor its new self:
+ *
+ *   1. NAME -> vms/.rename-<id>.d   (hidden: NAME is gone, NEW still old)
+ *   2. exchange .rename-<id>.d and NEW   (NEW is NAME's VM; the hidden
+ *      directory holds NEW's old one)
+ *   3. the hidden directory out into tmp/ and removed
+ *
+ * A journal, vms/.rename-<id> ("NAME\nNEW\n<dev> <inode of NAME's
+ * directory>\n", written durably first), tells a later command which step a
+ * killed rename reached: vmm_vm_recover() finishes it.
+ */
+static char *rename_journal_text(const char *name, const char *new_name, const struct stat *st)
+{
+	return xasprintf("%s\n%s\n%llu %llu\n", name, new_name, (unsigned long long)st->st_dev,
+			 (unsigned long long)st->st_ino);
+}
+
+/* Steps 2 and 3 (or only 3 when the hidden directory is NEW's old VM). */
+static int rename_finish(const vmm_home *h, const char *hidden, const char *dst,
+			 const char *new_name, bool exchange, vmm_error **err)
+{
+	if (exchange) {
+		if (!path_exists(dst)) {
+			if (rename(hidden, dst) < 0)
+				return vmm_error_errno(err, errno, "rename to `%s`", dst);
+			return vmm_fsync_dir(h->vms, true, err);
+		}
+		cleanup_close int dst_lock = -1;
+		if (vmm_bundle_dir_is_vm(dst) &&
+		    vmm_bundle_dir_lock(dst, new_name, &dst_lock, err) < 0)
+			return -1;
+		if (syscall(SYS_renameat2, AT_FDCWD, hidden, AT_FDCWD, dst,
+			    2 /* RENAME_EXCHANGE */) < 0)
+			return vmm_error_errno(err, errno, "replace `%s`", dst);
+		if (vmm_fsync_dir(h->vms, true, err) < 0)
+			return -1;
+	}
+	return move_out_and_remove(h, hidden, err);
+}
+
 int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, bool force,
 		  vmm_error **err)
 {
@@ -264,21 +307,78 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 	cleanup_close int run_lock = -1;
 	if (vmm_bundle_dir_lock(src, name, &run_lock, err) < 0)
 		return -1;
-	if (path_exists(dst)) {
-		if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_running_pid(dst) > 0)
-			return vmm_error_running(err, new_name);
-		/* swap, so that NEW is never missing, then take the old NEW (now
-		 * at NAME) out of vms/ before removing it: no half-deleted VM is
-		 * ever visible */
-		if (syscall(SYS_renameat2, AT_FDCWD, src, AT_FDCWD, dst, 2 /* RENAME_EXCHANGE */) <
-		    0)
-			return vmm_error_errno(err, errno, "replace `%s`", dst);
-		vmm_fsync_dir(h->vms, true, NULL);
-		return move_out_and_remove(h, src, err);
+	if (!path_exists(dst)) {
+		if (rename(src, dst) < 0)
+			return vmm_error_errno(err, errno, "rename `%s` to `%s`", src, dst);
+		return vmm_fsync_dir(h->vms, true, err);
 	}
-	if (rename(src, dst) < 0)
-		return vmm_error_errno(err, errno, "rename `%s` to `%s`", src, dst);
+	/* the VM replaced must be neither running nor in use */
+	cleanup_close int dst_lock = -1;
+	if (vmm_bundle_dir_is_vm(dst) && vmm_bundle_dir_lock(dst, new_name, &dst_lock, err) < 0)
+		return -1;
+	struct stat st;
+	if (stat(src, &st) < 0)
+		return vmm_error_errno(err, errno, "stat `%s`", src);
+	char uuid[37];
+	vmm_uuid(uuid);
+	cleanup_free char *journal = xasprintf("%s/.rename-%s", h->vms, uuid);
+	cleanup_free char *hidden = xasprintf("%s.d", journal);
+	cleanup_free char *text = rename_journal_text(name, new_name, &st);
+	if (vmm_write_file_atomic(journal, text, strlen(text), 0644, err) < 0)
+		return -1;
+	if (rename(src, hidden) < 0) {
+		int e = errno;
+		unlink(journal);
+		return vmm_error_errno(err, e, "rename `%s`", src);
+	}
+	if (vmm_fsync_dir(h->vms, true, err) < 0)
+		return -1;
+	if (rename_finish(h, hidden, dst, new_name, true, err) < 0)
+		return -1;
+	unlink(journal);
 	return vmm_fsync_dir(h->vms, true, err);
+}
+
+int vmm_vm_recover(const vmm_home *h, vmm_error **err)
+{
+	cleanup_dir DIR *d = opendir(h->vms);
+	if (!d)
+		return 0;
+	cleanup_close int lock = -1;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		if (strncmp(e->d_name, ".rename-", 8) != 0 ||
+		    (l > 2 && strcmp(e->d_name + l - 2, ".d") == 0))
+			continue;
+		if (lock < 0 && vmm_home_lock(h, &lock, err) < 0)
+			return -1;
+		cleanup_free char *journal = path_join(h->vms, e->d_name);
+		cleanup_free char *hidden = xasprintf("%s.d", journal);
+		cleanup_free char *text = NULL;
+		size_t len = 0;
+		if (vmm_read_file(journal, 4096, &text, &len, NULL) < 0)
+			continue; /* finished by another process meanwhile */
+		char src_name[256], new_name[256];
+		unsigned long long dev = 0, ino = 0;
+		struct stat st;
+		int rc = 0;
+		if (sscanf(text, "%255[^\n]\n%255[^\n]\n%llu %llu", src_name, new_name, &dev,
+			   &ino) == 4 &&
+		    vmm_name_is_valid(new_name) && lstat(hidden, &st) == 0 && S_ISDIR(st.st_mode)) {
+			/* NAME's directory still hidden: the exchange is to come; else it
+			 * holds NEW's old VM, to be removed */
+			bool pending = st.st_dev == dev && st.st_ino == ino;
+			cleanup_free char *dst = vmm_home_vm_dir(h, new_name);
+			rc = rename_finish(h, hidden, dst, new_name, pending, err);
+		}
+		if (rc < 0)
+			return vmm_error_wrap(err, "finish renaming VM \"%s\" to \"%s\"", src_name,
+					      new_name);
+		unlink(journal);
+		vmm_fsync_dir(h->vms, true, NULL);
+	}
+	return 0;
 }
 
 int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)
@@ -300,7 +400,14 @@ int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)
 int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err)
 {
 	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
-	cleanup_close int fd = open(disk, O_WRONLY | O_CLOEXEC);
+	return vmm_vm_disk_resize_file(disk, bytes, err);
+}
+
+int vmm_vm_disk_resize_file(const char *disk, uint64_t bytes, vmm_error **err)
+{
+	if (bytes == 0)
+		return 0;
+	cleanup_close int fd = open(disk, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return vmm_error_errno(err, errno, "open `%s`", disk);
 	struct stat st;
@@ -321,18 +428,93 @@ int vmm_vm_disk_resize(const char *dir, uint64_t bytes, vmm_error **err)
 	return 0;
 }
 
-int vmm_vm_disk_replace(const char *dir, const char *src, vmm_error **err)
+/* The new disk under a unique name beside disk.img, copied, grown and synced (caller frees). */
+static char *prepare_disk(const char *dir, const char *src, uint64_t bytes, vmm_error **err)
+{
+	char uuid[37];
+	vmm_uuid(uuid);
+	/* a unique name (created O_EXCL by the copy): nothing is followed or truncated */
+	char *tmp = xasprintf("%s/" VMM_DISK_FILE ".tmp-%s", dir, uuid);
+	vmm_copy_opts co = {.fsync = true};
+	if (vmm_copy_file(src, tmp, &co, NULL, err) < 0 ||
+	    vmm_vm_disk_resize_file(tmp, bytes, err) < 0) {
+		unlink(tmp);
+		free(tmp);
+		return NULL;
+	}
+	return tmp;
+}
+
+static int commit_disk(const char *dir, const char *tmp, vmm_error **err)
 {
 	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
-	cleanup_free char *tmp = path_join(dir, VMM_DISK_FILE ".tmp");
-	unlink(tmp);
-	vmm_copy_opts co = {.fsync = true};
-	if (vmm_copy_file(src, tmp, &co, NULL, err) < 0)
-		return -1;
 	if (rename(tmp, disk) < 0) {
 		int e = errno;
 		unlink(tmp);
 		return vmm_error_errno(err, e, "replace `%s`", disk);
 	}
 	return vmm_fsync_dir(dir, true, err);
+}
+
+int vmm_vm_disk_replace(const char *dir, const char *src, uint64_t bytes, vmm_error **err)
+{
+	cleanup_free char *tmp = prepare_disk(dir, src, bytes, err);
+	return tmp ? commit_disk(dir, tmp, err) : -1;
+}
+
+/* Remove vmm's and Tart's suspended states, durably. */
+static int drop_state(const char *dir, vmm_error **err)
+{
+	static const char *const states[] = {VMM_STATE_FILE, VMM_TART_STATE_FILE};
+	bool removed = false;
+	for (size_t i = 0; i < ARRAY_SIZE(states); i++) {
+		cleanup_free char *p = path_join(dir, states[i]);
+		if (unlink(p) == 0)
+			removed = true;
+		else if (errno != ENOENT)
+			return vmm_error_errno(err, errno, "remove `%s`", p);
+	}
+	return removed ? vmm_fsync_dir(dir, true, err) : 0;
+}
+
+int vmm_vm_set(const vmm_home *h, const char *name, const vmm_set_opts *o, vmm_error **err)
+{
+	cleanup_vmm_bundle vmm_bundle *b = NULL;
+	if (vmm_bundle_open(&b, h, name, err) < 0)
+		return -1;
+	/* the lock first, then everything is read and decided under it */
+	cleanup_close int lock = -1;
+	if (vmm_bundle_dir_lock(b->dir, name, &lock, err) < 0)
+		return -1;
+	vmm_config *c = NULL;
+	cleanup_free char *before = NULL;
+	if (vmm_bundle_dir_read_config(b->dir, lock, &c, &before, NULL, err) < 0)
+		return -1;
+	vmm_config_free(b->config);
+	b->config = c;
+	vmm_test_pause("set");
+	if (o->edit && o->edit(c, o->ctx, err) < 0)
+		return -1;
+	if (o->new_mac)
+		vmm_mac_random(c->mac);
+	cleanup_free char *new_disk = NULL;
+	if (o->disk && !(new_disk = prepare_disk(b->dir, o->disk, o->disk_size, err)))
+		return -1;
+	/* growing in place keeps a state valid; refused sizes stop us here */
+	if (!o->disk && o->disk_size && vmm_vm_disk_resize(b->dir, o->disk_size, err) < 0)
+		return -1;
+	/* a guest woken from its memory onto another disk or with another MAC
+	 * would corrupt the one or lose its network: drop the state before the
+	 * change, so that a crash never pairs the two */
+	if ((o->new_mac || o->disk) && drop_state(b->dir, err) < 0) {
+		if (new_disk)
+			unlink(new_disk);
+		return -1;
+	}
+	if (new_disk && commit_disk(b->dir, new_disk, err) < 0)
+		return -1;
+	cleanup_free char *after = vmm_config_pretty(c);
+	if (strcmp(before, after) == 0)
+		return 0; /* nothing to write: a resize stays one atomic step */
+	return vmm_bundle_save_config_locked(b, err);
 }

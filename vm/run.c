@@ -286,7 +286,10 @@ static int listen_control(run *r, vmm_error **err)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return vmm_error_errno(err, errno, "socket");
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+	/* 0600 whatever the umask, set before listen(): until then nobody can
+	 * connect, so there is no moment when others could */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    fchmodat(r->dirfd, VMM_CONTROL_SOCKET, 0600, 0) < 0 || listen(fd, 4) < 0) {
 		int e = errno;
 		close(fd);
 		return vmm_error_errno(err, e, "listen on `%s/%s`", r->dir, VMM_CONTROL_SOCKET);
@@ -379,6 +382,16 @@ static void serve_control(run *r)
 	int c = accept4(r->ctl, NULL, NULL, SOCK_CLOEXEC);
 	if (c < 0)
 		return;
+	/* suspend and checkpoint write files as us: only our user or root may ask */
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 ||
+	    (cred.uid != 0 && cred.uid != geteuid())) {
+		static const char no[] = "error permission denied\n";
+		send(c, no, sizeof(no) - 1, MSG_NOSIGNAL);
+		close(c);
+		return;
+	}
 	struct timeval tv = {.tv_sec = 5};
 	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	char line[PATH_MAX + 64] = "";
@@ -752,7 +765,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		return -1;
 
 	cleanup_close int lock = -1;
-	if (vmm_bundle_dir_lock(b->dir, name, &lock, err) < 0) {
+	if (vmm_bundle_dir_lock_as(b->dir, name, VMM_LOCK_RUN, &lock, err) < 0) {
 		if (err && vmm_error_code(*err) == VMM_ERUNNING)
 			return vmm_error_set(err, VMM_EALREADYRUNNING,
 					     "VM \"%s\" is already running!", name);

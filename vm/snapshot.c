@@ -128,7 +128,7 @@ int vmm_snapshot_create(const vmm_home *h, const char *vm_dir, const char *vm_na
 	/* the running lock keeps the VM from starting mid-copy; config.json is
 	 * read through it (closing another descriptor would drop the lock) */
 	cleanup_close int lock = -1;
-	if (vmm_bundle_dir_lock(vm_dir, vm_name, &lock, err) < 0) {
+	if (vmm_bundle_dir_lock_as(vm_dir, vm_name, VMM_LOCK_READ, &lock, err) < 0) {
 		if (vmm_error_code(*err) != VMM_ERUNNING)
 			return -1;
 		return create_live(h, vm_dir, vm_name, snap, dest, stats, err);

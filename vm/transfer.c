@@ -36,16 +36,77 @@ static int cmp_name(const void *a, const void *b)
 	return rx != ry ? rx - ry : strcmp(x->name, y->name);
 }
 
+/*
+ * A new file for `path`, not yet visible: an unnamed O_TMPFILE in path's
+ * directory (gone by itself if we die), else a unique name there made with
+ * O_EXCL.  Nothing existing is followed, truncated or overwritten.
+ * *tmp_name is NULL for an unnamed file.
+ */
+static int open_output(const char *path, char **tmp_name, vmm_error **err)
+{
+	cleanup_free char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (!slash) {
+		free(dir);
+		dir = xstrdup(".");
+	} else {
+		slash[slash == dir ? 1 : 0] = '\0';
+	}
+	*tmp_name = NULL;
+	int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		return fd;
+	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+		return vmm_error_errno(err, errno, "create a file in `%s`", dir);
+	char uuid[37];
+	vmm_uuid(uuid);
+	char *tmp = xasprintf("%s.tmp-%s", path, uuid);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		int e = errno;
+		free(tmp);
+		return vmm_error_errno(err, e, "create `%s`", path);
+	}
+	*tmp_name = tmp;
+	return fd;
+}
+
+/* Make the finished output fd the file at path in one rename, durably. */
+static int publish_output(int fd, const char *tmp_name, const char *path, vmm_error **err)
+{
+	if (fsync(fd) < 0)
+		return vmm_error_errno(err, errno, "write `%s`", path);
+	cleanup_free char *named = NULL;
+	if (!tmp_name) {
+		/* give the unnamed file a unique name beside path, then rename it:
+		 * linkat cannot replace, and a rename replaces a symlink itself */
+		char uuid[37];
+		vmm_uuid(uuid);
+		named = xasprintf("%s.tmp-%s", path, uuid);
+		cleanup_free char *proc = xasprintf("/proc/self/fd/%d", fd);
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, named, AT_SYMLINK_FOLLOW) < 0)
+			return vmm_error_errno(err, errno, "create `%s`", path);
+		tmp_name = named;
+	}
+	if (rename(tmp_name, path) < 0) {
+		int e = errno;
+		unlink(tmp_name);
+		return vmm_error_errno(err, e, "replace `%s`", path);
+	}
+	return vmm_fsync_dir(path, false, err);
+}
+
 int vmm_vm_export(const char *dir, const char *name, const char *path, vmm_error **err)
 {
 	cleanup_close int lock = -1;
-	if (vmm_bundle_dir_lock(dir, name, &lock, err) < 0)
+	if (vmm_bundle_dir_lock_as(dir, name, VMM_LOCK_READ, &lock, err) < 0)
 		return -1;
+	vmm_test_pause("export");
 	cleanup_dir DIR *d = opendir(dir);
 	if (!d)
 		return vmm_error_errno(err, errno, "open `%s`", dir);
 	bool to_stdout = strcmp(path, "-") == 0;
-	cleanup_free char *tmp = to_stdout ? NULL : xasprintf("%s.tmp", path);
+	cleanup_free char *tmp = NULL;
 	vmm_archive_file files[VMM_ARCHIVE_MAX_FILES];
 	char *names[VMM_ARCHIVE_MAX_FILES];
 	size_t n = 0;
@@ -76,26 +137,16 @@ int vmm_vm_export(const char *dir, const char *name, const char *path, vmm_error
 	}
 	qsort(files + 1, n - 1, sizeof(files[0]), cmp_name);
 
-	int out =
-	    to_stdout ? STDOUT_FILENO : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (out < 0) {
-		vmm_error_errno(err, errno, "create `%s`", tmp);
+	int out = to_stdout ? STDOUT_FILENO : open_output(path, &tmp, err);
+	if (out < 0)
 		goto out;
-	}
-	if (vmm_archive_write(out, files, n, NULL, err) < 0) {
+	if (vmm_archive_write(out, files, n, NULL, err) < 0)
 		vmm_error_wrap(err, "export `%s`", name);
-	} else if (to_stdout) {
-		rc = 0;
-	} else if (fsync(out) < 0) {
-		vmm_error_errno(err, errno, "write `%s`", path);
-	} else if (rename(tmp, path) < 0) {
-		vmm_error_errno(err, errno, "replace `%s`", path);
-	} else {
-		rc = vmm_fsync_dir(path, false, err);
-	}
+	else
+		rc = to_stdout ? 0 : publish_output(out, tmp, path, err);
 	if (!to_stdout) {
 		close(out);
-		if (rc < 0)
+		if (rc < 0 && tmp)
 			unlink(tmp);
 	}
 out:

@@ -223,9 +223,10 @@ static const vmm_credentials *creds_get(vmm_registry *r)
 /* Under auth_lock: what to do about missing credentials, and why a source failed. */
 static char *no_creds_hint(const vmm_registry *r)
 {
-	return xasprintf("run `vmm login %s` or set VMM_REGISTRY_USERNAME and "
-			 "VMM_REGISTRY_PASSWORD%s%s",
-			 r->host, r->creds_note ? "; " : "", r->creds_note ? r->creds_note : "");
+	return xasprintf("run `vmm login %s` or set VMM_REGISTRY_HOSTNAME=%s, "
+			 "VMM_REGISTRY_USERNAME and VMM_REGISTRY_PASSWORD%s%s",
+			 r->host, r->host, r->creds_note ? "; " : "",
+			 r->creds_note ? r->creds_note : "");
 }
 
 static int perform(vmm_registry *r, call *c, vmm_http_resp *resp, vmm_error **err);

@@ -352,7 +352,7 @@ static int run_helper(const char *helper, const char *host, vmm_credentials **ou
 	} else {
 		json_auto_t *j = NULL;
 		cleanup_free char *what = xasprintf("output of `%s get`", prog);
-		if (vmm_json_parse(&j, so, sol, what, err) < 0) {
+		if (vmm_json_parse_secret(&j, so, sol, what, err) < 0) {
 			rc = -1;
 			goto out;
 		}
@@ -425,7 +425,7 @@ static int from_docker_config(const char *host, vmm_credentials **out, vmm_error
 	if (!path || !path_exists(path))
 		return 0;
 	json_auto_t *cfg = NULL;
-	if (vmm_json_load_file(&cfg, path, CONFIG_MAX, err) < 0)
+	if (vmm_json_load_file_secret(&cfg, path, CONFIG_MAX, err) < 0)
 		return -1;
 	if (!json_is_object(cfg))
 		return vmm_error_set(err, VMM_EINVAL, "`%s`: not a JSON object", path);
@@ -453,7 +453,14 @@ static int from_docker_config(const char *host, vmm_credentials **out, vmm_error
 
 /* --- environment --------------------------------------------------------------- */
 
-static vmm_credentials *from_env(const char *prefix, const char *host)
+/*
+ * <prefix>_REGISTRY_USERNAME/_PASSWORD, for the host <prefix>_REGISTRY_HOSTNAME
+ * names.  Without a host name Tart sends them to every registry and every
+ * token realm a registry names, so that pulling from a stranger's registry
+ * hands it the credentials meant for one's own: vmm uses them nowhere then,
+ * and says why (*unscoped) if the registry turns out to want credentials.
+ */
+static vmm_credentials *from_env(const char *prefix, const char *host, char **unscoped)
 {
 	cleanup_free char *un = xasprintf("%s_REGISTRY_USERNAME", prefix);
 	cleanup_free char *pn = xasprintf("%s_REGISTRY_PASSWORD", prefix);
@@ -461,11 +468,16 @@ static vmm_credentials *from_env(const char *prefix, const char *host)
 	const char *u = getenv(un), *p = getenv(pn), *h = getenv(hn);
 	if (!u || !*u || !p)
 		return NULL;
-	if (h && *h) {
-		cleanup_free char *want = vmm_credentials_host_key(h);
-		if (strcmp(want, host) != 0)
-			return NULL;
+	if (!h || !*h) {
+		if (!*unscoped)
+			*unscoped = xasprintf("%s is set without %s, so it is sent to no registry: "
+					      "set %s to the host it is for",
+					      un, hn, hn);
+		return NULL;
 	}
+	cleanup_free char *want = vmm_credentials_host_key(h);
+	if (strcmp(want, host) != 0)
+		return NULL;
 	return creds_new(u, strlen(u), p, strlen(p));
 }
 
@@ -492,7 +504,7 @@ static int from_store(const char *host, vmm_credentials **out, vmm_error **err)
 	if (!path || !path_exists(path))
 		return 0;
 	json_auto_t *st = NULL;
-	if (vmm_json_load_file(&st, path, CONFIG_MAX, err) < 0)
+	if (vmm_json_load_file_secret(&st, path, CONFIG_MAX, err) < 0)
 		return -1;
 	json_t *entry = json_object_get(json_object_get(st, "auths"), host);
 	if (!json_is_object(entry))
@@ -506,9 +518,10 @@ static int from_store(const char *host, vmm_credentials **out, vmm_error **err)
 int vmm_credentials_lookup(const char *host_in, vmm_credentials **out, vmm_error **err)
 {
 	cleanup_free char *host = vmm_credentials_host_key(host_in);
-	*out = from_env("VMM", host);
+	cleanup_free char *unscoped = NULL;
+	*out = from_env("VMM", host, &unscoped);
 	if (!*out)
-		*out = from_env("TART", host);
+		*out = from_env("TART", host, &unscoped);
 	if (*out)
 		return 0;
 	/* a failing source is skipped; its error is reported only if nothing is found */
@@ -519,6 +532,8 @@ int vmm_credentials_lookup(const char *host_in, vmm_credentials **out, vmm_error
 		return 0;
 	if (!first)
 		first = steal_ptr(second);
+	if (!first && unscoped)
+		vmm_error_set(&first, VMM_EAUTH, "%s", unscoped);
 	if (!first)
 		return 0;
 	if (err) {
@@ -561,7 +576,7 @@ static int store_update(const char *host_in, store_edit edit, void *ud, bool cre
 			return vmm_error_errno(err, errno, "lock `%s`", lock);
 	json_auto_t *st = NULL;
 	if (path_exists(path)) {
-		if (vmm_json_load_file(&st, path, CONFIG_MAX, err) < 0)
+		if (vmm_json_load_file_secret(&st, path, CONFIG_MAX, err) < 0)
 			return vmm_error_wrap(err, "refusing to overwrite it");
 		if (!json_is_object(st))
 			return vmm_error_set(err, VMM_EINVAL,

@@ -2,9 +2,13 @@
  * credentials.h — where registry credentials come from, in order
  * (DESIGN.md §5, tart-spec §6):
  *
- *  1. VMM_REGISTRY_USERNAME + VMM_REGISTRY_PASSWORD, then Tart's
- *     TART_REGISTRY_USERNAME + TART_REGISTRY_PASSWORD (if TART_REGISTRY_HOSTNAME
- *     is set it must equal the host);
+ *  1. VMM_REGISTRY_USERNAME + VMM_REGISTRY_PASSWORD for the host that
+ *     VMM_REGISTRY_HOSTNAME names, then Tart's TART_REGISTRY_USERNAME +
+ *     TART_REGISTRY_PASSWORD for TART_REGISTRY_HOSTNAME's.  Without a host
+ *     name Tart uses them for every registry (and sends them to any token
+ *     realm a registry names), so a pull from a stranger's registry hands it
+ *     one's own credentials: vmm uses them for none, and when a registry
+ *     then wants credentials, the error says to set the host name;
  *  2. ~/.docker/config.json (or $DOCKER_CONFIG/config.json): `auths` (keys
  *     "host", "https://host", "https://index.docker.io/v1/" for Docker Hub),
  *     `credHelpers` (exact key or Tart's whole-match pattern keys), then
@@ -12,10 +16,9 @@
  *  3. what `vmm login` stored (a JSON file, mode 0600, in Docker's
  *     `{"auths": {"<host>": {"auth": base64("user:password")}}}` shape).
  *
- * VMM_REGISTRY_HOSTNAME restricts VMM_REGISTRY_* to one host as
- * TART_REGISTRY_HOSTNAME does for Tart's.  Hosts compare as
- * vmm_credentials_host_key() makes them.  Secrets are never printed or
- * logged.
+ * Hosts compare as vmm_credentials_host_key() makes them.  Secrets are
+ * never printed or logged, nor are fragments of the files that hold them
+ * (a parse error gives a line and column).
  */
 #ifndef VMM_REGISTRY_OCI_CREDENTIALS_H
 #define VMM_REGISTRY_OCI_CREDENTIALS_H

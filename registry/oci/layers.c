@@ -334,6 +334,10 @@ static void writer_reset(vmm_layer_writer *w)
 int vmm_layer_writer_new(vmm_layer_writer **out, int fd, const vmm_descriptor *d, const char *name,
 			 vmm_error **err)
 {
+	/* the annotated size bounds the decoder: without one it writes past the layer */
+	if (d->uncompressed_size == 0)
+		return vmm_error_set(err, VMM_EFORMAT, "%s: no uncompressed size to decode into",
+				     name);
 	if (punch(fd, d->offset, d->uncompressed_size, err) < 0)
 		return vmm_error_wrap(err, "%s", name);
 	vmm_layer_writer *w = xcalloc(1, sizeof(*w));

@@ -185,6 +185,12 @@ int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 			    err, VMM_EINVAL,
 			    "layer `%s`: uncompressed size \"%.40s\" is not a number", d->digest,
 			    us);
+		/* 0 would be a decoder without a bound, writing into the next layer */
+		if (d->uncompressed_size == 0)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "layer `%s`: an uncompressed size of 0 bytes is not a "
+					     "disk layer",
+					     d->digest);
 		if (!vmm_digest_is_valid(ud))
 			return vmm_error_set(err, VMM_EINVAL,
 					     "layer `%s`: uncompressed digest \"%.80s\" is invalid",
@@ -205,6 +211,11 @@ int vmm_manifest_check_tart(vmm_manifest *m, vmm_error **err)
 		if (offset + d->uncompressed_size < offset)
 			return vmm_error_set(err, VMM_EINVAL, "manifest: disk size overflows");
 		offset += d->uncompressed_size;
+		if (offset > VMM_DISK_MAX_BYTES)
+			return vmm_error_set(err, VMM_EINVAL,
+					     "manifest: its disk layers claim more than %llu bytes "
+					     "(16 TiB), the most vmm accepts",
+					     (unsigned long long)VMM_DISK_MAX_BYTES);
 	}
 	const char *ds = json_string_value(json_object_get(m->annotations, VMM_ANN_DISK_SIZE));
 	uint64_t disk_size;

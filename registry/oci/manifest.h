@@ -34,6 +34,12 @@
 #define VMM_ANN_UNCOMPRESSED_SIZE "org.cirruslabs.tart.uncompressed-size"
 #define VMM_ANN_UNCOMPRESSED_DIGEST "org.cirruslabs.tart.uncompressed-content-digest"
 #define VMM_ANN_DISK_SIZE "org.cirruslabs.tart.uncompressed-disk-size"
+
+/*
+ * The largest disk a manifest may claim: 16 TiB, ext4's largest file.  A
+ * claim of more is refused rather than sized, pruned for and hashed.
+ */
+#define VMM_DISK_MAX_BYTES (16ULL << 40)
 #define VMM_ANN_UPLOAD_TIME "org.cirruslabs.tart.upload-time"
 #define VMM_LABEL_DISK_FORMAT "org.cirruslabs.tart.disk.format"
 

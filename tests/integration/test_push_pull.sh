@@ -278,17 +278,25 @@ head -c $MiB /dev/urandom | dd of="$VMM_HOME/vms/small/disk.img" bs=1M seek=10 c
 vmm push small "$TOK/auth/small:latest" --insecure
 assert_rc 1 "anonymous push to a token registry is refused"
 assert_one_line_error "one line"
-VMM_REGISTRY_USERNAME=alice VMM_REGISTRY_PASSWORD="pw for push" vmm push small "$TOK/auth/small:latest" --insecure
+VMM_REGISTRY_HOSTNAME=$TOK VMM_REGISTRY_USERNAME=alice VMM_REGISTRY_PASSWORD="pw for push" vmm push small "$TOK/auth/small:latest" --insecure
 assert_rc 0 "push with a Bearer token"
 vmm clone "$TOK/auth/small:latest" small-tok --insecure
 assert_rc 0 "anonymous pull with an anonymous token"
 assert_true "token round trip identical" cmp -s "$VMM_HOME/vms/small-tok/disk.img" "$VMM_HOME/vms/small/disk.img"
-VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm push small "$BAS/auth/small:latest" --insecure
+VMM_REGISTRY_HOSTNAME=$BAS VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm push small "$BAS/auth/small:latest" --insecure
 assert_rc 0 "push with Basic auth"
 vmm pull "$BAS/auth/small:latest" --insecure
 assert_rc 1 "pull without credentials is refused"
+# credentials in the environment without a host name go to no registry (Tart
+# sends them to all, and to any token realm a registry names)
+VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm pull "$BAS/auth/small:latest" --insecure
+assert_rc 1 "unscoped environment credentials are not sent"
+assert_contains "$ERR" "VMM_REGISTRY_USERNAME is set without VMM_REGISTRY_HOSTNAME" "and the error says why"
+assert_one_line_error "one line"
+VMM_REGISTRY_HOSTNAME=$TOK VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm pull "$BAS/auth/small:latest" --insecure
+assert_rc 1 "credentials scoped to another host are not sent"
 assert_true "nothing cached after the refusal" test ! -e "$VMM_HOME/cache/OCIs/${BAS/:/%3A}/auth/small/latest"
-VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm clone "$BAS/auth/small:latest" small-bas --insecure
+VMM_REGISTRY_HOSTNAME=$BAS VMM_REGISTRY_USERNAME=bob VMM_REGISTRY_PASSWORD=basic-pw vmm clone "$BAS/auth/small:latest" small-bas --insecure
 assert_rc 0 "pull with Basic auth"
 assert_true "basic round trip identical" cmp -s "$VMM_HOME/vms/small-bas/disk.img" "$VMM_HOME/vms/small/disk.img"
 

@@ -12,6 +12,7 @@
 
 #include "common/util.h"
 #include "tests/unit/helpers.h"
+#include "vm/bundle.h"
 
 char *test_tmpdir(const char *prefix)
 {
@@ -75,8 +76,13 @@ pid_t test_child_lock(const char *path, test_lock_kind kind, int *release_fd)
 		close(ready[0]);
 		close(release[1]);
 		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-		int fd = open(path, kind == TEST_LOCK_POSIX ? O_RDWR : O_RDONLY);
-		bool locked = fd >= 0 && (kind == TEST_LOCK_POSIX ? fcntl(fd, F_SETLK, &fl) == 0
+		if (kind == TEST_LOCK_BUSY_READ || kind == TEST_LOCK_BUSY_WRITE) {
+			fl.l_start = VMM_BUSY_BYTE;
+			fl.l_len = 1;
+			fl.l_type = kind == TEST_LOCK_BUSY_READ ? F_RDLCK : F_WRLCK;
+		}
+		int fd = open(path, kind == TEST_LOCK_FLOCK ? O_RDONLY : O_RDWR);
+		bool locked = fd >= 0 && (kind != TEST_LOCK_FLOCK ? fcntl(fd, F_SETLK, &fl) == 0
 								  : flock(fd, LOCK_EX) == 0);
 		char ok = locked ? 'y' : 'n';
 		if (write(ready[1], &ok, 1) != 1)

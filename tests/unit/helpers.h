@@ -31,11 +31,16 @@ char *test_path_push(const char *dir, bool alone);
 /* Put the old $PATH back and free it. */
 void test_path_restore(char *old);
 
-typedef enum { TEST_LOCK_FLOCK, TEST_LOCK_POSIX } test_lock_kind;
+typedef enum {
+	TEST_LOCK_FLOCK,
+	TEST_LOCK_POSIX,      /* write lock on the whole file: `vmm run`, Tart, vetu */
+	TEST_LOCK_BUSY_READ,  /* read lock on VMM_BUSY_BYTE: push, export, clone */
+	TEST_LOCK_BUSY_WRITE, /* write lock on VMM_BUSY_BYTE: set, delete, rename */
+} test_lock_kind;
 /*
- * Fork a child that locks path (flock, or a POSIX write lock on the whole
- * file as `vmm run` holds config.json) and holds the lock until
- * test_child_release().  Returns once the lock is held.
+ * Fork a child that locks path (flock, or one of the POSIX locks vm/bundle.h
+ * describes) and holds the lock until test_child_release().  Returns once
+ * the lock is held.
  */
 pid_t test_child_lock(const char *path, test_lock_kind kind, int *release_fd);
 /* Let the child go and check that it exited 0. */

@@ -198,7 +198,9 @@ static bool locked_by_us(const char *dir)
 	pid_t me = getpid();
 	pid_t pid = fork();
 	if (pid == 0)
-		_exit(vmm_bundle_dir_running_pid(dir) == me ? 0 : 1);
+		_exit(vmm_bundle_dir_running_pid(dir) == me || vmm_bundle_dir_busy_pid(dir) == me
+			  ? 0
+			  : 1);
 	int status;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -227,6 +229,114 @@ static void test_bundle_lock__mac_scan_keeps_the_callers_lock(void **state)
 	close(fd);
 	free(a);
 	free(b);
+}
+
+static pid_t hold_lock(const char *dir, test_lock_kind kind, int *release_fd)
+{
+	char *cfg = path_join(dir, "config.json");
+	pid_t pid = test_child_lock(cfg, kind, release_fd);
+	free(cfg);
+	return pid;
+}
+
+/* Try a lock kind: 0, or the error code (the message must name the VM). */
+static int try_lock(const char *dir, vmm_lock_kind kind, const char *want_msg)
+{
+	int fd = -1;
+	vmm_error *err = NULL;
+	if (vmm_bundle_dir_lock_as(dir, "a", kind, &fd, &err) == 0) {
+		close(fd);
+		return 0;
+	}
+	if (want_msg)
+		assert_non_null(strstr(err->msg, want_msg));
+	int code = vmm_error_code(err);
+	vmm_error_free(err);
+	return code;
+}
+
+/*
+ * A bundle being read (push, export, clone) or changed (set, delete) is not
+ * a running VM: list shows it stopped and `stop` finds nobody to signal;
+ * but nobody can run it meanwhile, and readers exclude writers.
+ */
+static void test_bundle_lock__busy_is_not_running(void **state)
+{
+	fixture *f = *state;
+	char *dir = make_vm(f, "a", "02:00:00:00:00:01");
+	int release;
+	pid_t reader = hold_lock(dir, TEST_LOCK_BUSY_READ, &release);
+	assert_int_equal(vmm_bundle_dir_running_pid(dir), 0);
+	assert_int_equal(vmm_bundle_dir_state(dir), VMM_STATE_STOPPED);
+	assert_int_equal(vmm_bundle_dir_busy_pid(dir), reader);
+	assert_int_equal(try_lock(dir, VMM_LOCK_READ, NULL), 0); /* readers share */
+	char *busy = xasprintf("VM \"a\" is in use by another vmm command (pid %d)", (int)reader);
+	assert_int_equal(try_lock(dir, VMM_LOCK_WRITE, busy), VMM_ELOCKED);
+	assert_int_equal(try_lock(dir, VMM_LOCK_RUN, busy), VMM_ELOCKED);
+	free(busy);
+	test_child_release(reader, release);
+
+	pid_t writer = hold_lock(dir, TEST_LOCK_BUSY_WRITE, &release);
+	assert_int_equal(vmm_bundle_dir_state(dir), VMM_STATE_STOPPED);
+	assert_int_equal(vmm_bundle_dir_busy_pid(dir), writer);
+	assert_int_equal(try_lock(dir, VMM_LOCK_READ, "in use"), VMM_ELOCKED);
+	assert_int_equal(try_lock(dir, VMM_LOCK_WRITE, "in use"), VMM_ELOCKED);
+	assert_int_equal(try_lock(dir, VMM_LOCK_RUN, "in use"), VMM_ELOCKED);
+	test_child_release(writer, release);
+
+	/* a run lock (ours or Tart's) beats all and is what "running" means */
+	pid_t runner = hold_lock(dir, TEST_LOCK_POSIX, &release);
+	assert_int_equal(vmm_bundle_dir_running_pid(dir), runner);
+	assert_int_equal(vmm_bundle_dir_busy_pid(dir), 0);
+	assert_int_equal(try_lock(dir, VMM_LOCK_READ, "VM \"a\" is running"), VMM_ERUNNING);
+	assert_int_equal(try_lock(dir, VMM_LOCK_WRITE, "VM \"a\" is running"), VMM_ERUNNING);
+	assert_int_equal(try_lock(dir, VMM_LOCK_RUN, "VM \"a\" is running"), VMM_ERUNNING);
+	test_child_release(runner, release);
+	for (int k = VMM_LOCK_READ; k <= VMM_LOCK_RUN; k++)
+		assert_int_equal(try_lock(dir, (vmm_lock_kind)k, NULL), 0);
+	free(dir);
+}
+
+/*
+ * config.json replaced (by `set`, a new MAC) between a runner's open and its
+ * lock, and another runner locking the new file meanwhile: the first one's
+ * lock would sit on an inode nobody opens any more, and two QEMUs would run
+ * one disk.  The lock must be refused.
+ */
+static pid_t race_child;
+static int race_release;
+static void replace_and_run(const char *cfg)
+{
+	vmm_bundle_lock_race_hook = NULL; /* once */
+	char *dir = xstrdup(cfg);
+	*strrchr(dir, '/') = '\0';
+	write_file(dir, "config.json",
+		   "{\"version\":1,\"os\":\"linux\",\"arch\":\"amd64\","
+		   "\"cpuCount\":2,\"memorySize\":1073741824,"
+		   "\"macAddress\":\"02:00:00:00:00:01\"}");
+	race_child = test_child_lock(cfg, TEST_LOCK_POSIX, &race_release);
+	free(dir);
+}
+
+static void test_bundle_lock__refused_on_a_replaced_config(void **state)
+{
+	fixture *f = *state;
+	char *dir = make_vm(f, "a", "02:00:00:00:00:01");
+	vmm_bundle_lock_race_hook = replace_and_run;
+	int fd = -1;
+	vmm_error *err = NULL;
+	int rc = vmm_bundle_dir_lock_as(dir, "a", VMM_LOCK_RUN, &fd, &err);
+	vmm_bundle_lock_race_hook = NULL;
+	assert_int_equal(rc, -1);
+	assert_int_equal(vmm_error_code(err), VMM_ERUNNING);
+	vmm_error_free(err);
+	assert_int_equal(vmm_bundle_dir_running_pid(dir), race_child);
+	test_child_release(race_child, race_release);
+	/* and with nobody racing, it locks the file at the path */
+	assert_int_equal(vmm_bundle_dir_lock_as(dir, "a", VMM_LOCK_RUN, &fd, NULL), 0);
+	assert_true(locked_by_us(dir));
+	close(fd);
+	free(dir);
 }
 
 static void test_bundle_state__suspended_by_either_state_file(void **state)
@@ -325,6 +435,9 @@ int main(void)
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bundle_lock__held_by_child_reported_with_pid,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_lock__busy_is_not_running, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bundle_lock__refused_on_a_replaced_config, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_bundle_lock__mac_scan_keeps_the_callers_lock,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bundle_state__suspended_by_either_state_file,

@@ -60,22 +60,28 @@ static const char *need(const char *var)
 		v_;                                                                                \
 	})
 
-static void creds_on(void)
+/* Environment credentials for `host` (they go to no other host: credentials.h). */
+static void creds_on(const char *host)
 {
 	setenv("VMM_REGISTRY_USERNAME", getenv("VMM_TEST_USER") ?: "alice", 1);
 	setenv("VMM_REGISTRY_PASSWORD", getenv("VMM_TEST_PASSWORD") ?: "secret", 1);
+	setenv("VMM_REGISTRY_HOSTNAME", host, 1);
 }
 
-static void creds_wrong(void)
+static void creds_wrong(const char *host)
 {
 	setenv("VMM_REGISTRY_USERNAME", getenv("VMM_TEST_USER") ?: "alice", 1);
 	setenv("VMM_REGISTRY_PASSWORD", "not-the-password", 1);
+	setenv("VMM_REGISTRY_HOSTNAME", host, 1);
 }
 
 static void creds_off(void)
 {
-	unsetenv("VMM_REGISTRY_USERNAME");
-	unsetenv("VMM_REGISTRY_PASSWORD");
+	static const char *const vars[] = {"VMM_REGISTRY_USERNAME",  "VMM_REGISTRY_PASSWORD",
+					   "VMM_REGISTRY_HOSTNAME",  "TART_REGISTRY_USERNAME",
+					   "TART_REGISTRY_PASSWORD", "TART_REGISTRY_HOSTNAME"};
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
 }
 
 static vmm_registry *open_repo(const char *host, const char *ns)
@@ -541,7 +547,11 @@ static void test_client_redirect__no_authorization(void **state)
 	const char *basic = NEED("VMM_TEST_REGISTRY_BASIC");
 	const char *front = NEED("VMM_TEST_REDIRECT");
 	const char *log = NEED("VMM_TEST_REDIRECT_LOG");
-	creds_on();
+	creds_on(basic);
+	/* the front wants the same user: Tart's variables, scoped to it */
+	setenv("TART_REGISTRY_USERNAME", getenv("VMM_TEST_USER") ?: "alice", 1);
+	setenv("TART_REGISTRY_PASSWORD", getenv("VMM_TEST_PASSWORD") ?: "secret", 1);
+	setenv("TART_REGISTRY_HOSTNAME", front, 1);
 	char *ns = repo("redirect");
 	vmm_registry *direct = open_repo(basic, ns), *r = open_repo(front, ns);
 	blob b = blob_random(200000);
@@ -604,7 +614,7 @@ static void test_client_auth__basic(void **state)
 	err = NULL;
 	vmm_registry_free(r);
 	/* wrong password */
-	creds_wrong();
+	creds_wrong(host);
 	r = open_repo(host, ns);
 	rc = vmm_registry_blob_exists(r, b.digest, &exists, &err);
 	expect_fail(rc, err, VMM_EAUTH, "invalid credentials");
@@ -613,7 +623,7 @@ static void test_client_auth__basic(void **state)
 	err = NULL;
 	vmm_registry_free(r);
 	/* right password: push and pull */
-	creds_on();
+	creds_on(host);
 	r = open_repo(host, ns);
 	expect_ok(vmm_registry_blob_put(r, b.digest, b.data, b.len, 0, &err), err, "put");
 	get_and_compare(r, &b);
@@ -717,7 +727,7 @@ static void test_client_auth__bearer_scope_widening(void **state)
 {
 	(void)state;
 	const char *host = NEED("VMM_TEST_REGISTRY_TOKEN");
-	creds_on();
+	creds_on(host);
 	char *ns = repo("bearer");
 	vmm_registry *r = open_repo(host, ns);
 	vmm_error *err = NULL;
@@ -764,7 +774,7 @@ static void test_client_auth__bearer_wrong_password(void **state)
 {
 	(void)state;
 	const char *host = NEED("VMM_TEST_REGISTRY_TOKEN");
-	creds_wrong();
+	creds_wrong(host);
 	char *ns = repo("wrongpw");
 	vmm_registry *r = open_repo(host, ns);
 	vmm_error *err = NULL;
@@ -838,7 +848,7 @@ static void test_client_threads__parallel_pulls(void **state)
 {
 	(void)state;
 	const char *host = NEED("VMM_TEST_REGISTRY_TOKEN");
-	creds_on();
+	creds_on(host);
 	char *ns = repo("threads");
 	vmm_registry *r = open_repo(host, ns);
 	vmm_error *err = NULL;
@@ -1008,7 +1018,7 @@ static void test_client_auth__token_expiry(void **state)
 {
 	(void)state;
 	const char *host = NEED("VMM_TEST_REGISTRY_TOKEN_SHORT");
-	creds_on();
+	creds_on(host);
 	char *ns = repo("expiry");
 	vmm_registry *r = open_repo(host, ns);
 	vmm_error *err = NULL;

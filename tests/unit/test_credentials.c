@@ -111,20 +111,39 @@ static char *helper_stdin(const char *name)
 	return text;
 }
 
+/* A lookup that finds nothing and says why, naming `needle`. */
+static void expect_none_because(const char *host, const char *needle)
+{
+	vmm_credentials *c = NULL;
+	vmm_error *err = NULL;
+	assert_int_equal(vmm_credentials_lookup(host, &c, &err), -1);
+	assert_null(c);
+	if (!strstr(err->msg, needle))
+		fail_msg("lookup %s: `%s` lacks `%s`", host, err->msg, needle);
+	vmm_error_free(err);
+}
+
 static void test_credentials_env__order(void **state)
 {
 	(void)state;
 	expect("ghcr.io", NULL, NULL);
 	setenv("TART_REGISTRY_USERNAME", "tart", 1);
 	setenv("TART_REGISTRY_PASSWORD", "tpw", 1);
-	expect("ghcr.io", "tart", "tpw");
+	/* without a host name they would go to every registry (Tart): to none */
+	expect_none_because("ghcr.io", "TART_REGISTRY_USERNAME is set without "
+				       "TART_REGISTRY_HOSTNAME");
+	expect_none_because("evil.example", "set TART_REGISTRY_HOSTNAME to the host");
 	setenv("TART_REGISTRY_HOSTNAME", "other.example", 1);
 	expect("ghcr.io", NULL, NULL);
 	setenv("TART_REGISTRY_HOSTNAME", "ghcr.io", 1);
 	expect("ghcr.io", "tart", "tpw");
-	/* vmm's own variables come first */
+	expect("evil.example", NULL, NULL);
+	/* vmm's own variables come first, under the same rule */
 	setenv("VMM_REGISTRY_USERNAME", "vmm", 1);
 	setenv("VMM_REGISTRY_PASSWORD", "vpw:with:colons", 1);
+	expect("ghcr.io", "tart", "tpw");
+	expect_none_because("evil.example", "VMM_REGISTRY_HOSTNAME");
+	setenv("VMM_REGISTRY_HOSTNAME", "ghcr.io", 1);
 	expect("ghcr.io", "vmm", "vpw:with:colons");
 	setenv("VMM_REGISTRY_HOSTNAME", "127.0.0.1:5000", 1);
 	expect("ghcr.io", "tart", "tpw");
@@ -232,6 +251,22 @@ static void test_credentials_docker__helper_failures(void **state)
 	write_file(".docker/config.json", "{\"credsStore\": \"../../bin/sh\"}", 0600);
 	assert_int_equal(vmm_credentials_lookup("quay.io", &c, &err), -1);
 	assert_non_null(strstr(err->msg, "invalid credential helper name"));
+	vmm_error_free(err);
+	err = NULL;
+	/* a malformed file of secrets: the error names where, never what */
+	write_file(".docker/config.json", "{\"auths\": {\"q\": {\"auth\": hunter2secret}}}", 0600);
+	assert_int_equal(vmm_credentials_lookup("quay.io", &c, &err), -1);
+	assert_non_null(strstr(err->msg, "invalid JSON at line 1"));
+	assert_null(strstr(err->msg, "hunter2"));
+	vmm_error_free(err);
+	err = NULL;
+	write_file("bin/docker-credential-leaky",
+		   "#!/bin/sh\ncat >/dev/null\necho '{\"Username\":\"u\",\"Secret\":tops3cret}'\n",
+		   0755);
+	write_file(".docker/config.json", "{\"credsStore\": \"leaky\"}", 0600);
+	assert_int_equal(vmm_credentials_lookup("quay.io", &c, &err), -1);
+	assert_non_null(strstr(err->msg, "invalid JSON"));
+	assert_null(strstr(err->msg, "tops3cret"));
 	vmm_error_free(err);
 	err = NULL;
 	/* a malformed config file */
