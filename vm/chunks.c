@@ -585,8 +585,8 @@ int vmm_chunk_index_parse(vmm_chunk_index **out, const void *buf, size_t len,
 	vmm_sha256_digest(buf, len, digest);
 	if (strcmp(digest, h->index_sha256) != 0)
 		return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: index SHA-256 mismatch", what);
-	if (h->kind == VMM_SAVEFILE_KIND_MEMORY && h->memory % PAGE)
-		return vmm_error_set(err, VMM_EFORMAT, "%s: memory is not whole pages", what);
+	/* QEMU's RAM is whole MiB (-m rounds up) */
+	uint64_t ram = (h->memory + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
 	const unsigned char *b = buf;
 	vmm_chunk_index *x = xcalloc(1, sizeof(*x));
 	x->recs = xcalloc(h->index_count ? h->index_count : 1, sizeof(record));
@@ -623,13 +623,12 @@ int vmm_chunk_index_parse(vmm_chunk_index **out, const void *buf, size_t len,
 			x->nstream++;
 		} else if (r->type == REC_MEMORY && h->kind == VMM_SAVEFILE_KIND_MEMORY) {
 			if (r->position % h->chunk_size || r->position < next_ram ||
-			    r->position >= h->memory) {
+			    r->position >= ram) {
 				bad_record(err, what, i, "is out of place in memory");
 				goto out;
 			}
-			uint64_t span = h->memory - r->position < h->chunk_size
-					    ? h->memory - r->position
-					    : h->chunk_size;
+			uint64_t span =
+			    ram - r->position < h->chunk_size ? ram - r->position : h->chunk_size;
 			size_t pages = 0;
 			for (size_t k = 0; k < PAGES_MAX; k++) {
 				if (!bit(r->bitmap, k))

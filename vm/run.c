@@ -20,6 +20,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,6 +41,8 @@ typedef struct run {
 	pid_t pid;	   /* QEMU; 0 once reaped */
 	int status;	   /* QEMU's wait status once reaped */
 	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
+	int ram;	   /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
+	uint64_t ram_size; /* bytes */
 	vmm_qmp *qmp;	   /* owned */
 	char errline[512]; /* QEMU's last line on stderr */
 	char errpart[512];
@@ -222,14 +225,15 @@ static int spawn(run *r, vmm_error **err)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		int c = lift(con[1]), q = lift(qmp[1]), e = lift(errp[1]), x = lift(execp[1]);
-		int t = lift(r->tap);
-		if (c < 0 || q < 0 || e < 0 || x < 0 || fchdir(r->dirfd) < 0)
+		int t = lift(r->tap), m = lift(r->ram);
+		if (c < 0 || q < 0 || e < 0 || x < 0 || m < 0 || fchdir(r->dirfd) < 0)
 			_exit(127);
 		if (dup2(c, 0) < 0 || dup2(c, 1) < 0 || dup2(e, 2) < 0 ||
 		    dup2(q, VMM_QEMU_QMP_FD) < 0 || (t >= 0 && dup2(t, VMM_QEMU_TAP_FD) < 0) ||
-		    dup2(x, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0)
+		    dup2(x, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0 ||
+		    dup2(m, VMM_QEMU_RAM_FD) < 0)
 			_exit(127);
-		close_range(6, ~0u, 0);
+		close_range(VMM_QEMU_RAM_FD + 1, ~0u, 0);
 		execv(r->cmd->binary, r->cmd->argv);
 		int code = errno;
 		(void)!write(5, &code, sizeof(code));
@@ -356,8 +360,15 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 		return -1;
 	say(r, "creating a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
+	vmm_state_save_opts so = {.ram_fd = r->ram, .ram_size = r->ram_size};
+	/* VMM_STATE_FORMAT=1: vmm 0.1's format, for tests that old states still resume */
+	const char *fmt = getenv("VMM_STATE_FORMAT");
+	if (fmt && strcmp(fmt, "1") == 0) {
+		so.format = VMM_SAVEFILE_FORMAT_STREAM;
+		so.ram_fd = -1;
+	}
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_save(r->qmp, path, h, stats, err);
+	int rc = vmm_state_save(r->qmp, path, h, &so, stats, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
@@ -386,8 +397,9 @@ static int do_checkpoint(run *r, const char *dest, vmm_savefile_stats *stats, vm
 	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
 		return -1;
 	cleanup_free char *state = path_join(dest, VMM_STATE_FILE);
+	vmm_state_save_opts so = {.ram_fd = -1};
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_save(r->qmp, state, h, stats, err);
+	int rc = vmm_state_save(r->qmp, state, h, &so, stats, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
@@ -461,9 +473,10 @@ static void serve_control(run *r)
  * The state is moved aside just before `cont` and removed once the guest
  * runs: the disk moves on from then, so that memory must never come back.
  */
-static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
+static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load, vmm_error **err)
 {
-	if (!h)
+	cleanup_vmm_state_load vmm_state_load *l = load;
+	if (!h || !l)
 		return vmm_error_set(err, VMM_EINVAL, "no saved state to resume from");
 	if (vmm_state_check(h, r->cmd, r->cfg, vmm_qmp_version(r->qmp), err) < 0)
 		return -1;
@@ -477,7 +490,7 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
 	say(r, "restoring VM state from a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_load(r->qmp, path, h, NULL, err);
+	int rc = vmm_state_load_finish(steal_ptr(l), r->qmp, NULL, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
@@ -730,14 +743,26 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		return -1;
 	if (listen_control(r, err) < 0)
 		return -1;
+	/* the guest's RAM: gone with the last of vmm and QEMU, however they end */
+	r->ram_size = vmm_state_ram_size(r->cfg->memory_size);
+	r->ram = memfd_create("vmm-guest-ram", MFD_CLOEXEC);
+	if (r->ram < 0 || ftruncate(r->ram, (off_t)r->ram_size) < 0)
+		return vmm_error_errno(err, errno, "guest memory of %llu MiB",
+				       (unsigned long long)(r->ram_size >> 20));
+	/* a saved RAM decompresses while QEMU starts */
+	vmm_state_load *load = NULL;
+	if (resume && vmm_state_load_begin(&load, state, h, r->ram, err) < 0)
+		return -1;
 	if (spawn(r, err) < 0) {
+		vmm_state_load_free(load);
 		kill_and_reap(r);
 		return -1;
 	}
 	close(r->tap);
 	r->tap = -1;
 	announce_vnc(r);
-	int rc = resume ? do_resume(r, h, err) : vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err);
+	int rc = resume ? do_resume(r, h, load, err)
+			: vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err);
 	if (rc < 0) {
 		quit_now(r);
 		wait_exit(r, QUIT_GRACE);
@@ -762,6 +787,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		 .sigfd = -1,
 		 .ctl = -1,
 		 .tap = -1,
+		 .ram = -1,
 		 .console_in = o->console_in,
 		 .console_out = o->console_out};
 	vmm_vm_state st = vmm_bundle_state(b);
@@ -826,6 +852,8 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		close(r.errpipe);
 	if (r.tap >= 0)
 		close(r.tap);
+	if (r.ram >= 0)
+		close(r.ram);
 	vmm_qmp_free(r.qmp);
 	vmm_qemu_cmd_free(r.cmd);
 	vmm_config_free(r.cfg);
