@@ -2,6 +2,7 @@
 #include "common/util.h"
 #include "storage/copy.h"
 #include "vm/bundle.h"
+#include "vm/checkpoint.h"
 #include "vm/qmp.h"
 #include "vm/state.h"
 
@@ -44,6 +45,8 @@ typedef struct run {
 	int ram;	   /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
 	uint64_t ram_size; /* bytes */
 	vmm_qmp *qmp;	   /* owned */
+	vmm_ckpt *ckpt;	   /* owned: a snapshot of the running VM under way */
+	int ckpt_client;   /* the control connection waiting for it */
 	char errline[512]; /* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
@@ -352,6 +355,9 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 {
 	if (r->stopping)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
+	if (r->ckpt)
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "a snapshot of the VM is being taken; try again when it is done");
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
 	say(r, "pausing VM to take a snapshot...");
@@ -379,58 +385,55 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	return 0;
 }
 
-/* Memory and disk into `dest` with the guest paused only meanwhile (a snapshot of a running VM). */
-static int do_checkpoint(run *r, const char *dest, vmm_savefile_stats *stats, vmm_error **err)
+/*
+ * Begin a snapshot of the running VM into `dest` (vm/checkpoint.h): the
+ * guest pauses for milliseconds, then the loop goes on relaying the console
+ * while threads save the memory and QEMU copies the disk; `client` gets the
+ * answer when checkpoint_step() sees the end.
+ */
+static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 {
 	if (r->stopping)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
+	if (r->ckpt)
+		return vmm_error_set(err, VMM_EGENERIC, "a snapshot of the VM is already being taken");
 	if (dest[0] != '/' || !path_is_dir(dest))
 		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
-	json_t *st = NULL;
-	if (vmm_qmp_execute(r->qmp, "query-status", NULL, &st, err) < 0)
-		return -1;
-	bool was_running = json_is_true(json_object_get(st, "running"));
-	json_decref(st);
-	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
-	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
-		return -1;
-	cleanup_free char *state = path_join(dest, VMM_STATE_FILE);
-	vmm_state_save_opts so = {.ram_fd = -1};
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_save(r->qmp, state, h, &so, stats, err);
+	int rc = vmm_ckpt_begin(&r->ckpt, r->qmp, r->cmd, r->cfg, r->dir, dest, r->pid, r->ram,
+				r->ram_size, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
-	/* QEMU flushed and let go of the disk when the migration completed */
-	static const char *const files[] = {VMM_DISK_FILE, VMM_EFIVARS_FILE};
-	vmm_copy_opts co = {.fsync = true};
-	size_t copied = 0;
-	for (; copied < ARRAY_SIZE(files) && rc == 0; copied++) {
-		cleanup_free char *src = path_join(r->dir, files[copied]);
-		cleanup_free char *dst = path_join(dest, files[copied]);
-		if (access(src, F_OK) < 0)
-			continue;
-		unlink(dst);
-		rc = vmm_copy_file(src, dst, &co, NULL, err);
-	}
-	if (rc < 0) {
-		unlink(state);
-		for (size_t i = 0; i < copied; i++) {
-			cleanup_free char *dst = path_join(dest, files[i]);
-			unlink(dst);
-		}
-	}
-	if (was_running && vmm_qmp_execute(r->qmp, "cont", NULL, NULL, rc < 0 ? NULL : err) < 0)
-		rc = -1;
-	return rc;
+	r->ckpt_client = client;
+	return 0;
 }
 
 static char *ok_reply(const vmm_savefile_stats *st)
 {
-	return xasprintf("ok %llu %llu %.6f\n", (unsigned long long)st->raw_bytes,
-			 (unsigned long long)st->compressed_bytes, st->seconds);
+	return xasprintf("ok %llu %llu %.6f %.6f\n", (unsigned long long)st->raw_bytes,
+			 (unsigned long long)st->compressed_bytes, st->seconds, st->pause);
+}
+
+/* Move a snapshot under way along; answer its client once it has ended. */
+static void checkpoint_step(run *r)
+{
+	if (!r->ckpt)
+		return;
+	vmm_savefile_stats st = {0};
+	cleanup_vmm_error vmm_error *e = NULL;
+	int rc = r->qmp ? vmm_ckpt_step(r->ckpt, r->qmp, &st, &e)
+			: vmm_error_set(&e, VMM_EGENERIC, "QEMU exited");
+	if (rc == 0)
+		return;
+	cleanup_free char *reply = rc > 0 ? ok_reply(&st) : xasprintf("error %s\n", e->msg);
+	send(r->ckpt_client, reply, strlen(reply), MSG_NOSIGNAL);
+	close(r->ckpt_client);
+	r->ckpt_client = -1;
+	vmm_ckpt_free(r->ckpt, r->qmp);
+	r->ckpt = NULL;
 }
 
 static void serve_control(run *r)
@@ -459,8 +462,9 @@ static void serve_control(run *r)
 	} else if (strcmp(line, "net") == 0) {
 		reply = xasprintf("ok %s\n", r->o->qemu.bridge ? "tap" : "user");
 	} else if (strncmp(line, "checkpoint ", 11) == 0) {
-		reply = do_checkpoint(r, line + 11, &st, &e) < 0 ? xasprintf("error %s\n", e->msg)
-								 : ok_reply(&st);
+		if (do_checkpoint(r, c, line + 11, &e) == 0)
+			return; /* answered when it is done */
+		reply = xasprintf("error %s\n", e->msg);
 	} else {
 		reply = xasprintf("error unknown request \"%.64s\"\n", line);
 	}
@@ -553,9 +557,9 @@ static void handle_signal(run *r)
 static void loop(run *r)
 {
 	while (r->pid > 0) {
-		struct pollfd p[6];
+		struct pollfd p[7];
 		int n = 0;
-		int i_sig = n, i_con = -1, i_in = -1, i_err = -1, i_qmp = -1, i_ctl = -1;
+		int i_sig = n, i_con = -1, i_in = -1, i_err = -1, i_qmp = -1, i_ctl = -1, i_ck = -1;
 		p[n++] = (struct pollfd){.fd = r->sigfd, .events = POLLIN};
 		if (r->console >= 0) {
 			i_con = n;
@@ -577,6 +581,10 @@ static void loop(run *r)
 			i_ctl = n;
 			p[n++] = (struct pollfd){.fd = r->ctl, .events = POLLIN};
 		}
+		if (r->ckpt) {
+			i_ck = n;
+			p[n++] = (struct pollfd){.fd = vmm_ckpt_fd(r->ckpt), .events = POLLIN};
+		}
 		int timeout = -1;
 		double now = vmm_now();
 		if (r->stopping && !r->quit_sent)
@@ -595,15 +603,25 @@ static void loop(run *r)
 				relay_console_in(r);
 			if (i_err >= 0 && p[i_err].revents && r->errpipe >= 0)
 				drain_stderr(r);
+			bool ck = i_ck >= 0 && p[i_ck].revents;
 			if (i_qmp >= 0 && p[i_qmp].revents && r->qmp) {
 				json_t *ev;
 				if (vmm_qmp_pump(r->qmp, NULL) < 0) {
 					vmm_qmp_free(r->qmp); /* QEMU is going away */
 					r->qmp = NULL;
 				}
-				while (r->qmp && (ev = vmm_qmp_next_event(r->qmp)))
+				while (r->qmp && (ev = vmm_qmp_next_event(r->qmp))) {
+					if (r->ckpt) {
+						vmm_ckpt_event(r->ckpt, ev);
+						ck = true;
+					}
 					json_decref(ev);
+				}
+				if (!r->qmp)
+					ck = r->ckpt != NULL;
 			}
+			if (ck)
+				checkpoint_step(r);
 			if (i_ctl >= 0 && p[i_ctl].revents && r->ctl >= 0)
 				serve_control(r);
 		}
@@ -613,6 +631,11 @@ static void loop(run *r)
 		else if (r->quit_sent && r->pid > 0 && now >= r->kill_at)
 			kill(r->pid, SIGKILL);
 		reap(r, false);
+	}
+	if (r->ckpt) { /* QEMU is gone: the snapshot with it */
+		vmm_qmp_free(r->qmp);
+		r->qmp = NULL;
+		checkpoint_step(r);
 	}
 	/* what QEMU said last */
 	if (r->console >= 0) {
@@ -788,6 +811,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		 .ctl = -1,
 		 .tap = -1,
 		 .ram = -1,
+		 .ckpt_client = -1,
 		 .console_in = o->console_in,
 		 .console_out = o->console_out};
 	vmm_vm_state st = vmm_bundle_state(b);
