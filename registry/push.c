@@ -8,6 +8,8 @@
 #include "registry/manifest.h"
 #include "storage/copy.h"
 #include "vm/bundle.h"
+#include "vm/chunks.h"
+#include "vm/state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -258,16 +260,15 @@ static int push_file_layer(push_ctx *c, vmm_manifest *m, const char *media_type,
 }
 
 /*
- * The suspended state (DESIGN §4).  state.vmmsave is already zstd inside,
- * so it goes verbatim; its annotations come from the file's header, whose
- * format vm/ owns (vm/savefile.h on the QEMU branch: "VMMSAVE\n", u32le
- * JSON length, JSON).  Until that reader is on this branch, this small
- * reader takes the four fields the layer needs; swap it for
- * vmm_savefile_read_header() once both meet.
+ * The suspended state (DESIGN §4, §8).  Its annotations come from the
+ * file's header, whose format vm/savefile.h owns ("VMMSAVE\n", u32le JSON
+ * length, JSON); this small reader takes the fields the layer needs.
  */
 typedef struct state_info {
+	int format;
 	uint64_t raw_size;
-	char raw_digest[72];
+	char raw_digest[72]; /* format 1 only */
+	char codec[16];	     /* format 2 */
 	char qemu_version[64];
 	char machine[64];
 } state_info;
@@ -289,20 +290,25 @@ static int read_state_header(const char *path, state_info *si, vmm_error **err)
 	cleanup_free char *what = xasprintf("`%s` header", path);
 	if (vmm_json_parse(&o, (const char *)hdr + 12, len, what, err) < 0)
 		return -1;
+	json_t *f = json_object_get(o, "format");
 	json_t *rs = json_object_get(o, "rawSize");
 	const char *rd = json_string_value(json_object_get(o, "rawSha256"));
+	const char *codec = json_string_value(json_object_get(o, "codec"));
 	const char *qv = json_string_value(json_object_get(o, "qemuVersion"));
 	const char *mc = json_string_value(json_object_get(o, "machine"));
+	si->format = json_is_integer(f) ? (int)json_integer_value(f) : 0;
+	bool v1 = si->format == 1;
 	int rc = 0;
-	if (!json_is_integer(rs) || json_integer_value(rs) < 0 || !vmm_digest_is_valid(rd) || !qv ||
-	    !mc) {
+	if (si->format < 1 || !json_is_integer(rs) || json_integer_value(rs) < 0 || !qv || !mc ||
+	    (v1 && !vmm_digest_is_valid(rd)) || (!v1 && !codec)) {
 		rc = vmm_error_set(err, VMM_EFORMAT,
-				   "`%s`: state header lacks rawSize, rawSha256, qemuVersion or "
-				   "machine",
+				   "`%s`: state header lacks format, rawSize, rawSha256 or codec, "
+				   "qemuVersion or machine",
 				   path);
 	} else {
 		si->raw_size = (uint64_t)json_integer_value(rs);
-		snprintf(si->raw_digest, sizeof(si->raw_digest), "%s", rd);
+		snprintf(si->raw_digest, sizeof(si->raw_digest), "%s", v1 ? rd : "");
+		snprintf(si->codec, sizeof(si->codec), "%s", v1 ? "zstd" : codec);
 		snprintf(si->qemu_version, sizeof(si->qemu_version), "%s", qv);
 		snprintf(si->machine, sizeof(si->machine), "%s", mc);
 	}
@@ -310,7 +316,12 @@ static int read_state_header(const char *path, state_info *si, vmm_error **err)
 	return rc;
 }
 
-static int push_state_layer(push_ctx *c, vmm_manifest *m, const char *dir, vmm_error **err)
+/*
+ * Locally a state is lz4, chosen for suspend and resume speed; over the
+ * network, where bytes cost more than CPU, it goes as zstd (vm/state.h).
+ */
+static int push_state_layer(push_ctx *c, const vmm_home *h, vmm_manifest *m, const char *dir,
+			    vmm_error **err)
 {
 	cleanup_free char *path = path_join(dir, VMM_STATE_FILE);
 	if (access(path, F_OK) < 0)
@@ -318,14 +329,33 @@ static int push_state_layer(push_ctx *c, vmm_manifest *m, const char *dir, vmm_e
 	state_info si;
 	if (read_state_header(path, &si, err) < 0)
 		return -1;
+	cleanup_free char *tmp = NULL, *recoded = NULL;
+	cleanup_close int tmp_lock = -1;
+	const char *send = path;
+	if (si.format >= 2 && strcmp(si.codec, vmm_codec_name(VMM_STATE_PUSH_CODEC)) != 0) {
+		say(c->o, "compressing suspended state for the network...");
+		if (vmm_home_mktemp(h, &tmp, &tmp_lock, err) < 0)
+			return -1;
+		recoded = path_join(tmp, VMM_STATE_FILE);
+		if (vmm_chunk_reencode(path, recoded, VMM_STATE_PUSH_CODEC, VMM_STATE_PUSH_LEVEL,
+				       vmm_chunks_threads(), err) < 0) {
+			vmm_rm_rf(tmp, NULL);
+			return -1;
+		}
+		send = recoded;
+	}
 	say(c->o, "pushing suspended state...");
 	vmm_descriptor *d = NULL;
-	if (push_file_layer(c, m, VMM_MEDIA_VMM_STATE, path, "suspended state", &d, err) < 0)
+	int rc = push_file_layer(c, m, VMM_MEDIA_VMM_STATE, send, "suspended state", &d, err);
+	if (tmp)
+		vmm_rm_rf(tmp, NULL);
+	if (rc < 0)
 		return -1;
 	char size[32];
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)si.raw_size);
 	vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_SIZE, size);
-	vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_DIGEST, si.raw_digest);
+	if (si.raw_digest[0])
+		vmm_descriptor_annotate(d, VMM_ANN_STATE_RAW_DIGEST, si.raw_digest);
 	vmm_descriptor_annotate(d, VMM_ANN_STATE_QEMU_VERSION, si.qemu_version);
 	vmm_descriptor_annotate(d, VMM_ANN_STATE_MACHINE, si.machine);
 	return 0;
@@ -556,7 +586,7 @@ int vmm_push_dir(const vmm_home *h, const char *dir, const char *name, vmm_refer
 		if (push_file_layer(&c, m, extra[i].media, p, extra[i].what, NULL, err) < 0)
 			goto out;
 	}
-	if (push_state_layer(&c, m, b->dir, err) < 0)
+	if (push_state_layer(&c, h, m, b->dir, err) < 0)
 		goto out;
 
 	oci_cfg = vmm_oci_config_encode(b->config->arch, b->config->os, b->config->disk_format,

@@ -199,6 +199,37 @@ vmm suspend old
 run_wait old 30
 fmt=$(head -c 16384 "$home/old/state.vmmsave" | tail -c +13 | tr -d '\0' | grep -o '"format":[0-9]*')
 assert_eq "$fmt" '"format":2' "and suspends it in format 2"
+
+echo "a suspended VM pushed, then pulled into another home, resumes there"
+. "$(dirname "$0")/registry.sh"
+if reg_have_registry; then
+	registry_start REG
+	vmm push old "$REG/state/old:s" --insecure
+	assert_rc 0 "push the suspended VM"
+	assert_contains "$OUT" "compressing suspended state for the network" "re-encoding the state"
+	local_size=$(stat -c %s "$home/old/state.vmmsave")
+	layer=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+		"http://$REG/v2/state/old/manifests/s" | python3 -c 'import json,sys
+m = json.load(sys.stdin)
+print([l["size"] for l in m["layers"] if l["mediaType"].startswith("application/vnd.vmm.state")][0])')
+	assert_true "the state layer ($layer bytes) is smaller than the local state ($local_size)" \
+		test "${layer:-0}" -gt 0 -a "${layer:-0}" -lt "$local_size"
+	t=$(last_tick old)
+	VMM_HOME=$T_TMP/home2 vmm clone "$REG/state/old:s" old2 --insecure
+	assert_rc 0 "clone it from the registry into another home"
+	codec=$(head -c 16384 "$T_TMP/home2/vms/old2/state.vmmsave" | tail -c +13 | tr -d '\0' |
+		grep -o '"codec":"[a-z0-9]*"')
+	assert_eq "$codec" '"codec":"zstd"' "the pulled state is zstd"
+	VMM_HOME=$T_TMP/home2 run_bg old2
+	wait_console old2 "VMMTEST TICK" 1 || fail "the pulled state resumes"
+	first=$(grep -a -m1 -o 'VMMTEST TICK [0-9]*' "$T_TMP/old2.console" | awk '{print $3}')
+	assert_eq "$first" "$((t + 1))" "it goes on after the tick it was suspended at"
+	assert_eq "$(count old2 "VMMTEST BOOT")" 0 "without booting"
+	VMM_HOME=$T_TMP/home2 vmm stop old2 --timeout 30
+	run_wait old2 30
+else
+	echo "  (registry part skipped: docker-registry missing)"
+fi
 vmm stop old
 
 echo "a snapshot of a running VM: memory and disk of one instant, the console flowing"
