@@ -196,6 +196,119 @@ static bool page_is_zero(const unsigned char *p)
 	return q[0] == 0 && memcmp(p, p + 8, PAGE - 8) == 0;
 }
 
+/*
+ * A fast 64-bit hash of whole pages: four lanes of multiply and rotate (the
+ * round of XXH64) and a final mix.  Only for telling a stretch of RAM from
+ * its own earlier content.
+ */
+#define H1 0x9E3779B185EBCA87ull
+#define H2 0xC2B2AE3D27D4EB4Full
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+	return x << r | x >> (64 - r);
+}
+
+static uint64_t lane(uint64_t acc, uint64_t w)
+{
+	return rotl64(acc + w * H2, 31) * H1;
+}
+
+static uint64_t pages_hash(const unsigned char *p, size_t n)
+{
+	uint64_t a = H1 + H2, b = H2, c = 0, d = 0 - H1;
+	for (size_t i = 0; i + 32 <= n; i += 32) {
+		uint64_t w[4];
+		memcpy(w, p + i, sizeof(w));
+		a = lane(a, w[0]);
+		b = lane(b, w[1]);
+		c = lane(c, w[2]);
+		d = lane(d, w[3]);
+	}
+	uint64_t h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18) + n;
+	h ^= h >> 33;
+	h *= H2;
+	h ^= h >> 29;
+	h *= H1;
+	return h ^ (h >> 32);
+}
+
+typedef struct base_entry {
+	uint64_t position, offset, hash;
+	uint32_t csize, rsize;
+	uint8_t bitmap[BITMAP_BYTES];
+} base_entry;
+
+struct vmm_chunk_base {
+	int fd;
+	vmm_codec codec;
+	uint64_t chunk_size;
+	base_entry *e; /* owned: memory chunks, by position */
+	size_t n;
+	/* the rest of that file, for a save into it (vmm_chunk_writer_open_in_place) */
+	uint64_t file_size, index_offset, live;
+	uint64_t *stream_off; /* owned: the stream frames */
+	uint32_t *stream_len; /* owned */
+	size_t nstream;
+};
+
+void vmm_chunk_base_free(vmm_chunk_base *b)
+{
+	if (!b)
+		return;
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b->e);
+	free(b->stream_off);
+	free(b->stream_len);
+	free(b);
+}
+
+bool vmm_chunk_base_in_place_ok(const vmm_chunk_base *b, vmm_codec codec)
+{
+	/* past twice its live frames, a file is better written afresh */
+	return b && b->codec == codec && b->chunk_size == VMM_CHUNK_SIZE &&
+	       b->file_size <= 2 * b->live + (64u << 20);
+}
+
+static const base_entry *base_find(const vmm_chunk_base *b, uint64_t pos)
+{
+	size_t lo = 0, hi = b->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->e[mid].position < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < b->n && b->e[lo].position == pos ? &b->e[lo] : NULL;
+}
+
+/* Copy n bytes from in_fd at in_off to out_fd at out_off (in the kernel where it can). */
+static int copy_range(int in_fd, uint64_t in_off, int out_fd, uint64_t out_off, size_t n)
+{
+	loff_t i = (loff_t)in_off, o = (loff_t)out_off;
+	while (n) {
+		ssize_t c = copy_file_range(in_fd, &i, out_fd, &o, n, 0);
+		if (c < 0 && errno == EINTR)
+			continue;
+		if (c <= 0)
+			break;
+		n -= (size_t)c;
+	}
+	unsigned char buf[65536];
+	while (n) { /* no copy_file_range between these files: by hand */
+		size_t k = n < sizeof(buf) ? n : sizeof(buf);
+		if (vmm_pread_all(in_fd, buf, k, (off_t)i) < 0 ||
+		    vmm_pwrite_all(out_fd, buf, k, (off_t)o) < 0)
+			return -1;
+		i += (loff_t)k;
+		o += (loff_t)k;
+		n -= k;
+	}
+	return 0;
+}
+
 /* --- writing ---------------------------------------------------------------------- */
 
 typedef struct sjob {
@@ -226,6 +339,10 @@ struct vmm_chunk_writer {
 	record *recs;
 	size_t nrec, caprec;
 	uint64_t memory_bytes;
+	const vmm_chunk_base *base; /* borrowed: frames to reuse */
+	uint64_t compressed, reused;
+	bool in_place; /* writing into base's own file: reused frames stay where they are */
+	bool *used;    /* owned: in place, which base frames the new index keeps */
 };
 
 static void writer_fail(vmm_chunk_writer *w, vmm_error **e)
@@ -242,15 +359,24 @@ static void writer_fail(vmm_chunk_writer *w, vmm_error **e)
 	*e = NULL;
 }
 
-/* Append a compressed chunk to the file and record it. */
-static int emit(vmm_chunk_writer *w, record *r, const void *data, size_t n, vmm_error **err)
+#define ALIGN_UP(x) (((x) + PAGE - 1) & ~(uint64_t)(PAGE - 1))
+
+/*
+ * Room for n bytes at the end of the file.  Frames start on 4 KiB, so that
+ * a later save into this file can free a dead frame's blocks exactly.
+ */
+static uint64_t reserve(vmm_chunk_writer *w, size_t n)
 {
 	pthread_mutex_lock(&w->mu);
 	uint64_t off = w->end;
-	w->end += n;
+	w->end = ALIGN_UP(w->end + n);
 	pthread_mutex_unlock(&w->mu);
-	if (vmm_pwrite_all(w->fd, data, n, (off_t)off) < 0)
-		return vmm_error_errno(err, errno, "write %s", w->what);
+	return off;
+}
+
+/* Record a chunk written at off (n bytes). */
+static void record_chunk(vmm_chunk_writer *w, record *r, uint64_t off, size_t n, bool reused)
+{
 	r->offset = off;
 	r->csize = (uint32_t)n;
 	pthread_mutex_lock(&w->mu);
@@ -259,8 +385,13 @@ static int emit(vmm_chunk_writer *w, record *r, const void *data, size_t n, vmm_
 		w->recs = xrealloc(w->recs, w->caprec * sizeof(record));
 	}
 	w->recs[w->nrec++] = *r;
-	if (r->type == REC_MEMORY)
+	if (r->type == REC_MEMORY) {
 		w->memory_bytes += r->rsize;
+		if (reused)
+			w->reused++;
+		else
+			w->compressed++;
+	}
 	w->kicked += n;
 	bool kick = w->kicked >= KICK_EVERY;
 	if (kick)
@@ -268,6 +399,15 @@ static int emit(vmm_chunk_writer *w, record *r, const void *data, size_t n, vmm_
 	pthread_mutex_unlock(&w->mu);
 	if (kick)
 		sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+/* Append a compressed chunk to the file and record it. */
+static int emit(vmm_chunk_writer *w, record *r, const void *data, size_t n, vmm_error **err)
+{
+	uint64_t off = reserve(w, n);
+	if (vmm_pwrite_all(w->fd, data, n, (off_t)off) < 0)
+		return vmm_error_errno(err, errno, "write %s", w->what);
+	record_chunk(w, r, off, n, false);
 	return 0;
 }
 
@@ -293,6 +433,21 @@ static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned c
 	if (!kept)
 		return 0;
 	r.rsize = (uint32_t)(kept * PAGE);
+	/* the same pages as when the guest was resumed: that frame again */
+	const base_entry *b = w->base ? base_find(w->base, pos) : NULL;
+	if (b && b->rsize == r.rsize && memcmp(b->bitmap, r.bitmap, BITMAP_BYTES) == 0 &&
+	    b->hash == pages_hash(in, r.rsize)) {
+		if (w->in_place) { /* already in this file */
+			w->used[b - w->base->e] = true;
+			record_chunk(w, &r, b->offset, b->csize, true);
+			return 0;
+		}
+		uint64_t off = reserve(w, b->csize);
+		if (copy_range(w->base->fd, b->offset, w->fd, off, b->csize) < 0)
+			return vmm_error_errno(err, errno, "write %s", w->what);
+		record_chunk(w, &r, off, b->csize, true);
+		return 0;
+	}
 	size_t n;
 	if (compress_chunk(c, w->codec, w->level, in, r.rsize, out, cap, &n, err) < 0)
 		return -1;
@@ -372,6 +527,55 @@ int vmm_chunk_writer_open(vmm_chunk_writer **out, int fd, const char *what, vmm_
 			abort();
 	*out = w;
 	return 0;
+}
+
+int vmm_chunk_writer_open_in_place(vmm_chunk_writer **out, int fd, const vmm_chunk_base *base,
+				   const char *what, int level, int threads, vmm_error **err)
+{
+	if (!vmm_chunk_base_in_place_ok(base, base ? base->codec : VMM_CODEC_LZ4))
+		return vmm_error_set(err, VMM_EINVAL, "%s cannot be written in place", what);
+	if (vmm_chunk_writer_open(out, fd, what, base->codec, level, threads, err) < 0)
+		return -1;
+	vmm_chunk_writer *w = *out;
+	w->base = base;
+	w->in_place = true;
+	w->used = xcalloc(base->n ? base->n : 1, sizeof(bool));
+	w->end = ALIGN_UP(base->file_size);
+	return 0;
+}
+
+/* Free the blocks wholly inside [off, off+len) (best effort: space only). */
+static void punch(int fd, uint64_t off, uint64_t len)
+{
+	uint64_t a = ALIGN_UP(off), b = (off + len) & ~(uint64_t)(PAGE - 1);
+	if (b > a)
+		fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a, (off_t)(b - a));
+}
+
+/* In place: what the new index no longer names is dead. */
+static void punch_dead(vmm_chunk_writer *w)
+{
+	const vmm_chunk_base *b = w->base;
+	for (size_t i = 0; i < b->n; i++)
+		if (!w->used[i])
+			punch(w->fd, b->e[i].offset, b->e[i].csize);
+	for (size_t i = 0; i < b->nstream; i++)
+		punch(w->fd, b->stream_off[i], b->stream_len[i]);
+	punch(w->fd, b->index_offset, b->file_size - b->index_offset);
+}
+
+void vmm_chunk_writer_set_base(vmm_chunk_writer *w, const vmm_chunk_base *base)
+{
+	if (base && base->codec == w->codec && base->chunk_size == VMM_CHUNK_SIZE)
+		w->base = base;
+}
+
+void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t *reused)
+{
+	pthread_mutex_lock(&w->mu);
+	*compressed = w->compressed;
+	*reused = w->reused;
+	pthread_mutex_unlock(&w->mu);
 }
 
 int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, vmm_error **err)
@@ -500,6 +704,8 @@ int vmm_chunk_writer_finish(vmm_chunk_writer *w, vmm_savefile_header *h, vmm_err
 		return -1;
 	if (w->nrec)
 		qsort(w->recs, w->nrec, sizeof(record), cmp_record);
+	if (w->in_place)
+		punch_dead(w);
 	size_t len = w->nrec * VMM_SAVEFILE_RECORD_SIZE;
 	cleanup_free unsigned char *idx = xmalloc(len ? len : 1);
 	for (size_t i = 0; i < w->nrec; i++)
@@ -547,6 +753,7 @@ void vmm_chunk_writer_free(vmm_chunk_writer *w)
 	free(w->th);
 	free(w->mem);
 	free(w->recs);
+	free(w->used);
 	free(w->what);
 	vmm_error_free(w->error);
 	pthread_mutex_destroy(&w->mu);
@@ -701,6 +908,7 @@ struct vmm_chunk_fill {
 	size_t next;
 	bool failed;
 	vmm_error *error;
+	uint64_t *hashes; /* owned: per record, of its pages */
 };
 
 /* Write the pages of a decompressed memory chunk where they belong, in runs. */
@@ -740,8 +948,9 @@ static void *fill_main(void *arg)
 			break;
 		const record *r = &f->x->recs[i];
 		vmm_error *e = NULL;
-		if (read_chunk(&c, f->fd, f->h, r, in, out, f->what, &e) < 0 ||
-		    scatter(f, r, out, &e) < 0) {
+		if (read_chunk(&c, f->fd, f->h, r, in, out, f->what, &e) == 0)
+			f->hashes[i] = pages_hash(out, r->rsize);
+		if (e || scatter(f, r, out, &e) < 0) {
 			pthread_mutex_lock(&f->mu);
 			if (!f->failed) {
 				f->failed = true;
@@ -770,6 +979,7 @@ int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header
 	f->x = x;
 	f->what = xstrdup(what);
 	f->next = x->nstream;
+	f->hashes = xcalloc(x->n ? x->n : 1, sizeof(uint64_t));
 	f->nth = threads > 0 ? threads : 1;
 	pthread_mutex_init(&f->mu, NULL);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
@@ -781,7 +991,7 @@ int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header
 	return 0;
 }
 
-int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_error **err)
+int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_chunk_base **base, vmm_error **err)
 {
 	for (int i = 0; i < f->nth; i++)
 		pthread_join(f->th[i], NULL);
@@ -792,7 +1002,39 @@ int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_error **err)
 			vmm_error_free(*err);
 			*err = steal_ptr(f->error);
 		}
+	} else if (base) {
+		vmm_chunk_base *b = xcalloc(1, sizeof(*b));
+		b->fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 3);
+		b->codec = f->h->codec;
+		b->chunk_size = f->h->chunk_size;
+		b->n = f->x->n - f->x->nstream;
+		b->e = xcalloc(b->n ? b->n : 1, sizeof(base_entry));
+		for (size_t i = 0; i < b->n; i++) {
+			const record *r = &f->x->recs[f->x->nstream + i];
+			b->e[i] = (base_entry){.position = r->position,
+					       .offset = r->offset,
+					       .hash = f->hashes[f->x->nstream + i],
+					       .csize = r->csize,
+					       .rsize = r->rsize};
+			memcpy(b->e[i].bitmap, r->bitmap, BITMAP_BYTES);
+			b->live += r->csize;
+		}
+		b->nstream = f->x->nstream;
+		b->stream_off = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint64_t));
+		b->stream_len = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint32_t));
+		for (size_t i = 0; i < b->nstream; i++) {
+			b->stream_off[i] = f->x->recs[i].offset;
+			b->stream_len[i] = f->x->recs[i].csize;
+		}
+		b->index_offset = f->h->index_offset;
+		b->file_size = VMM_SAVEFILE_HEADER_SIZE + f->h->compressed_size;
+		if (b->fd < 0) {
+			vmm_chunk_base_free(b);
+			b = NULL;
+		}
+		*base = b;
 	}
+	free(f->hashes);
 	vmm_error_free(f->error);
 	pthread_mutex_destroy(&f->mu);
 	free(f->th);
@@ -957,7 +1199,7 @@ static void *recode_main(void *arg)
 			pthread_mutex_lock(&rc->mu);
 			r.offset = rc->end;
 			r.csize = (uint32_t)n;
-			rc->end += n;
+			rc->end = (rc->end + n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
 			pthread_mutex_unlock(&rc->mu);
 			if (vmm_pwrite_all(rc->out, out, n, (off_t)r.offset) < 0)
 				ok = vmm_error_errno(&e, errno, "write `%s`", rc->tmp);

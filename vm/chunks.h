@@ -41,6 +41,21 @@ int vmm_chunks_threads(void);
 typedef struct vmm_chunk_writer vmm_chunk_writer;
 
 /*
+ * The memory chunks of the state a guest was resumed from, with a hash of
+ * each one's pages as they were loaded (and a descriptor of that file, which
+ * stays readable after it is removed).  A later save of the same guest copies
+ * the frames of stretches whose pages have not changed instead of compressing
+ * them again: suspend after resume costs what changed.  Opaque.
+ */
+typedef struct vmm_chunk_base vmm_chunk_base;
+void vmm_chunk_base_free(vmm_chunk_base *b);
+/*
+ * May a save of `codec` go into base's own file?  Not in another codec, and
+ * not once the file is more than twice its live frames (then a fresh file).
+ */
+bool vmm_chunk_base_in_place_ok(const vmm_chunk_base *b, vmm_codec codec);
+
+/*
  * Start a body in fd (open for writing; chunks go from
  * VMM_SAVEFILE_HEADER_SIZE on), compressed with codec at level (lz4: 0 is
  * its default, below 0 faster; zstd: its levels) by `threads` threads.
@@ -48,6 +63,25 @@ typedef struct vmm_chunk_writer vmm_chunk_writer;
  */
 int vmm_chunk_writer_open(vmm_chunk_writer **out, int fd, const char *what, vmm_codec codec,
 			  int level, int threads, vmm_error **err);
+
+/*
+ * A writer into the file base was loaded from (fd: open read-write on it):
+ * unchanged chunks stay where they are, new ones are appended, dead ones
+ * have their blocks freed, and a new index goes at the end.  The header is
+ * the caller's, as ever; until it is written the file is neither the old
+ * state nor the new one, so it must not be named as a state meanwhile.
+ */
+int vmm_chunk_writer_open_in_place(vmm_chunk_writer **out, int fd, const vmm_chunk_base *base,
+				   const char *what, int level, int threads, vmm_error **err);
+
+/*
+ * Reuse the unchanged chunks of `base` (borrowed until finish) when they are
+ * in this writer's codec.  Call before vmm_chunk_writer_add_memory().
+ */
+void vmm_chunk_writer_set_base(vmm_chunk_writer *w, const vmm_chunk_base *base);
+
+/* How many memory chunks were compressed and how many copied from the base so far. */
+void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t *reused);
 
 /*
  * Queue the guest RAM in ram_fd (size bytes; holes are skipped without
@@ -98,8 +132,12 @@ typedef struct vmm_chunk_fill vmm_chunk_fill;
 int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header *h,
 			 const vmm_chunk_index *x, int ram_fd, int threads, const char *what,
 			 vmm_error **err);
-/* Wait for the fill; the first error (a corrupt chunk: VMM_EFORMAT) if any.  Frees f. */
-int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_error **err);
+/*
+ * Wait for the fill; the first error (a corrupt chunk: VMM_EFORMAT) if any.
+ * With base non-NULL, *base gets what a later save may reuse (caller frees).
+ * Frees f.
+ */
+int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_chunk_base **base, vmm_error **err);
 
 /*
  * Decompress the stream chunks in order into out_fd (a pipe to QEMU), with

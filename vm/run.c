@@ -3,6 +3,7 @@
 #include "storage/copy.h"
 #include "vm/bundle.h"
 #include "vm/checkpoint.h"
+#include "vm/chunks.h"
 #include "vm/qmp.h"
 #include "vm/state.h"
 
@@ -46,6 +47,8 @@ typedef struct run {
 	uint64_t ram_size; /* bytes */
 	vmm_qmp *qmp;	   /* owned */
 	vmm_ckpt *ckpt;	   /* owned: a snapshot of the running VM under way */
+	vmm_chunk_base *base; /* owned: the state this run resumed from, for suspend to reuse */
+	int base_fd;	      /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
 	int ckpt_client;   /* the control connection waiting for it */
 	char errline[512]; /* QEMU's last line on stderr */
 	char errpart[512];
@@ -366,7 +369,14 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 		return -1;
 	say(r, "creating a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
-	vmm_state_save_opts so = {.ram_fd = r->ram, .ram_size = r->ram_size};
+	cleanup_free char *aside = path_join(r->dir, RESUMED_ASIDE);
+	bool spoiled = false;
+	vmm_state_save_opts so = {.ram_fd = r->ram,
+				  .ram_size = r->ram_size,
+				  .base = r->base,
+				  .base_fd = r->base_fd,
+				  .base_path = aside,
+				  .base_spoiled = &spoiled};
 	/* VMM_STATE_FORMAT=1: vmm 0.1's format, for tests that old states still resume */
 	const char *fmt = getenv("VMM_STATE_FORMAT");
 	if (fmt && strcmp(fmt, "1") == 0) {
@@ -376,6 +386,13 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	vmm_qmp_set_timeout(r->qmp, 120);
 	int rc = vmm_state_save(r->qmp, path, h, &so, stats, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
+	if (spoiled) { /* the next suspend writes a fresh file */
+		vmm_chunk_base_free(r->base);
+		r->base = NULL;
+		close(r->base_fd);
+		r->base_fd = -1;
+		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	}
 	if (rc < 0)
 		return -1;
 	say(r, "snapshot created successfully! shutting down the VM...");
@@ -494,7 +511,7 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	say(r, "restoring VM state from a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_load_finish(steal_ptr(l), r->qmp, NULL, err);
+	int rc = vmm_state_load_finish(steal_ptr(l), r->qmp, NULL, &r->base, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
@@ -505,7 +522,18 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 		renameat(r->dirfd, RESUMED_ASIDE, r->dirfd, VMM_STATE_FILE);
 		return -1;
 	}
-	unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	/*
+	 * What the guest resumed from stays, under a name no vmm restores, for
+	 * a suspend to save into (its unchanged chunks stay where they are).
+	 * It goes when this run ends, or with the next run if this one is killed.
+	 */
+	if (r->base)
+		r->base_fd = openat(r->dirfd, RESUMED_ASIDE, O_RDWR | O_CLOEXEC);
+	if (r->base_fd < 0) {
+		vmm_chunk_base_free(r->base);
+		r->base = NULL;
+		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	}
 	vmm_fsync_dir(r->dir, true, NULL); /* r->dirfd is O_PATH */
 	return 0;
 }
@@ -812,6 +840,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		 .tap = -1,
 		 .ram = -1,
 		 .ckpt_client = -1,
+		 .base_fd = -1,
 		 .console_in = o->console_in,
 		 .console_out = o->console_out};
 	vmm_vm_state st = vmm_bundle_state(b);
@@ -876,11 +905,18 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		close(r.errpipe);
 	if (r.tap >= 0)
 		close(r.tap);
-	if (r.ram >= 0)
-		close(r.ram);
+	vmm_chunk_base_free(r.base);
+	if (r.base_fd >= 0) {
+		close(r.base_fd);
+		unlinkat(r.dirfd, RESUMED_ASIDE, 0); /* gone already if a suspend saved into it */
+	}
 	vmm_qmp_free(r.qmp);
 	vmm_qemu_cmd_free(r.cmd);
 	vmm_config_free(r.cfg);
 	close(r.dirfd);
+	/* done with the VM: others may see it stopped or suspended while the RAM is freed */
+	close(steal_fd(lock));
+	if (r.ram >= 0)
+		close(r.ram);
 	return rc;
 }

@@ -245,19 +245,35 @@ static int save_format1(vmm_qmp *q, const char *path, vmm_savefile_header *h,
 static int save_chunks(vmm_qmp *q, const char *path, vmm_savefile_header *h,
 		       const vmm_state_save_opts *o, vmm_error **err)
 {
-	cleanup_free char *tmp = xasprintf("%s.tmp", path);
+	/*
+	 * After a resume, into the file resumed from (its unchanged chunks stay,
+	 * vm/chunks.h); else a new file.  Either is renamed to path at the end.
+	 */
+	bool in_place = o->base && o->base_fd >= 0 && o->ram_fd >= 0 &&
+			vmm_chunk_base_in_place_ok(o->base, VMM_STATE_CODEC);
+	cleanup_free char *tmp = in_place ? xstrdup(o->base_path) : xasprintf("%s.tmp", path);
 	cleanup_free char *what = xasprintf("`%s`", tmp);
-	unlink(tmp);
-	cleanup_close int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return vmm_error_errno(err, errno, "create `%s`", tmp);
+	cleanup_close int own = -1;
+	int fd = o->base_fd;
+	if (!in_place) {
+		unlink(tmp);
+		fd = own = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return vmm_error_errno(err, errno, "create `%s`", tmp);
+	}
 	vmm_chunk_writer *w = NULL;
 	int rc = -1;
 	cleanup_close int rd = -1;
 	bool migrating = false;
-	if (vmm_chunk_writer_open(&w, fd, what, VMM_STATE_CODEC, VMM_STATE_LEVEL,
-				  vmm_chunks_threads(), err) < 0)
+	int threads = vmm_chunks_threads();
+	int orc = in_place ? vmm_chunk_writer_open_in_place(&w, fd, o->base, what,
+							    VMM_STATE_LEVEL, threads, err)
+			   : vmm_chunk_writer_open(&w, fd, what, VMM_STATE_CODEC, VMM_STATE_LEVEL,
+						   threads, err);
+	if (orc < 0)
 		goto out;
+	if (!in_place)
+		vmm_chunk_writer_set_base(w, o->base);
 	/* the RAM does not change once QEMU is stopped: compress it beside QEMU's save */
 	if (o->ram_fd >= 0 && vmm_chunk_writer_add_memory(w, o->ram_fd, o->ram_size, err) < 0)
 		goto out;
@@ -279,8 +295,10 @@ out:
 	if (migrating)
 		vmm_qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
 	vmm_chunk_writer_free(w);
-	if (rc < 0)
+	if (rc < 0 && !in_place)
 		unlink(tmp);
+	if (rc < 0 && in_place && o->base_spoiled)
+		*o->base_spoiled = true; /* neither the old state nor a new one */
 	return rc;
 }
 
@@ -333,7 +351,7 @@ void vmm_state_load_free(vmm_state_load *l)
 	if (!l)
 		return;
 	if (l->fill)
-		vmm_chunk_fill_wait(l->fill, NULL);
+		vmm_chunk_fill_wait(l->fill, NULL, NULL);
 	vmm_chunk_index_free(l->x);
 	if (l->fd >= 0)
 		close(l->fd);
@@ -371,14 +389,15 @@ fail:
 }
 
 int vmm_state_load_finish(vmm_state_load *l, vmm_qmp *q, vmm_savefile_stats *stats,
-			  vmm_error **err)
+			  vmm_chunk_base **base, vmm_error **err)
 {
+	vmm_chunk_base *b = NULL;
 	const vmm_savefile_header *h = l->h;
 	int rc = -1;
 	cleanup_close int wr = -1;
 	cleanup_vmm_error vmm_error *stream_err = NULL;
 	if (l->fill) {
-		int frc = vmm_chunk_fill_wait(l->fill, err);
+		int frc = vmm_chunk_fill_wait(l->fill, &b, err);
 		l->fill = NULL;
 		if (frc < 0)
 			goto out;
@@ -414,8 +433,11 @@ int vmm_state_load_finish(vmm_state_load *l, vmm_qmp *q, vmm_savefile_stats *sta
 		stats->seconds = vmm_now() - l->start;
 		stats->pause = 0;
 	}
+	if (base)
+		*base = steal_ptr(b);
 	rc = 0;
 out:
+	vmm_chunk_base_free(b);
 	vmm_state_load_free(l);
 	return rc;
 }

@@ -60,6 +60,10 @@ typedef struct vmm_state_save_opts {
 	int ram_fd;	   /* the guest's RAM (memfd, ram_size bytes); -1: QEMU streams it */
 	uint64_t ram_size; /* bytes */
 	int format;	   /* 0: the current one; VMM_SAVEFILE_FORMAT_STREAM: vmm 0.1's (tests) */
+	const struct vmm_chunk_base *base; /* the state resumed from, to reuse; may be NULL */
+	int base_fd;	       /* -1, or that file open read-write: save into it */
+	const char *base_path; /* ... and its name now */
+	bool *base_spoiled;    /* set when a save into it failed: it is of no use any more */
 } vmm_state_save_opts;
 
 /*
@@ -84,10 +88,11 @@ int vmm_state_load_begin(vmm_state_load **out, const char *path, const vmm_savef
 /*
  * Finish the load into QEMU started with -incoming defer: wait for the RAM,
  * load the device state (or the whole stream) and wait for QEMU to take it.
- * QEMU is left paused.  Frees l.
+ * QEMU is left paused.  *base (base may be NULL) gets what a later save of
+ * this guest may reuse, or NULL (caller frees).  Frees l.
  */
 int vmm_state_load_finish(vmm_state_load *l, vmm_qmp *q, vmm_savefile_stats *stats,
-			  vmm_error **err);
+			  struct vmm_chunk_base **base, vmm_error **err);
 
 /* Abandon a load that was begun (waits for its threads). */
 void vmm_state_load_free(vmm_state_load *l);

@@ -99,16 +99,19 @@ static vmm_savefile_header *sample_header(void)
 }
 
 /* Write a state: the device stream through a pipe and, if with_ram, the memory. */
-static void write_state(fixture *f, bool with_ram, vmm_codec codec, int threads)
+static void write_state_base(fixture *f, int ram, const vmm_chunk_base *base, vmm_codec codec,
+			     int threads, uint64_t *compressed, uint64_t *reused)
 {
+	bool with_ram = ram >= 0;
 	char *tmp = xasprintf("%s.tmp", f->path);
 	int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
 	vmm_chunk_writer *w = NULL;
 	vmm_error *err = NULL;
 	assert_int_equal(vmm_chunk_writer_open(&w, fd, "test state", codec, 0, threads, &err), 0);
+	vmm_chunk_writer_set_base(w, base);
 	if (with_ram)
-		assert_int_equal(vmm_chunk_writer_add_memory(w, f->ram, RAM, &err), 0);
+		assert_int_equal(vmm_chunk_writer_add_memory(w, ram, RAM, &err), 0);
 	int p[2];
 	assert_int_equal(pipe(p), 0);
 	pid_t pid = fork();
@@ -124,6 +127,12 @@ static void write_state(fixture *f, bool with_ram, vmm_codec codec, int threads)
 	vmm_savefile_header *h = sample_header();
 	if (vmm_chunk_writer_finish(w, h, &err) < 0)
 		fail_msg("%s", err->msg);
+	uint64_t c = 0, r = 0;
+	vmm_chunk_writer_counts(w, &c, &r);
+	if (compressed)
+		*compressed = c;
+	if (reused)
+		*reused = r;
 	vmm_chunk_writer_free(w);
 	assert_int_equal(vmm_savefile_publish(fd, tmp, f->path, h, &err), 0);
 	close(fd);
@@ -131,9 +140,14 @@ static void write_state(fixture *f, bool with_ram, vmm_codec codec, int threads)
 	free(tmp);
 }
 
+static void write_state(fixture *f, bool with_ram, vmm_codec codec, int threads)
+{
+	write_state_base(f, with_ram ? f->ram : -1, NULL, codec, threads, NULL, NULL);
+}
+
 /* Load the state back: memory into a fresh memfd (returned), the stream into *dev. */
-static int load_state(fixture *f, int *ram_out, unsigned char **dev, size_t *dev_len,
-		      vmm_error **err)
+static int load_state_base(fixture *f, int *ram_out, unsigned char **dev, size_t *dev_len,
+			   vmm_chunk_base **base, vmm_error **err)
 {
 	vmm_savefile_header *h = NULL;
 	if (vmm_savefile_read_header(&h, f->path, err) < 0)
@@ -147,7 +161,7 @@ static int load_state(fixture *f, int *ram_out, unsigned char **dev, size_t *dev
 	if (rc == 0 && h->kind == VMM_SAVEFILE_KIND_MEMORY) {
 		vmm_chunk_fill *fill = NULL;
 		assert_int_equal(vmm_chunk_fill_start(&fill, fd, h, x, ram, 3, "test state", err), 0);
-		rc = vmm_chunk_fill_wait(fill, err);
+		rc = vmm_chunk_fill_wait(fill, base, err);
 	}
 	char *out = path_join(f->dir, "stream.out");
 	if (rc == 0) {
@@ -170,6 +184,12 @@ static int load_state(fixture *f, int *ram_out, unsigned char **dev, size_t *dev
 	}
 	*ram_out = ram;
 	return 0;
+}
+
+static int load_state(fixture *f, int *ram_out, unsigned char **dev, size_t *dev_len,
+		      vmm_error **err)
+{
+	return load_state_base(f, ram_out, dev, dev_len, NULL, err);
 }
 
 static void assert_same_ram(int a, int b)
@@ -271,6 +291,103 @@ static void test_chunks_reencode__zstd(void **state)
 	free(z);
 }
 
+/* Suspend after resume: the stretches the guest did not touch are copied, not compressed. */
+static void test_chunks_reuse__unchanged_stretches(void **state)
+{
+	fixture *f = *state;
+	write_state(f, true, VMM_CODEC_LZ4, 2);
+	int ram = -1;
+	unsigned char *dev = NULL;
+	size_t len = 0;
+	vmm_chunk_base *base = NULL;
+	vmm_error *err = NULL;
+	if (load_state_base(f, &ram, &dev, &len, &base, &err) < 0)
+		fail_msg("%s", err->msg);
+	free(dev);
+	assert_non_null(base);
+	/* the "guest" changes one page at 1 MiB and zeroes another at 10 MiB */
+	unsigned char page[4096];
+	fill_page(page, 99);
+	assert_int_equal(vmm_pwrite_all(ram, page, 4096, 1 << 20), 0);
+	memset(page, 0, sizeof(page));
+	assert_int_equal(vmm_pwrite_all(ram, page, 4096, 10 << 20), 0);
+	/* the state it was loaded from goes away, as after a resume */
+	assert_int_equal(unlink(f->path), 0);
+	uint64_t compressed = 0, reused = 0;
+	write_state_base(f, ram, base, VMM_CODEC_LZ4, 2, &compressed, &reused);
+	vmm_chunk_base_free(base);
+	/* 4 stretches hold data (0, 2, 10 and 22 MiB); the two touched ones are new */
+	assert_int_equal(compressed, 2);
+	assert_int_equal(reused, 2);
+	int again = -1;
+	if (load_state(f, &again, &dev, &len, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_same_ram(ram, again);
+	close(ram);
+	close(again);
+	free(dev);
+}
+
+/* ... and into the very file resumed from: only the changed stretches are written. */
+static void test_chunks_reuse__in_place(void **state)
+{
+	fixture *f = *state;
+	write_state(f, true, VMM_CODEC_LZ4, 2);
+	int ram = -1;
+	unsigned char *dev = NULL;
+	size_t len = 0;
+	vmm_chunk_base *base = NULL;
+	vmm_error *err = NULL;
+	if (load_state_base(f, &ram, &dev, &len, &base, &err) < 0)
+		fail_msg("%s", err->msg);
+	free(dev);
+	assert_true(vmm_chunk_base_in_place_ok(base, VMM_CODEC_LZ4));
+	unsigned char page[4096];
+	fill_page(page, 77);
+	assert_int_equal(vmm_pwrite_all(ram, page, 4096, 2 << 20), 0);
+	/* the file is renamed aside, as after a resume, and written into */
+	char *aside = path_join(f->dir, "aside");
+	assert_int_equal(rename(f->path, aside), 0);
+	struct stat before;
+	assert_int_equal(stat(aside, &before), 0);
+	int fd = open(aside, O_RDWR);
+	vmm_chunk_writer *w = NULL;
+	assert_int_equal(vmm_chunk_writer_open_in_place(&w, fd, base, "aside", 0, 2, &err), 0);
+	assert_int_equal(vmm_chunk_writer_add_memory(w, ram, RAM, &err), 0);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(vmm_write_all(p[1], f->device, 4096), 0);
+	close(p[1]);
+	assert_int_equal(vmm_chunk_writer_pump(w, p[0], &err), 0);
+	close(p[0]);
+	vmm_savefile_header *h = sample_header();
+	if (vmm_chunk_writer_finish(w, h, &err) < 0)
+		fail_msg("%s", err->msg);
+	uint64_t compressed = 0, reused = 0;
+	vmm_chunk_writer_counts(w, &compressed, &reused);
+	assert_int_equal(compressed, 1);
+	assert_int_equal(reused, 3);
+	vmm_chunk_writer_free(w);
+	assert_int_equal(vmm_savefile_publish(fd, aside, f->path, h, &err), 0);
+	close(fd);
+	vmm_savefile_header_free(h);
+	vmm_chunk_base_free(base);
+	/* the old stream and index are freed: fewer blocks than before, whatever the size */
+	struct stat after;
+	assert_int_equal(stat(f->path, &after), 0);
+	assert_true(after.st_blocks < before.st_blocks);
+	int again = -1;
+	if (load_state(f, &again, &dev, &len, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_int_equal(len, 4096);
+	assert_memory_equal(dev, f->device, 4096);
+	assert_same_ram(ram, again);
+	close(ram);
+	close(again);
+	free(dev);
+	free(aside);
+}
+
 static void flip_byte(const char *path, off_t off)
 {
 	int fd = open(path, O_RDWR);
@@ -358,6 +475,9 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_roundtrip__stream_only, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_reencode__zstd, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_reuse__unchanged_stretches, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_reuse__in_place, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__corrupt_chunk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__index, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__truncated, setup, teardown),
