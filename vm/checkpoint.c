@@ -41,6 +41,7 @@ struct vmm_ckpt {
 	int state_fd, rd, evfd;
 	stage st;
 	bool reflink, node_added, job_started, job_done, migrating, migrated, was_running, fd_passed;
+	bool job_unleashed;
 	bool paused_by_us, resumed;
 	char *job_error; /* owned: why the backup failed */
 	double stop_ts, resume_ts, start;
@@ -307,11 +308,18 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 		if (src < 0 || dst < 0 || ioctl(dst, FICLONE, src) < 0)
 			return vmm_error_errno(err, errno, "clone `%s`", k->disk_src);
 	} else {
-		json_t *a = json_pack("{s:s,s:s,s:s,s:s}", "job-id", NODE, "device", "disk0",
-				      "target", NODE, "sync", "full");
+		/*
+		 * Its point in time is now; its copying would hold QEMU's main
+		 * loop while QEMU saves the device state and resumes the guest
+		 * (a pause of 300 ms instead of 50 measured), so it waits, paused
+		 * and at 1 byte/s, until the guest runs again.
+		 */
+		json_t *a = json_pack("{s:s,s:s,s:s,s:s,s:I}", "job-id", NODE, "device", "disk0",
+				      "target", NODE, "sync", "full", "speed", (json_int_t)1);
 		if (vmm_qmp_execute(q, "blockdev-backup", a, NULL, err) < 0)
 			return -1;
 		k->job_started = true;
+		vmm_qmp_execute(q, "block-job-pause", json_pack("{s:s}", "device", NODE), NULL, NULL);
 	}
 	if (k->efi_src) {
 		vmm_copy_opts co = {0};
@@ -427,6 +435,15 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 	bool pump_done = k->pump_done, fin_done = k->fin_done;
 	pthread_mutex_unlock(&k->mu);
 	if (k->st == SAVING) {
+		if (k->job_started && !k->job_done && !k->job_unleashed &&
+		    (k->resumed || !k->was_running || k->migrated)) {
+			json_t *a = json_pack("{s:s,s:I}", "device", NODE, "speed", (json_int_t)0);
+			if (vmm_qmp_execute(q, "block-job-set-speed", a, NULL, err) < 0)
+				return -1;
+			vmm_qmp_execute(q, "block-job-resume", json_pack("{s:s}", "device", NODE), NULL,
+					NULL);
+			k->job_unleashed = true;
+		}
 		if (pump_done && k->pump_started) {
 			pthread_join(k->pump, NULL);
 			k->pump_started = false;

@@ -527,7 +527,9 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	 * a suspend to save into (its unchanged chunks stay where they are).
 	 * It goes when this run ends, or with the next run if this one is killed.
 	 */
-	if (r->base)
+	/* VMM_STATE_REUSE=0: every suspend writes a new file (benchmarks measure both) */
+	const char *reuse = getenv("VMM_STATE_REUSE");
+	if (r->base && !(reuse && strcmp(reuse, "0") == 0))
 		r->base_fd = openat(r->dirfd, RESUMED_ASIDE, O_RDWR | O_CLOEXEC);
 	if (r->base_fd < 0) {
 		vmm_chunk_base_free(r->base);
