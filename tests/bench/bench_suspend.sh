@@ -103,7 +103,6 @@ base_cycle() {
 	base suspend
 	S=${A% *} RAW=${A#* }
 }
-allocated() { echo $(($(stat -c %b "$1") * $(stat -c %B "$1"))); }
 
 declare -A T_SUS T_FULL T_RES T_RAWS T_RAWR T_STATE T_FRESH T_RAW T_PAUSE
 push_ratio=""
