@@ -28,19 +28,20 @@ extern char **environ;
 typedef enum { SAVING, FINISHING } stage;
 
 struct vmm_ckpt {
-	char *dest;	  /* owned */
-	char *state_tmp;  /* owned: dest/state.vmmsave.tmp */
-	char *state_path; /* owned */
-	char *disk_src;	  /* owned */
-	char *disk_dst;	  /* owned */
-	char *scratch;	  /* owned: the qcow2 QEMU's backup writes (no reflinks) */
-	char *efi_src;	  /* owned: NULL without UEFI */
-	char *efi_dst;	  /* owned */
+	char *dest;		/* owned */
+	char *state_tmp;	/* owned: dest/state.vmmsave.tmp */
+	char *state_path;	/* owned */
+	char *disk_src;		/* owned */
+	char *disk_dst;		/* owned */
+	char *scratch;		/* owned: the qcow2 QEMU's backup writes (no reflinks) */
+	char *efi_src;		/* owned: NULL without UEFI */
+	char *efi_dst;		/* owned */
 	vmm_savefile_header *h; /* owned */
 	vmm_chunk_writer *w;	/* owned */
 	int state_fd, rd, evfd;
 	stage st;
-	bool reflink, node_added, job_started, job_done, migrating, migrated, was_running, fd_passed;
+	bool reflink, node_added, job_started, job_done, migrating, migrated, was_running,
+	    fd_passed;
 	bool job_unleashed;
 	bool paused_by_us, resumed;
 	char *job_error; /* owned: why the backup failed */
@@ -174,8 +175,8 @@ static int finish(vmm_ckpt *k, vmm_error **err)
 		if (!img)
 			return vmm_error_set(err, VMM_EGENERIC,
 					     "qemu-img is not on PATH: install qemu-utils");
-		const char *argv[] = {img, "convert",  "-q", "-f",	  "qcow2",     "-O",
-				      "raw", "-S", "4k", k->scratch, k->disk_dst, NULL};
+		const char *argv[] = {img,   "convert", "-q", "-f",	  "qcow2",     "-O",
+				      "raw", "-S",	"4k", k->scratch, k->disk_dst, NULL};
 		if (run_tool(argv, err) < 0)
 			return -1;
 		unlink(k->scratch);
@@ -204,9 +205,9 @@ static void *fin_main(void *arg)
 
 static int set_caps(vmm_qmp *q, bool background, vmm_error **err)
 {
-	json_t *a = json_pack("{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability",
-			      "x-ignore-shared", "state", 0, "capability", "background-snapshot",
-			      "state", background);
+	json_t *a =
+	    json_pack("{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability", "x-ignore-shared",
+		      "state", 0, "capability", "background-snapshot", "state", background);
 	return vmm_qmp_execute(q, "migrate-set-capabilities", a, NULL, err);
 }
 
@@ -280,7 +281,8 @@ static int prepare_disk(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 		return vmm_error_errno(err, errno, "stat `%s`", k->disk_src);
 	cleanup_free char *img = vmm_find_in_path("qemu-img");
 	if (!img)
-		return vmm_error_set(err, VMM_EGENERIC, "qemu-img is not on PATH: install qemu-utils");
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "qemu-img is not on PATH: install qemu-utils");
 	char size[32];
 	snprintf(size, sizeof(size), "%lld", (long long)st.st_size);
 	const char *argv[] = {img, "create", "-q", "-f", "qcow2", k->scratch, size, NULL};
@@ -319,7 +321,8 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 		if (vmm_qmp_execute(q, "blockdev-backup", a, NULL, err) < 0)
 			return -1;
 		k->job_started = true;
-		vmm_qmp_execute(q, "block-job-pause", json_pack("{s:s}", "device", NODE), NULL, NULL);
+		vmm_qmp_execute(q, "block-job-pause", json_pack("{s:s}", "device", NODE), NULL,
+				NULL);
 	}
 	if (k->efi_src) {
 		vmm_copy_opts co = {0};
@@ -397,8 +400,8 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 	}
 	fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
 	k->rd = p[0];
-	int rc = vmm_qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FDNAME), p[1], NULL,
-				    err);
+	int rc =
+	    vmm_qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FDNAME), p[1], NULL, err);
 	close(p[1]);
 	if (rc < 0)
 		goto fail;
@@ -440,8 +443,8 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			json_t *a = json_pack("{s:s,s:I}", "device", NODE, "speed", (json_int_t)0);
 			if (vmm_qmp_execute(q, "block-job-set-speed", a, NULL, err) < 0)
 				return -1;
-			vmm_qmp_execute(q, "block-job-resume", json_pack("{s:s}", "device", NODE), NULL,
-					NULL);
+			vmm_qmp_execute(q, "block-job-resume", json_pack("{s:s}", "device", NODE),
+					NULL, NULL);
 			k->job_unleashed = true;
 		}
 		if (pump_done && k->pump_started) {
@@ -461,7 +464,8 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			json_decref(r);
 			if (failed)
 				return vmm_error_set(err, VMM_EGENERIC,
-						     "QEMU's background snapshot %s", s ? s : "ended");
+						     "QEMU's background snapshot %s",
+						     s ? s : "ended");
 			if (!done) {
 				usleep(2000);
 				poke(k);
@@ -472,12 +476,13 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			set_caps(q, false, NULL);
 		}
 		if (k->job_done && k->job_error)
-			return vmm_error_set(err, VMM_EGENERIC, "copying the disk: %s", k->job_error);
+			return vmm_error_set(err, VMM_EGENERIC, "copying the disk: %s",
+					     k->job_error);
 		if (!k->migrated || (k->job_started && !k->job_done))
 			return 0;
 		if (k->node_added) {
-			if (vmm_qmp_execute(q, "blockdev-del", json_pack("{s:s}", "node-name", NODE),
-					    NULL, err) < 0)
+			if (vmm_qmp_execute(q, "blockdev-del",
+					    json_pack("{s:s}", "node-name", NODE), NULL, err) < 0)
 				return -1;
 			k->node_added = false;
 		}
@@ -515,8 +520,8 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	if (q && k->fd_passed && !k->migrating && !k->migrated)
 		vmm_qmp_execute(q, "closefd", json_pack("{s:s}", "fdname", FDNAME), NULL, NULL);
 	if (q && k->job_started && !k->job_done) {
-		vmm_qmp_execute(q, "block-job-cancel", json_pack("{s:s,s:b}", "device", NODE, "force", 1),
-				NULL, NULL);
+		vmm_qmp_execute(q, "block-job-cancel",
+				json_pack("{s:s,s:b}", "device", NODE, "force", 1), NULL, NULL);
 		for (int i = 0; i < 500; i++) {
 			json_t *jobs = NULL;
 			if (vmm_qmp_execute(q, "query-block-jobs", NULL, &jobs, NULL) < 0)
@@ -529,7 +534,8 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 		}
 	}
 	if (q && k->node_added)
-		vmm_qmp_execute(q, "blockdev-del", json_pack("{s:s}", "node-name", NODE), NULL, NULL);
+		vmm_qmp_execute(q, "blockdev-del", json_pack("{s:s}", "node-name", NODE), NULL,
+				NULL);
 	if (q && k->paused_by_us)
 		vmm_qmp_execute(q, "cont", NULL, NULL, NULL);
 	if (q && !published)

@@ -37,8 +37,8 @@ typedef struct vmm_ckpt vmm_ckpt;
 /*
  * Begin a checkpoint of the QEMU behind q (command cmd, config c, bundle
  * vm_dir, process qemu_pid) into the existing directory dest;
- * ram_fd/ram_size: the guest's RAM.  On return the guest runs again (if it ran).  On failure nothing is
- * left in dest and the guest runs on.
+ * ram_fd/ram_size: the guest's RAM.  On return the guest runs again (if it ran).  On failure
+ * nothing is left in dest and the guest runs on.
  */
 int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vmm_config *c,
 		   const char *vm_dir, const char *dest, pid_t qemu_pid, int ram_fd,

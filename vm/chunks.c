@@ -415,8 +415,8 @@ static int emit(vmm_chunk_writer *w, record *r, const void *data, size_t n, vmm_
 static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned char *in,
 		     unsigned char *out, size_t cap, vmm_error **err)
 {
-	size_t len = w->ram_size - pos < VMM_CHUNK_SIZE ? (size_t)(w->ram_size - pos)
-							: VMM_CHUNK_SIZE;
+	size_t len =
+	    w->ram_size - pos < VMM_CHUNK_SIZE ? (size_t)(w->ram_size - pos) : VMM_CHUNK_SIZE;
 	if (vmm_pread_all(w->ram_fd, in, len, (off_t)pos) < 0)
 		return vmm_error_errno(err, errno, "read guest memory");
 	record r = {.type = REC_MEMORY, .position = pos};
@@ -581,7 +581,8 @@ void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t
 int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, vmm_error **err)
 {
 	if (size % PAGE)
-		return vmm_error_set(err, VMM_EINVAL, "guest memory of %llu bytes is not whole pages",
+		return vmm_error_set(err, VMM_EINVAL,
+				     "guest memory of %llu bytes is not whole pages",
 				     (unsigned long long)size);
 	/* the stretches that hold data: tmpfs knows which pages were never touched */
 	uint64_t *list = xcalloc(size / VMM_CHUNK_SIZE + 1, sizeof(uint64_t));
@@ -786,12 +787,13 @@ int vmm_chunk_index_parse(vmm_chunk_index **out, const void *buf, size_t len,
 			  const vmm_savefile_header *h, const char *what, vmm_error **err)
 {
 	if (h->format != VMM_SAVEFILE_FORMAT || len != h->index_count * VMM_SAVEFILE_RECORD_SIZE)
-		return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: the index has the wrong size",
-				     what);
+		return vmm_error_set(err, VMM_EFORMAT,
+				     "%s is corrupt: the index has the wrong size", what);
 	char digest[72];
 	vmm_sha256_digest(buf, len, digest);
 	if (strcmp(digest, h->index_sha256) != 0)
-		return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: index SHA-256 mismatch", what);
+		return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: index SHA-256 mismatch",
+				     what);
 	/* QEMU's RAM is whole MiB (-m rounds up) */
 	uint64_t ram = (h->memory + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
 	const unsigned char *b = buf;
@@ -1095,8 +1097,8 @@ static void *stream_main(void *arg)
 	return NULL;
 }
 
-int vmm_chunk_stream_out(int fd, const vmm_savefile_header *h, const vmm_chunk_index *x,
-			 int out_fd, int threads, const char *what, vmm_error **err)
+int vmm_chunk_stream_out(int fd, const vmm_savefile_header *h, const vmm_chunk_index *x, int out_fd,
+			 int threads, const char *what, vmm_error **err)
 {
 	streamer s = {.fd = fd, .h = h, .x = x, .what = what};
 	int nth = threads > 0 ? threads : 1;
@@ -1130,7 +1132,8 @@ int vmm_chunk_stream_out(int fd, const vmm_savefile_header *h, const vmm_chunk_i
 			pthread_cond_broadcast(&s.cv);
 			pthread_mutex_unlock(&s.mu);
 			if (e == EPIPE)
-				vmm_error_set(err, VMM_EGENERIC, "QEMU stopped reading the saved state");
+				vmm_error_set(err, VMM_EGENERIC,
+					      "QEMU stopped reading the saved state");
 			else
 				vmm_error_errno(err, e, "write the saved state to QEMU");
 			rc = -2;
@@ -1194,7 +1197,8 @@ static void *recode_main(void *arg)
 		size_t n = 0;
 		int ok = read_chunk(&dec, rc->in, rc->h, &r, in, raw, rc->what, &e);
 		if (ok == 0)
-			ok = compress_chunk(&enc, rc->codec, rc->level, raw, r.rsize, out, cap, &n, &e);
+			ok = compress_chunk(&enc, rc->codec, rc->level, raw, r.rsize, out, cap, &n,
+					    &e);
 		if (ok == 0) {
 			pthread_mutex_lock(&rc->mu);
 			r.offset = rc->end;

@@ -143,8 +143,8 @@ int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_chunk_base **base, vmm_error **er
  * Decompress the stream chunks in order into out_fd (a pipe to QEMU), with
  * `threads` threads working ahead of the writes.
  */
-int vmm_chunk_stream_out(int fd, const vmm_savefile_header *h, const vmm_chunk_index *x,
-			 int out_fd, int threads, const char *what, vmm_error **err);
+int vmm_chunk_stream_out(int fd, const vmm_savefile_header *h, const vmm_chunk_index *x, int out_fd,
+			 int threads, const char *what, vmm_error **err);
 
 /*
  * Write the state file src again into dst (`dst`.tmp, fsync, rename) with

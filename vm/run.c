@@ -43,14 +43,14 @@ typedef struct run {
 	pid_t pid;	   /* QEMU; 0 once reaped */
 	int status;	   /* QEMU's wait status once reaped */
 	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
-	int ram;	   /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
-	uint64_t ram_size; /* bytes */
-	vmm_qmp *qmp;	   /* owned */
-	vmm_ckpt *ckpt;	   /* owned: a snapshot of the running VM under way */
+	int ram;	      /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
+	uint64_t ram_size;    /* bytes */
+	vmm_qmp *qmp;	      /* owned */
+	vmm_ckpt *ckpt;	      /* owned: a snapshot of the running VM under way */
 	vmm_chunk_base *base; /* owned: the state this run resumed from, for suspend to reuse */
 	int base_fd;	      /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
-	int ckpt_client;   /* the control connection waiting for it */
-	char errline[512]; /* QEMU's last line on stderr */
+	int ckpt_client;      /* the control connection waiting for it */
+	char errline[512];    /* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
 	bool stopping, quit_sent, suspended;
@@ -359,8 +359,9 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	if (r->stopping)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
 	if (r->ckpt)
-		return vmm_error_set(err, VMM_EGENERIC,
-				     "a snapshot of the VM is being taken; try again when it is done");
+		return vmm_error_set(
+		    err, VMM_EGENERIC,
+		    "a snapshot of the VM is being taken; try again when it is done");
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
 	say(r, "pausing VM to take a snapshot...");
@@ -415,7 +416,8 @@ static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
 	if (r->ckpt)
-		return vmm_error_set(err, VMM_EGENERIC, "a snapshot of the VM is already being taken");
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "a snapshot of the VM is already being taken");
 	if (dest[0] != '/' || !path_is_dir(dest))
 		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
 	vmm_qmp_set_timeout(r->qmp, 120);
@@ -814,8 +816,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	close(r->tap);
 	r->tap = -1;
 	announce_vnc(r);
-	int rc = resume ? do_resume(r, h, load, err)
-			: vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err);
+	int rc =
+	    resume ? do_resume(r, h, load, err) : vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err);
 	if (rc < 0) {
 		quit_now(r);
 		wait_exit(r, QUIT_GRACE);

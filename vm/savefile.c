@@ -71,7 +71,8 @@ unsigned char *vmm_savefile_header_encode(const vmm_savefile_header *h)
 	json_object_set_new(o, "created", json_string(or_empty(h->created)));
 	if (h->format != VMM_SAVEFILE_FORMAT_STREAM) {
 		json_object_set_new(
-		    o, "kind", json_string(h->kind == VMM_SAVEFILE_KIND_MEMORY ? "memory" : "stream"));
+		    o, "kind",
+		    json_string(h->kind == VMM_SAVEFILE_KIND_MEMORY ? "memory" : "stream"));
 		json_object_set_new(o, "codec", json_string(vmm_codec_name(h->codec)));
 		json_object_set_new(o, "deviceSize", json_integer((json_int_t)h->device_size));
 		json_object_set_new(o, "chunkSize", json_integer((json_int_t)h->chunk_size));
@@ -126,7 +127,8 @@ static bool is_digest(const char *s)
 static int parse_format2(json_t *o, vmm_savefile_header *h, const char *what, vmm_error **err)
 {
 	cleanup_free char *kind = NULL, *codec = NULL;
-	if (get_str(o, "kind", &kind, what, err) < 0 || get_str(o, "codec", &codec, what, err) < 0 ||
+	if (get_str(o, "kind", &kind, what, err) < 0 ||
+	    get_str(o, "codec", &codec, what, err) < 0 ||
 	    get_u64(o, "deviceSize", &h->device_size, what, err) < 0 ||
 	    get_u64(o, "chunkSize", &h->chunk_size, what, err) < 0 ||
 	    get_u64(o, "indexOffset", &h->index_offset, what, err) < 0 ||
@@ -151,9 +153,9 @@ static int parse_format2(json_t *o, vmm_savefile_header *h, const char *what, vm
 		return vmm_error_set(err, VMM_EFORMAT, "%s: header digest is corrupt", what);
 	/* chunks of whole 4 KiB pages */
 	if (h->chunk_size == 0 || h->chunk_size % 4096 || h->chunk_size > VMM_SAVEFILE_CHUNK_MAX)
-		return vmm_error_set(err, VMM_EFORMAT, "%s: header `chunkSize` is out of range", what);
-	if (h->index_offset < VMM_SAVEFILE_HEADER_SIZE ||
-	    h->index_count > (1ull << 32) ||
+		return vmm_error_set(err, VMM_EFORMAT, "%s: header `chunkSize` is out of range",
+				     what);
+	if (h->index_offset < VMM_SAVEFILE_HEADER_SIZE || h->index_count > (1ull << 32) ||
 	    h->index_offset - VMM_SAVEFILE_HEADER_SIZE > h->compressed_size ||
 	    h->compressed_size - (h->index_offset - VMM_SAVEFILE_HEADER_SIZE) !=
 		h->index_count * VMM_SAVEFILE_RECORD_SIZE)
@@ -182,8 +184,8 @@ int vmm_savefile_header_parse(vmm_savefile_header **out, const void *buf, size_t
 	json_int_t format = json_integer_value(f);
 	if (format != VMM_SAVEFILE_FORMAT && format != VMM_SAVEFILE_FORMAT_STREAM)
 		return vmm_error_set(err, VMM_EINCOMPATIBLE,
-				     "%s: state format %lld, this vmm reads formats %d and %d", what,
-				     (long long)format, VMM_SAVEFILE_FORMAT_STREAM,
+				     "%s: state format %lld, this vmm reads formats %d and %d",
+				     what, (long long)format, VMM_SAVEFILE_FORMAT_STREAM,
 				     VMM_SAVEFILE_FORMAT);
 	vmm_savefile_header *h = vmm_savefile_header_new();
 	h->format = (int)format;

@@ -37,11 +37,11 @@
 
 #include "common/err.h"
 
-#define VMM_SAVEFILE_FORMAT 2	 /* what this vmm writes */
+#define VMM_SAVEFILE_FORMAT 2	     /* what this vmm writes */
 #define VMM_SAVEFILE_FORMAT_STREAM 1 /* the one zstd stream of vmm 0.1, still read */
 #define VMM_SAVEFILE_MAGIC "VMMSAVE\n"
 #define VMM_SAVEFILE_HEADER_SIZE 16384
-#define VMM_SAVEFILE_RECORD_SIZE 96	   /* one index record of format 2 */
+#define VMM_SAVEFILE_RECORD_SIZE 96	  /* one index record of format 2 */
 #define VMM_SAVEFILE_CHUNK_MAX (2u << 20) /* the largest chunk: 512 pages, a 64-byte bitmap */
 
 /* What a format-2 body holds (see above). */
@@ -62,13 +62,13 @@ typedef struct vmm_savefile_header {
 	int format;		/* 1 or 2 */
 	vmm_savefile_kind kind; /* format 2 */
 	vmm_codec codec;	/* format 2 */
-	char *qemu_version; /* owned: "7.2.22" */
-	char *qemu_package; /* owned: "Debian 1:7.2+dfsg-7+deb12u18" or "" */
-	char *machine;	    /* owned: resolved machine type, "pc-q35-7.2" */
-	char *arch;	    /* owned: QEMU target, "x86_64" | "aarch64" */
-	char *accel;	    /* owned: "kvm" | "tcg" */
-	char *fingerprint;  /* owned: "sha256:<hex>" of `model` */
-	json_t *model;	    /* owned: array of the fingerprinted QEMU arguments */
+	char *qemu_version;	/* owned: "7.2.22" */
+	char *qemu_package;	/* owned: "Debian 1:7.2+dfsg-7+deb12u18" or "" */
+	char *machine;		/* owned: resolved machine type, "pc-q35-7.2" */
+	char *arch;		/* owned: QEMU target, "x86_64" | "aarch64" */
+	char *accel;		/* owned: "kvm" | "tcg" */
+	char *fingerprint;	/* owned: "sha256:<hex>" of `model` */
+	json_t *model;		/* owned: array of the fingerprinted QEMU arguments */
 	int64_t cpus;
 	uint64_t memory; /* bytes */
 	/*

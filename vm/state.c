@@ -210,8 +210,8 @@ static int pass_pipe(vmm_qmp *q, bool qemu_writes, int *ours, vmm_error **err)
 	set_pipe_size(p[1]);
 	int theirs = qemu_writes ? p[1] : p[0];
 	*ours = qemu_writes ? p[0] : p[1];
-	int rc = vmm_qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FDNAME), theirs, NULL,
-				    err);
+	int rc =
+	    vmm_qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FDNAME), theirs, NULL, err);
 	close(theirs);
 	if (rc < 0) {
 		close(*ours);
@@ -266,8 +266,8 @@ static int save_chunks(vmm_qmp *q, const char *path, vmm_savefile_header *h,
 	cleanup_close int rd = -1;
 	bool migrating = false;
 	int threads = vmm_chunks_threads();
-	int orc = in_place ? vmm_chunk_writer_open_in_place(&w, fd, o->base, what,
-							    VMM_STATE_LEVEL, threads, err)
+	int orc = in_place ? vmm_chunk_writer_open_in_place(&w, fd, o->base, what, VMM_STATE_LEVEL,
+							    threads, err)
 			   : vmm_chunk_writer_open(&w, fd, what, VMM_STATE_CODEC, VMM_STATE_LEVEL,
 						   threads, err);
 	if (orc < 0)

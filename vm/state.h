@@ -61,9 +61,9 @@ typedef struct vmm_state_save_opts {
 	uint64_t ram_size; /* bytes */
 	int format;	   /* 0: the current one; VMM_SAVEFILE_FORMAT_STREAM: vmm 0.1's (tests) */
 	const struct vmm_chunk_base *base; /* the state resumed from, to reuse; may be NULL */
-	int base_fd;	       /* -1, or that file open read-write: save into it */
-	const char *base_path; /* ... and its name now */
-	bool *base_spoiled;    /* set when a save into it failed: it is of no use any more */
+	int base_fd;			   /* -1, or that file open read-write: save into it */
+	const char *base_path;		   /* ... and its name now */
+	bool *base_spoiled; /* set when a save into it failed: it is of no use any more */
 } vmm_state_save_opts;
 
 /*

@@ -22,8 +22,8 @@
 typedef struct fixture {
 	char dir[64];
 	char *path;
-	int ram;		 /* memfd: the "guest memory" */
-	unsigned char *device;	 /* the "device state" stream */
+	int ram;	       /* memfd: the "guest memory" */
+	unsigned char *device; /* the "device state" stream */
 	size_t device_len;
 } fixture;
 
@@ -33,10 +33,18 @@ static void fill_page(unsigned char *p, size_t n)
 	static const char text[] = "ffffffff81000000 T _text\nffffffff81000040 t startup_64\n";
 	for (size_t i = 0; i < 4096; i++) {
 		switch (n % 4) {
-		case 0: p[i] = (unsigned char)text[(i + n) % (sizeof(text) - 1)]; break;
-		case 1: p[i] = (unsigned char)(i * 7 + n); break;
-		case 2: p[i] = (unsigned char)rand(); break;
-		default: p[i] = 0; break;
+		case 0:
+			p[i] = (unsigned char)text[(i + n) % (sizeof(text) - 1)];
+			break;
+		case 1:
+			p[i] = (unsigned char)(i * 7 + n);
+			break;
+		case 2:
+			p[i] = (unsigned char)rand();
+			break;
+		default:
+			p[i] = 0;
+			break;
 		}
 	}
 }
@@ -58,7 +66,8 @@ static int setup(void **state)
 	}
 	for (size_t n = 0; n < 100; n++) {
 		fill_page(page, n + 1);
-		assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, (10 << 20) + (off_t)n * 8192), 0);
+		assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, (10 << 20) + (off_t)n * 8192),
+				 0);
 	}
 	fill_page(page, 5);
 	assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, RAM - 4096), 0);
@@ -160,7 +169,8 @@ static int load_state_base(fixture *f, int *ram_out, unsigned char **dev, size_t
 	assert_int_equal(ftruncate(ram, (off_t)h->memory), 0);
 	if (rc == 0 && h->kind == VMM_SAVEFILE_KIND_MEMORY) {
 		vmm_chunk_fill *fill = NULL;
-		assert_int_equal(vmm_chunk_fill_start(&fill, fd, h, x, ram, 3, "test state", err), 0);
+		assert_int_equal(vmm_chunk_fill_start(&fill, fd, h, x, ram, 3, "test state", err),
+				 0);
 		rc = vmm_chunk_fill_wait(fill, base, err);
 	}
 	char *out = path_join(f->dir, "stream.out");
@@ -217,7 +227,8 @@ static void roundtrip(fixture *f, vmm_codec codec, int threads)
 	struct stat st;
 	assert_int_equal(fstat(ram, &st), 0);
 	if ((uint64_t)st.st_blocks * 512 > 652 * 4096ull)
-		fail_msg("%llu bytes allocated for 652 pages", (unsigned long long)st.st_blocks * 512);
+		fail_msg("%llu bytes allocated for 652 pages",
+			 (unsigned long long)st.st_blocks * 512);
 	assert_same_ram(f->ram, ram);
 	close(ram);
 	free(dev);
