@@ -142,9 +142,9 @@ static int parse_reply(const char *reply, const vmm_bundle *b, const char *name,
 {
 	if (strncmp(reply, "ok", 2) == 0) {
 		unsigned long long raw = 0, comp = 0;
-		double secs = 0;
-		if (stats && sscanf(reply, "ok %llu %llu %lf", &raw, &comp, &secs) == 3)
-			*stats = (vmm_savefile_stats){raw, comp, secs};
+		double secs = 0, pause = 0;
+		if (stats && sscanf(reply, "ok %llu %llu %lf %lf", &raw, &comp, &secs, &pause) >= 3)
+			*stats = (vmm_savefile_stats){raw, comp, secs, pause};
 		return 0;
 	}
 	if (strncmp(reply, "error ", 6) == 0)

@@ -516,6 +516,16 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	snprintf(num, sizeof(num), "%lluM",
 		 (unsigned long long)((c->memory_size + (1ull << 20) - 1) >> 20));
 	mopt(&b, "-m", num);
+	/* RAM in `vmm run`'s memfd, under the name QEMU gives its own RAM (see qemu.h) */
+	const char *ram_id = x86 ? "pc.ram" : "mach-virt.ram";
+	char *ram =
+	    xasprintf("memory-backend-file,id=%s,size=%s,mem-path=/proc/self/fd/%d,share=on",
+		      ram_id, num, VMM_QEMU_RAM_FD);
+	opt(&b, "-object", ram, NULL);
+	free(ram);
+	char *backend = xasprintf("memory-backend=%s", ram_id);
+	opt(&b, "-machine", backend, NULL);
+	free(backend);
 	add(&b, "-nodefaults");
 	add(&b, "-no-user-config");
 	json_array_append_new(b.model, json_string("-nodefaults"));

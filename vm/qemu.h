@@ -16,6 +16,12 @@
  * records and must match on resume.  What does not change the guest (the
  * VM's name, VNC, port forwards, the descriptors QMP and the console use)
  * stays out of it, and so does the network's backend (TAP or user-mode).
+ *
+ * The guest's RAM is a memfd that `vmm run` owns and QEMU maps shared
+ * (memory-backend-file on /proc/self/fd/VMM_QEMU_RAM_FD), named as QEMU
+ * names its own RAM ("pc.ram", "mach-virt.ram") so migration streams of
+ * either origin load.  Where the RAM lives does not change the guest, so
+ * it stays out of the model: states of earlier vmm keep their fingerprint.
  */
 #ifndef VMM_VM_QEMU_H
 #define VMM_VM_QEMU_H
@@ -30,6 +36,7 @@
 /* Descriptors QEMU inherits (its argv names them). */
 #define VMM_QEMU_QMP_FD 3 /* private QMP connection to `vmm run` */
 #define VMM_QEMU_TAP_FD 4 /* the VM's network (vm/net.h), unless user-mode */
+#define VMM_QEMU_RAM_FD 6 /* the guest's RAM: a memfd of `vmm run` (DESIGN.md §8) */
 /* The control socket of `vmm run` in the bundle directory (vmm suspend talks to it). */
 #define VMM_CONTROL_SOCKET "vmm.sock"
 

@@ -2,6 +2,8 @@
 #include "common/util.h"
 #include "storage/copy.h"
 #include "vm/bundle.h"
+#include "vm/checkpoint.h"
+#include "vm/chunks.h"
 #include "vm/qmp.h"
 #include "vm/state.h"
 
@@ -16,6 +18,7 @@
 #include <strings.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -36,9 +39,15 @@ typedef struct run {
 	pid_t pid;	   /* QEMU; 0 once reaped */
 	int status;	   /* QEMU's wait status once reaped */
 	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
-	vmm_qmp *qmp;	   /* owned */
-	vmm_net *net;	   /* owned */
-	char errline[512]; /* QEMU's last line on stderr */
+	int ram;	      /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
+	uint64_t ram_size;    /* bytes */
+	vmm_qmp *qmp;	      /* owned */
+	vmm_net *net;	      /* owned */
+	vmm_ckpt *ckpt;	      /* owned: a snapshot of the running VM under way */
+	vmm_chunk_base *base; /* owned: the state this run resumed from, for suspend to reuse */
+	int base_fd;	      /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
+	int ckpt_client;      /* the control connection waiting for it */
+	char errline[512];    /* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
 	bool stopping, quit_sent, suspended;
@@ -219,14 +228,15 @@ static int spawn(run *r, vmm_error **err)
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		int c = lift(con[1]), q = lift(qmp[1]), e = lift(errp[1]), x = lift(execp[1]);
-		int t = lift(r->tap);
-		if (c < 0 || q < 0 || e < 0 || x < 0 || fchdir(r->dirfd) < 0)
+		int t = lift(r->tap), m = lift(r->ram);
+		if (c < 0 || q < 0 || e < 0 || x < 0 || m < 0 || fchdir(r->dirfd) < 0)
 			_exit(127);
 		if (dup2(c, 0) < 0 || dup2(c, 1) < 0 || dup2(e, 2) < 0 ||
 		    dup2(q, VMM_QEMU_QMP_FD) < 0 || (t >= 0 && dup2(t, VMM_QEMU_TAP_FD) < 0) ||
-		    dup2(x, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0)
+		    dup2(x, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0 ||
+		    dup2(m, VMM_QEMU_RAM_FD) < 0)
 			_exit(127);
-		close_range(6, ~0u, 0);
+		close_range(VMM_QEMU_RAM_FD + 1, ~0u, 0);
 		execv(r->cmd->binary, r->cmd->argv);
 		int code = errno;
 		(void)!write(5, &code, sizeof(code));
@@ -304,6 +314,10 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 {
 	if (r->stopping)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
+	if (r->ckpt)
+		return vmm_error_set(
+		    err, VMM_EGENERIC,
+		    "a snapshot of the VM is being taken; try again when it is done");
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
 	say(r, "pausing VM to take a snapshot...");
@@ -312,9 +326,30 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 		return -1;
 	say(r, "creating a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
+	cleanup_free char *aside = path_join(r->dir, RESUMED_ASIDE);
+	bool spoiled = false;
+	vmm_state_save_opts so = {.ram_fd = r->ram,
+				  .ram_size = r->ram_size,
+				  .base = r->base,
+				  .base_fd = r->base_fd,
+				  .base_path = aside,
+				  .base_spoiled = &spoiled};
+	/* VMM_STATE_FORMAT=1: vmm 0.1's format, for tests that old states still resume */
+	const char *fmt = getenv("VMM_STATE_FORMAT");
+	if (fmt && strcmp(fmt, "1") == 0) {
+		so.format = VMM_SAVEFILE_FORMAT_STREAM;
+		so.ram_fd = -1;
+	}
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_save(r->qmp, path, h, stats, err);
+	int rc = vmm_state_save(r->qmp, path, h, &so, stats, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
+	if (spoiled) { /* the next suspend writes a fresh file */
+		vmm_chunk_base_free(r->base);
+		r->base = NULL;
+		close(r->base_fd);
+		r->base_fd = -1;
+		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	}
 	if (rc < 0)
 		return -1;
 	say(r, "snapshot created successfully! shutting down the VM...");
@@ -324,57 +359,56 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	return 0;
 }
 
-/* Memory and disk into `dest` with the guest paused only meanwhile (a snapshot of a running VM). */
-static int do_checkpoint(run *r, const char *dest, vmm_savefile_stats *stats, vmm_error **err)
+/*
+ * Begin a snapshot of the running VM into `dest` (vm/checkpoint.h): the
+ * guest pauses for milliseconds, then the loop goes on relaying the console
+ * while threads save the memory and QEMU copies the disk; `client` gets the
+ * answer when checkpoint_step() sees the end.
+ */
+static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 {
 	if (r->stopping)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
+	if (r->ckpt)
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "a snapshot of the VM is already being taken");
 	if (dest[0] != '/' || !path_is_dir(dest))
 		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
-	json_t *st = NULL;
-	if (vmm_qmp_execute(r->qmp, "query-status", NULL, &st, err) < 0)
-		return -1;
-	bool was_running = json_is_true(json_object_get(st, "running"));
-	json_decref(st);
-	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
-	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
-		return -1;
-	cleanup_free char *state = path_join(dest, VMM_STATE_FILE);
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_save(r->qmp, state, h, stats, err);
+	int rc = vmm_ckpt_begin(&r->ckpt, r->qmp, r->cmd, r->cfg, r->dir, dest, r->pid, r->ram,
+				r->ram_size, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
-	/* QEMU flushed and let go of the disk when the migration completed */
-	static const char *const files[] = {VMM_DISK_FILE, VMM_EFIVARS_FILE};
-	vmm_copy_opts co = {.fsync = true};
-	size_t copied = 0;
-	for (; copied < ARRAY_SIZE(files) && rc == 0; copied++) {
-		cleanup_free char *src = path_join(r->dir, files[copied]);
-		cleanup_free char *dst = path_join(dest, files[copied]);
-		if (access(src, F_OK) < 0)
-			continue;
-		unlink(dst);
-		rc = vmm_copy_file(src, dst, &co, NULL, err);
-	}
-	if (rc < 0) {
-		unlink(state);
-		for (size_t i = 0; i < copied; i++) {
-			cleanup_free char *dst = path_join(dest, files[i]);
-			unlink(dst);
-		}
-	}
-	if (was_running && vmm_qmp_execute(r->qmp, "cont", NULL, NULL, rc < 0 ? NULL : err) < 0)
-		rc = -1;
-	return rc;
+	r->ckpt_client = client;
+	return 0;
 }
 
 static char *ok_reply(const vmm_savefile_stats *st)
 {
-	return xasprintf("ok %llu %llu %.6f\n", (unsigned long long)st->raw_bytes,
-			 (unsigned long long)st->compressed_bytes, st->seconds);
+	return xasprintf("ok %llu %llu %.6f %.6f\n", (unsigned long long)st->raw_bytes,
+			 (unsigned long long)st->compressed_bytes, st->seconds, st->pause);
+}
+
+/* Move a snapshot under way along; answer its client once it has ended. */
+static void checkpoint_step(run *r)
+{
+	if (!r->ckpt)
+		return;
+	vmm_savefile_stats st = {0};
+	cleanup_vmm_error vmm_error *e = NULL;
+	int rc = r->qmp ? vmm_ckpt_step(r->ckpt, r->qmp, &st, &e)
+			: vmm_error_set(&e, VMM_EGENERIC, "QEMU exited");
+	if (rc == 0)
+		return;
+	cleanup_free char *reply = rc > 0 ? ok_reply(&st) : xasprintf("error %s\n", e->msg);
+	send(r->ckpt_client, reply, strlen(reply), MSG_NOSIGNAL);
+	close(r->ckpt_client);
+	r->ckpt_client = -1;
+	vmm_ckpt_free(r->ckpt, r->qmp);
+	r->ckpt = NULL;
 }
 
 static void serve_control(run *r)
@@ -417,8 +451,9 @@ static void serve_control(run *r)
 					     : xasprintf("ok %s\n", m == VMM_NET_BRIDGED ? "bridged"
 											 : "user");
 	} else if (strncmp(line, "checkpoint ", 11) == 0) {
-		reply = do_checkpoint(r, line + 11, &st, &e) < 0 ? xasprintf("error %s\n", e->msg)
-								 : ok_reply(&st);
+		if (do_checkpoint(r, c, line + 11, &e) == 0)
+			return; /* answered when it is done */
+		reply = xasprintf("error %s\n", e->msg);
 	} else {
 		reply = xasprintf("error unknown request \"%.64s\"\n", line);
 	}
@@ -431,9 +466,10 @@ static void serve_control(run *r)
  * The state is moved aside just before `cont` and removed once the guest
  * runs: the disk moves on from then, so that memory must never come back.
  */
-static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
+static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load, vmm_error **err)
 {
-	if (!h)
+	cleanup_vmm_state_load vmm_state_load *l = load;
+	if (!h || !l)
 		return vmm_error_set(err, VMM_EINVAL, "no saved state to resume from");
 	if (vmm_state_check(h, r->cmd, r->cfg, vmm_qmp_version(r->qmp), err) < 0)
 		return -1;
@@ -447,7 +483,7 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
 	say(r, "restoring VM state from a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
 	vmm_qmp_set_timeout(r->qmp, 120);
-	int rc = vmm_state_load(r->qmp, path, h, NULL, err);
+	int rc = vmm_state_load_finish(steal_ptr(l), r->qmp, NULL, &r->base, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
@@ -458,7 +494,20 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_error **err)
 		renameat(r->dirfd, RESUMED_ASIDE, r->dirfd, VMM_STATE_FILE);
 		return -1;
 	}
-	unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	/*
+	 * What the guest resumed from stays, under a name no vmm restores, for
+	 * a suspend to save into (its unchanged chunks stay where they are).
+	 * It goes when this run ends, or with the next run if this one is killed.
+	 */
+	/* VMM_STATE_REUSE=0: every suspend writes a new file (benchmarks measure both) */
+	const char *reuse = getenv("VMM_STATE_REUSE");
+	if (r->base && !(reuse && strcmp(reuse, "0") == 0))
+		r->base_fd = openat(r->dirfd, RESUMED_ASIDE, O_RDWR | O_CLOEXEC);
+	if (r->base_fd < 0) {
+		vmm_chunk_base_free(r->base);
+		r->base = NULL;
+		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	}
 	vmm_fsync_dir(r->dir, true, NULL); /* r->dirfd is O_PATH */
 	return 0;
 }
@@ -510,9 +559,9 @@ static void handle_signal(run *r)
 static void loop(run *r)
 {
 	while (r->pid > 0) {
-		struct pollfd p[6];
+		struct pollfd p[7];
 		int n = 0;
-		int i_sig = n, i_con = -1, i_in = -1, i_err = -1, i_qmp = -1, i_ctl = -1;
+		int i_sig = n, i_con = -1, i_in = -1, i_err = -1, i_qmp = -1, i_ctl = -1, i_ck = -1;
 		p[n++] = (struct pollfd){.fd = r->sigfd, .events = POLLIN};
 		if (r->console >= 0) {
 			i_con = n;
@@ -534,6 +583,10 @@ static void loop(run *r)
 			i_ctl = n;
 			p[n++] = (struct pollfd){.fd = r->ctl, .events = POLLIN};
 		}
+		if (r->ckpt) {
+			i_ck = n;
+			p[n++] = (struct pollfd){.fd = vmm_ckpt_fd(r->ckpt), .events = POLLIN};
+		}
 		int timeout = -1;
 		double now = vmm_now();
 		if (r->stopping && !r->quit_sent)
@@ -552,15 +605,25 @@ static void loop(run *r)
 				relay_console_in(r);
 			if (i_err >= 0 && p[i_err].revents && r->errpipe >= 0)
 				drain_stderr(r);
+			bool ck = i_ck >= 0 && p[i_ck].revents;
 			if (i_qmp >= 0 && p[i_qmp].revents && r->qmp) {
 				json_t *ev;
 				if (vmm_qmp_pump(r->qmp, NULL) < 0) {
 					vmm_qmp_free(r->qmp); /* QEMU is going away */
 					r->qmp = NULL;
 				}
-				while (r->qmp && (ev = vmm_qmp_next_event(r->qmp)))
+				while (r->qmp && (ev = vmm_qmp_next_event(r->qmp))) {
+					if (r->ckpt) {
+						vmm_ckpt_event(r->ckpt, ev);
+						ck = true;
+					}
 					json_decref(ev);
+				}
+				if (!r->qmp)
+					ck = r->ckpt != NULL;
 			}
+			if (ck)
+				checkpoint_step(r);
 			if (i_ctl >= 0 && p[i_ctl].revents && r->ctl >= 0)
 				serve_control(r);
 		}
@@ -570,6 +633,11 @@ static void loop(run *r)
 		else if (r->quit_sent && r->pid > 0 && now >= r->kill_at)
 			kill(r->pid, SIGKILL);
 		reap(r, false);
+	}
+	if (r->ckpt) { /* QEMU is gone: the snapshot with it */
+		vmm_qmp_free(r->qmp);
+		r->qmp = NULL;
+		checkpoint_step(r);
 	}
 	/* what QEMU said last */
 	if (r->console >= 0) {
@@ -721,14 +789,26 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		return -1;
 	if (r->cmd->notice)
 		say(r, "%s", r->cmd->notice);
+	/* the guest's RAM: gone with the last of vmm and QEMU, however they end */
+	r->ram_size = vmm_state_ram_size(r->cfg->memory_size);
+	r->ram = memfd_create("vmm-guest-ram", MFD_CLOEXEC);
+	if (r->ram < 0 || ftruncate(r->ram, (off_t)r->ram_size) < 0)
+		return vmm_error_errno(err, errno, "guest memory of %llu MiB",
+				       (unsigned long long)(r->ram_size >> 20));
+	/* a saved RAM decompresses while QEMU starts */
+	vmm_state_load *load = NULL;
+	if (resume && vmm_state_load_begin(&load, state, h, r->ram, err) < 0)
+		return -1;
 	if (spawn(r, err) < 0) {
+		vmm_state_load_free(load);
 		kill_and_reap(r);
 		return -1;
 	}
 	close(r->tap);
 	r->tap = -1;
 	announce_vnc(r);
-	int rc = resume ? do_resume(r, h, err) : vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err);
+	int rc =
+	    resume ? do_resume(r, h, load, err) : vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err);
 	if (rc < 0) {
 		quit_now(r);
 		wait_exit(r, QUIT_GRACE);
@@ -753,6 +833,9 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		 .sigfd = -1,
 		 .ctl = -1,
 		 .tap = -1,
+		 .ram = -1,
+		 .ckpt_client = -1,
+		 .base_fd = -1,
 		 .console_in = o->console_in,
 		 .console_out = o->console_out};
 	vmm_vm_state st = vmm_bundle_state(b);
@@ -817,10 +900,19 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		close(r.errpipe);
 	if (r.tap >= 0)
 		close(r.tap);
+	vmm_chunk_base_free(r.base);
+	if (r.base_fd >= 0) {
+		close(r.base_fd);
+		unlinkat(r.dirfd, RESUMED_ASIDE, 0); /* gone already if a suspend saved into it */
+	}
 	vmm_net_free(r.net); /* QEMU is gone: nothing holds the VM's network any more */
 	vmm_qmp_free(r.qmp);
 	vmm_qemu_cmd_free(r.cmd);
 	vmm_config_free(r.cfg);
 	close(r.dirfd);
+	/* done with the VM: others may see it stopped or suspended while the RAM is freed */
+	close(steal_fd(lock));
+	if (r.ram >= 0)
+		close(r.ram);
 	return rc;
 }

@@ -63,11 +63,14 @@ int vmm_vm_stop(const vmm_home *h, const char *name, double timeout, bool *was_s
 int vmm_vm_suspend(const vmm_home *h, const char *name, vmm_savefile_stats *stats, vmm_error **err);
 
 /*
- * Save a running VM's memory and disk into the existing directory `dest`
- * (state.vmmsave, disk.img and, for UEFI guests, efivars.fd) and let it run
- * on: the guest is paused only for the memory save and the disk copy
- * (reflinked where the file system can).  The primitive behind snapshots of
- * running VMs (DESIGN.md §8).  stats may be NULL.
+ * Save a running VM's memory and disk of one instant into the existing
+ * directory `dest` (state.vmmsave, disk.img and, for UEFI guests,
+ * efivars.fd) and let it run on: the guest pauses for milliseconds while
+ * the disk is captured (reflink, or QEMU's copy-before-write backup) and
+ * QEMU write-protects its RAM (background-snapshot); the rest is saved while
+ * it runs (vm/checkpoint.h).  Returns when all is durable.  The primitive
+ * behind snapshots of running VMs (DESIGN.md §8).  stats (may be NULL) gets
+ * the sizes, the time and the pause.
  */
 int vmm_vm_checkpoint(const vmm_home *h, const char *name, const char *dest,
 		      vmm_savefile_stats *stats, vmm_error **err);

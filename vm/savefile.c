@@ -37,7 +37,13 @@ void vmm_savefile_header_free(vmm_savefile_header *h)
 	json_decref(h->model);
 	free(h->raw_sha256);
 	free(h->created);
+	free(h->index_sha256);
 	free(h);
+}
+
+const char *vmm_codec_name(vmm_codec c)
+{
+	return c == VMM_CODEC_LZ4 ? "lz4" : "zstd";
 }
 
 static const char *or_empty(const char *s)
@@ -59,9 +65,21 @@ unsigned char *vmm_savefile_header_encode(const vmm_savefile_header *h)
 	json_object_set_new(o, "cpus", json_integer(h->cpus));
 	json_object_set_new(o, "memory", json_integer((json_int_t)h->memory));
 	json_object_set_new(o, "rawSize", json_integer((json_int_t)h->raw_size));
-	json_object_set_new(o, "rawSha256", json_string(or_empty(h->raw_sha256)));
+	if (h->format == VMM_SAVEFILE_FORMAT_STREAM)
+		json_object_set_new(o, "rawSha256", json_string(or_empty(h->raw_sha256)));
 	json_object_set_new(o, "compressedSize", json_integer((json_int_t)h->compressed_size));
 	json_object_set_new(o, "created", json_string(or_empty(h->created)));
+	if (h->format != VMM_SAVEFILE_FORMAT_STREAM) {
+		json_object_set_new(
+		    o, "kind",
+		    json_string(h->kind == VMM_SAVEFILE_KIND_MEMORY ? "memory" : "stream"));
+		json_object_set_new(o, "codec", json_string(vmm_codec_name(h->codec)));
+		json_object_set_new(o, "deviceSize", json_integer((json_int_t)h->device_size));
+		json_object_set_new(o, "chunkSize", json_integer((json_int_t)h->chunk_size));
+		json_object_set_new(o, "indexOffset", json_integer((json_int_t)h->index_offset));
+		json_object_set_new(o, "indexCount", json_integer((json_int_t)h->index_count));
+		json_object_set_new(o, "indexSha256", json_string(or_empty(h->index_sha256)));
+	}
 	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (!text)
@@ -105,6 +123,48 @@ static bool is_digest(const char *s)
 	return strspn(s + 7, "0123456789abcdef") == 64;
 }
 
+/* The keys only format 2 has, checked for sizes a reader can trust. */
+static int parse_format2(json_t *o, vmm_savefile_header *h, const char *what, vmm_error **err)
+{
+	cleanup_free char *kind = NULL, *codec = NULL;
+	if (get_str(o, "kind", &kind, what, err) < 0 ||
+	    get_str(o, "codec", &codec, what, err) < 0 ||
+	    get_u64(o, "deviceSize", &h->device_size, what, err) < 0 ||
+	    get_u64(o, "chunkSize", &h->chunk_size, what, err) < 0 ||
+	    get_u64(o, "indexOffset", &h->index_offset, what, err) < 0 ||
+	    get_u64(o, "indexCount", &h->index_count, what, err) < 0 ||
+	    get_str(o, "indexSha256", &h->index_sha256, what, err) < 0)
+		return -1;
+	if (strcmp(kind, "memory") == 0)
+		h->kind = VMM_SAVEFILE_KIND_MEMORY;
+	else if (strcmp(kind, "stream") == 0)
+		h->kind = VMM_SAVEFILE_KIND_STREAM;
+	else
+		return vmm_error_set(err, VMM_EINCOMPATIBLE, "%s: unknown kind of state \"%.32s\"",
+				     what, kind);
+	if (strcmp(codec, "lz4") == 0)
+		h->codec = VMM_CODEC_LZ4;
+	else if (strcmp(codec, "zstd") == 0)
+		h->codec = VMM_CODEC_ZSTD;
+	else
+		return vmm_error_set(err, VMM_EINCOMPATIBLE, "%s: unknown codec \"%.32s\"", what,
+				     codec);
+	if (!is_digest(h->index_sha256))
+		return vmm_error_set(err, VMM_EFORMAT, "%s: header digest is corrupt", what);
+	/* chunks of whole 4 KiB pages */
+	if (h->chunk_size == 0 || h->chunk_size % 4096 || h->chunk_size > VMM_SAVEFILE_CHUNK_MAX)
+		return vmm_error_set(err, VMM_EFORMAT, "%s: header `chunkSize` is out of range",
+				     what);
+	if (h->index_offset < VMM_SAVEFILE_HEADER_SIZE || h->index_count > (1ull << 32) ||
+	    h->index_offset - VMM_SAVEFILE_HEADER_SIZE > h->compressed_size ||
+	    h->compressed_size - (h->index_offset - VMM_SAVEFILE_HEADER_SIZE) !=
+		h->index_count * VMM_SAVEFILE_RECORD_SIZE)
+		return vmm_error_set(err, VMM_EFORMAT, "%s: header `indexOffset` is corrupt", what);
+	if (h->device_size > h->raw_size)
+		return vmm_error_set(err, VMM_EFORMAT, "%s: header `deviceSize` is corrupt", what);
+	return 0;
+}
+
 int vmm_savefile_header_parse(vmm_savefile_header **out, const void *buf, size_t len,
 			      const char *what, vmm_error **err)
 {
@@ -121,11 +181,14 @@ int vmm_savefile_header_parse(vmm_savefile_header **out, const void *buf, size_t
 	json_t *f = json_object_get(o, "format");
 	if (!json_is_integer(f))
 		return vmm_error_set(err, VMM_EFORMAT, "%s: header has no `format`", what);
-	if (json_integer_value(f) != VMM_SAVEFILE_FORMAT)
+	json_int_t format = json_integer_value(f);
+	if (format != VMM_SAVEFILE_FORMAT && format != VMM_SAVEFILE_FORMAT_STREAM)
 		return vmm_error_set(err, VMM_EINCOMPATIBLE,
-				     "%s: state format %lld, this vmm reads format %d", what,
-				     (long long)json_integer_value(f), VMM_SAVEFILE_FORMAT);
+				     "%s: state format %lld, this vmm reads formats %d and %d",
+				     what, (long long)format, VMM_SAVEFILE_FORMAT_STREAM,
+				     VMM_SAVEFILE_FORMAT);
 	vmm_savefile_header *h = vmm_savefile_header_new();
+	h->format = (int)format;
 	uint64_t cpus = 0;
 	json_t *model = json_object_get(o, "model");
 	int rc = -1;
@@ -135,13 +198,22 @@ int vmm_savefile_header_parse(vmm_savefile_header **out, const void *buf, size_t
 	    get_str(o, "arch", &h->arch, what, err) < 0 ||
 	    get_str(o, "accel", &h->accel, what, err) < 0 ||
 	    get_str(o, "fingerprint", &h->fingerprint, what, err) < 0 ||
-	    get_str(o, "rawSha256", &h->raw_sha256, what, err) < 0 ||
 	    get_str(o, "created", &h->created, what, err) < 0 ||
 	    get_u64(o, "cpus", &cpus, what, err) < 0 ||
 	    get_u64(o, "memory", &h->memory, what, err) < 0 ||
 	    get_u64(o, "rawSize", &h->raw_size, what, err) < 0 ||
 	    get_u64(o, "compressedSize", &h->compressed_size, what, err) < 0)
 		goto out;
+	if (h->format == VMM_SAVEFILE_FORMAT_STREAM) {
+		if (get_str(o, "rawSha256", &h->raw_sha256, what, err) < 0)
+			goto out;
+		if (!is_digest(h->raw_sha256)) {
+			vmm_error_set(err, VMM_EFORMAT, "%s: header digest is corrupt", what);
+			goto out;
+		}
+	} else if (parse_format2(o, h, what, err) < 0) {
+		goto out;
+	}
 	if (!json_is_array(model)) {
 		vmm_error_set(err, VMM_EFORMAT, "%s: header has no `model`", what);
 		goto out;
@@ -152,7 +224,7 @@ int vmm_savefile_header_parse(vmm_savefile_header **out, const void *buf, size_t
 			goto out;
 		}
 	}
-	if (!is_digest(h->raw_sha256) || !is_digest(h->fingerprint)) {
+	if (!is_digest(h->fingerprint)) {
 		vmm_error_set(err, VMM_EFORMAT, "%s: header digest is corrupt", what);
 		goto out;
 	}
@@ -208,6 +280,21 @@ int vmm_savefile_read_header(vmm_savefile_header **out, const char *path, vmm_er
 	}
 	*out = h;
 	return 0;
+}
+
+int vmm_savefile_publish(int fd, const char *tmp, const char *path, const vmm_savefile_header *h,
+			 vmm_error **err)
+{
+	cleanup_free unsigned char *hdr = vmm_savefile_header_encode(h);
+	if (!hdr)
+		return vmm_error_set(err, VMM_EINVAL, "state header for `%s` is too large", path);
+	if (vmm_pwrite_all(fd, hdr, VMM_SAVEFILE_HEADER_SIZE, 0) < 0)
+		return vmm_error_errno(err, errno, "write `%s`", tmp);
+	if (fsync(fd) < 0)
+		return vmm_error_errno(err, errno, "fsync `%s`", tmp);
+	if (rename(tmp, path) < 0)
+		return vmm_error_errno(err, errno, "rename `%s` to `%s`", tmp, path);
+	return vmm_fsync_dir(path, false, err);
 }
 
 /* --- SHA-256 on its own thread ---------------------------------------------- */
@@ -487,6 +574,7 @@ int vmm_savefile_writer_commit(vmm_savefile_writer *w, vmm_savefile_header *h,
 		return -1;
 	char digest[72];
 	hasher_finish(&w->hash, digest);
+	h->format = VMM_SAVEFILE_FORMAT_STREAM;
 	free(h->raw_sha256);
 	h->raw_sha256 = xstrdup(digest);
 	h->raw_size = w->raw;

@@ -1,23 +1,32 @@
 /*
- * savefile.h — state.vmmsave: a suspended VM's memory, as QEMU's migration
- * stream compressed with multi-threaded zstd, behind a header that says
- * what it may be restored with.
+ * savefile.h — state.vmmsave: a suspended VM's memory behind a header that
+ * says what it may be restored with.
  *
- * Layout:
+ * Layout (both formats):
  *   0      "VMMSAVE\n" (8 bytes), u32 little-endian JSON length, the JSON
  *          header, zero padding up to VMM_SAVEFILE_HEADER_SIZE
- *   16384  one zstd frame (with content checksum) of the raw stream
+ *   16384  the body
  *
- * The header (JSON, keys below) names the format version, the QEMU that
- * wrote it, the machine type, the guest-defining QEMU arguments and their
- * fingerprint, CPUs and memory, and the raw stream's size and SHA-256.  It
- * is written last, so a state file is complete once it has a header; the
- * writer builds `<path>.tmp`, fsyncs it and renames it into place.
+ * Format 2 (written since vmm 0.2; vm/chunks.h): the body is a series of
+ * independently compressed chunks (lz4 or zstd frames, each with its
+ * codec's content checksum), then an index of fixed-size records whose
+ * SHA-256 the header holds.  Kind "memory": QEMU's migration stream saved
+ * with x-ignore-shared (device state only) plus the guest's RAM as the
+ * non-zero 4 KiB pages of each 2 MiB stretch; kind "stream": QEMU's whole
+ * migration stream (snapshots of running VMs, saved by background-snapshot).
  *
- * The reader checks everything it can before the first byte goes out
- * (magic, version, sizes) and the rest as it streams (zstd checksum, raw
- * size, SHA-256); a caller must not let the guest run until
- * vmm_savefile_restore() has returned 0.
+ * Format 1 (read only, for states from earlier vmm): one zstd frame of
+ * QEMU's whole migration stream, whose size and SHA-256 the header holds.
+ *
+ * The header names the format, the QEMU that wrote it, the machine type,
+ * the guest-defining QEMU arguments and their fingerprint, CPUs and memory,
+ * and the sizes the body must have.  It is written last, so a state file is
+ * complete once it has a header; writers build `<path>.tmp`, fsync it and
+ * rename it into place.
+ *
+ * Readers check everything they can before the first byte goes out (magic,
+ * version, sizes, the index) and the rest as they decompress (checksums,
+ * sizes); a caller must not let the guest run until the load has returned 0.
  */
 #ifndef VMM_VM_SAVEFILE_H
 #define VMM_VM_SAVEFILE_H
@@ -28,25 +37,54 @@
 
 #include "common/err.h"
 
-#define VMM_SAVEFILE_FORMAT 1
+#define VMM_SAVEFILE_FORMAT 2	     /* what this vmm writes */
+#define VMM_SAVEFILE_FORMAT_STREAM 1 /* the one zstd stream of vmm 0.1, still read */
 #define VMM_SAVEFILE_MAGIC "VMMSAVE\n"
 #define VMM_SAVEFILE_HEADER_SIZE 16384
+#define VMM_SAVEFILE_RECORD_SIZE 96	  /* one index record of format 2 */
+#define VMM_SAVEFILE_CHUNK_MAX (2u << 20) /* the largest chunk: 512 pages, a 64-byte bitmap */
+
+/* What a format-2 body holds (see above). */
+typedef enum {
+	VMM_SAVEFILE_KIND_STREAM,
+	VMM_SAVEFILE_KIND_MEMORY,
+} vmm_savefile_kind;
+
+/* The codec of a format-2 body's chunks. */
+typedef enum {
+	VMM_CODEC_LZ4,
+	VMM_CODEC_ZSTD,
+} vmm_codec;
+
+const char *vmm_codec_name(vmm_codec c);
 
 typedef struct vmm_savefile_header {
-	int format;
-	char *qemu_version; /* owned: "7.2.22" */
-	char *qemu_package; /* owned: "Debian 1:7.2+dfsg-7+deb12u18" or "" */
-	char *machine;	    /* owned: resolved machine type, "pc-q35-7.2" */
-	char *arch;	    /* owned: QEMU target, "x86_64" | "aarch64" */
-	char *accel;	    /* owned: "kvm" | "tcg" */
-	char *fingerprint;  /* owned: "sha256:<hex>" of `model` */
-	json_t *model;	    /* owned: array of the fingerprinted QEMU arguments */
+	int format;		/* 1 or 2 */
+	vmm_savefile_kind kind; /* format 2 */
+	vmm_codec codec;	/* format 2 */
+	char *qemu_version;	/* owned: "7.2.22" */
+	char *qemu_package;	/* owned: "Debian 1:7.2+dfsg-7+deb12u18" or "" */
+	char *machine;		/* owned: resolved machine type, "pc-q35-7.2" */
+	char *arch;		/* owned: QEMU target, "x86_64" | "aarch64" */
+	char *accel;		/* owned: "kvm" | "tcg" */
+	char *fingerprint;	/* owned: "sha256:<hex>" of `model` */
+	json_t *model;		/* owned: array of the fingerprinted QEMU arguments */
 	int64_t cpus;
-	uint64_t memory;	  /* bytes */
-	uint64_t raw_size;	  /* bytes of QEMU's stream */
-	char *raw_sha256;	  /* owned: "sha256:<hex>" of QEMU's stream */
+	uint64_t memory; /* bytes */
+	/*
+	 * Bytes before compression: format 1, QEMU's stream; format 2, QEMU's
+	 * stream plus the stored RAM pages (what a raw save would have written).
+	 */
+	uint64_t raw_size;
+	char *raw_sha256;	  /* owned: format 1, "sha256:<hex>" of QEMU's stream; else NULL */
 	uint64_t compressed_size; /* bytes after the header */
 	char *created;		  /* owned: ISO-8601 UTC */
+	/* format 2 */
+	uint64_t device_size;  /* bytes of QEMU's migration stream */
+	uint64_t chunk_size;   /* bytes of RAM (or stream) per chunk */
+	uint64_t index_offset; /* from the start of the file */
+	uint64_t index_count;  /* records */
+	char *index_sha256;    /* owned: "sha256:<hex>" of the index */
 } vmm_savefile_header;
 
 vmm_savefile_header *vmm_savefile_header_new(void);
@@ -69,9 +107,23 @@ typedef struct vmm_savefile_stats {
 	uint64_t raw_bytes;
 	uint64_t compressed_bytes;
 	double seconds;
+	double pause; /* snapshots of running VMs: how long the guest was paused */
 } vmm_savefile_stats;
 
-/* A state file being written; opaque. */
+/*
+ * The last step of writing a state file: the header h at the start of fd
+ * (open on `tmp`), fsync, rename tmp to path, fsync the directory.  fd is
+ * left open for the caller to close.
+ */
+int vmm_savefile_publish(int fd, const char *tmp, const char *path, const vmm_savefile_header *h,
+			 vmm_error **err);
+
+/*
+ * The format-1 writer and reader below remain for reading states of vmm
+ * 0.1 and, through VMM_STATE_FORMAT=1, for writing them in tests.
+ */
+
+/* A format-1 state file being written; opaque. */
 typedef struct vmm_savefile_writer vmm_savefile_writer;
 
 /*

@@ -1,6 +1,7 @@
 #include "vm/state.h"
 #include "common/format.h"
 #include "common/util.h"
+#include "vm/chunks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,11 @@
 #define SAVE_BANDWIDTH (1ll << 40)
 #define PIPE_BYTES (1 << 20)
 #define FDNAME "vmm-state"
+
+uint64_t vmm_state_ram_size(uint64_t memory)
+{
+	return (memory + (1ull << 20) - 1) & ~((1ull << 20) - 1);
+}
 
 int vmm_qmp_machine(vmm_qmp *q, const char *requested, char **out, vmm_error **err)
 {
@@ -193,9 +199,118 @@ static int wait_migration(vmm_qmp *q, double timeout, vmm_error **err)
 	}
 }
 
-int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h, vmm_savefile_stats *stats,
-		   vmm_error **err)
+static int set_caps(vmm_qmp *q, bool ignore_shared, vmm_error **err)
 {
+	json_t *a = json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "x-ignore-shared",
+			      "state", ignore_shared);
+	return vmm_qmp_execute(q, "migrate-set-capabilities", a, NULL, err);
+}
+
+/* A pipe QEMU writes to (or reads from) as `fd:vmm-state`; *ours is the other end. */
+static int pass_pipe(vmm_qmp *q, bool qemu_writes, int *ours, vmm_error **err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return vmm_error_errno(err, errno, "pipe");
+	set_pipe_size(p[1]);
+	int theirs = qemu_writes ? p[1] : p[0];
+	*ours = qemu_writes ? p[0] : p[1];
+	int rc =
+	    vmm_qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FDNAME), theirs, NULL, err);
+	close(theirs);
+	if (rc < 0) {
+		close(*ours);
+		*ours = -1;
+	}
+	return rc;
+}
+
+/* vmm 0.1's format: QEMU's whole stream into one zstd frame (kept for tests). */
+static int save_format1(vmm_qmp *q, const char *path, vmm_savefile_header *h,
+			vmm_savefile_stats *stats, vmm_error **err)
+{
+	cleanup_vmm_savefile_writer vmm_savefile_writer *w = NULL;
+	if (set_caps(q, false, err) < 0 || vmm_savefile_writer_open(&w, path, -3, 0, err) < 0)
+		return -1;
+	cleanup_close int rd = -1;
+	if (pass_pipe(q, true, &rd, err) < 0)
+		return -1;
+	if (vmm_qmp_execute(q, "migrate", json_pack("{s:s}", "uri", "fd:" FDNAME), NULL, err) < 0)
+		return -1;
+	if (vmm_savefile_writer_pump(w, rd, err) < 0) {
+		vmm_qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
+		return -1;
+	}
+	double timeout = 60 + (double)h->memory / (64 << 20);
+	if (wait_migration(q, timeout, err) < 0)
+		return -1;
+	return vmm_savefile_writer_commit(w, h, stats, err);
+}
+
+static int save_chunks(vmm_qmp *q, const char *path, vmm_savefile_header *h,
+		       const vmm_state_save_opts *o, vmm_error **err)
+{
+	/*
+	 * After a resume, into the file resumed from (its unchanged chunks stay,
+	 * vm/chunks.h); else a new file.  Either is renamed to path at the end.
+	 */
+	bool in_place = o->base && o->base_fd >= 0 && o->ram_fd >= 0 &&
+			vmm_chunk_base_in_place_ok(o->base, VMM_STATE_CODEC);
+	cleanup_free char *tmp = in_place ? xstrdup(o->base_path) : xasprintf("%s.tmp", path);
+	cleanup_free char *what = xasprintf("`%s`", tmp);
+	cleanup_close int own = -1;
+	int fd = o->base_fd;
+	if (!in_place) {
+		unlink(tmp);
+		fd = own = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return vmm_error_errno(err, errno, "create `%s`", tmp);
+	}
+	vmm_chunk_writer *w = NULL;
+	int rc = -1;
+	cleanup_close int rd = -1;
+	bool migrating = false;
+	int threads = vmm_chunks_threads();
+	int orc = in_place ? vmm_chunk_writer_open_in_place(&w, fd, o->base, what, VMM_STATE_LEVEL,
+							    threads, err)
+			   : vmm_chunk_writer_open(&w, fd, what, VMM_STATE_CODEC, VMM_STATE_LEVEL,
+						   threads, err);
+	if (orc < 0)
+		goto out;
+	if (!in_place)
+		vmm_chunk_writer_set_base(w, o->base);
+	/* the RAM does not change once QEMU is stopped: compress it beside QEMU's save */
+	if (o->ram_fd >= 0 && vmm_chunk_writer_add_memory(w, o->ram_fd, o->ram_size, err) < 0)
+		goto out;
+	if (set_caps(q, o->ram_fd >= 0, err) < 0 || pass_pipe(q, true, &rd, err) < 0 ||
+	    vmm_qmp_execute(q, "migrate", json_pack("{s:s}", "uri", "fd:" FDNAME), NULL, err) < 0)
+		goto out;
+	migrating = true;
+	if (vmm_chunk_writer_pump(w, rd, err) < 0)
+		goto out;
+	double timeout = 60 + (double)h->memory / (64 << 20); /* generous: ≥ 64 MiB/s */
+	if (wait_migration(q, timeout, err) < 0)
+		goto out;
+	migrating = false;
+	if (vmm_chunk_writer_finish(w, h, err) < 0 ||
+	    vmm_savefile_publish(fd, tmp, path, h, err) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (migrating)
+		vmm_qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
+	vmm_chunk_writer_free(w);
+	if (rc < 0 && !in_place)
+		unlink(tmp);
+	if (rc < 0 && in_place && o->base_spoiled)
+		*o->base_spoiled = true; /* neither the old state nor a new one */
+	return rc;
+}
+
+int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h,
+		   const vmm_state_save_opts *o, vmm_savefile_stats *stats, vmm_error **err)
+{
+	double start = vmm_now();
 	json_t *st = NULL;
 	if (vmm_qmp_execute(q, "query-status", NULL, &st, err) < 0)
 		return -1;
@@ -204,82 +319,130 @@ int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h, vmm_sav
 	if (vmm_qmp_execute(q, "stop", NULL, NULL, err) < 0)
 		return -1;
 	int rc = -1;
-	int p[2] = {-1, -1};
-	bool fd_passed = false, migrating = false;
-	cleanup_vmm_savefile_writer vmm_savefile_writer *w = NULL;
 	if (vmm_qmp_execute(q, "migrate-set-parameters",
 			    json_pack("{s:I}", "max-bandwidth", (json_int_t)SAVE_BANDWIDTH), NULL,
-			    err) < 0)
-		goto out;
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		vmm_error_errno(err, errno, "pipe");
-		goto out;
+			    err) == 0) {
+		if (o->format == VMM_SAVEFILE_FORMAT_STREAM)
+			rc = save_format1(q, path, h, stats, err);
+		else
+			rc = save_chunks(q, path, h, o, err);
 	}
-	set_pipe_size(p[1]);
-	if (vmm_qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FDNAME), p[1], NULL, err) <
-	    0)
-		goto out;
-	fd_passed = true;
-	close(p[1]);
-	p[1] = -1;
-	/* VMM_STATE_ZSTD_LEVEL: a tuning knob for benchmarks (e.g. 3 for smaller, slower states) */
-	const char *lv = getenv("VMM_STATE_ZSTD_LEVEL");
-	int level = lv && *lv ? atoi(lv) : VMM_STATE_ZSTD_LEVEL;
-	if (vmm_savefile_writer_open(&w, path, level, 0, err) < 0)
-		goto out;
-	if (vmm_qmp_execute(q, "migrate", json_pack("{s:s}", "uri", "fd:" FDNAME), NULL, err) < 0)
-		goto out;
-	migrating = true; /* QEMU owns the descriptor now and closes it when done */
-	if (vmm_savefile_writer_pump(w, p[0], err) < 0) {
-		vmm_qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
-		goto out;
+	if (rc < 0) {
+		if (was_running)
+			vmm_qmp_execute(q, "cont", NULL, NULL, NULL);
+		return -1;
 	}
-	double timeout = 60 + (double)h->memory / (64 << 20); /* generous: ≥ 64 MiB/s */
-	if (wait_migration(q, timeout, err) < 0)
-		goto out;
-	if (vmm_savefile_writer_commit(w, h, stats, err) < 0)
-		goto out;
-	rc = 0;
-out:
-	if (p[0] >= 0)
-		close(p[0]);
-	if (p[1] >= 0)
-		close(p[1]);
-	if (fd_passed && !migrating)
-		vmm_qmp_execute(q, "closefd", json_pack("{s:s}", "fdname", FDNAME), NULL, NULL);
-	if (rc < 0 && was_running)
-		vmm_qmp_execute(q, "cont", NULL, NULL, NULL);
-	return rc;
+	if (stats) {
+		stats->raw_bytes = h->raw_size;
+		stats->compressed_bytes = h->compressed_size;
+		stats->seconds = vmm_now() - start;
+		stats->pause = 0;
+	}
+	return 0;
 }
 
-int vmm_state_load(vmm_qmp *q, const char *path, const vmm_savefile_header *h,
-		   vmm_savefile_stats *stats, vmm_error **err)
+struct vmm_state_load {
+	char *path; /* owned */
+	char *what; /* owned */
+	const vmm_savefile_header *h;
+	int fd;
+	vmm_chunk_index *x;
+	vmm_chunk_fill *fill;
+	double start;
+};
+
+void vmm_state_load_free(vmm_state_load *l)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return vmm_error_errno(err, errno, "pipe");
-	set_pipe_size(p[1]);
-	cleanup_close int rd = p[0];
-	cleanup_close int wr = p[1];
-	if (vmm_qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FDNAME), rd, NULL, err) < 0)
-		return -1;
-	close(rd);
-	rd = -1;
-	if (vmm_qmp_execute(q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:" FDNAME), NULL,
-			    err) < 0)
-		return -1;
+	if (!l)
+		return;
+	if (l->fill)
+		vmm_chunk_fill_wait(l->fill, NULL, NULL);
+	vmm_chunk_index_free(l->x);
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l->path);
+	free(l->what);
+	free(l);
+}
+
+int vmm_state_load_begin(vmm_state_load **out, const char *path, const vmm_savefile_header *h,
+			 int ram_fd, vmm_error **err)
+{
+	vmm_state_load *l = xcalloc(1, sizeof(*l));
+	l->path = xstrdup(path);
+	l->what = xasprintf("state `%s`", path);
+	l->h = h;
+	l->start = vmm_now();
+	l->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (l->fd < 0) {
+		vmm_error_errno(err, errno, "open `%s`", path);
+		goto fail;
+	}
+	if (h->format == VMM_SAVEFILE_FORMAT) {
+		if (vmm_chunk_index_load(&l->x, l->fd, h, l->what, err) < 0)
+			goto fail;
+		if (h->kind == VMM_SAVEFILE_KIND_MEMORY &&
+		    vmm_chunk_fill_start(&l->fill, l->fd, h, l->x, ram_fd, vmm_chunks_threads(),
+					 l->what, err) < 0)
+			goto fail;
+	}
+	*out = l;
+	return 0;
+fail:
+	vmm_state_load_free(l);
+	return -1;
+}
+
+int vmm_state_load_finish(vmm_state_load *l, vmm_qmp *q, vmm_savefile_stats *stats,
+			  vmm_chunk_base **base, vmm_error **err)
+{
+	vmm_chunk_base *b = NULL;
+	const vmm_savefile_header *h = l->h;
+	int rc = -1;
+	cleanup_close int wr = -1;
 	cleanup_vmm_error vmm_error *stream_err = NULL;
-	int src = vmm_savefile_restore(path, h, wr, stats, &stream_err);
+	if (l->fill) {
+		int frc = vmm_chunk_fill_wait(l->fill, &b, err);
+		l->fill = NULL;
+		if (frc < 0)
+			goto out;
+	}
+	bool memory = h->format == VMM_SAVEFILE_FORMAT && h->kind == VMM_SAVEFILE_KIND_MEMORY;
+	if (set_caps(q, memory, err) < 0 || pass_pipe(q, false, &wr, err) < 0 ||
+	    vmm_qmp_execute(q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:" FDNAME), NULL,
+			    err) < 0)
+		goto out;
+	int src = h->format == VMM_SAVEFILE_FORMAT
+		      ? vmm_chunk_stream_out(l->fd, h, l->x, wr, vmm_chunks_threads(), l->what,
+					     &stream_err)
+		      : vmm_savefile_restore(l->path, h, wr, NULL, &stream_err);
 	close(wr);
 	wr = -1;
 	if (src < 0 && vmm_error_code(stream_err) == VMM_EFORMAT) {
 		/* our own check failed: that is the cause, whatever QEMU made of it */
-		return move_error(err, &stream_err);
+		move_error(err, &stream_err);
+		goto out;
 	}
 	double timeout = 60 + (double)h->memory / (64 << 20);
-	if (wait_migration(q, timeout, err) < 0)
-		return vmm_error_wrap(err, "QEMU could not load the state");
-	if (src < 0)
-		return move_error(err, &stream_err);
-	return 0;
+	if (wait_migration(q, timeout, err) < 0) {
+		vmm_error_wrap(err, "QEMU could not load the state");
+		goto out;
+	}
+	if (src < 0) {
+		move_error(err, &stream_err);
+		goto out;
+	}
+	if (stats) {
+		stats->raw_bytes = h->raw_size;
+		stats->compressed_bytes = h->compressed_size;
+		stats->seconds = vmm_now() - l->start;
+		stats->pause = 0;
+	}
+	if (base)
+		*base = steal_ptr(b);
+	rc = 0;
+out:
+	vmm_chunk_base_free(b);
+	vmm_state_load_free(l);
+	return rc;
 }

@@ -127,7 +127,8 @@ missed=0
 verdict() { # description condition...
 	local d=$1
 	shift
-	if "$@"; then echo "  target $d: met"; else echo "  target $d: MISSED"; missed=1; fi
+	# one TARGET line each, as tests/bench/targets.sh prints them (run.sh collects them)
+	if "$@"; then echo "TARGET $d: met"; else echo "TARGET $d: MISSED"; missed=1; fi
 }
 le() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)" "$1" "$2"; }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
@@ -139,10 +140,10 @@ if mkfs_mount btrfs 4G && make_vm "$MNT/home"; then
 	echo "  cp        ms: $(sed -n 2p "$TMP/btrfs.runs")"
 	r=$(ratio "$vm" "$cp")
 	echo "  median: vmm clone $vm ms, cp --reflink=always $cp ms, ratio ${r}x"
-	verdict "median under 20 ms ($vm ms)" python3 -c "import sys; sys.exit(0 if $vm < 20 else 1)"
-	verdict "at most 1.5x cp (${r}x)" le "$r" 1.5
+	verdict "btrfs: clone median under 20 ms ($vm ms)" python3 -c "import sys; sys.exit(0 if $vm < 20 else 1)"
+	verdict "btrfs: clone at most 1.5x cp (${r}x)" le "$r" 1.5
 else
-	echo "  could not set up btrfs"; missed=1
+	echo "TARGET btrfs clone: could not set up btrfs: MISSED"; missed=1
 fi
 
 echo "## ext4: vmm clone vs cp -r --sparse=always ($RUNS_EXT4 runs each, alternating)"
@@ -156,12 +157,12 @@ if mkfs_mount ext4 5G && make_vm "$MNT/home"; then
 	echo "  like for like: cp --sparse=always with its data written back $cpwb ms, ratio $(ratio "$vm" "$cpwb")x"
 	echo "  (vmm writes a clone's data back before the rename that shows it, so a crash"
 	echo "   never leaves a clone with missing data; plain cp leaves it in the page cache)"
-	verdict "no slower than cp (${r}x <= 1.0)" le "$r" 1.0
+	verdict "ext4: clone no slower than cp (${r}x <= 1.0)" le "$r" 1.0
 	src=$(stat -c %b "$MNT/home/vms/src/disk.img") dst=$(stat -c %b "$MNT/home/vms/vmmclone/disk.img")
 	cpa=$(stat -c %b "$MNT/home/vms/cpclone/disk.img")
 	echo "  allocated: source $((src / 2048)) MiB, vmm clone $((dst / 2048)) MiB, cp $((cpa / 2048)) MiB"
-	verdict "clone allocates no more than the source" test "$dst" -le "$src"
+	verdict "ext4: clone allocates no more than the source" test "$dst" -le "$src"
 else
-	echo "  could not set up ext4"; missed=1
+	echo "TARGET ext4 clone: could not set up ext4: MISSED"; missed=1
 fi
 exit $missed

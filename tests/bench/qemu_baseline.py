@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
-"""Baselines for bench_suspend.sh: suspend and resume the same guest with plain QEMU.
+"""The baseline of bench_suspend.sh: the same guest suspended and resumed by plain QEMU.
 
-Run in a VM's bundle directory after `vmm` has written a state there: the
-guest-defining QEMU arguments come from that state's header ("model"), so the
-baselines run exactly the device model vmm runs.  Methods:
-  (a) hypeman's standby: QMP stop + migrate "exec:cat > FILE" with QEMU's
-      default parameters (128 MiB/s cap), polling query-migrate every 50 ms,
-      then fsync FILE; resume with -incoming "exec:cat < FILE".
-  (b) tuned raw: bandwidth raised, QEMU writes the raw stream into FILE
-      through fd: (getfd), then fsync; resume with fd: of the file.
-Prints one JSON object with every timing (seconds) and size (bytes).
+Usage: qemu_baseline.py STATE_HEADER WORKDIR
+Runs QEMU with the guest-defining arguments from a vmm state's header (its
+"model": the same machine, devices, kernel and disk as vmm runs), its RAM as
+QEMU allocates it by default, in WORKDIR (which holds kernel, initramfs and
+disk.img, and gets the saved stream).  Reads one command per line on stdin and
+answers one line on stdout:
+
+  boot       start the guest, wait until it has filled its memory and ticks
+             -> "ok"
+  suspend    the tuned raw save: QMP stop, max-bandwidth raised, migrate into
+             a file through fd:, fsync, quit, wait for QEMU's exit
+             -> "<seconds> <bytes of the saved stream>"
+  resume     QEMU started with -incoming defer, migrate-incoming from the
+             file through fd:, cont -> "<seconds>"; then (untimed) wait until
+             the guest ticks again
+  quit       stop the guest and exit
+
+The timings cover what `vmm suspend` and `vmm run` cover: from the request
+until the state is durable and QEMU has exited, and from starting QEMU until
+the guest runs.
 """
 import json
 import os
@@ -20,22 +31,23 @@ import subprocess
 import sys
 import time
 
-RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-HEADER = sys.argv[1]
+HEADER, WORK = sys.argv[1], sys.argv[2]
+STREAM = os.path.join(WORK, "raw.state")
+LOG = os.path.join(WORK, "console.log")
 
 
 class QMP:
     def __init__(self, path, timeout=60):
         self.s = socket.socket(socket.AF_UNIX)
-        end = time.time() + timeout
+        end = time.monotonic() + timeout
         while True:
             try:
                 self.s.connect(path)
                 break
             except OSError:
-                if time.time() > end:
+                if time.monotonic() > end:
                     raise
-                time.sleep(0.01)
+                time.sleep(0.002)
         self.f = self.s.makefile("rb")
         self.f.readline()
         self.cmd("qmp_capabilities")
@@ -50,21 +62,24 @@ class QMP:
         else:
             self.s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
         while True:
-            r = json.loads(self.f.readline())
+            line = self.f.readline()
+            if not line:
+                raise RuntimeError(f"{name}: QEMU closed QMP")
+            r = json.loads(line)
             if "event" in r:
                 continue
             if "error" in r:
                 raise RuntimeError(f"{name}: {r['error']}")
             return r.get("return")
 
-    def wait_migration(self, interval):
+    def wait_migration(self):
         while True:
             st = self.cmd("query-migrate").get("status")
             if st == "completed":
                 return
             if st in ("failed", "cancelled"):
                 raise RuntimeError("migration " + st)
-            time.sleep(interval)
+            time.sleep(0.005)
 
 
 def load_model():
@@ -74,119 +89,101 @@ def load_model():
     return json.loads(d[12:12 + n])["model"]
 
 
-def qemu_args(model, tag, serial):
-    args = [shutil.which(model[0])]
-    for a in model[1:]:
-        args.append(f"file,id=console,path={serial}" if a.startswith("stdio,id=console") else a)
-    return args + ["-display", "none", "-no-user-config",
-                   "-qmp", f"unix:bench-{tag}.sock,server=on,wait=off", "-S"]
+MODEL = load_model()
+SOCK = os.path.join(WORK, "qmp.sock")
 
 
-CHILDREN = []
+def start(incoming):
+    args = [shutil.which(MODEL[0])]
+    for a in MODEL[1:]:
+        args.append(f"file,id=console,path={LOG}" if a.startswith("stdio,id=console") else a)
+    args += ["-display", "none", "-no-user-config", "-qmp", f"unix:{SOCK},server=on,wait=off",
+             "-S"]
+    if incoming:
+        args += ["-incoming", "defer"]
+    if os.path.exists(SOCK):
+        os.unlink(SOCK)
+    p = subprocess.Popen(args, cwd=WORK, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    CHILD[:] = [p]
+    return p, QMP(SOCK)
 
 
-def start(model, tag, extra=()):
-    sock = f"bench-{tag}.sock"
-    if os.path.exists(sock):
-        os.unlink(sock)
-    p = subprocess.Popen(qemu_args(model, tag, f"bench-{tag}.log") + list(extra),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    CHILDREN.append(p)
-    return p, QMP(sock)
+def count(needle):
+    try:
+        with open(LOG, "rb") as f:
+            return f.read().count(needle.encode())
+    except FileNotFoundError:
+        return 0
 
 
-def wait_serial(path, needle, after=0, timeout=600):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            if data.count(needle.encode()) > after:
-                return
-        except FileNotFoundError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{needle} not seen on {path}")
+def wait_serial(needle, n, timeout=1800):
+    end = time.monotonic() + timeout
+    while count(needle) < n:
+        if time.monotonic() > end:
+            raise RuntimeError(f"{needle} not seen x{n}")
+        time.sleep(0.1)
 
 
-def fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-
-
-def suspend_a(q, path):
-    if os.path.exists(path):
-        os.unlink(path)
-    q.cmd("migrate-set-parameters", {"max-bandwidth": 134217728})  # QEMU's default
-    t = time.monotonic()
-    q.cmd("stop")
-    q.cmd("migrate", {"uri": f"exec:cat > {path}"})
-    q.wait_migration(0.05)
-    fsync_file(path)
-    return time.monotonic() - t
-
-
-def suspend_b(q, path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    t = time.monotonic()
-    q.cmd("stop")
-    q.cmd("migrate-set-parameters", {"max-bandwidth": 1 << 40})
-    q.cmd("getfd", {"fdname": "bench"}, fd=fd)
-    q.cmd("migrate", {"uri": "fd:bench"})
-    q.wait_migration(0.01)
-    os.fsync(fd)
-    dt = time.monotonic() - t
-    os.close(fd)
-    return dt
-
-
-def resume(model, method, path):
-    t = time.monotonic()
-    p, q = start(model, "resume", ["-incoming", "defer"])
-    if method == "a":
-        q.cmd("migrate-incoming", {"uri": f"exec:cat < {path}"})
-        q.wait_migration(0.05)
-    else:
-        fd = os.open(path, os.O_RDONLY)
-        q.cmd("getfd", {"fdname": "bench"}, fd=fd)
-        os.close(fd)
-        q.cmd("migrate-incoming", {"uri": "fd:bench"})
-        q.wait_migration(0.01)
-    q.cmd("cont")
-    dt = time.monotonic() - t
-    q.cmd("quit")
-    p.wait()
-    return dt
+CHILD = []
 
 
 def main():
-    model = load_model()
-    p, q = start(model, "src")
-    q.cmd("cont")
-    wait_serial("bench-src.log", "VMMTEST READY")
-    wait_serial("bench-src.log", "VMMTEST TICK", after=2)
-    out = {"a_suspend": [], "b_suspend": [], "a_resume": [], "b_resume": []}
-    for _ in range(RUNS):
-        for m, fn in (("a", suspend_a), ("b", suspend_b)):
-            path = f"bench-{m}.raw"
-            out[f"{m}_suspend"].append(fn(q, path))
-            out[f"{m}_size"] = os.path.getsize(path)
-            # the source stays paused (its disk released) while another QEMU resumes
-            out[f"{m}_resume"].append(resume(model, m, path))
+    proc = q = None
+    for line in sys.stdin:
+        c = line.strip()
+        if c == "boot":
+            proc, q = start(False)
             q.cmd("cont")
-    q.cmd("quit")
-    p.wait()
-    for f in ("bench-a.raw", "bench-b.raw"):
-        os.unlink(f)
-    print(json.dumps(out))
+            wait_serial("VMMTEST READY", 1)
+            wait_serial("VMMTEST TICK", count("VMMTEST TICK") + 2)
+            out = "ok"
+        elif c == "suspend":
+            fd = os.open(STREAM, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            t = time.monotonic()
+            q.cmd("stop")
+            q.cmd("migrate-set-parameters", {"max-bandwidth": 1 << 40})
+            q.cmd("getfd", {"fdname": "b"}, fd=fd)
+            q.cmd("migrate", {"uri": "fd:b"})
+            q.wait_migration()
+            os.fsync(fd)
+            q.cmd("quit")
+            proc.wait()
+            dt = time.monotonic() - t
+            os.close(fd)
+            out = f"{dt:.6f} {os.path.getsize(STREAM)}"
+        elif c == "resume":
+            ticks = count("VMMTEST TICK")
+            t = time.monotonic()
+            proc, q = start(True)
+            fd = os.open(STREAM, os.O_RDONLY)
+            q.cmd("getfd", {"fdname": "b"}, fd=fd)
+            os.close(fd)
+            q.cmd("migrate-incoming", {"uri": "fd:b"})
+            q.wait_migration()
+            q.cmd("cont")
+            dt = time.monotonic() - t
+            wait_serial("VMMTEST TICK", ticks + 2, 120)
+            out = f"{dt:.6f}"
+        elif c == "quit":
+            break
+        else:
+            out = "error unknown command"
+        print(out, flush=True)
+    if proc and proc.poll() is None:
+        try:
+            q.cmd("quit")
+        except Exception:
+            proc.kill()
+        proc.wait()
+    if os.path.exists(STREAM):
+        os.unlink(STREAM)
 
 
 if __name__ == "__main__":
     try:
         main()
     finally:
-        for c in CHILDREN:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
+        for p in CHILD:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

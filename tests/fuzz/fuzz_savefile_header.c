@@ -20,7 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (vmm_savefile_header_parse(&again, buf, VMM_SAVEFILE_HEADER_SIZE, "fuzz",
 						      NULL) != 0 ||
 			    again->raw_size != h->raw_size || again->memory != h->memory ||
-			    strcmp(again->raw_sha256, h->raw_sha256) != 0)
+			    again->format != h->format || again->index_count != h->index_count ||
+			    !again->raw_sha256 != !h->raw_sha256 ||
+			    (h->raw_sha256 && strcmp(again->raw_sha256, h->raw_sha256) != 0))
 				__builtin_trap();
 			vmm_savefile_header_free(again);
 			free(buf);

@@ -115,6 +115,13 @@ static void test_qemu_cmd__direct_kernel(void **state)
 	assert_true(has_pair(q, "-netdev", "user,id=net0"));
 	assert_true(has_pair(q, "-display", "none"));
 	assert_false(has_pair(q, "-incoming", "defer"));
+	/* RAM in the memfd `vmm run` passes, named as QEMU names its own RAM */
+	assert_true(has_pair(q, "-object",
+			     "memory-backend-file,id=pc.ram,size=256M,mem-path=/proc/self/fd/6,"
+			     "share=on"));
+	assert_true(has_pair(q, "-machine", "memory-backend=pc.ram"));
+	/* ... which is not part of the model, so states of earlier vmm still fit */
+	assert_false(model_has(q, "memory-backend"));
 	/* the model is what defines the guest, not where the bundle is */
 	assert_false(model_has(q, f->base));
 	assert_false(model_has(q, "vmm-vm-one"));
@@ -311,6 +318,7 @@ static void test_qemu_cmd__arm64_guest(void **state)
 	assert_true(has_pair(q, "-cpu", "max"));
 #endif
 	assert_true(has_pair(q, "-machine", "virt,gic-version=3"));
+	assert_true(has_pair(q, "-machine", "memory-backend=mach-virt.ram"));
 	assert_true(has_pair(q, "-device", "virtio-gpu-pci"));
 	assert_true(has_pair(q, "-device", "usb-tablet"));
 	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));

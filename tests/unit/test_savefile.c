@@ -1,4 +1,4 @@
-/* state.vmmsave: round trips, and every way a state file can be wrong. */
+/* state.vmmsave in format 1 (vmm 0.1's, still read): round trips, and every way it can be wrong. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -148,6 +148,7 @@ static void test_savefile_roundtrip__multithreaded(void **state)
 	free(tmp);
 	vmm_savefile_header *h = NULL;
 	assert_int_equal(vmm_savefile_read_header(&h, f->path, NULL), 0);
+	assert_int_equal(h->format, VMM_SAVEFILE_FORMAT_STREAM);
 	assert_string_equal(h->qemu_version, "7.2.22");
 	assert_string_equal(h->machine, "pc-q35-7.2");
 	assert_int_equal(h->raw_size, f->len);
@@ -254,6 +255,7 @@ static void test_savefile_bad__headers(void **state)
 {
 	(void)state;
 	vmm_savefile_header *good = sample_header();
+	good->format = VMM_SAVEFILE_FORMAT_STREAM;
 	good->raw_sha256 =
 	    xstrdup("sha256:1111111111111111111111111111111111111111111111111111111111111111");
 	unsigned char *buf = vmm_savefile_header_encode(good);
@@ -268,8 +270,9 @@ static void test_savefile_bad__headers(void **state)
 		int code;
 		const char *needle;
 	} cases[] = {
-	    {"{\"format\":2}", VMM_EINCOMPATIBLE, "state format 2"},
+	    {"{\"format\":3}", VMM_EINCOMPATIBLE, "state format 3"},
 	    {"{\"format\":1}", VMM_EFORMAT, "header has no"},
+	    {"{\"format\":2}", VMM_EFORMAT, "header has no"},
 	    {"not json", VMM_EFORMAT, "header is corrupt"},
 	    {"[1,2]", VMM_EFORMAT, "header is corrupt"},
 	};

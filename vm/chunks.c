@@ -1,0 +1,1323 @@
+#include "vm/chunks.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <lz4frame.h>
+#include <zstd.h>
+
+#define PAGE 4096u
+#define PAGES_MAX (VMM_SAVEFILE_CHUNK_MAX / PAGE)
+#define BITMAP_BYTES (PAGES_MAX / 8)
+/* start writeback this often, so the final fsync has little left to do */
+#define KICK_EVERY (32ull << 20)
+
+enum { REC_STREAM = 0, REC_MEMORY = 1 };
+
+typedef struct record {
+	uint8_t type;
+	uint32_t csize, rsize;
+	uint64_t offset, position;
+	uint8_t bitmap[BITMAP_BYTES];
+} record;
+
+int vmm_chunks_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 16 ? 16 : (int)n;
+}
+
+/* --- records ------------------------------------------------------------------- */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void record_encode(const record *r, unsigned char *out)
+{
+	memset(out, 0, VMM_SAVEFILE_RECORD_SIZE);
+	out[0] = r->type;
+	put32(out + 4, r->csize);
+	put32(out + 8, r->rsize);
+	put64(out + 16, r->offset);
+	put64(out + 24, r->position);
+	memcpy(out + 32, r->bitmap, BITMAP_BYTES);
+}
+
+static bool bit(const uint8_t *bm, size_t i)
+{
+	return bm[i / 8] & (1u << (i % 8));
+}
+
+static int cmp_record(const void *a, const void *b)
+{
+	const record *x = a, *y = b;
+	if (x->type != y->type)
+		return x->type < y->type ? -1 : 1;
+	return x->position < y->position ? -1 : x->position > y->position;
+}
+
+/* --- codecs ------------------------------------------------------------------------ */
+
+typedef struct codec_ctx {
+	ZSTD_CCtx *zc;
+	ZSTD_DCtx *zd;
+	LZ4F_dctx *ld;
+} codec_ctx;
+
+static void codec_ctx_free(codec_ctx *c)
+{
+	ZSTD_freeCCtx(c->zc);
+	ZSTD_freeDCtx(c->zd);
+	if (c->ld)
+		LZ4F_freeDecompressionContext(c->ld);
+	memset(c, 0, sizeof(*c));
+}
+
+static LZ4F_preferences_t lz4_prefs(size_t n, int level)
+{
+	LZ4F_preferences_t p;
+	memset(&p, 0, sizeof(p));
+	p.frameInfo.blockSizeID = LZ4F_max4MB;
+	p.frameInfo.blockMode = LZ4F_blockIndependent;
+	p.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+	p.frameInfo.contentSize = n;
+	p.compressionLevel = level;
+	return p;
+}
+
+static size_t bound(vmm_codec codec, size_t n)
+{
+	if (codec == VMM_CODEC_LZ4) {
+		LZ4F_preferences_t p = lz4_prefs(n, 0);
+		return LZ4F_compressFrameBound(n, &p);
+	}
+	return ZSTD_compressBound(n);
+}
+
+/* Compress n bytes into dst (cap from bound()); *out is the frame's size. */
+static int compress_chunk(codec_ctx *c, vmm_codec codec, int level, const void *src, size_t n,
+			  void *dst, size_t cap, size_t *out, vmm_error **err)
+{
+	size_t r;
+	if (codec == VMM_CODEC_LZ4) {
+		LZ4F_preferences_t p = lz4_prefs(n, level);
+		r = LZ4F_compressFrame(dst, cap, src, n, &p);
+		if (LZ4F_isError(r))
+			return vmm_error_set(err, VMM_EGENERIC, "lz4: %s", LZ4F_getErrorName(r));
+	} else {
+		if (!c->zc) {
+			c->zc = ZSTD_createCCtx();
+			if (!c->zc)
+				abort();
+			ZSTD_CCtx_setParameter(c->zc, ZSTD_c_compressionLevel, level);
+			ZSTD_CCtx_setParameter(c->zc, ZSTD_c_checksumFlag, 1);
+		}
+		r = ZSTD_compress2(c->zc, dst, cap, src, n);
+		if (ZSTD_isError(r))
+			return vmm_error_set(err, VMM_EGENERIC, "zstd: %s", ZSTD_getErrorName(r));
+	}
+	*out = r;
+	return 0;
+}
+
+/* Decompress one frame of n bytes that must hold exactly `want` bytes. */
+static int decompress_chunk(codec_ctx *c, vmm_codec codec, const void *src, size_t n, void *dst,
+			    size_t want, const char *what, uint64_t off, vmm_error **err)
+{
+	if (codec == VMM_CODEC_LZ4) {
+		if (!c->ld && LZ4F_isError(LZ4F_createDecompressionContext(&c->ld, LZ4F_VERSION)))
+			abort();
+		size_t got = want, used = n;
+		size_t r = LZ4F_decompress(c->ld, dst, &got, src, &used, NULL);
+		if (LZ4F_isError(r)) {
+			LZ4F_resetDecompressionContext(c->ld);
+			return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: chunk at %llu: %s",
+					     what, (unsigned long long)off, LZ4F_getErrorName(r));
+		}
+		if (r != 0 || used != n || got != want) {
+			LZ4F_resetDecompressionContext(c->ld);
+			return vmm_error_set(err, VMM_EFORMAT,
+					     "%s is corrupt: chunk at %llu does not hold %zu bytes",
+					     what, (unsigned long long)off, want);
+		}
+		return 0;
+	}
+	if (!c->zd) {
+		c->zd = ZSTD_createDCtx();
+		if (!c->zd)
+			abort();
+	}
+	size_t r = ZSTD_decompressDCtx(c->zd, dst, want, src, n);
+	if (ZSTD_isError(r))
+		return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: chunk at %llu: %s", what,
+				     (unsigned long long)off, ZSTD_getErrorName(r));
+	if (r != want)
+		return vmm_error_set(err, VMM_EFORMAT,
+				     "%s is corrupt: chunk at %llu does not hold %zu bytes", what,
+				     (unsigned long long)off, want);
+	return 0;
+}
+
+static bool page_is_zero(const unsigned char *p)
+{
+	/* the first word is zero and every word equals the one before it */
+	const uint64_t *q = (const uint64_t *)p;
+	return q[0] == 0 && memcmp(p, p + 8, PAGE - 8) == 0;
+}
+
+/*
+ * A fast 64-bit hash of whole pages: four lanes of multiply and rotate (the
+ * round of XXH64) and a final mix.  Only for telling a stretch of RAM from
+ * its own earlier content.
+ */
+#define H1 0x9E3779B185EBCA87ull
+#define H2 0xC2B2AE3D27D4EB4Full
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+	return x << r | x >> (64 - r);
+}
+
+static uint64_t lane(uint64_t acc, uint64_t w)
+{
+	return rotl64(acc + w * H2, 31) * H1;
+}
+
+static uint64_t pages_hash(const unsigned char *p, size_t n)
+{
+	uint64_t a = H1 + H2, b = H2, c = 0, d = 0 - H1;
+	for (size_t i = 0; i + 32 <= n; i += 32) {
+		uint64_t w[4];
+		memcpy(w, p + i, sizeof(w));
+		a = lane(a, w[0]);
+		b = lane(b, w[1]);
+		c = lane(c, w[2]);
+		d = lane(d, w[3]);
+	}
+	uint64_t h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18) + n;
+	h ^= h >> 33;
+	h *= H2;
+	h ^= h >> 29;
+	h *= H1;
+	return h ^ (h >> 32);
+}
+
+typedef struct base_entry {
+	uint64_t position, offset, hash;
+	uint32_t csize, rsize;
+	uint8_t bitmap[BITMAP_BYTES];
+} base_entry;
+
+struct vmm_chunk_base {
+	int fd;
+	vmm_codec codec;
+	uint64_t chunk_size;
+	base_entry *e; /* owned: memory chunks, by position */
+	size_t n;
+	/* the rest of that file, for a save into it (vmm_chunk_writer_open_in_place) */
+	uint64_t file_size, index_offset, live;
+	uint64_t *stream_off; /* owned: the stream frames */
+	uint32_t *stream_len; /* owned */
+	size_t nstream;
+};
+
+void vmm_chunk_base_free(vmm_chunk_base *b)
+{
+	if (!b)
+		return;
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b->e);
+	free(b->stream_off);
+	free(b->stream_len);
+	free(b);
+}
+
+bool vmm_chunk_base_in_place_ok(const vmm_chunk_base *b, vmm_codec codec)
+{
+	/* past twice its live frames, a file is better written afresh */
+	return b && b->codec == codec && b->chunk_size == VMM_CHUNK_SIZE &&
+	       b->file_size <= 2 * b->live + (64u << 20);
+}
+
+static const base_entry *base_find(const vmm_chunk_base *b, uint64_t pos)
+{
+	size_t lo = 0, hi = b->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->e[mid].position < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < b->n && b->e[lo].position == pos ? &b->e[lo] : NULL;
+}
+
+/* Copy n bytes from in_fd at in_off to out_fd at out_off (in the kernel where it can). */
+static int copy_range(int in_fd, uint64_t in_off, int out_fd, uint64_t out_off, size_t n)
+{
+	loff_t i = (loff_t)in_off, o = (loff_t)out_off;
+	while (n) {
+		ssize_t c = copy_file_range(in_fd, &i, out_fd, &o, n, 0);
+		if (c < 0 && errno == EINTR)
+			continue;
+		if (c <= 0)
+			break;
+		n -= (size_t)c;
+	}
+	unsigned char buf[65536];
+	while (n) { /* no copy_file_range between these files: by hand */
+		size_t k = n < sizeof(buf) ? n : sizeof(buf);
+		if (vmm_pread_all(in_fd, buf, k, (off_t)i) < 0 ||
+		    vmm_pwrite_all(out_fd, buf, k, (off_t)o) < 0)
+			return -1;
+		i += (loff_t)k;
+		o += (loff_t)k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* --- writing ---------------------------------------------------------------------- */
+
+typedef struct sjob {
+	unsigned char *buf; /* owned */
+	size_t len;
+	uint64_t pos;
+} sjob;
+
+struct vmm_chunk_writer {
+	int fd;
+	char *what; /* owned */
+	vmm_codec codec;
+	int level;
+	pthread_t *th;
+	int nth;
+	pthread_mutex_t mu;
+	pthread_cond_t work, space;
+	sjob *q; /* ring of stream jobs */
+	size_t qcap, qhead, qlen;
+	uint64_t stream_pos;
+	int ram_fd;
+	uint64_t ram_size;
+	uint64_t *mem; /* RAM offsets of the chunks to compress */
+	size_t nmem, next_mem;
+	bool closing, failed, joined;
+	vmm_error *error;
+	uint64_t end, kicked;
+	record *recs;
+	size_t nrec, caprec;
+	uint64_t memory_bytes;
+	const vmm_chunk_base *base; /* borrowed: frames to reuse */
+	uint64_t compressed, reused;
+	bool in_place; /* writing into base's own file: reused frames stay where they are */
+	bool *used;    /* owned: in place, which base frames the new index keeps */
+};
+
+static void writer_fail(vmm_chunk_writer *w, vmm_error **e)
+{
+	pthread_mutex_lock(&w->mu);
+	if (!w->failed) {
+		w->failed = true;
+		w->error = steal_ptr(*e);
+	}
+	pthread_cond_broadcast(&w->work);
+	pthread_cond_broadcast(&w->space);
+	pthread_mutex_unlock(&w->mu);
+	vmm_error_free(*e);
+	*e = NULL;
+}
+
+#define ALIGN_UP(x) (((x) + PAGE - 1) & ~(uint64_t)(PAGE - 1))
+
+/*
+ * Room for n bytes at the end of the file.  Frames start on 4 KiB, so that
+ * a later save into this file can free a dead frame's blocks exactly.
+ */
+static uint64_t reserve(vmm_chunk_writer *w, size_t n)
+{
+	pthread_mutex_lock(&w->mu);
+	uint64_t off = w->end;
+	w->end = ALIGN_UP(w->end + n);
+	pthread_mutex_unlock(&w->mu);
+	return off;
+}
+
+/* Record a chunk written at off (n bytes). */
+static void record_chunk(vmm_chunk_writer *w, record *r, uint64_t off, size_t n, bool reused)
+{
+	r->offset = off;
+	r->csize = (uint32_t)n;
+	pthread_mutex_lock(&w->mu);
+	if (w->nrec == w->caprec) {
+		w->caprec = w->caprec ? 2 * w->caprec : 256;
+		w->recs = xrealloc(w->recs, w->caprec * sizeof(record));
+	}
+	w->recs[w->nrec++] = *r;
+	if (r->type == REC_MEMORY) {
+		w->memory_bytes += r->rsize;
+		if (reused)
+			w->reused++;
+		else
+			w->compressed++;
+	}
+	w->kicked += n;
+	bool kick = w->kicked >= KICK_EVERY;
+	if (kick)
+		w->kicked = 0;
+	pthread_mutex_unlock(&w->mu);
+	if (kick)
+		sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+/* Append a compressed chunk to the file and record it. */
+static int emit(vmm_chunk_writer *w, record *r, const void *data, size_t n, vmm_error **err)
+{
+	uint64_t off = reserve(w, n);
+	if (vmm_pwrite_all(w->fd, data, n, (off_t)off) < 0)
+		return vmm_error_errno(err, errno, "write %s", w->what);
+	record_chunk(w, r, off, n, false);
+	return 0;
+}
+
+/* One stretch of RAM: its non-zero pages, packed, compressed. */
+static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned char *in,
+		     unsigned char *out, size_t cap, vmm_error **err)
+{
+	size_t len =
+	    w->ram_size - pos < VMM_CHUNK_SIZE ? (size_t)(w->ram_size - pos) : VMM_CHUNK_SIZE;
+	if (vmm_pread_all(w->ram_fd, in, len, (off_t)pos) < 0)
+		return vmm_error_errno(err, errno, "read guest memory");
+	record r = {.type = REC_MEMORY, .position = pos};
+	size_t kept = 0;
+	for (size_t p = 0; p < len / PAGE; p++) {
+		unsigned char *page = in + p * PAGE;
+		if (page_is_zero(page))
+			continue;
+		r.bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
+		if (kept != p)
+			memcpy(in + kept * PAGE, page, PAGE);
+		kept++;
+	}
+	if (!kept)
+		return 0;
+	r.rsize = (uint32_t)(kept * PAGE);
+	/* the same pages as when the guest was resumed: that frame again */
+	const base_entry *b = w->base ? base_find(w->base, pos) : NULL;
+	if (b && b->rsize == r.rsize && memcmp(b->bitmap, r.bitmap, BITMAP_BYTES) == 0 &&
+	    b->hash == pages_hash(in, r.rsize)) {
+		if (w->in_place) { /* already in this file */
+			w->used[b - w->base->e] = true;
+			record_chunk(w, &r, b->offset, b->csize, true);
+			return 0;
+		}
+		uint64_t off = reserve(w, b->csize);
+		if (copy_range(w->base->fd, b->offset, w->fd, off, b->csize) < 0)
+			return vmm_error_errno(err, errno, "write %s", w->what);
+		record_chunk(w, &r, off, b->csize, true);
+		return 0;
+	}
+	size_t n;
+	if (compress_chunk(c, w->codec, w->level, in, r.rsize, out, cap, &n, err) < 0)
+		return -1;
+	return emit(w, &r, out, n, err);
+}
+
+static int do_stream(vmm_chunk_writer *w, codec_ctx *c, const sjob *j, unsigned char *out,
+		     size_t cap, vmm_error **err)
+{
+	record r = {.type = REC_STREAM, .position = j->pos, .rsize = (uint32_t)j->len};
+	size_t n;
+	if (compress_chunk(c, w->codec, w->level, j->buf, j->len, out, cap, &n, err) < 0)
+		return -1;
+	return emit(w, &r, out, n, err);
+}
+
+static void *writer_main(void *arg)
+{
+	vmm_chunk_writer *w = arg;
+	codec_ctx c = {0};
+	size_t cap = bound(w->codec, VMM_CHUNK_SIZE);
+	unsigned char *in = xmalloc(VMM_CHUNK_SIZE), *out = xmalloc(cap);
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->failed && !w->qlen && w->next_mem >= w->nmem && !w->closing)
+			pthread_cond_wait(&w->work, &w->mu);
+		if (w->failed)
+			break;
+		vmm_error *e = NULL;
+		int rc;
+		if (w->qlen) { /* the stream first: QEMU waits on it */
+			sjob j = w->q[w->qhead];
+			w->qhead = (w->qhead + 1) % w->qcap;
+			w->qlen--;
+			pthread_cond_broadcast(&w->space);
+			pthread_mutex_unlock(&w->mu);
+			rc = do_stream(w, &c, &j, out, cap, &e);
+			free(j.buf);
+		} else if (w->next_mem < w->nmem) {
+			uint64_t pos = w->mem[w->next_mem++];
+			pthread_mutex_unlock(&w->mu);
+			rc = do_memory(w, &c, pos, in, out, cap, &e);
+		} else {
+			break; /* closing, and nothing is left */
+		}
+		if (rc < 0)
+			writer_fail(w, &e);
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	codec_ctx_free(&c);
+	free(in);
+	free(out);
+	return NULL;
+}
+
+int vmm_chunk_writer_open(vmm_chunk_writer **out, int fd, const char *what, vmm_codec codec,
+			  int level, int threads, vmm_error **err)
+{
+	(void)err;
+	vmm_chunk_writer *w = xcalloc(1, sizeof(*w));
+	w->fd = fd;
+	w->what = xstrdup(what);
+	w->codec = codec;
+	w->level = level;
+	w->ram_fd = -1;
+	w->end = VMM_SAVEFILE_HEADER_SIZE;
+	w->nth = threads > 0 ? threads : 1;
+	w->qcap = 2 * (size_t)w->nth;
+	w->q = xcalloc(w->qcap, sizeof(sjob));
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->work, NULL);
+	pthread_cond_init(&w->space, NULL);
+	w->th = xcalloc((size_t)w->nth, sizeof(pthread_t));
+	for (int i = 0; i < w->nth; i++)
+		if (pthread_create(&w->th[i], NULL, writer_main, w) != 0)
+			abort();
+	*out = w;
+	return 0;
+}
+
+int vmm_chunk_writer_open_in_place(vmm_chunk_writer **out, int fd, const vmm_chunk_base *base,
+				   const char *what, int level, int threads, vmm_error **err)
+{
+	if (!vmm_chunk_base_in_place_ok(base, base ? base->codec : VMM_CODEC_LZ4))
+		return vmm_error_set(err, VMM_EINVAL, "%s cannot be written in place", what);
+	if (vmm_chunk_writer_open(out, fd, what, base->codec, level, threads, err) < 0)
+		return -1;
+	vmm_chunk_writer *w = *out;
+	w->base = base;
+	w->in_place = true;
+	w->used = xcalloc(base->n ? base->n : 1, sizeof(bool));
+	w->end = ALIGN_UP(base->file_size);
+	return 0;
+}
+
+/* Free the blocks wholly inside [off, off+len) (best effort: space only). */
+static void punch(int fd, uint64_t off, uint64_t len)
+{
+	uint64_t a = ALIGN_UP(off), b = (off + len) & ~(uint64_t)(PAGE - 1);
+	if (b > a)
+		fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a, (off_t)(b - a));
+}
+
+/* In place: what the new index no longer names is dead. */
+static void punch_dead(vmm_chunk_writer *w)
+{
+	const vmm_chunk_base *b = w->base;
+	for (size_t i = 0; i < b->n; i++)
+		if (!w->used[i])
+			punch(w->fd, b->e[i].offset, b->e[i].csize);
+	for (size_t i = 0; i < b->nstream; i++)
+		punch(w->fd, b->stream_off[i], b->stream_len[i]);
+	punch(w->fd, b->index_offset, b->file_size - b->index_offset);
+}
+
+void vmm_chunk_writer_set_base(vmm_chunk_writer *w, const vmm_chunk_base *base)
+{
+	if (base && base->codec == w->codec && base->chunk_size == VMM_CHUNK_SIZE)
+		w->base = base;
+}
+
+void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t *reused)
+{
+	pthread_mutex_lock(&w->mu);
+	*compressed = w->compressed;
+	*reused = w->reused;
+	pthread_mutex_unlock(&w->mu);
+}
+
+int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, vmm_error **err)
+{
+	if (size % PAGE)
+		return vmm_error_set(err, VMM_EINVAL,
+				     "guest memory of %llu bytes is not whole pages",
+				     (unsigned long long)size);
+	/* the stretches that hold data: tmpfs knows which pages were never touched */
+	uint64_t *list = xcalloc(size / VMM_CHUNK_SIZE + 1, sizeof(uint64_t));
+	size_t n = 0;
+	uint64_t pos = 0;
+	while (pos < size) {
+		off_t d = lseek(ram_fd, (off_t)pos, SEEK_DATA);
+		if (d < 0) {
+			if (errno == ENXIO)
+				break;
+			int e = errno;
+			free(list);
+			return vmm_error_errno(err, e, "find the data in guest memory");
+		}
+		off_t hole = lseek(ram_fd, d, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole > size)
+			hole = (off_t)size;
+		for (uint64_t c = (uint64_t)d / VMM_CHUNK_SIZE * VMM_CHUNK_SIZE; c < (uint64_t)hole;
+		     c += VMM_CHUNK_SIZE)
+			if (n == 0 || list[n - 1] != c)
+				list[n++] = c;
+		pos = (uint64_t)hole;
+	}
+	pthread_mutex_lock(&w->mu);
+	free(w->mem);
+	w->mem = list;
+	w->nmem = n;
+	w->next_mem = 0;
+	w->ram_fd = ram_fd;
+	w->ram_size = size;
+	pthread_cond_broadcast(&w->work);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+static int writer_error(vmm_chunk_writer *w, vmm_error **err)
+{
+	pthread_mutex_lock(&w->mu);
+	int rc = 0;
+	if (w->failed) {
+		rc = -1;
+		if (err && w->error) {
+			vmm_error_free(*err);
+			*err = NULL;
+			vmm_error_set(err, w->error->code, "%s", w->error->msg);
+		} else if (err && !w->error) {
+			vmm_error_set(err, VMM_EGENERIC, "writing %s was cancelled", w->what);
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+/* Hand a full (or the last) stream chunk to the threads. */
+static int submit(vmm_chunk_writer *w, unsigned char *buf, size_t len, vmm_error **err)
+{
+	pthread_mutex_lock(&w->mu);
+	while (!w->failed && w->qlen == w->qcap)
+		pthread_cond_wait(&w->space, &w->mu);
+	if (w->failed) {
+		pthread_mutex_unlock(&w->mu);
+		free(buf);
+		return writer_error(w, err);
+	}
+	w->q[(w->qhead + w->qlen) % w->qcap] = (sjob){buf, len, w->stream_pos};
+	w->qlen++;
+	w->stream_pos += len;
+	pthread_cond_broadcast(&w->work);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+int vmm_chunk_writer_pump(vmm_chunk_writer *w, int fd, vmm_error **err)
+{
+	for (;;) {
+		unsigned char *buf = xmalloc(VMM_CHUNK_SIZE);
+		size_t len = 0;
+		while (len < VMM_CHUNK_SIZE) {
+			ssize_t n = read(fd, buf + len, VMM_CHUNK_SIZE - len);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				int e = errno;
+				free(buf);
+				return vmm_error_errno(err, e, "read QEMU's migration stream");
+			}
+			if (n == 0)
+				break;
+			len += (size_t)n;
+		}
+		if (len == 0) {
+			free(buf);
+			return writer_error(w, err);
+		}
+		bool last = len < VMM_CHUNK_SIZE;
+		if (submit(w, buf, len, err) < 0)
+			return -1;
+		if (last)
+			return writer_error(w, err);
+	}
+}
+
+static void writer_join(vmm_chunk_writer *w)
+{
+	if (w->joined)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->closing = true;
+	pthread_cond_broadcast(&w->work);
+	pthread_mutex_unlock(&w->mu);
+	for (int i = 0; i < w->nth; i++)
+		pthread_join(w->th[i], NULL);
+	w->joined = true;
+}
+
+int vmm_chunk_writer_finish(vmm_chunk_writer *w, vmm_savefile_header *h, vmm_error **err)
+{
+	writer_join(w);
+	if (writer_error(w, err) < 0)
+		return -1;
+	if (w->nrec)
+		qsort(w->recs, w->nrec, sizeof(record), cmp_record);
+	if (w->in_place)
+		punch_dead(w);
+	size_t len = w->nrec * VMM_SAVEFILE_RECORD_SIZE;
+	cleanup_free unsigned char *idx = xmalloc(len ? len : 1);
+	for (size_t i = 0; i < w->nrec; i++)
+		record_encode(&w->recs[i], idx + i * VMM_SAVEFILE_RECORD_SIZE);
+	if (vmm_pwrite_all(w->fd, idx, len, (off_t)w->end) < 0)
+		return vmm_error_errno(err, errno, "write %s", w->what);
+	char digest[72];
+	vmm_sha256_digest(idx, len, digest);
+	h->format = VMM_SAVEFILE_FORMAT;
+	h->kind = w->ram_fd >= 0 ? VMM_SAVEFILE_KIND_MEMORY : VMM_SAVEFILE_KIND_STREAM;
+	h->codec = w->codec;
+	h->chunk_size = VMM_CHUNK_SIZE;
+	h->device_size = w->stream_pos;
+	h->raw_size = w->stream_pos + w->memory_bytes;
+	h->index_offset = w->end;
+	h->index_count = w->nrec;
+	free(h->index_sha256);
+	h->index_sha256 = xstrdup(digest);
+	free(h->raw_sha256);
+	h->raw_sha256 = NULL;
+	h->compressed_size = w->end + len - VMM_SAVEFILE_HEADER_SIZE;
+	return 0;
+}
+
+void vmm_chunk_writer_cancel(vmm_chunk_writer *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->failed = true;
+	pthread_cond_broadcast(&w->work);
+	pthread_cond_broadcast(&w->space);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void vmm_chunk_writer_free(vmm_chunk_writer *w)
+{
+	if (!w)
+		return;
+	if (!w->joined) {
+		vmm_chunk_writer_cancel(w);
+		writer_join(w);
+	}
+	for (size_t i = 0; i < w->qlen; i++)
+		free(w->q[(w->qhead + i) % w->qcap].buf);
+	free(w->q);
+	free(w->th);
+	free(w->mem);
+	free(w->recs);
+	free(w->used);
+	free(w->what);
+	vmm_error_free(w->error);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->work);
+	pthread_cond_destroy(&w->space);
+	free(w);
+}
+
+/* --- the index ------------------------------------------------------------------ */
+
+struct vmm_chunk_index {
+	record *recs; /* owned: stream records, then memory records */
+	size_t n, nstream;
+};
+
+void vmm_chunk_index_free(vmm_chunk_index *x)
+{
+	if (!x)
+		return;
+	free(x->recs);
+	free(x);
+}
+
+static int bad_record(vmm_error **err, const char *what, size_t i, const char *why)
+{
+	return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: index record %zu %s", what, i, why);
+}
+
+int vmm_chunk_index_parse(vmm_chunk_index **out, const void *buf, size_t len,
+			  const vmm_savefile_header *h, const char *what, vmm_error **err)
+{
+	if (h->format != VMM_SAVEFILE_FORMAT || len != h->index_count * VMM_SAVEFILE_RECORD_SIZE)
+		return vmm_error_set(err, VMM_EFORMAT,
+				     "%s is corrupt: the index has the wrong size", what);
+	char digest[72];
+	vmm_sha256_digest(buf, len, digest);
+	if (strcmp(digest, h->index_sha256) != 0)
+		return vmm_error_set(err, VMM_EFORMAT, "%s is corrupt: index SHA-256 mismatch",
+				     what);
+	/* QEMU's RAM is whole MiB (-m rounds up) */
+	uint64_t ram = (h->memory + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+	const unsigned char *b = buf;
+	vmm_chunk_index *x = xcalloc(1, sizeof(*x));
+	x->recs = xcalloc(h->index_count ? h->index_count : 1, sizeof(record));
+	x->n = h->index_count;
+	uint64_t stream = 0, memory = 0, next_ram = 0;
+	size_t max_c = bound(h->codec, h->chunk_size);
+	int rc = -1;
+	for (size_t i = 0; i < x->n; i++) {
+		const unsigned char *p = b + i * VMM_SAVEFILE_RECORD_SIZE;
+		record *r = &x->recs[i];
+		r->type = p[0];
+		r->csize = get32(p + 4);
+		r->rsize = get32(p + 8);
+		r->offset = get64(p + 16);
+		r->position = get64(p + 24);
+		memcpy(r->bitmap, p + 32, BITMAP_BYTES);
+		if (p[1] || p[2] || p[3] || get32(p + 12)) {
+			bad_record(err, what, i, "has stray bytes");
+			goto out;
+		}
+		if (r->csize == 0 || r->csize > max_c || r->offset < VMM_SAVEFILE_HEADER_SIZE ||
+		    r->offset > h->index_offset || h->index_offset - r->offset < r->csize) {
+			bad_record(err, what, i, "points outside the chunks");
+			goto out;
+		}
+		if (r->type == REC_STREAM) {
+			static const uint8_t zero[BITMAP_BYTES];
+			if (i != x->nstream || r->rsize == 0 || r->rsize > h->chunk_size ||
+			    r->position != stream || memcmp(r->bitmap, zero, BITMAP_BYTES) != 0) {
+				bad_record(err, what, i, "breaks the stream");
+				goto out;
+			}
+			stream += r->rsize;
+			x->nstream++;
+		} else if (r->type == REC_MEMORY && h->kind == VMM_SAVEFILE_KIND_MEMORY) {
+			if (r->position % h->chunk_size || r->position < next_ram ||
+			    r->position >= ram) {
+				bad_record(err, what, i, "is out of place in memory");
+				goto out;
+			}
+			uint64_t span =
+			    ram - r->position < h->chunk_size ? ram - r->position : h->chunk_size;
+			size_t pages = 0;
+			for (size_t k = 0; k < PAGES_MAX; k++) {
+				if (!bit(r->bitmap, k))
+					continue;
+				if (k >= span / PAGE) {
+					bad_record(err, what, i, "names pages past the memory");
+					goto out;
+				}
+				pages++;
+			}
+			if (pages == 0 || r->rsize != pages * PAGE) {
+				bad_record(err, what, i, "does not match its pages");
+				goto out;
+			}
+			next_ram = r->position + h->chunk_size;
+			memory += r->rsize;
+		} else {
+			bad_record(err, what, i, "has an unknown type");
+			goto out;
+		}
+	}
+	if (stream != h->device_size || stream + memory != h->raw_size) {
+		vmm_error_set(err, VMM_EFORMAT,
+			      "%s is corrupt: the index holds %llu bytes, the header says %llu",
+			      what, (unsigned long long)(stream + memory),
+			      (unsigned long long)h->raw_size);
+		goto out;
+	}
+	*out = x;
+	x = NULL;
+	rc = 0;
+out:
+	vmm_chunk_index_free(x);
+	return rc;
+}
+
+int vmm_chunk_index_load(vmm_chunk_index **out, int fd, const vmm_savefile_header *h,
+			 const char *what, vmm_error **err)
+{
+	if (h->format != VMM_SAVEFILE_FORMAT)
+		return vmm_error_set(err, VMM_EFORMAT, "%s has no index", what);
+	size_t len = h->index_count * VMM_SAVEFILE_RECORD_SIZE;
+	cleanup_free unsigned char *buf = xmalloc(len ? len : 1);
+	if (vmm_pread_all(fd, buf, len, (off_t)h->index_offset) < 0)
+		return errno == EIO ? vmm_error_set(err, VMM_EFORMAT, "%s is truncated", what)
+				    : vmm_error_errno(err, errno, "read %s", what);
+	return vmm_chunk_index_parse(out, buf, len, h, what, err);
+}
+
+/* Read and decompress record r into out (r->rsize bytes). */
+static int read_chunk(codec_ctx *c, int fd, const vmm_savefile_header *h, const record *r,
+		      unsigned char *in, unsigned char *out, const char *what, vmm_error **err)
+{
+	if (vmm_pread_all(fd, in, r->csize, (off_t)r->offset) < 0)
+		return errno == EIO ? vmm_error_set(err, VMM_EFORMAT, "%s is truncated", what)
+				    : vmm_error_errno(err, errno, "read %s", what);
+	return decompress_chunk(c, h->codec, in, r->csize, out, r->rsize, what, r->offset, err);
+}
+
+/* --- filling guest memory --------------------------------------------------------- */
+
+struct vmm_chunk_fill {
+	int fd, ram_fd;
+	const vmm_savefile_header *h;
+	const vmm_chunk_index *x;
+	char *what;
+	pthread_t *th;
+	int nth;
+	pthread_mutex_t mu;
+	size_t next;
+	bool failed;
+	vmm_error *error;
+	uint64_t *hashes; /* owned: per record, of its pages */
+};
+
+/* Write the pages of a decompressed memory chunk where they belong, in runs. */
+static int scatter(struct vmm_chunk_fill *f, const record *r, const unsigned char *data,
+		   vmm_error **err)
+{
+	size_t k = 0;
+	for (size_t p = 0; p < PAGES_MAX;) {
+		if (!bit(r->bitmap, p)) {
+			p++;
+			continue;
+		}
+		size_t q = p;
+		while (q < PAGES_MAX && bit(r->bitmap, q))
+			q++;
+		if (vmm_pwrite_all(f->ram_fd, data + k * PAGE, (q - p) * PAGE,
+				   (off_t)(r->position + p * PAGE)) < 0)
+			return vmm_error_errno(err, errno, "write guest memory");
+		k += q - p;
+		p = q;
+	}
+	return 0;
+}
+
+static void *fill_main(void *arg)
+{
+	struct vmm_chunk_fill *f = arg;
+	codec_ctx c = {0};
+	unsigned char *in = xmalloc(bound(f->h->codec, f->h->chunk_size));
+	unsigned char *out = xmalloc(f->h->chunk_size);
+	for (;;) {
+		pthread_mutex_lock(&f->mu);
+		size_t i = f->next++;
+		bool stop = f->failed || i >= f->x->n;
+		pthread_mutex_unlock(&f->mu);
+		if (stop)
+			break;
+		const record *r = &f->x->recs[i];
+		vmm_error *e = NULL;
+		if (read_chunk(&c, f->fd, f->h, r, in, out, f->what, &e) == 0)
+			f->hashes[i] = pages_hash(out, r->rsize);
+		if (e || scatter(f, r, out, &e) < 0) {
+			pthread_mutex_lock(&f->mu);
+			if (!f->failed) {
+				f->failed = true;
+				f->error = steal_ptr(e);
+			}
+			pthread_mutex_unlock(&f->mu);
+			vmm_error_free(e);
+			break;
+		}
+	}
+	codec_ctx_free(&c);
+	free(in);
+	free(out);
+	return NULL;
+}
+
+int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header *h,
+			 const vmm_chunk_index *x, int ram_fd, int threads, const char *what,
+			 vmm_error **err)
+{
+	(void)err;
+	struct vmm_chunk_fill *f = xcalloc(1, sizeof(*f));
+	f->fd = fd;
+	f->ram_fd = ram_fd;
+	f->h = h;
+	f->x = x;
+	f->what = xstrdup(what);
+	f->next = x->nstream;
+	f->hashes = xcalloc(x->n ? x->n : 1, sizeof(uint64_t));
+	f->nth = threads > 0 ? threads : 1;
+	pthread_mutex_init(&f->mu, NULL);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+	f->th = xcalloc((size_t)f->nth, sizeof(pthread_t));
+	for (int i = 0; i < f->nth; i++)
+		if (pthread_create(&f->th[i], NULL, fill_main, f) != 0)
+			abort();
+	*out = f;
+	return 0;
+}
+
+int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_chunk_base **base, vmm_error **err)
+{
+	for (int i = 0; i < f->nth; i++)
+		pthread_join(f->th[i], NULL);
+	int rc = 0;
+	if (f->failed) {
+		rc = -1;
+		if (err) {
+			vmm_error_free(*err);
+			*err = steal_ptr(f->error);
+		}
+	} else if (base) {
+		vmm_chunk_base *b = xcalloc(1, sizeof(*b));
+		b->fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 3);
+		b->codec = f->h->codec;
+		b->chunk_size = f->h->chunk_size;
+		b->n = f->x->n - f->x->nstream;
+		b->e = xcalloc(b->n ? b->n : 1, sizeof(base_entry));
+		for (size_t i = 0; i < b->n; i++) {
+			const record *r = &f->x->recs[f->x->nstream + i];
+			b->e[i] = (base_entry){.position = r->position,
+					       .offset = r->offset,
+					       .hash = f->hashes[f->x->nstream + i],
+					       .csize = r->csize,
+					       .rsize = r->rsize};
+			memcpy(b->e[i].bitmap, r->bitmap, BITMAP_BYTES);
+			b->live += r->csize;
+		}
+		b->nstream = f->x->nstream;
+		b->stream_off = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint64_t));
+		b->stream_len = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint32_t));
+		for (size_t i = 0; i < b->nstream; i++) {
+			b->stream_off[i] = f->x->recs[i].offset;
+			b->stream_len[i] = f->x->recs[i].csize;
+		}
+		b->index_offset = f->h->index_offset;
+		b->file_size = VMM_SAVEFILE_HEADER_SIZE + f->h->compressed_size;
+		if (b->fd < 0) {
+			vmm_chunk_base_free(b);
+			b = NULL;
+		}
+		*base = b;
+	}
+	free(f->hashes);
+	vmm_error_free(f->error);
+	pthread_mutex_destroy(&f->mu);
+	free(f->th);
+	free(f->what);
+	free(f);
+	return rc;
+}
+
+/* --- the stream, in order ---------------------------------------------------------- */
+
+typedef struct slot {
+	unsigned char *buf; /* owned */
+	bool ready;
+} slot;
+
+typedef struct streamer {
+	int fd;
+	const vmm_savefile_header *h;
+	const vmm_chunk_index *x;
+	const char *what;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	slot *slots;
+	size_t nslots, next_take, next_write;
+	bool failed;
+	vmm_error *error;
+} streamer;
+
+static void *stream_main(void *arg)
+{
+	streamer *s = arg;
+	codec_ctx c = {0};
+	unsigned char *in = xmalloc(bound(s->h->codec, s->h->chunk_size));
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		while (!s->failed && s->next_take < s->x->nstream &&
+		       s->next_take >= s->next_write + s->nslots)
+			pthread_cond_wait(&s->cv, &s->mu);
+		if (s->failed || s->next_take >= s->x->nstream)
+			break;
+		size_t i = s->next_take++;
+		slot *sl = &s->slots[i % s->nslots];
+		pthread_mutex_unlock(&s->mu);
+		vmm_error *e = NULL;
+		int rc = read_chunk(&c, s->fd, s->h, &s->x->recs[i], in, sl->buf, s->what, &e);
+		pthread_mutex_lock(&s->mu);
+		if (rc < 0 && !s->failed) {
+			s->failed = true;
+			s->error = steal_ptr(e);
+		}
+		vmm_error_free(e);
+		sl->ready = true;
+		pthread_cond_broadcast(&s->cv);
+	}
+	pthread_mutex_unlock(&s->mu);
+	codec_ctx_free(&c);
+	free(in);
+	return NULL;
+}
+
+int vmm_chunk_stream_out(int fd, const vmm_savefile_header *h, const vmm_chunk_index *x, int out_fd,
+			 int threads, const char *what, vmm_error **err)
+{
+	streamer s = {.fd = fd, .h = h, .x = x, .what = what};
+	int nth = threads > 0 ? threads : 1;
+	s.nslots = 2 * (size_t)nth;
+	s.slots = xcalloc(s.nslots, sizeof(slot));
+	for (size_t i = 0; i < s.nslots; i++)
+		s.slots[i].buf = xmalloc(h->chunk_size);
+	pthread_mutex_init(&s.mu, NULL);
+	pthread_cond_init(&s.cv, NULL);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	pthread_t *th = xcalloc((size_t)nth, sizeof(pthread_t));
+	for (int i = 0; i < nth; i++)
+		if (pthread_create(&th[i], NULL, stream_main, &s) != 0)
+			abort();
+	int rc = 0;
+	for (size_t i = 0; i < x->nstream; i++) {
+		slot *sl = &s.slots[i % s.nslots];
+		pthread_mutex_lock(&s.mu);
+		while (!s.failed && !sl->ready)
+			pthread_cond_wait(&s.cv, &s.mu);
+		bool failed = s.failed;
+		pthread_mutex_unlock(&s.mu);
+		if (failed) {
+			rc = -1;
+			break;
+		}
+		if (vmm_write_all(out_fd, sl->buf, x->recs[i].rsize) < 0) {
+			int e = errno;
+			pthread_mutex_lock(&s.mu);
+			s.failed = true;
+			pthread_cond_broadcast(&s.cv);
+			pthread_mutex_unlock(&s.mu);
+			if (e == EPIPE)
+				vmm_error_set(err, VMM_EGENERIC,
+					      "QEMU stopped reading the saved state");
+			else
+				vmm_error_errno(err, e, "write the saved state to QEMU");
+			rc = -2;
+			break;
+		}
+		pthread_mutex_lock(&s.mu);
+		sl->ready = false;
+		s.next_write++;
+		pthread_cond_broadcast(&s.cv);
+		pthread_mutex_unlock(&s.mu);
+	}
+	for (int i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	if (rc == -1 && err) {
+		vmm_error_free(*err);
+		*err = steal_ptr(s.error);
+	}
+	vmm_error_free(s.error);
+	for (size_t i = 0; i < s.nslots; i++)
+		free(s.slots[i].buf);
+	free(s.slots);
+	free(th);
+	pthread_mutex_destroy(&s.mu);
+	pthread_cond_destroy(&s.cv);
+	return rc < 0 ? -1 : 0;
+}
+
+/* --- re-encoding ----------------------------------------------------------------- */
+
+typedef struct recoder {
+	int in, out;
+	const vmm_savefile_header *h;
+	const vmm_chunk_index *x;
+	record *recs; /* owned: the new records, same order */
+	vmm_codec codec;
+	int level;
+	const char *what, *tmp;
+	pthread_mutex_t mu;
+	size_t next;
+	uint64_t end;
+	bool failed;
+	vmm_error *error;
+} recoder;
+
+static void *recode_main(void *arg)
+{
+	recoder *rc = arg;
+	codec_ctx dec = {0}, enc = {0};
+	size_t cap = bound(rc->codec, rc->h->chunk_size);
+	unsigned char *in = xmalloc(bound(rc->h->codec, rc->h->chunk_size));
+	unsigned char *raw = xmalloc(rc->h->chunk_size), *out = xmalloc(cap);
+	for (;;) {
+		pthread_mutex_lock(&rc->mu);
+		size_t i = rc->next++;
+		bool stop = rc->failed || i >= rc->x->n;
+		pthread_mutex_unlock(&rc->mu);
+		if (stop)
+			break;
+		record r = rc->x->recs[i];
+		vmm_error *e = NULL;
+		size_t n = 0;
+		int ok = read_chunk(&dec, rc->in, rc->h, &r, in, raw, rc->what, &e);
+		if (ok == 0)
+			ok = compress_chunk(&enc, rc->codec, rc->level, raw, r.rsize, out, cap, &n,
+					    &e);
+		if (ok == 0) {
+			pthread_mutex_lock(&rc->mu);
+			r.offset = rc->end;
+			r.csize = (uint32_t)n;
+			rc->end = (rc->end + n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
+			pthread_mutex_unlock(&rc->mu);
+			if (vmm_pwrite_all(rc->out, out, n, (off_t)r.offset) < 0)
+				ok = vmm_error_errno(&e, errno, "write `%s`", rc->tmp);
+			rc->recs[i] = r;
+		}
+		if (ok < 0) {
+			pthread_mutex_lock(&rc->mu);
+			if (!rc->failed) {
+				rc->failed = true;
+				rc->error = steal_ptr(e);
+			}
+			pthread_mutex_unlock(&rc->mu);
+			vmm_error_free(e);
+			break;
+		}
+	}
+	codec_ctx_free(&dec);
+	codec_ctx_free(&enc);
+	free(in);
+	free(raw);
+	free(out);
+	return NULL;
+}
+
+int vmm_chunk_reencode(const char *src, const char *dst, vmm_codec codec, int level, int threads,
+		       vmm_error **err)
+{
+	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
+	if (vmm_savefile_read_header(&h, src, err) < 0)
+		return -1;
+	cleanup_free char *what = xasprintf("state `%s`", src);
+	if (h->format != VMM_SAVEFILE_FORMAT)
+		return vmm_error_set(err, VMM_EINVAL, "%s is in format %d, not chunks", what,
+				     h->format);
+	cleanup_close int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return vmm_error_errno(err, errno, "open `%s`", src);
+	vmm_chunk_index *x = NULL;
+	if (vmm_chunk_index_load(&x, in, h, what, err) < 0)
+		return -1;
+	cleanup_free char *tmp = xasprintf("%s.tmp", dst);
+	unlink(tmp);
+	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0) {
+		vmm_chunk_index_free(x);
+		return vmm_error_errno(err, errno, "create `%s`", tmp);
+	}
+	recoder r = {.in = in,
+		     .out = out,
+		     .h = h,
+		     .x = x,
+		     .codec = codec,
+		     .level = level,
+		     .what = what,
+		     .tmp = tmp,
+		     .end = VMM_SAVEFILE_HEADER_SIZE};
+	r.recs = xcalloc(x->n ? x->n : 1, sizeof(record));
+	pthread_mutex_init(&r.mu, NULL);
+	posix_fadvise(in, 0, 0, POSIX_FADV_SEQUENTIAL);
+	int nth = threads > 0 ? threads : 1;
+	pthread_t *th = xcalloc((size_t)nth, sizeof(pthread_t));
+	for (int i = 0; i < nth; i++)
+		if (pthread_create(&th[i], NULL, recode_main, &r) != 0)
+			abort();
+	for (int i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	pthread_mutex_destroy(&r.mu);
+	int rc = -1;
+	size_t len = x->n * VMM_SAVEFILE_RECORD_SIZE;
+	unsigned char *idx = xmalloc(len ? len : 1);
+	unsigned char *hdr = NULL;
+	if (r.failed) {
+		if (err) {
+			vmm_error_free(*err);
+			*err = steal_ptr(r.error);
+		}
+		goto out;
+	}
+	for (size_t i = 0; i < x->n; i++)
+		record_encode(&r.recs[i], idx + i * VMM_SAVEFILE_RECORD_SIZE);
+	if (vmm_pwrite_all(out, idx, len, (off_t)r.end) < 0) {
+		vmm_error_errno(err, errno, "write `%s`", tmp);
+		goto out;
+	}
+	char digest[72];
+	vmm_sha256_digest(idx, len, digest);
+	h->codec = codec;
+	h->index_offset = r.end;
+	free(h->index_sha256);
+	h->index_sha256 = xstrdup(digest);
+	h->compressed_size = r.end + len - VMM_SAVEFILE_HEADER_SIZE;
+	hdr = vmm_savefile_header_encode(h);
+	if (!hdr) {
+		vmm_error_set(err, VMM_EINVAL, "state header for `%s` is too large", dst);
+		goto out;
+	}
+	if (vmm_pwrite_all(out, hdr, VMM_SAVEFILE_HEADER_SIZE, 0) < 0 || fsync(out) < 0) {
+		vmm_error_errno(err, errno, "write `%s`", tmp);
+		goto out;
+	}
+	if (rename(tmp, dst) < 0) {
+		vmm_error_errno(err, errno, "rename `%s` to `%s`", tmp, dst);
+		goto out;
+	}
+	rc = vmm_fsync_dir(dst, false, err);
+out:
+	if (rc < 0)
+		unlink(tmp);
+	close(out);
+	vmm_error_free(r.error);
+	free(r.recs);
+	free(idx);
+	free(hdr);
+	vmm_chunk_index_free(x);
+	return rc;
+}
