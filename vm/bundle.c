@@ -157,8 +157,9 @@ void (*vmm_bundle_lock_race_hook)(const char *config_path);
 /*
  * What killed commands leave in a bundle: temporary files ("<file>.tmp-…",
  * vmm_write_file_atomic's and a new disk's) and unfinished or half-removed
- * snapshot directories (snapshots/.new-…, .del-…).  Only a holder of a write
- * or run lock may call this: nobody else can be writing them then.
+ * snapshot directories (snapshots/.new-…, .del-…, which their makers lock, so
+ * any command may collect those).  Only a holder of a write or run lock may
+ * call this: nobody else can be writing the temporary files then.
  */
 static void sweep_leftovers(const char *dir)
 {
@@ -171,14 +172,7 @@ static void sweep_leftovers(const char *dir)
 		    S_ISREG(st.st_mode))
 			unlinkat(dirfd(d), e->d_name, 0);
 	}
-	cleanup_free char *snaps = path_join(dir, VMM_SNAPSHOTS_DIR);
-	cleanup_dir DIR *s = opendir(snaps);
-	while (s && (e = readdir(s))) {
-		if (strncmp(e->d_name, ".new-", 5) != 0 && strncmp(e->d_name, ".del-", 5) != 0)
-			continue;
-		cleanup_free char *p = path_join(snaps, e->d_name);
-		vmm_rm_rf(p, NULL);
-	}
+	vmm_snapshot_collect(dir);
 }
 
 int vmm_bundle_dir_lock_as(const char *dir, const char *name, vmm_lock_kind kind, int *fd,

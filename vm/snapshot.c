@@ -6,11 +6,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+
+#define STAGING_PREFIX ".new-"
+#define TRASH_PREFIX ".del-"
 
 char *vmm_snapshot_dir(const char *vm_dir, const char *snap)
 {
@@ -45,38 +50,121 @@ static bool not_carried_or_config(const char *name)
 	return not_carried(name) || strcmp(name, VMM_CONFIG_FILE) == 0;
 }
 
-/* A staging dir beside the snapshots: snapshots/.new-<uuid> */
-static char *staging_dir(const char *vm_dir, vmm_error **err)
+/* fsync every regular file at the top of dir, then dir itself. */
+static int sync_tree(const char *dir, vmm_error **err)
 {
-	cleanup_free char *root = path_join(vm_dir, VMM_SNAPSHOTS_DIR);
-	if (vmm_mkdir_p(root, err) < 0)
-		return NULL;
-	char uuid[37];
-	vmm_uuid(uuid);
-	char *p = xasprintf("%s/.new-%s", root, uuid);
-	if (mkdir(p, 0755) < 0) {
-		vmm_error_errno(err, errno, "create `%s`", p);
-		free(p);
-		return NULL;
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		return vmm_error_errno(err, errno, "open `%s`", dir);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		cleanup_close int fd =
+		    openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 || fsync(fd) < 0)
+			return vmm_error_errno(err, errno, "sync `%s/%s`", dir, e->d_name);
 	}
-	return p;
+	return vmm_fsync_dir(dir, true, err);
 }
 
-/* Rename a finished staging dir to snapshots/<snap>, refusing to replace one. */
+/* --- staging and leftovers ------------------------------------------------------ */
+
+/*
+ * Work under way in snapshots/ happens in hidden directories, each flock()ed
+ * by the process working there for as long as it does: .new-<uuid> (a
+ * snapshot being made) and .del-<uuid> (one being removed).  One that nobody
+ * holds was left by a killed command; whoever comes next removes it.
+ */
+void vmm_snapshot_collect(const char *vm_dir)
+{
+	cleanup_free char *root = path_join(vm_dir, VMM_SNAPSHOTS_DIR);
+	cleanup_dir DIR *d = opendir(root);
+	struct dirent *e;
+	bool removed = false;
+	while (d && (e = readdir(d))) {
+		if (strncmp(e->d_name, STAGING_PREFIX, strlen(STAGING_PREFIX)) != 0 &&
+		    strncmp(e->d_name, TRASH_PREFIX, strlen(TRASH_PREFIX)) != 0)
+			continue;
+		cleanup_free char *p = path_join(root, e->d_name);
+		cleanup_close int lock = -1;
+		if (vmm_flock_path(p, LOCK_EX | LOCK_NB, &lock, NULL) < 0)
+			continue; /* at work, or gone meanwhile */
+		if (vmm_rm_rf(p, NULL) == 0)
+			removed = true;
+	}
+	if (removed)
+		vmm_fsync_dir(root, true, NULL);
+}
+
+/*
+ * A new hidden directory snapshots/<prefix><uuid>, locked (*lock) for the
+ * caller.  Between mkdir and flock another process may collect it: check
+ * that the locked inode is the one at the path, else start over.
+ */
+static char *hidden_dir(const char *vm_dir, const char *prefix, int *lock, vmm_error **err)
+{
+	cleanup_free char *root = path_join(vm_dir, VMM_SNAPSHOTS_DIR);
+	bool made = !path_is_dir(root);
+	if (vmm_mkdir_p(root, err) < 0)
+		return NULL;
+	/* a new snapshots/ must outlive a crash as surely as what goes in it */
+	if (made && vmm_fsync_dir(vm_dir, true, err) < 0)
+		return NULL;
+	for (int attempt = 0; attempt < 8; attempt++) {
+		char uuid[37];
+		vmm_uuid(uuid);
+		char *p = xasprintf("%s/%s%s", root, prefix, uuid);
+		if (mkdir(p, 0755) < 0) {
+			vmm_error_errno(err, errno, "create `%s`", p);
+			free(p);
+			return NULL;
+		}
+		cleanup_close int fd = -1;
+		struct stat locked, now;
+		if (vmm_flock_path(p, LOCK_EX | LOCK_NB, &fd, NULL) == 0 &&
+		    fstat(fd, &locked) == 0 && stat(p, &now) == 0 && locked.st_ino == now.st_ino &&
+		    locked.st_dev == now.st_dev) {
+			*lock = steal_fd(fd);
+			return p;
+		}
+		free(p);
+	}
+	vmm_error_set(err, EAGAIN, "create a directory in `%s`: removed as soon as made", root);
+	return NULL;
+}
+
+static char *staging_dir(const char *vm_dir, int *lock, vmm_error **err)
+{
+	vmm_snapshot_collect(vm_dir);
+	return hidden_dir(vm_dir, STAGING_PREFIX, lock, err);
+}
+
+/*
+ * Publish a finished staging dir as snapshots/<snap>: its files and itself
+ * synced first, so that the name never points at data a crash could take
+ * back; renamed without replacing anything; snapshots/ synced after, so
+ * that a snapshot reported made stays made.
+ */
 static int publish(const char *staging, const char *dest, const char *vm_name, const char *snap,
 		   vmm_error **err)
 {
-	if (path_exists(dest))
-		return vmm_error_set(err, VMM_EEXISTS, "VM \"%s\" already has a snapshot \"%s\"",
-				     vm_name, snap);
-	if (vmm_fsync_dir(staging, true, err) < 0)
-		return -1;
-	if (rename(staging, dest) < 0)
-		return vmm_error_errno(err, errno, "create snapshot `%s`", dest);
 	struct timeval now[2];
 	gettimeofday(&now[0], NULL);
 	now[1] = now[0];
-	utimes(dest, now); /* creation time, read back by list */
+	utimes(staging, now); /* creation time, read back by list */
+	if (sync_tree(staging, err) < 0)
+		return -1;
+	vmm_test_pause("snapshot-publish");
+	if (renameat2(AT_FDCWD, staging, AT_FDCWD, dest, RENAME_NOREPLACE) < 0) {
+		if (errno == EEXIST || errno == ENOTEMPTY)
+			return vmm_error_set(err, VMM_EEXISTS,
+					     "VM \"%s\" already has a snapshot \"%s\"", vm_name,
+					     snap);
+		return vmm_error_errno(err, errno, "create snapshot `%s`", dest);
+	}
 	return vmm_fsync_dir(dest, false, err);
 }
 
@@ -103,16 +191,21 @@ static bool not_carried_or_live(const char *name)
 	       strcmp(name, VMM_DISK_FILE) == 0 || strcmp(name, VMM_EFIVARS_FILE) == 0;
 }
 
+/* Copies into staging: data on its way to the device at once, synced before publishing. */
+static const vmm_copy_opts staging_copy = {.write_back = true};
+
 /* A running VM: its `vmm run` saves memory and disk into staging; the rest is copied. */
 static int create_live(const vmm_home *h, const char *vm_dir, const char *vm_name, const char *snap,
 		       const char *dest, vmm_copy_stats *stats, vmm_error **err)
 {
-	cleanup_free char *staging = staging_dir(vm_dir, err);
+	cleanup_close int lock = -1;
+	cleanup_free char *staging = staging_dir(vm_dir, &lock, err);
 	if (!staging)
 		return -1;
 	int rc = -1;
 	if (vmm_vm_checkpoint(h, vm_name, staging, NULL, err) == 0 &&
-	    vmm_copy_dir(vm_dir, staging, false, not_carried_or_live, NULL, stats, err) == 0)
+	    vmm_copy_dir(vm_dir, staging, false, not_carried_or_live, &staging_copy, stats, err) ==
+		0)
 		rc = publish(staging, dest, vm_name, snap, err);
 	if (rc < 0)
 		vmm_rm_rf(staging, NULL);
@@ -140,12 +233,14 @@ int vmm_snapshot_create(const vmm_home *h, const char *vm_dir, const char *vm_na
 	if (vmm_pread_all(lock, cfg, (size_t)st.st_size, 0) < 0)
 		return vmm_error_errno(err, errno, "read `%s/config.json`", vm_dir);
 
-	cleanup_free char *staging = staging_dir(vm_dir, err);
+	cleanup_close int staging_lock = -1;
+	cleanup_free char *staging = staging_dir(vm_dir, &staging_lock, err);
 	if (!staging)
 		return -1;
 	cleanup_free char *cfg_out = path_join(staging, VMM_CONFIG_FILE);
 	int rc = -1;
-	if (vmm_copy_dir(vm_dir, staging, false, not_carried_or_config, NULL, stats, err) < 0 ||
+	if (vmm_copy_dir(vm_dir, staging, false, not_carried_or_config, &staging_copy, stats, err) <
+		0 ||
 	    vmm_write_file_atomic(cfg_out, cfg, (size_t)st.st_size, 0644, err) < 0)
 		goto out;
 	rc = publish(staging, dest, vm_name, snap, err);
@@ -228,7 +323,8 @@ int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *sn
 		return -1;
 	/* 1. copy the snapshot beside the VM's files as <name>.restore */
 	cleanup_free char *state = path_join(vm_dir, VMM_STATE_FILE);
-	cleanup_free char *staging = staging_dir(vm_dir, err);
+	cleanup_close int staging_lock = -1;
+	cleanup_free char *staging = staging_dir(vm_dir, &staging_lock, err);
 	if (!staging)
 		return -1;
 	int rc = -1;
@@ -280,21 +376,46 @@ out:
 	return rc;
 }
 
+/* --- delete, import, and the rest ---------------------------------------------------- */
+
 int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap, vmm_error **err)
 {
 	if (vmm_snapshot_check_name(snap, err) < 0)
 		return -1;
+	vmm_snapshot_collect(vm_dir); /* a delete that was killed is finished first */
 	cleanup_free char *dir = vmm_snapshot_dir(vm_dir, snap);
 	if (!path_is_dir(dir))
 		return snapshot_missing(err, vm_name, snap);
-	/* out of sight in one rename, then removed */
+	/*
+	 * Out of sight in one rename, durably, then removed at leisure.  The
+	 * lock goes with the directory: while it is held, no other process
+	 * collects .del-<uuid>; once this one dies, the next one does.
+	 */
+	cleanup_close int lock = -1;
+	cleanup_vmm_error vmm_error *busy = NULL;
+	if (vmm_flock_path(dir, LOCK_EX | LOCK_NB, &lock, &busy) < 0) {
+		if (vmm_error_code(busy) == VMM_ELOCKED)
+			return vmm_error_set(err, VMM_ELOCKED,
+					     "snapshot \"%s\" of VM \"%s\" is being deleted by "
+					     "another vmm command",
+					     snap, vm_name);
+		return errno == ENOENT ? snapshot_missing(err, vm_name, snap)
+				       : vmm_error_errno(err, errno, "remove `%s`", dir);
+	}
 	char uuid[37];
 	vmm_uuid(uuid);
-	cleanup_free char *trash = xasprintf("%s/" VMM_SNAPSHOTS_DIR "/.del-%s", vm_dir, uuid);
+	cleanup_free char *trash =
+	    xasprintf("%s/" VMM_SNAPSHOTS_DIR "/" TRASH_PREFIX "%s", vm_dir, uuid);
 	if (rename(dir, trash) < 0)
-		return vmm_error_errno(err, errno, "remove `%s`", dir);
+		return errno == ENOENT ? snapshot_missing(err, vm_name, snap)
+				       : vmm_error_errno(err, errno, "remove `%s`", dir);
+	if (vmm_fsync_dir(trash, false, err) < 0)
+		return -1;
+	vmm_test_pause("snapshot-delete-hidden");
+	if (vmm_rm_rf(trash, err) < 0)
+		return -1;
 	vmm_fsync_dir(trash, false, NULL);
-	return vmm_rm_rf(trash, err);
+	return 0;
 }
 
 int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap, const char *path,
@@ -303,7 +424,8 @@ int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *sna
 	cleanup_free char *dest = new_snapshot_dest(vm_dir, vm_name, snap, err);
 	if (!dest)
 		return -1;
-	cleanup_free char *staging = staging_dir(vm_dir, err);
+	cleanup_close int lock = -1;
+	cleanup_free char *staging = staging_dir(vm_dir, &lock, err);
 	if (!staging)
 		return -1;
 	int rc = -1;
@@ -343,11 +465,12 @@ int vmm_snapshot_from_dir(const char *vm_dir, const char *vm_name, const char *s
 	cleanup_free char *dest = new_snapshot_dest(vm_dir, vm_name, snap, err);
 	if (!dest)
 		return -1;
-	cleanup_free char *staging = staging_dir(vm_dir, err);
+	cleanup_close int lock = -1;
+	cleanup_free char *staging = staging_dir(vm_dir, &lock, err);
 	if (!staging)
 		return -1;
 	int rc = -1;
-	if (vmm_copy_dir(src_dir, staging, false, not_carried, NULL, NULL, err) == 0)
+	if (vmm_copy_dir(src_dir, staging, false, not_carried, &staging_copy, NULL, err) == 0)
 		rc = publish(staging, dest, vm_name, snap, err);
 	if (rc < 0)
 		vmm_rm_rf(staging, NULL);

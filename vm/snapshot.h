@@ -7,11 +7,14 @@
  *                                state.vmmsave when the VM was suspended)
  *
  * Files are reflinked where the file system allows, so a snapshot costs no
- * space until the VM writes.  A snapshot directory is built under a
- * dot-name and renamed into place; restore replaces the VM's files one by
- * one, dropping the VM's memory state first and writing the snapshot's
- * last, so a crash never leaves memory state beside a disk it does not
- * belong to.
+ * space until the VM writes.  Every change is one rename of a directory,
+ * made durable: a snapshot is built in snapshots/.new-<uuid>, its files and
+ * the directory synced, renamed into place (never over another) and
+ * snapshots/ synced; a delete renames it to snapshots/.del-<uuid> first.
+ * Hidden work directories are locked by their maker; those nobody holds
+ * are collected by the next command that comes by.  Restore replaces the
+ * VM's files one by one, dropping the VM's memory state first and writing
+ * the snapshot's last.
  */
 #ifndef VMM_VM_SNAPSHOT_H
 #define VMM_VM_SNAPSHOT_H
@@ -53,6 +56,8 @@ void vmm_snapshot_infos_free(vmm_snapshot_info *v, size_t n);
 /* Put the VM (not running) back to the snapshot; the snapshot stays. */
 int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *snap,
 			 vmm_error **err);
+/* Remove the hidden work directories in <vm_dir>/snapshots that no process holds. */
+void vmm_snapshot_collect(const char *vm_dir);
 int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap, vmm_error **err);
 /* Import an archive (storage/archive.h) as snapshot `snap`; "-" reads stdin. */
 int vmm_snapshot_import(const char *vm_dir, const char *vm_name, const char *snap, const char *path,
