@@ -148,9 +148,14 @@ static int vm_snap_op(const vmm_cmd_spec *spec, int argc, char **argv,
 	return r < 0 ? vmm_fail(err) : 0;
 }
 
+static int restore_in_home(const char *dir, const char *name, const char *snap, vmm_error **err)
+{
+	return vmm_snapshot_restore(cmd_home(), dir, name, snap, err);
+}
+
 static int snap_restore(int argc, char **argv)
 {
-	return vm_snap_op(&restore_spec, argc, argv, vmm_snapshot_restore);
+	return vm_snap_op(&restore_spec, argc, argv, restore_in_home);
 }
 
 static int snap_delete(int argc, char **argv)

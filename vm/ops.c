@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "vm/bundle.h"
 #include "vm/config.h"
+#include "vm/snapshot.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -345,9 +346,21 @@ int vmm_vm_recover(const vmm_home *h, vmm_error **err)
 	if (!d)
 		return 0;
 	cleanup_close int lock = -1;
+	int failed = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		size_t l = strlen(e->d_name);
+		if (strncmp(e->d_name, ".restore-", 9) == 0) {
+			if (lock < 0 && vmm_home_lock(h, &lock, err) < 0)
+				return -1;
+			/* one that cannot be finished must not hold up the others */
+			cleanup_vmm_error vmm_error *one = NULL;
+			if (vmm_snapshot_recover(h, e->d_name, &one) < 0 && err && !*err) {
+				*err = steal_ptr(one);
+				failed = -1;
+			}
+			continue;
+		}
 		if (strncmp(e->d_name, ".rename-", 8) != 0 ||
 		    (l > 2 && strcmp(e->d_name + l - 2, ".d") == 0))
 			continue;
@@ -378,7 +391,7 @@ int vmm_vm_recover(const vmm_home *h, vmm_error **err)
 		unlink(journal);
 		vmm_fsync_dir(h->vms, true, NULL);
 	}
-	return 0;
+	return failed;
 }
 
 int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err)

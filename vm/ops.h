@@ -47,8 +47,9 @@ int vmm_vm_rename(const vmm_home *h, const char *name, const char *new_name, boo
 int vmm_vm_delete(const vmm_home *h, const char *name, vmm_error **err);
 
 /*
- * Finish what a killed `rename --force` left in vms/ (hidden .rename-*
- * entries, see vm/ops.c), under the home lock.  Run before commands.
+ * Finish what a killed `rename --force` or `snapshot restore` left in vms/
+ * (hidden .rename-* and .restore-* entries, see vm/ops.c and
+ * vm/snapshot.c), under the home lock.  Run before commands.
  */
 int vmm_vm_recover(const vmm_home *h, vmm_error **err);
 

@@ -16,6 +16,7 @@
 
 #define STAGING_PREFIX ".new-"
 #define TRASH_PREFIX ".del-"
+#define RESTORE_PREFIX ".restore-"
 
 char *vmm_snapshot_dir(const char *vm_dir, const char *snap)
 {
@@ -301,17 +302,138 @@ int vmm_snapshot_list(const char *vm_dir, vmm_snapshot_info **out, size_t *n, vm
 	return 0;
 }
 
-/* Files of the VM that a restore replaces or removes, memory state first. */
-static int restore_order(const char *name)
+/* --- restore ---------------------------------------------------------------------- */
+
+/*
+ * A restore builds the VM's new bundle beside it and swaps the two
+ * directories with one rename (RENAME_EXCHANGE), so the VM is its old self
+ * or its new one, never a mix, and Tart's layout is kept: vms/<vm>/ holds
+ * the files, as ever.
+ *
+ *   1. under the VM's write lock, a journal vms/.restore-<uuid> ("VM\n<dev>
+ *      <inode of the VM's directory>\n"), written durably under the home
+ *      lock;
+ *   2. vms/.restore-<uuid>.d: the snapshot's files (reflinked where
+ *      possible), synced;
+ *   3. what the VM keeps across a restore moves in: snapshots/ (the
+ *      snapshot restored from among them), cache metadata, hidden files;
+ *   4. the new config.json locked too, so the VM is never free to run
+ *      while half done; both directories synced;
+ *   5. the exchange, then vms/ synced: done;
+ *   6. the old files removed, the journal last.
+ *
+ * A killed restore is finished or undone by vmm_snapshot_recover() (run
+ * before every command, see vmm_vm_recover): if the VM's directory is
+ * still the journal's inode, nothing was swapped: what step 3 moved goes
+ * back and the rest is removed; otherwise the swap happened and only the
+ * removal is left.  Either way the VM's snapshots stay, out of sight at
+ * most until then.
+ */
+
+/*
+ * Is `name` (an entry of a VM's directory, of type mode) one of the VM's
+ * own files that a restore replaces?  Everything else the VM keeps.
+ */
+static bool replaced(const char *name, mode_t mode)
 {
-	if (strcmp(name, VMM_STATE_FILE) == 0)
-		return 2; /* written last */
-	if (strcmp(name, VMM_CONFIG_FILE) == 0)
-		return 1;
+	return S_ISREG(mode) && !not_carried(name);
+}
+
+/*
+ * Move entries of from/ into to/ without replacing any: at the top only
+ * those a restore keeps (top), below that all.  Directories present on
+ * both sides are merged.  Fails, leaving the rest in place, on a file
+ * present on both sides.
+ */
+static int move_kept(const char *from, const char *to, bool top, vmm_error **err)
+{
+	cleanup_dir DIR *d = opendir(from);
+	if (!d)
+		return errno == ENOENT ? 0 : vmm_error_errno(err, errno, "open `%s`", from);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		struct stat st;
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    (top && replaced(e->d_name, st.st_mode)))
+			continue;
+		cleanup_free char *s = path_join(from, e->d_name);
+		cleanup_free char *t = path_join(to, e->d_name);
+		if (renameat2(AT_FDCWD, s, AT_FDCWD, t, RENAME_NOREPLACE) == 0)
+			continue;
+		if (errno == EEXIST && S_ISDIR(st.st_mode) && path_is_dir(t)) {
+			if (move_kept(s, t, false, err) < 0)
+				return -1;
+			continue;
+		}
+		return vmm_error_errno(err, errno, "move `%s` to `%s`", s, t);
+	}
 	return 0;
 }
 
-int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *snap, vmm_error **err)
+static char *restore_journal_text(const char *vm_name, const struct stat *st)
+{
+	return xasprintf("%s\n%llu %llu\n", vm_name, (unsigned long long)st->st_dev,
+			 (unsigned long long)st->st_ino);
+}
+
+/* The journal, durably, under the home lock (vmm_snapshot_recover's). */
+static int write_journal(const vmm_home *h, const char *journal, const char *text, vmm_error **err)
+{
+	cleanup_close int home_lock = -1;
+	if (vmm_home_lock(h, &home_lock, err) < 0)
+		return -1;
+	return vmm_write_file_atomic(journal, text, strlen(text), 0644, err);
+}
+
+/*
+ * Steps 2 to 5 (see above).  *swapped tells whether the exchange was made
+ * (then even a failure leaves the new VM in place).  On a failure before
+ * it, the VM is put back as it was; if even that fails, staged stays for
+ * recovery to finish (*undone false).
+ */
+static int restore_swap(const char *src, const char *vm_dir, const char *staged,
+			const char *vm_name, const struct stat *vst, int *new_lock, bool *swapped,
+			bool *undone, vmm_error **err)
+{
+	*swapped = false;
+	*undone = true;
+	if (mkdir(staged, vst->st_mode & 07777) < 0)
+		return vmm_error_errno(err, errno, "create `%s`", staged);
+	bool moved = false;
+	if (vmm_copy_dir(src, staged, false, not_carried, &staging_copy, NULL, err) < 0 ||
+	    sync_tree(staged, err) < 0)
+		goto undo;
+	moved = true;
+	if (move_kept(vm_dir, staged, true, err) < 0)
+		goto undo;
+	vmm_test_pause("snapshot-restore-staged");
+	/* the new config.json is locked before it is the VM's: `vmm run` must
+	 * find the VM busy until the restore has ended */
+	if (vmm_bundle_dir_lock(staged, vm_name, new_lock, err) < 0)
+		goto undo;
+	/* the VM's access date (the directory's times) stays the VM's */
+	struct timespec times[2] = {vst->st_atim, vst->st_mtim};
+	utimensat(AT_FDCWD, staged, times, 0);
+	if (vmm_fsync_dir(staged, true, err) < 0 || vmm_fsync_dir(vm_dir, true, err) < 0)
+		goto undo;
+	if (renameat2(AT_FDCWD, staged, AT_FDCWD, vm_dir, RENAME_EXCHANGE) < 0) {
+		vmm_error_errno(err, errno, "replace `%s`", vm_dir);
+		goto undo;
+	}
+	*swapped = true;
+	return vmm_fsync_dir(vm_dir, false, err);
+undo:
+	if (moved && move_kept(staged, vm_dir, true, NULL) < 0) {
+		*undone = false; /* what the VM keeps is still in staged */
+		return -1;
+	}
+	vmm_rm_rf(staged, NULL);
+	return -1;
+}
+
+int vmm_snapshot_restore(const vmm_home *h, const char *vm_dir, const char *vm_name,
+			 const char *snap, vmm_error **err)
 {
 	if (vmm_snapshot_check_name(snap, err) < 0)
 		return -1;
@@ -321,59 +443,96 @@ int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *sn
 	cleanup_close int lock = -1;
 	if (vmm_bundle_dir_lock(vm_dir, vm_name, &lock, err) < 0)
 		return -1;
-	/* 1. copy the snapshot beside the VM's files as <name>.restore */
-	cleanup_free char *state = path_join(vm_dir, VMM_STATE_FILE);
-	cleanup_close int staging_lock = -1;
-	cleanup_free char *staging = staging_dir(vm_dir, &staging_lock, err);
-	if (!staging)
+	struct stat vst;
+	if (stat(vm_dir, &vst) < 0)
+		return vmm_error_errno(err, errno, "stat `%s`", vm_dir);
+	char uuid[37];
+	vmm_uuid(uuid);
+	cleanup_free char *journal = xasprintf("%s/" RESTORE_PREFIX "%s", h->vms, uuid);
+	cleanup_free char *staged = xasprintf("%s.d", journal);
+	cleanup_free char *text = restore_journal_text(vm_name, &vst);
+	if (write_journal(h, journal, text, err) < 0)
 		return -1;
-	int rc = -1;
-	if (vmm_copy_dir(src, staging, false, not_carried, NULL, NULL, err) < 0 ||
-	    vmm_fsync_dir(staging, true, err) < 0)
-		goto out;
-	/* 2. the VM's memory no longer matches anything: drop it first */
-	if (unlink(state) < 0 && errno != ENOENT) {
-		vmm_error_errno(err, errno, "remove `%s`", state);
-		goto out;
+	cleanup_close int new_lock = -1;
+	bool swapped, undone;
+	int rc =
+	    restore_swap(src, vm_dir, staged, vm_name, &vst, &new_lock, &swapped, &undone, err);
+	if (rc < 0 && !swapped) {
+		if (undone)
+			unlink(journal);
+		return -1;
 	}
-	/* 3. remove VM files the snapshot lacks (say efivars.fd made after it) */
-	{
-		cleanup_dir DIR *d = opendir(vm_dir);
-		struct dirent *e;
-		while (d && (e = readdir(d))) {
-			struct stat st;
-			if (not_carried(e->d_name) ||
-			    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-			    !S_ISREG(st.st_mode))
-				continue;
-			cleanup_free char *in_snap = path_join(staging, e->d_name);
-			if (!path_exists(in_snap) && strcmp(e->d_name, VMM_CONFIG_FILE) != 0)
-				unlinkat(dirfd(d), e->d_name, 0);
-		}
-	}
-	/* 4. move the snapshot's files in: data, then config.json, then memory */
-	for (int pass = 0; pass <= 2; pass++) {
-		cleanup_dir DIR *d = opendir(staging);
-		if (!d) {
-			vmm_error_errno(err, errno, "open `%s`", staging);
-			goto out;
-		}
-		struct dirent *e;
-		while ((e = readdir(d))) {
-			if (e->d_name[0] == '.' || restore_order(e->d_name) != pass)
-				continue;
-			cleanup_free char *from = path_join(staging, e->d_name);
-			cleanup_free char *to = path_join(vm_dir, e->d_name);
-			if (rename(from, to) < 0) {
-				vmm_error_errno(err, errno, "restore `%s`", to);
-				goto out;
-			}
-		}
-	}
-	rc = vmm_fsync_dir(vm_dir, true, err);
-out:
-	vmm_rm_rf(staging, NULL);
+	vmm_test_pause("snapshot-restore-swapped");
+	/* the VM is the snapshot now: what is left is tidying up, which
+	 * recovery redoes if this is cut short */
+	vmm_rm_rf(staged, NULL);
+	unlink(journal);
+	vmm_fsync_dir(h->vms, true, NULL);
 	return rc;
+}
+
+/* Finish or undo one killed restore (its journal at vms/<name>); see above. */
+static int recover_restore(const vmm_home *h, const char *journal, vmm_error **err)
+{
+	cleanup_free char *staged = xasprintf("%s.d", journal);
+	cleanup_free char *text = NULL;
+	size_t len = 0;
+	if (vmm_read_file(journal, 4096, &text, &len, NULL) < 0)
+		return 0; /* finished by another process meanwhile */
+	char vm_name[256];
+	unsigned long long dev = 0, ino = 0;
+	if (sscanf(text, "%255[^\n]\n%llu %llu", vm_name, &dev, &ino) != 3 ||
+	    !vmm_name_is_valid(vm_name))
+		return vmm_error_set(err, VMM_EFORMAT, "`%s` is not a restore journal", journal);
+	cleanup_free char *vm_dir = vmm_home_vm_dir(h, vm_name);
+	/* the restore may still be under way: it holds the VM's lock throughout */
+	cleanup_close int lock = -1;
+	cleanup_vmm_error vmm_error *busy = NULL;
+	if (vmm_bundle_dir_is_vm(vm_dir) &&
+	    vmm_bundle_dir_lock(vm_dir, vm_name, &lock, &busy) < 0) {
+		int code = vmm_error_code(busy);
+		if (code == VMM_ERUNNING || code == VMM_ELOCKED)
+			return 0; /* under way, or the VM in use: a later command */
+		if (err)
+			*err = steal_ptr(busy);
+		return -1;
+	}
+	struct stat vst, sst;
+	bool swapped = !(stat(vm_dir, &vst) == 0 && vst.st_dev == dev && vst.st_ino == ino);
+	if (lstat(staged, &sst) == 0 && S_ISDIR(sst.st_mode) && path_is_dir(vm_dir)) {
+		/* not swapped: what the VM keeps goes back; swapped: whatever of it
+		 * had not moved yet goes over (nothing: it moves before the swap) */
+		if (move_kept(staged, vm_dir, true, err) < 0)
+			return vmm_error_wrap(err, "%s restoring VM \"%s\" from a snapshot",
+					      swapped ? "finish" : "undo", vm_name);
+		if (vmm_fsync_dir(vm_dir, true, err) < 0)
+			return -1;
+	}
+	if (vmm_rm_rf(staged, err) < 0)
+		return -1;
+	unlink(journal);
+	return vmm_fsync_dir(h->vms, true, err);
+}
+
+int vmm_snapshot_recover(const vmm_home *h, const char *name, vmm_error **err)
+{
+	size_t l = strlen(name);
+	if (strncmp(name, RESTORE_PREFIX, strlen(RESTORE_PREFIX)) != 0)
+		return 0;
+	cleanup_free char *p = path_join(h->vms, name);
+	if (strstr(name, ".tmp-")) /* a journal never written whole */
+		return unlink(p) < 0 && errno != ENOENT
+			   ? vmm_error_errno(err, errno, "remove `%s`", p)
+			   : 0;
+	if (l > 2 && strcmp(name + l - 2, ".d") == 0) {
+		/* a staging directory without its journal: the journal comes first,
+		 * so this is a restore's tidying up that was cut short */
+		cleanup_free char *j = xstrndup(p, strlen(p) - 2);
+		if (path_exists(j))
+			return 0;
+		return vmm_rm_rf(p, err);
+	}
+	return recover_restore(h, p, err);
 }
 
 /* --- delete, import, and the rest ---------------------------------------------------- */

@@ -10,11 +10,11 @@
  * space until the VM writes.  Every change is one rename of a directory,
  * made durable: a snapshot is built in snapshots/.new-<uuid>, its files and
  * the directory synced, renamed into place (never over another) and
- * snapshots/ synced; a delete renames it to snapshots/.del-<uuid> first.
- * Hidden work directories are locked by their maker; those nobody holds
- * are collected by the next command that comes by.  Restore replaces the
- * VM's files one by one, dropping the VM's memory state first and writing
- * the snapshot's last.
+ * snapshots/ synced; a delete renames it to snapshots/.del-<uuid> first; a
+ * restore builds the VM's whole new bundle beside it and swaps the two
+ * directories (see vm/snapshot.c).  Hidden work directories are locked by
+ * their maker; those nobody holds are collected by the next command that
+ * comes by.
  */
 #ifndef VMM_VM_SNAPSHOT_H
 #define VMM_VM_SNAPSHOT_H
@@ -53,9 +53,19 @@ int vmm_snapshot_create(const vmm_home *h, const char *vm_dir, const char *vm_na
 /* Sorted by creation time, then name.  Free with vmm_snapshot_infos_free(). */
 int vmm_snapshot_list(const char *vm_dir, vmm_snapshot_info **out, size_t *n, vmm_error **err);
 void vmm_snapshot_infos_free(vmm_snapshot_info *v, size_t n);
-/* Put the VM (not running) back to the snapshot; the snapshot stays. */
-int vmm_snapshot_restore(const char *vm_dir, const char *vm_name, const char *snap,
-			 vmm_error **err);
+/*
+ * Put the VM (not running) back to the snapshot; the snapshot stays.  The
+ * VM's directory is swapped for a new one with one rename: a crash leaves
+ * it as it was or as the snapshot, and vmm_snapshot_recover() tidies up.
+ */
+int vmm_snapshot_restore(const vmm_home *h, const char *vm_dir, const char *vm_name,
+			 const char *snap, vmm_error **err);
+/*
+ * Finish or undo what a killed restore left in vms/: `name` is an entry of
+ * vms/ (others than .restore-* are ignored).  Call under the home lock.  A
+ * restore still under way, or a VM in use, is left for later (returns 0).
+ */
+int vmm_snapshot_recover(const vmm_home *h, const char *name, vmm_error **err);
 /* Remove the hidden work directories in <vm_dir>/snapshots that no process holds. */
 void vmm_snapshot_collect(const char *vm_dir);
 int vmm_snapshot_delete(const char *vm_dir, const char *vm_name, const char *snap, vmm_error **err);
