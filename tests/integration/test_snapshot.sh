@@ -71,6 +71,73 @@ vmm snapshot delete vm one
 assert_rc 2 "deleting it again exits 2"
 assert_eq "$(ls -A "$V/vm/snapshots" | grep -c '^\.')" "0" "no staging left in snapshots/"
 
+# Killed at the worst moments (VMM_TEST_PAUSE holds the command there, then
+# SIGKILL): the VM is its old or its new self with all its snapshots, and
+# the next command tidies up what the killed one left.
+export VMM_TEST_PAUSE_DIR=$T_TMP/pause
+mkdir -p "$VMM_TEST_PAUSE_DIR"
+kill_at() { # point vmm-args...: run vmm held at point, SIGKILL it there; 1 if it never got there
+	local point=$1 pid
+	shift
+	rm -f "$VMM_TEST_PAUSE_DIR/$point".*
+	VMM_TEST_PAUSE=$point "$VMM" "$@" >/dev/null 2>&1 &
+	pid=$!
+	for _ in $(seq 300); do
+		[ -e "$VMM_TEST_PAUSE_DIR/$point.reached" ] && break
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ -e "$VMM_TEST_PAUSE_DIR/$point.reached" ]; then
+		kill -KILL $pid
+		wait $pid 2>/dev/null
+		return 0
+	fi
+	wait $pid 2>/dev/null
+	return 1
+}
+hidden() { # what a user must never find: hidden work in vms/ and snapshots/
+	(cd "$V" && ls -A | grep '^\.'; ls -A "$1/snapshots" 2>/dev/null | grep '^\.') | tr '\n' ' '
+}
+snaps() { ls "$V/$1/snapshots" 2>/dev/null | tr '\n' ' '; }
+vmm create k --linux --disk-size 1
+write_disk k "snapshot-k"
+vmm snapshot create k s1
+vmm snapshot create k s2
+write_disk k "current-kk"
+"$VMM" set k --cpu 3
+for point in snapshot-restore-staged snapshot-restore-swapped; do
+	want=current-kk cpus=3
+	[ $point = snapshot-restore-swapped ] && want=snapshot-k cpus=
+	kill_at $point snapshot restore k s1 && ok "restore held and killed at $point" ||
+		fail "restore never reached $point"
+	assert_true "a hidden journal says what to finish ($(hidden k))" test -n "$(hidden k)"
+	vmm list
+	assert_rc 0 "list works after the kill"
+	assert_eq "$(read_disk k 10)" "$want" "the disk is the ${want%-k*} one"
+	assert_true "config.json is the ${want%-k*} one too" \
+		test "$(grep -c '"cpuCount" : 3' "$V/k/config.json")" = "$([ -n "$cpus" ] && echo 1 || echo 0)"
+	assert_eq "$(snaps k)" "s1 s2 " "every snapshot is still there"
+	assert_eq "$(hidden k)" "" "nothing hidden is left"
+	vmm snapshot restore k s1
+	assert_rc 0 "the next restore succeeds"
+	assert_eq "$(read_disk k 10)" "snapshot-k" "with the snapshot's disk"
+	write_disk k "current-kk"
+	"$VMM" set k --cpu 3
+done
+kill_at snapshot-publish snapshot create k s3 && ok "create held and killed before publishing" ||
+	fail "create never reached snapshot-publish"
+assert_true "it left its staging ($(hidden k))" test -n "$(hidden k)"
+assert_eq "$(snaps k)" "s1 s2 " "and no snapshot s3"
+vmm snapshot create k s3
+assert_rc 0 "the next create succeeds"
+assert_eq "$(hidden k)" "" "and collects the staging"
+kill_at snapshot-delete-hidden snapshot delete k s3 && ok "delete held and killed after hiding s3" ||
+	fail "delete never reached snapshot-delete-hidden"
+assert_eq "$(snaps k)" "s1 s2 " "s3 is gone from sight"
+vmm snapshot delete k s3
+assert_rc 2 "deleting s3 again says it does not exist"
+assert_eq "$(hidden k)" "" "and collects what the killed delete left"
+
 # a running VM is refused (the POSIX lock on config.json marks it running)
 # hold the POSIX running lock from another process, as `vmm run` does
 python3 - "$V/other/config.json" "$T_TMP/locked" <<'PY' &
