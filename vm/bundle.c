@@ -1,4 +1,5 @@
 #include "vm/bundle.h"
+#include "vm/resumed.h"
 #include "vm/snapshot.h"
 #include "common/util.h"
 
@@ -122,7 +123,9 @@ vmm_vm_state vmm_bundle_dir_state(const char *dir)
 		return VMM_STATE_RUNNING;
 	cleanup_free char *st = path_join(dir, VMM_STATE_FILE);
 	cleanup_free char *tart_st = path_join(dir, VMM_TART_STATE_FILE);
-	if (access(st, F_OK) == 0 || access(tart_st, F_OK) == 0)
+	/* a state moved aside by a resume killed before its guest could run is
+	 * still the VM's (vm/resumed.h): the next lock puts it back */
+	if (access(st, F_OK) == 0 || access(tart_st, F_OK) == 0 || vmm_resumed_restorable(dir))
 		return VMM_STATE_SUSPENDED;
 	return VMM_STATE_STOPPED;
 }
@@ -216,6 +219,7 @@ int vmm_bundle_dir_lock_as(const char *dir, const char *name, vmm_lock_kind kind
 			return vmm_error_errno(err, errno, "stat `%s`", cfg);
 		}
 		if (locked.st_ino == now.st_ino && locked.st_dev == now.st_dev) {
+			vmm_resumed_settle(dir); /* no `vmm run` is at work: see vm/resumed.h */
 			if (kind != VMM_LOCK_READ)
 				sweep_leftovers(dir);
 			*fd = steal_fd(f);

@@ -117,8 +117,9 @@ typedef enum {
 
 /*
  * Take a lock on <dir>/config.json without waiting; *fd holds it until
- * closed.  A write or run lock also removes what killed commands left in
- * the bundle (temporary files, unfinished snapshot directories).  The VM runs: VMM_ERUNNING with
+ * closed.  Any lock first settles what a killed `vmm run` left of its state
+ * (vm/resumed.h); a write or run lock also removes what killed commands left
+ * in the bundle (temporary files, unfinished snapshot directories).  The VM runs: VMM_ERUNNING with
  * Tart's text `VM "<name>" is running`.  Another command reads or changes it: VMM_ELOCKED, `VM
  * "<name>" is in use by another vmm command (pid N)`.  No config.json: VMM_ENOTFOUND.
  */

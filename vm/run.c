@@ -5,6 +5,7 @@
 #include "vm/checkpoint.h"
 #include "vm/chunks.h"
 #include "vm/qmp.h"
+#include "vm/resumed.h"
 #include "vm/state.h"
 
 #include <errno.h>
@@ -27,7 +28,7 @@
 
 #define DEFAULT_STOP_TIMEOUT 30.0
 #define QUIT_GRACE 10.0
-#define RESUMED_ASIDE VMM_STATE_FILE ".resumed.tmp"
+#define RESUMED_ASIDE VMM_STATE_RESUMED_FILE
 
 typedef struct run {
 	const vmm_run_opts *o;
@@ -463,8 +464,30 @@ static void serve_control(run *r)
 
 /*
  * Restore the state into QEMU started with -incoming, then run the guest.
- * The state is moved aside just before `cont` and removed once the guest
- * runs: the disk moves on from then, so that memory must never come back.
+ *
+ * What the state's names promise (vm/resumed.h), and why in this order:
+ *
+ *   I1  A state is never restored over a disk the guest has written since
+ *       it was saved, after a kill or a power cut.  So before `cont` it
+ *       leaves the name state.vmmsave durably (rename, then the directory
+ *       synced: a rename still in the page cache can come undone in a
+ *       power cut, while the guest's flushes make its writes durable).
+ *   I2  A state whose guest never ran is never lost.  Until `cont` returns
+ *       it is state.vmmsave.resuming-<witness>.tmp, the witness taken just
+ *       before `cont`: a kill leaves it there and the next command that
+ *       locks the bundle renames it back (vmm_resumed_settle), unless
+ *       disk.img, efivars.fd or nvram.bin changed meanwhile (the guest
+ *       did run: `cont` was carried out before the kill) or the boot or
+ *       the mount did (a power cut: the times of the disk cannot be
+ *       trusted, so the state is dropped and the VM boots).
+ *   I3  Once `cont` has returned the guest runs and the state is history:
+ *       state.vmmsave.resumed.tmp, which no vmm restores (it is removed
+ *       when the run ends or by the next lock), a base that a suspend
+ *       saves into, keeping the unchanged chunks, and publishes durably as
+ *       state.vmmsave again (vm/state.h).  That rename needs no sync: if a
+ *       power cut takes it back, I2's check drops the state.
+ *   I4  If `cont` fails the guest did not run: the state goes back to its
+ *       name, durably.
  */
 static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load, vmm_error **err)
 {
@@ -487,19 +510,24 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
-	if (renameat(r->dirfd, VMM_STATE_FILE, r->dirfd, RESUMED_ASIDE) < 0)
+	/* I1, I2: out of the way durably, under a name that says what it is worth */
+	cleanup_free char *pending = vmm_resumed_pending_name(r->dir);
+	if (renameat(r->dirfd, VMM_STATE_FILE, r->dirfd, pending) < 0)
 		return vmm_error_errno(err, errno, "move `%s` aside", path);
-	say(r, "resuming VM...");
-	if (vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err) < 0) {
-		renameat(r->dirfd, RESUMED_ASIDE, r->dirfd, VMM_STATE_FILE);
+	if (vmm_fsync_dir(r->dir, true, err) < 0) { /* r->dirfd is O_PATH */
+		renameat(r->dirfd, pending, r->dirfd, VMM_STATE_FILE);
 		return -1;
 	}
-	/*
-	 * What the guest resumed from stays, under a name no vmm restores, for
-	 * a suspend to save into (its unchanged chunks stay where they are).
-	 * It goes when this run ends, or with the next run if this one is killed.
-	 */
-	/* VMM_STATE_REUSE=0: every suspend writes a new file (benchmarks measure both) */
+	vmm_test_pause("resume-before-cont");
+	say(r, "resuming VM...");
+	if (vmm_qmp_execute(r->qmp, "cont", NULL, NULL, err) < 0) {
+		renameat(r->dirfd, pending, r->dirfd, VMM_STATE_FILE); /* I4 */
+		vmm_fsync_dir(r->dir, true, NULL);
+		return -1;
+	}
+	vmm_test_pause("resume-after-cont");
+	/* I3: VMM_STATE_REUSE=0: every suspend writes a new file (benchmarks measure both) */
+	renameat(r->dirfd, pending, r->dirfd, RESUMED_ASIDE);
 	const char *reuse = getenv("VMM_STATE_REUSE");
 	if (r->base && !(reuse && strcmp(reuse, "0") == 0))
 		r->base_fd = openat(r->dirfd, RESUMED_ASIDE, O_RDWR | O_CLOEXEC);
@@ -508,7 +536,6 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 		r->base = NULL;
 		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
 	}
-	vmm_fsync_dir(r->dir, true, NULL); /* r->dirfd is O_PATH */
 	return 0;
 }
 
@@ -687,7 +714,7 @@ static int fix_mac(const vmm_home *h, vmm_bundle *b, const run *r, vmm_error **e
 	if (!vmm_bundle_mac_in_use(h, b->config->mac, b->dir, true))
 		return 0;
 	cleanup_free char *state = vmm_bundle_path(b, VMM_STATE_FILE);
-	if (access(state, F_OK) == 0) {
+	if (access(state, F_OK) == 0 || vmm_resumed_restorable(b->dir)) {
 		if (r->o->net.bridged)
 			return vmm_error_set(err, VMM_EINVAL,
 					     "a running VM has the MAC address %s of this suspended "
@@ -856,6 +883,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 	}
 	if (vmm_bundle_dir_read_config(b->dir, lock, &r.cfg, NULL, NULL, err) < 0)
 		return -1;
+	/* the lock has settled what a killed run left (vm/resumed.h) */
 	cleanup_free char *state = path_join(b->dir, VMM_STATE_FILE);
 	bool resume = access(state, F_OK) == 0;
 	if (o->resume_only && !resume) {
@@ -867,10 +895,6 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		vmm_config_free(r.cfg);
 		return vmm_error_errno(err, errno, "open `%s`", b->dir);
 	}
-	/* leftovers of a run that was killed: a half-written state, or one moved
-	 * aside for a resume that may have let the guest run (never restore it) */
-	unlinkat(r.dirfd, VMM_STATE_FILE ".tmp", 0);
-	unlinkat(r.dirfd, RESUMED_ASIDE, 0);
 	sigset_t old;
 	int rc = block_signals(&old, &r.sigfd, err);
 	if (rc == 0) {
