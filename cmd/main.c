@@ -105,13 +105,12 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
 		if (strcmp(commands[i].name, name) != 0)
 			continue;
-		if (commands[i].gc_tmp) {
-			cleanup_vmm_error vmm_error *err = NULL;
-			if (vmm_vm_recover(cmd_home(), &err) < 0 ||
-			    vmm_home_gc_tmp(cmd_home(), &err) < 0)
-				vmm_error_print("failed to perform garbage collection: %s",
-						err->msg);
-		}
+		/* killed renames and snapshot restores are finished before any
+		 * command looks at a VM (pull and clone too: not Tart's GC) */
+		cleanup_vmm_error vmm_error *err = NULL;
+		if (vmm_vm_recover(cmd_home(), &err) < 0 ||
+		    (commands[i].gc_tmp && vmm_home_gc_tmp(cmd_home(), &err) < 0))
+			vmm_error_print("failed to perform garbage collection: %s", err->msg);
 		int rc = commands[i].fn(argc - 1, argv + 1);
 		vmm_home_free(home);
 		home = NULL;
