@@ -400,6 +400,9 @@ static int restore_swap(const char *src, const char *vm_dir, const char *staged,
 	*undone = true;
 	if (mkdir(staged, vst->st_mode & 07777) < 0)
 		return vmm_error_errno(err, errno, "create `%s`", staged);
+	/* the VM's directory keeps its owner and mode (root restoring another user's VM) */
+	(void)!chown(staged, vst->st_uid, vst->st_gid);
+	chmod(staged, vst->st_mode & 07777);
 	bool moved = false;
 	if (vmm_copy_dir(src, staged, false, not_carried, &staging_copy, NULL, err) < 0 ||
 	    sync_tree(staged, err) < 0)
