@@ -503,6 +503,23 @@ static const char *cache_opts(const vmm_disk_opts *o)
 	return direct ? ",cache.direct=on" : noflush ? ",cache.no-flush=on" : "";
 }
 
+/*
+ * caching=uncached is O_DIRECT, which reads and writes whole 4 KiB blocks
+ * on most hosts: QEMU refuses a writable image whose size is not a multiple
+ * of them (Tart's decimal-GB disks are not), so say so before it does.
+ */
+static int check_uncached(const char *path, const vmm_disk_opts *o, vmm_error **err)
+{
+	struct stat st;
+	if (o->caching != VMM_DISK_CACHE_UNCACHED || o->ro || stat(path, &st) < 0 ||
+	    !S_ISREG(st.st_mode) || st.st_size % 4096 == 0)
+		return 0;
+	return vmm_error_set(err, VMM_EINVAL,
+			     "caching=uncached: `%s` is %lld bytes, not a multiple of 4096, and "
+			     "direct I/O cannot write its end (use caching=cached or ro)",
+			     path, (long long)st.st_size);
+}
+
 /* The root disk; read-only is visible to the guest (virtio-blk's RO feature). */
 static void add_root_disk(builder *b, const vmm_disk_opts *o)
 {
@@ -526,7 +543,8 @@ static int add_extra_disks(builder *b, const vmm_config *c, const vmm_qemu_opts 
 	size_t ncd = 0;
 	for (size_t i = 0; i < o->ndisks; i++) {
 		const vmm_disk_spec *d = &o->disks[i];
-		if (vmm_disk_spec_check_arch(d, c->arch, err) < 0)
+		if (vmm_disk_spec_check_arch(d, c->arch, err) < 0 ||
+		    check_uncached(d->path, &d->o, err) < 0)
 			return -1;
 		cleanup_free char *path = qemu_escape(d->path);
 		cleanup_free char *model = NULL, *dev = NULL;
@@ -859,7 +877,9 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 				     "disk format \"%s\" is not supported on this system",
 				     c->disk_format);
 	vmm_qemu_cmd *q = xcalloc(1, sizeof(*q));
-	if (resolve(q, dir, c, o, err) < 0 || check_nested(q, c, o, err) < 0) {
+	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
+	if (resolve(q, dir, c, o, err) < 0 || check_nested(q, c, o, err) < 0 ||
+	    check_uncached(disk, &o->root_disk, err) < 0) {
 		vmm_qemu_cmd_free(q);
 		return -1;
 	}
