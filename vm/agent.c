@@ -385,8 +385,7 @@ static int exec_loop(vmm_grpc *g, exec_ctx *x, int sigfd, vmm_error **err)
 		}
 		if (poll(p, n, -1) < 0 && errno != EINTR)
 			return vmm_error_errno(err, errno, "poll");
-		if (i_in >= 0 && p[i_in].revents)
-			forward_stdin(g, o, &in_eof);
+		/* a resize before the input typed after it */
 		if (i_sig >= 0 && p[i_sig].revents) {
 			struct signalfd_siginfo si;
 			while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
@@ -397,6 +396,8 @@ static int exec_loop(vmm_grpc *g, exec_ctx *x, int sigfd, vmm_error **err)
 			vmm_pb_exec_resize(&b, rows, cols);
 			send_msg(g, &b, false);
 		}
+		if (i_in >= 0 && p[i_in].revents)
+			forward_stdin(g, o, &in_eof);
 		if (vmm_grpc_io(g, err) < 0)
 			return -1;
 	}
