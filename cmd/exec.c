@@ -20,8 +20,7 @@ static const vmm_opt opts[] = {
     {VMM_FLAG(exec_args, interactive, "interactive",
 	      "Attach host's standard input to a remote command"),
      .short_name = 'i'},
-    {VMM_FLAG(exec_args, tty, "tty", "Allocate a remote pseudo-terminal (PTY)"),
-     .short_name = 't'},
+    {VMM_FLAG(exec_args, tty, "tty", "Allocate a remote pseudo-terminal (PTY)"), .short_name = 't'},
     {0},
 };
 
@@ -52,7 +51,9 @@ int cmd_exec(int argc, char **argv)
 	    .in_fd = STDIN_FILENO,
 	    .out_fd = STDOUT_FILENO,
 	    .err_fd = STDERR_FILENO,
-	    .term_fd = isatty(STDOUT_FILENO) ? STDOUT_FILENO : isatty(STDIN_FILENO) ? STDIN_FILENO : -1,
+	    .term_fd = isatty(STDOUT_FILENO)  ? STDOUT_FILENO
+		       : isatty(STDIN_FILENO) ? STDIN_FILENO
+					      : -1,
 	};
 	/* -t on a terminal: raw mode, so keys (Ctrl-C too) go to the remote command */
 	struct termios saved;

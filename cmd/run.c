@@ -15,7 +15,8 @@ typedef struct run_args {
 	bool no_graphics, graphics, vnc, vnc_experimental, net_softnet, net_host, suspendable;
 	bool nested, serial, no_audio, no_clipboard, no_pointer, no_keyboard, no_trackpad;
 	vmm_opt_list publish, disk, dir;
-	const char *net_bridged, *net_softnet_allow, *net_softnet_block, *net_softnet_expose, *accel;
+	const char *net_bridged, *net_softnet_allow, *net_softnet_block, *net_softnet_expose,
+	    *accel;
 	const char *root_disk_opts, *serial_path;
 	vmm_opt_num stop_timeout;
 } run_args;
@@ -101,7 +102,8 @@ static void devices_free(devices *d)
 static int parse_devices(const run_args *ra, devices *d, vmm_qemu_opts *q)
 {
 	cleanup_vmm_error vmm_error *err = NULL;
-	if (ra->root_disk_opts && vmm_disk_opts_parse(ra->root_disk_opts, &q->root_disk, &err) < 0) {
+	if (ra->root_disk_opts &&
+	    vmm_disk_opts_parse(ra->root_disk_opts, &q->root_disk, &err) < 0) {
 		vmm_error_wrap(&err, "--root-disk-opts");
 		return vmm_fail(err);
 	}

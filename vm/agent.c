@@ -30,7 +30,7 @@ typedef struct half {
 } half;
 
 typedef struct conn {
-	int c, g;	 /* the client on control.sock, the guest's agent */
+	int c, g;      /* the client on control.sock, the guest's agent */
 	half up, down; /* client → guest, guest → client */
 } conn;
 
@@ -66,9 +66,8 @@ static int dial(const vmm_agent_fwd *f)
 			return -1;
 		}
 	} else {
-		struct sockaddr_vm sv = {.svm_family = AF_VSOCK,
-					 .svm_cid = f->cid,
-					 .svm_port = VMM_AGENT_VSOCK_PORT};
+		struct sockaddr_vm sv = {
+		    .svm_family = AF_VSOCK, .svm_cid = f->cid, .svm_port = VMM_AGENT_VSOCK_PORT};
 		fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd >= 0 && connect(fd, (struct sockaddr *)&sv, sizeof(sv)) < 0) {
 			close(fd);
@@ -242,14 +241,13 @@ void vmm_agent_fwd_stop(vmm_agent_fwd *f)
 
 static int connect_failed(vmm_error **err, const char *why)
 {
-	return vmm_error_set(err, VMM_EGENERIC,
-			     "Failed to connect to the VM using its control socket: %s" CONNECT_HINT,
-			     why);
+	return vmm_error_set(
+	    err, VMM_EGENERIC,
+	    "Failed to connect to the VM using its control socket: %s" CONNECT_HINT, why);
 }
 
 /* A connection to running VM `name`'s control.sock; *running says whether it runs. */
-static int open_agent(const vmm_home *h, const char *name, int *out, bool *running,
-		      vmm_error **err)
+static int open_agent(const vmm_home *h, const char *name, int *out, bool *running, vmm_error **err)
 {
 	cleanup_vmm_bundle vmm_bundle *b = NULL;
 	if (vmm_bundle_open(&b, h, name, err) < 0)
@@ -372,9 +370,9 @@ static int exec_loop(vmm_grpc *g, exec_ctx *x, int sigfd, vmm_error **err)
 		struct pollfd p[3];
 		nfds_t n = 0;
 		int i_in = -1, i_sig = -1;
-		p[n++] = (struct pollfd){.fd = vmm_grpc_fd(g),
-					 .events = (short)(POLLIN |
-							   (vmm_grpc_want_write(g) ? POLLOUT : 0))};
+		p[n++] = (struct pollfd){
+		    .fd = vmm_grpc_fd(g),
+		    .events = (short)(POLLIN | (vmm_grpc_want_write(g) ? POLLOUT : 0))};
 		if (!in_eof && vmm_grpc_pending(g) < (1u << 20)) {
 			i_in = (int)n;
 			p[n++] = (struct pollfd){.fd = o->in_fd, .events = POLLIN};
@@ -482,8 +480,8 @@ static void resolve_once(const vmm_home *h, const char *name, char **ip, bool *r
 	const char *msg;
 	while (vmm_grpc_io(g, NULL) == 0 && !vmm_grpc_done(g, &st, &msg) && vmm_now() < end) {
 		struct pollfd p = {.fd = vmm_grpc_fd(g),
-				   .events = (short)(POLLIN |
-						     (vmm_grpc_want_write(g) ? POLLOUT : 0))};
+				   .events =
+				       (short)(POLLIN | (vmm_grpc_want_write(g) ? POLLOUT : 0))};
 		int ms = (int)((end - vmm_now()) * 1000) + 1;
 		if (poll(&p, 1, ms > 0 ? ms : 0) < 0 && errno != EINTR)
 			break;

@@ -46,7 +46,7 @@ typedef struct vmm_agent_exec_opts {
 	const char *const *argv; /* borrowed: the command and its arguments (argc >= 1) */
 	size_t argc;
 	bool interactive; /* -i: send in_fd to the command until EOF */
-	bool tty;	  /* -t: a pseudo-terminal in the guest, sized as term_fd, resized on SIGWINCH */
+	bool tty; /* -t: a pseudo-terminal in the guest, sized as term_fd, resized on SIGWINCH */
 	int in_fd, out_fd, err_fd;
 	int term_fd; /* the terminal whose size is sent with -t; -1 for none (80x24) */
 } vmm_agent_exec_opts;

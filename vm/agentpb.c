@@ -190,7 +190,8 @@ static int exit_message(const uint8_t *p, size_t n, int32_t *code)
 		if (next_field(&r, &f) < 0)
 			return -1;
 		if (f.num == 1 && f.wire == 0)
-			*code = (int32_t)(uint32_t)f.v; /* int32: negative values are 10-byte varints */
+			*code =
+			    (int32_t)(uint32_t)f.v; /* int32: negative values are 10-byte varints */
 	}
 	return 0;
 }

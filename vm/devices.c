@@ -27,7 +27,8 @@ static int disk_item(const char *it, size_t len, vmm_disk_opts *o, vmm_error **e
 			o->sync = VMM_DISK_SYNC_FULL;
 		else
 			return vmm_error_set(err, VMM_EINVAL,
-					     "unsupported disk image synchronization mode: \"%s\"", v);
+					     "unsupported disk image synchronization mode: \"%s\"",
+					     v);
 		return 1;
 	}
 	if (strncmp(s, "caching=", 8) == 0) {
@@ -69,10 +70,11 @@ int vmm_disk_opts_parse(const char *s, vmm_disk_opts *out, vmm_error **err)
 		if (r < 0)
 			return -1;
 		if (r == 0)
-			return vmm_error_set(err, VMM_EINVAL,
-					     "unsupported disk option \"%.*s\" (known: ro, "
-					     "sync=none|fsync|full, caching=automatic|cached|uncached)",
-					     (int)n, p);
+			return vmm_error_set(
+			    err, VMM_EINVAL,
+			    "unsupported disk option \"%.*s\" (known: ro, "
+			    "sync=none|fsync|full, caching=automatic|cached|uncached)",
+			    (int)n, p);
 		p += n;
 		p += *p == ',';
 	}
@@ -123,7 +125,8 @@ int vmm_disk_spec_parse(const char *arg, vmm_disk_spec *out, vmm_error **err)
 		return vmm_error_set(err, VMM_EINVAL, "--disk `%s`: no path", arg);
 	if (strstr(path, "://"))
 		return vmm_error_set(err, VMM_EINVAL,
-				     "--disk `%s`: network disks (NBD URLs) are not supported", arg);
+				     "--disk `%s`: network disks (NBD URLs) are not supported",
+				     arg);
 	char *abs = absolute(path);
 	struct stat st;
 	if (stat(abs, &st) < 0) {
@@ -133,7 +136,8 @@ int vmm_disk_spec_parse(const char *arg, vmm_disk_spec *out, vmm_error **err)
 		return -1;
 	}
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		vmm_error_set(err, VMM_EINVAL, "disk image `%s`: not a file or a block device", abs);
+		vmm_error_set(err, VMM_EINVAL, "disk image `%s`: not a file or a block device",
+			      abs);
 		free(abs);
 		return -1;
 	}
@@ -164,7 +168,8 @@ int vmm_disk_spec_check_arch(const vmm_disk_spec *d, const char *guest_arch, vmm
 			    err, VMM_EUSAGE,
 			    "Seems you have a disk targeting %s architecture (hence %s in the "
 			    "name). Please use an '%s' version of the disk.",
-			    arm ? "x86" : "arm64", arm ? "amd64" : "arm64", arm ? "arm64" : "amd64");
+			    arm ? "x86" : "arm64", arm ? "amd64" : "arm64",
+			    arm ? "arm64" : "amd64");
 	return 0;
 }
 
@@ -261,9 +266,10 @@ int vmm_dir_specs_check(const vmm_dir_spec *d, size_t n, vmm_error **err)
 						     "invalid --dir syntax: for multiple directory "
 						     "shares each one of them should be named");
 			if (j > i && strcmp(d[i].name, d[j].name) == 0)
-				return vmm_error_set(err, VMM_EUSAGE,
-						     "--dir: two shares named \"%s\" with tag \"%s\"",
-						     d[i].name, d[i].tag);
+				return vmm_error_set(
+				    err, VMM_EUSAGE,
+				    "--dir: two shares named \"%s\" with tag \"%s\"", d[i].name,
+				    d[i].tag);
 		}
 	}
 	return 0;

@@ -44,8 +44,8 @@ typedef struct vmm_disk_opts {
 } vmm_disk_opts;
 
 typedef struct vmm_disk_spec {
-	char *path;  /* owned: absolute path of an image or block device */
-	bool cdrom;  /* a `.iso`: a CD-ROM the firmware can boot (always read-only) */
+	char *path; /* owned: absolute path of an image or block device */
+	bool cdrom; /* a `.iso`: a CD-ROM the firmware can boot (always read-only) */
 	vmm_disk_opts o;
 } vmm_disk_spec;
 

@@ -30,7 +30,8 @@ int vmm_grpc_frames_feed(vmm_grpc_frames *f, const uint8_t *p, size_t n, vmm_grp
 	size_t off = 0;
 	while (f->len - off >= 5) {
 		const uint8_t *h = f->buf + off;
-		uint32_t mlen = (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
+		uint32_t mlen =
+		    (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
 		if (h[0] != 0) {
 			*why = "a compressed message, and no compression was negotiated";
 			return -1;
@@ -165,7 +166,8 @@ static int data_cb(nghttp2_session *s, uint8_t flags, int32_t stream, const uint
 	const char *why = NULL;
 	if (vmm_grpc_frames_feed(&g->in, data, len, deliver, g, &why) < 0) {
 		g->bad_frame = xstrdup(why);
-		nghttp2_submit_rst_stream(g->s, NGHTTP2_FLAG_NONE, g->stream, NGHTTP2_PROTOCOL_ERROR);
+		nghttp2_submit_rst_stream(g->s, NGHTTP2_FLAG_NONE, g->stream,
+					  NGHTTP2_PROTOCOL_ERROR);
 	}
 	return 0;
 }
@@ -176,7 +178,8 @@ static int frame_cb(nghttp2_session *s, const nghttp2_frame *frame, void *u)
 	vmm_grpc *g = u;
 	if (frame->hd.type == NGHTTP2_SETTINGS)
 		g->heard = true;
-	if (frame->hd.type == NGHTTP2_GOAWAY && !g->done && g->stream > frame->goaway.last_stream_id)
+	if (frame->hd.type == NGHTTP2_GOAWAY && !g->done &&
+	    g->stream > frame->goaway.last_stream_id)
 		finish(g, -1, "the agent closed the connection (GOAWAY)");
 	return 0;
 }

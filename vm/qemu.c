@@ -436,8 +436,7 @@ static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, 
 {
 	if (o->tap) {
 		char tap[80];
-		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off",
-			 VMM_QEMU_TAP_FD);
+		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off", VMM_QEMU_TAP_FD);
 		opt(b, "-netdev", tap, "tap,id=net0");
 	} else {
 		cleanup_free char *user = xstrdup("user,id=net0");
@@ -555,8 +554,8 @@ static int add_extra_disks(builder *b, const vmm_config *c, const vmm_qemu_opts 
 						     "the q35 machine)");
 			if (!x86 && ncd == 0)
 				mopt(b, "-device", "virtio-scsi-pci,id=scsi0");
-			model = xasprintf("if=none,id=cd%zu,media=cdrom,readonly=on,format=raw",
-					  ncd);
+			model =
+			    xasprintf("if=none,id=cd%zu,media=cdrom,readonly=on,format=raw", ncd);
 			dev = x86 ? xasprintf("ide-cd,drive=cd%zu,bus=ide.%zu", ncd, ncd)
 				  : xasprintf("scsi-cd,drive=cd%zu,bus=scsi0.0", ncd);
 			ncd++;
@@ -642,9 +641,8 @@ static int add_shares(builder *b, vmm_qemu_cmd *q, const vmm_qemu_opts *o, vmm_e
 int vmm_qemu_shares_prepare(const vmm_qemu_cmd *q, vmm_error **err)
 {
 	for (size_t i = 0; i < q->nbinds; i++) {
-		cleanup_free char *group = xstrndup(q->binds[i].dst,
-						    (size_t)(strrchr(q->binds[i].dst, '/') -
-							     q->binds[i].dst));
+		cleanup_free char *group = xstrndup(
+		    q->binds[i].dst, (size_t)(strrchr(q->binds[i].dst, '/') - q->binds[i].dst));
 		if ((mkdir(group, 0755) < 0 && errno != EEXIST) ||
 		    (mkdir(q->binds[i].dst, 0755) < 0 && errno != EEXIST))
 			return vmm_error_errno(err, errno, "shared folders: mkdir `%s`",
@@ -658,9 +656,8 @@ void vmm_qemu_shares_cleanup(const vmm_qemu_cmd *q, const char *shares_dir)
 	/* rmdir only: these are empty mount points out here */
 	for (size_t i = 0; q && i < q->nbinds; i++) {
 		rmdir(q->binds[i].dst);
-		cleanup_free char *group = xstrndup(q->binds[i].dst,
-						    (size_t)(strrchr(q->binds[i].dst, '/') -
-							     q->binds[i].dst));
+		cleanup_free char *group = xstrndup(
+		    q->binds[i].dst, (size_t)(strrchr(q->binds[i].dst, '/') - q->binds[i].dst));
 		rmdir(group);
 	}
 	if (shares_dir)
@@ -791,9 +788,9 @@ bool vmm_qemu_model_vsock(const json_t *model)
 /* The model's entries that `vmm run`'s flags decide, joined. */
 static char *flag_entries(const json_t *model)
 {
-	static const char *const marks[] = {"id=cd",     "readonly=on", "virtio-9p",
-					    "usb-kbd",   "usb-tablet",  "+vmx",
-					    "+svm",	 "virtio-scsi", "vhost-vsock"};
+	static const char *const marks[] = {"id=cd",   "readonly=on", "virtio-9p",
+					    "usb-kbd", "usb-tablet",  "+vmx",
+					    "+svm",    "virtio-scsi", "vhost-vsock"};
 	char *out = xstrdup("");
 	size_t n = json_array_size(model);
 	for (size_t i = 0; i < n; i++) {
@@ -824,7 +821,7 @@ const char *vmm_qemu_model_hint(const json_t *was, const json_t *now)
 static const char *nested_param(void)
 {
 	static const char *const p[] = {"/sys/module/kvm_intel/parameters/nested",
-					 "/sys/module/kvm_amd/parameters/nested"};
+					"/sys/module/kvm_amd/parameters/nested"};
 	for (size_t i = 0; i < ARRAY_SIZE(p); i++)
 		if (access(p[i], R_OK) == 0)
 			return p[i];
@@ -843,8 +840,8 @@ static int check_nested(const vmm_qemu_cmd *q, const vmm_config *c, const vmm_qe
 	if (!o->nested)
 		return 0;
 	if (strcmp(q->accel, "kvm") != 0) {
-		const char *why = o->accel == VMM_ACCEL_TCG ? "--accel tcg was given"
-							    : kvm_unusable(q->arch);
+		const char *why =
+		    o->accel == VMM_ACCEL_TCG ? "--accel tcg was given" : kvm_unusable(q->arch);
 		return vmm_error_set(err, VMM_EUSAGE,
 				     "--nested: nested virtualization needs KVM, and this VM would "
 				     "run under TCG (%s)",

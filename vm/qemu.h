@@ -57,19 +57,19 @@ typedef struct vmm_qemu_opts {
 	vmm_accel accel;
 	const char *const *publish; /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST", user mode only */
 	size_t npublish;
-	bool tap;	    /* QEMU gets the network as a TAP on fd 4, else user-mode NAT */
-	const char *vnc;    /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
-	bool incoming;	    /* resume: -incoming defer */
+	bool tap;	 /* QEMU gets the network as a TAP on fd 4, else user-mode NAT */
+	const char *vnc; /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
+	bool incoming;	 /* resume: -incoming defer */
 
 	/* `vmm run`'s extra devices (vm/devices.h); arrays borrowed */
 	const vmm_disk_spec *disks; /* --disk: virtio disks and CD-ROMs, in order */
 	size_t ndisks;
 	const vmm_dir_spec *dirs; /* --dir: 9p shares */
 	size_t ndirs;
-	const char *shares_dir; /* borrowed: an empty directory of vmm's for tags with named
-				   shares (see vmm_qemu_shares_prepare); NULL if none has */
-	vmm_disk_opts root_disk;  /* --root-disk-opts */
-	bool nested;		  /* --nested: KVM with the host's vmx/svm */
+	const char *shares_dir;	      /* borrowed: an empty directory of vmm's for tags with named
+					 shares (see vmm_qemu_shares_prepare); NULL if none has */
+	vmm_disk_opts root_disk;      /* --root-disk-opts */
+	bool nested;		      /* --nested: KVM with the host's vmx/svm */
 	bool no_pointer, no_keyboard; /* leave out the USB tablet / keyboard (arm64 guests) */
 	vmm_vsock_mode vsock;
 } vmm_qemu_opts;
@@ -93,8 +93,8 @@ typedef struct vmm_qemu_cmd {
 	char *firmware_code; /* owned: UEFI code image, NULL for direct kernel boot */
 	char *firmware_vars; /* owned: UEFI variables template, NULL for direct kernel boot */
 	bool uefi;
-	uint32_t vsock_cid;  /* the guest's vsock CID (unique on the host), 0 without vsock */
-	bool shares;	     /* has shared folders: QEMU 7.2 cannot save it */
+	uint32_t vsock_cid;   /* the guest's vsock CID (unique on the host), 0 without vsock */
+	bool shares;	      /* has shared folders: QEMU 7.2 cannot save it */
 	vmm_qemu_bind *binds; /* owned: for vmm_qemu_child_setup */
 	size_t nbinds;
 	char *uid_map, *gid_map; /* owned: "<id> <id> 1", for a user namespace if need be */

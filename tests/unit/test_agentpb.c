@@ -61,11 +61,21 @@ static void test_agentpb_encode__as_protobuf_does(void **state)
 		vmm_pb_buf b = {0};
 		vmm_pb_command plain = {.name = "true"};
 		switch (cases[i].kind) {
-		case 0: vmm_pb_exec_command(&b, &c); break;
-		case 1: vmm_pb_exec_command(&b, &plain); break;
-		case 2: vmm_pb_exec_stdin(&b, "hi", 2); break;
-		case 3: vmm_pb_exec_stdin(&b, NULL, 0); break; /* EOF: an empty chunk */
-		case 4: vmm_pb_exec_resize(&b, 40, 120); break;
+		case 0:
+			vmm_pb_exec_command(&b, &c);
+			break;
+		case 1:
+			vmm_pb_exec_command(&b, &plain);
+			break;
+		case 2:
+			vmm_pb_exec_stdin(&b, "hi", 2);
+			break;
+		case 3:
+			vmm_pb_exec_stdin(&b, NULL, 0);
+			break; /* EOF: an empty chunk */
+		case 4:
+			vmm_pb_exec_resize(&b, 40, 120);
+			break;
 		}
 		assert_encoded(&b, cases[i].hex);
 		free(b.p);
@@ -88,8 +98,10 @@ static void test_agentpb_decode__responses(void **state)
 	    {"1a030a0165", VMM_PB_EXEC_STDERR, 0, "e"},
 	    {"1200", VMM_PB_EXEC_STDOUT, 0, ""},
 	    /* unknown fields of every wire type are skipped: varint, fixed64, bytes, fixed32 */
-	    {"f80107490102030405060708" "22020a0b2d01020304" "12050a03616263", VMM_PB_EXEC_STDOUT, 0,
-	     "abc"},
+	    {"f80107490102030405060708"
+	     "22020a0b2d01020304"
+	     "12050a03616263",
+	     VMM_PB_EXEC_STDOUT, 0, "abc"},
 	    /* a oneof's last field wins */
 	    {"12050a036162630a020803", VMM_PB_EXEC_EXIT, 3, NULL},
 	    {"0a02080312050a03616263", VMM_PB_EXEC_STDOUT, 0, "abc"},
@@ -127,16 +139,16 @@ static void test_agentpb_decode__malformed(void **state)
 		const char *hex;
 		bool nested; /* malformed inside a submessage ResolveIPResponse takes as a string */
 	} bad[] = {
-	    {"12", false},			    /* a key without its value */
-	    {"1205", false},			    /* a length past the end */
-	    {"12050a0361", true},		    /* a nested length past the end */
+	    {"12", false},			  /* a key without its value */
+	    {"1205", false},			  /* a length past the end */
+	    {"12050a0361", true},		  /* a nested length past the end */
 	    {"0a0b08ffffffffffffffffffff", true}, /* a varint longer than 10 bytes */
-	    {"0a0308ffff", true},		    /* a varint cut short */
-	    {"0b", false},			    /* a group */
-	    {"0e00", false},			    /* wire type 6 */
-	    {"00", false},			    /* field number 0 */
-	    {"0d010203", false},		    /* fixed32 cut short */
-	    {"ffffffffffffffffffff01", false},	    /* a key past 64 bits */
+	    {"0a0308ffff", true},		  /* a varint cut short */
+	    {"0b", false},			  /* a group */
+	    {"0e00", false},			  /* wire type 6 */
+	    {"00", false},			  /* field number 0 */
+	    {"0d010203", false},		  /* fixed32 cut short */
+	    {"ffffffffffffffffffff01", false},	  /* a key past 64 bits */
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		uint8_t m[64];
@@ -186,9 +198,11 @@ static void test_grpc_frames__reassembly(void **state)
 		const char *why = NULL;
 		if (mode == 0)
 			for (size_t i = 0; i < sizeof(s); i++)
-				assert_int_equal(vmm_grpc_frames_feed(&f, s + i, 1, on_message, &g, &why), 0);
+				assert_int_equal(
+				    vmm_grpc_frames_feed(&f, s + i, 1, on_message, &g, &why), 0);
 		else
-			assert_int_equal(vmm_grpc_frames_feed(&f, s, sizeof(s), on_message, &g, &why), 0);
+			assert_int_equal(
+			    vmm_grpc_frames_feed(&f, s, sizeof(s), on_message, &g, &why), 0);
 		assert_int_equal(g.n, 3);
 		assert_int_equal(g.lens[0], 3);
 		assert_int_equal(g.first[0], 'a');

@@ -123,7 +123,8 @@ static void test_devices_disk__parse(void **state)
 	err = NULL;
 	/* ... but once it is options, all of it must be */
 	assert_int_equal(vmm_disk_spec_parse("data.img:ro,foo", &d, &err), -1);
-	assert_non_null(strstr(err->msg, "--disk `data.img:ro,foo`: unsupported disk option \"foo\""));
+	assert_non_null(
+	    strstr(err->msg, "--disk `data.img:ro,foo`: unsupported disk option \"foo\""));
 	vmm_error_free(err);
 	err = NULL;
 	assert_int_equal(vmm_disk_spec_parse("data.img:sync=maybe", &d, &err), -1);
