@@ -105,6 +105,11 @@ wait_console g "VMMTEST TICK $((t + 4))" 1 30 && ok "the guest runs on" || fail 
 assert_contains "$(cat "$T_TMP/g.err")" "Failed to suspend the VM: a VM with shared folders" \
 	"SIGUSR1 says the same"
 assert_true "no state was written" test ! -e "$vms/g/state.vmmsave"
+vmm snapshot create g s1
+assert_rc 1 "a snapshot of the running VM is refused as well"
+assert_contains "$ERR" "cannot be suspended or snapshotted" "saying why"
+vmm snapshot list g
+assert_not_contains "$OUT" "s1" "and no snapshot is left"
 
 echo "SIGUSR2 asks the guest to stop"
 kill -USR2 "${RUN_PID[g]}"

@@ -465,6 +465,31 @@ static void test_qemu_cmd__arm64_guest(void **state)
 	assert_true(has_pair(q, "-device", "virtio-gpu-pci"));
 	assert_true(has_pair(q, "-device", "usb-tablet"));
 	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	/* arm64's virt machine has no SATA: an ISO goes on virtio-scsi; no USB input on request */
+	char *iso = path_join(f->base, "debian-arm64.iso");
+	vmm_disk_spec cd = {iso, true, {.ro = true}};
+	vmm_qemu_opts o2 = {.accel = VMM_ACCEL_TCG,
+			    .disks = &cd,
+			    .ndisks = 1,
+			    .no_keyboard = true,
+			    .no_pointer = true};
+	vmm_qemu_cmd *q2 = NULL;
+	if (vmm_qemu_cmd_build(&q2, f->a, f->cfg, &o2, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_true(has_pair(q2, "-device", "virtio-scsi-pci,id=scsi0"));
+	assert_true(has_pair(q2, "-device", "scsi-cd,drive=cd0,bus=scsi0.0"));
+	assert_false(has_pair(q2, "-device", "usb-kbd"));
+	assert_false(has_pair(q2, "-device", "usb-tablet"));
+	assert_true(has_pair(q2, "-device", "qemu-xhci"));
+	vmm_qemu_cmd_free(q2);
+	/* Tart's rule the other way round: an amd64 ISO for an arm64 guest */
+	free(iso);
+	iso = path_join(f->base, "debian-amd64.iso");
+	cd.path = iso;
+	assert_int_equal(vmm_qemu_cmd_build(&q2, f->a, f->cfg, &o2, &err), -1);
+	assert_non_null(strstr(err->msg, "Please use an 'arm64' version of the disk."));
+	vmm_error_free(err);
+	free(iso);
 	unsetenv("VMM_FIRMWARE");
 	vmm_qemu_cmd_free(q);
 	free(env);
