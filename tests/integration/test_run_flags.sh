@@ -23,6 +23,12 @@ echo "read-only share" >"$T_TMP/rodir/r.txt"
 head -c 4194304 /dev/urandom >"$T_TMP/ro.img"
 truncate -s 8M "$T_TMP/rw.img"
 ro_sha=$(sha "$T_TMP/ro.img")
+# the writable disk is a block device (a loop device on rw.img) where this can be had
+rw=$T_TMP/rw.img
+if [ "$(id -u)" -eq 0 ] && loop=$(losetup -f --show "$T_TMP/rw.img" 2>/dev/null); then
+	t_defer "losetup -d $loop"
+	rw=$loop
+fi
 
 echo "bad input: one line, Tart's exit code, nothing changed"
 before=$(ls -A "$vms/g"; cat "$vms/g/config.json")
@@ -58,7 +64,7 @@ assert_eq "$(ls -A "$vms/g"; cat "$vms/g/config.json")" "$before" "the bundle is
 assert_eq "$(ls -A "$VMM_HOME/tmp")" "" "nothing left in tmp/"
 
 echo "disks and shares in a running guest"
-run_bg g --disk "$T_TMP/ro.img:ro" --disk "$T_TMP/rw.img:sync=none,caching=cached" \
+run_bg g --disk "$T_TMP/ro.img:ro" --disk "$rw:sync=none,caching=cached" \
 	--dir "a:$T_TMP/a" --dir "b:$T_TMP/b:ro" --dir "$T_TMP/plain:tag=plain" \
 	--dir "$T_TMP/rodir:ro,tag=rotag" --root-disk-opts sync=fsync,caching=automatic \
 	--no-graphics --no-audio --no-clipboard --no-pointer --no-keyboard
@@ -90,7 +96,7 @@ assert_eq "$(as_root "$ip" cat /sys/block/vdb/ro /sys/block/vdc/ro | tr '\n' ' '
 out=$(as_root "$ip" 'dd if=/dev/zero of=/dev/vdb bs=4096 count=1 conv=fsync 2>&1; echo rc=$?')
 assert_contains "$out" "rc=1" "writing to the read-only disk fails in the guest"
 as_root "$ip" 'echo written-by-guest | dd of=/dev/vdc conv=fsync 2>/dev/null'
-assert_eq "$(head -c 16 "$T_TMP/rw.img")" "written-by-guest" "the writable disk takes writes"
+assert_eq "$(head -c 16 "$rw")" "written-by-guest" "the writable disk ($rw) takes writes"
 assert_eq "$(sha "$T_TMP/ro.img")" "$ro_sha" "the read-only image is unchanged"
 assert_eq "$(as_root "$ip" cat /sys/block/vda/ro)" "0" "the root disk is writable"
 
