@@ -11,7 +11,7 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 VERSION ?= 0.1.0
 
-PKGS     := libcurl jansson libzstd libarchive liblz4 libcrypto libmnl
+PKGS     := libcurl jansson libzstd libarchive liblz4 libcrypto libmnl libnghttp2
 # libraries the vmm binary loads only when a command needs them (common/lazy.h)
 LAZY_PKGS := libcurl libarchive libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -97,7 +97,8 @@ static int store(const vmm_args *a, const vmm_opt *o, const char *v)
 	abort();
 }
 
-int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv, void *target)
+static int parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv, void *target,
+		 bool passthrough)
 {
 	memset(a, 0, sizeof(*a));
 	a->spec = spec;
@@ -108,8 +109,12 @@ int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv,
 	struct option longopts[VMM_MAX_OPTS + 1];
 	/* leading ':' reports a missing value as ':'; GNU getopt permutes, so
 	 * options may follow positional arguments as with Tart */
-	char shortopts[3 * VMM_MAX_OPTS + 4] = ":h";
+	char shortopts[3 * VMM_MAX_OPTS + 5] = ":h";
 	size_t sl = 2;
+	if (passthrough) { /* '+': stop at the first non-option, as POSIX says */
+		memcpy(shortopts, "+:h", 4);
+		sl = 3;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const vmm_opt *o = &spec->opts[i];
 		bool has_arg = o->type != VMM_OPT_FLAG;
@@ -161,6 +166,17 @@ int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv,
 	if (a->npos > max)
 		return vmm_usage_error(spec, "unexpected argument '%s'", a->pos[max]);
 	return 0;
+}
+
+int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv, void *target)
+{
+	return parse(a, spec, argc, argv, target, false);
+}
+
+int vmm_args_parse_passthrough(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv,
+			       void *target)
+{
+	return parse(a, spec, argc, argv, target, true);
 }
 
 void vmm_args_free(vmm_args *a)

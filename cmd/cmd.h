@@ -109,6 +109,9 @@ typedef struct vmm_args {
  * "help was printed, exit 0").  Free with vmm_args_free().
  */
 int vmm_args_parse(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv, void *target);
+/* The same, but options end at the first positional argument (exec's NAME COMMAND...). */
+int vmm_args_parse_passthrough(vmm_args *a, const vmm_cmd_spec *spec, int argc, char **argv,
+			       void *target);
 void vmm_args_free(vmm_args *a);
 
 /* Parse and handle help/usage in one go: `VMM_ARGS_PARSE(a, spec, argc, argv, &o);` */

@@ -1,5 +1,6 @@
 #include "cmd/cmd.h"
 #include "common/util.h"
+#include "vm/agent.h"
 #include "vm/run.h"
 
 #include <stdio.h>
@@ -13,9 +14,9 @@ typedef struct ip_args {
 static const vmm_opt opts[] = {
     {VMM_INT(ip_args, wait, "wait", "SECONDS", 0, 86400,
 	     "Wait this long for the guest to get an address (default 0)")},
-    {VMM_STRING(ip_args, resolver, "resolver", "dhcp|arp",
-		"Either gives the address vmm assigned (default network) or the host's ARP "
-		"table's (bridged)")},
+    {VMM_STRING(ip_args, resolver, "resolver", "dhcp|arp|agent",
+		"dhcp and arp: the address vmm assigned (default network) or the host's ARP "
+		"table's (bridged); agent: the one Tart's guest agent reports")},
     {0},
 };
 
@@ -28,11 +29,14 @@ int cmd_ip(int argc, char **argv)
 	ip_args o = {0};
 	VMM_ARGS(a, spec, argc, argv, &o);
 	const char *r = o.resolver;
-	if (r && strcmp(r, "dhcp") != 0 && strcmp(r, "arp") != 0)
-		return vmm_usage_error(&spec, "--resolver: \"%s\" is not dhcp or arp", r);
+	bool agent = r && strcmp(r, "agent") == 0;
+	if (r && strcmp(r, "dhcp") != 0 && strcmp(r, "arp") != 0 && !agent)
+		return vmm_usage_error(&spec, "--resolver: \"%s\" is not dhcp, arp or agent", r);
 	cleanup_vmm_error vmm_error *err = NULL;
 	cleanup_free char *ip = NULL;
-	if (vmm_vm_ip(cmd_home(), a.pos[0], (double)o.wait.value, &ip, &err) < 0)
+	int rc = agent ? vmm_agent_resolve_ip(cmd_home(), a.pos[0], (double)o.wait.value, &ip, &err)
+		       : vmm_vm_ip(cmd_home(), a.pos[0], (double)o.wait.value, &ip, &err);
+	if (rc < 0)
 		return vmm_fail(err);
 	printf("%s\n", ip);
 	return 0;

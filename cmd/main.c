@@ -89,14 +89,29 @@ int main(int argc, char **argv)
 	if (strcmp(prog, "vetu") == 0 && vetu_home && *vetu_home && !getenv("VMM_HOME"))
 		setenv("VMM_HOME", vetu_home, 1);
 
+	/* as Tart's argument parser: no command is a request for help */
 	if (argc < 2) {
-		usage(stderr);
-		return 64;
-	}
-	const char *name = argv[1];
-	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
 		usage(stdout);
 		return 0;
+	}
+	const char *name = argv[1];
+	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 ||
+	    (strcmp(name, "help") == 0 && argc == 2)) {
+		usage(stdout);
+		return 0;
+	}
+	/* `vmm help CMD [SUB]` is `vmm CMD [SUB] --help` */
+	char *help_argv[5];
+	if (strcmp(name, "help") == 0) {
+		int n = 0;
+		help_argv[n++] = argv[0];
+		for (int i = 2; i < argc && i < 4; i++)
+			help_argv[n++] = argv[i];
+		help_argv[n++] = (char *)"--help";
+		help_argv[n] = NULL;
+		argc = n;
+		argv = help_argv;
+		name = argv[1];
 	}
 	if (strcmp(name, "--version") == 0) {
 		printf("%s\n", VMM_VERSION);

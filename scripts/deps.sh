@@ -6,7 +6,8 @@ set -eu
 
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 build="gcc make pkg-config clang libcurl4-openssl-dev libjansson-dev libzstd-dev
-       libarchive-dev liblz4-dev libssl-dev libcmocka-dev libmnl-dev"
+       libarchive-dev liblz4-dev libssl-dev libcmocka-dev libmnl-dev libnghttp2-dev"
+# (virtiofsd is not in Debian 12: `vmm run --dir` shares through QEMU's 9p)
 run="qemu-utils zstd slirp4netns nftables libcap2-bin"
 case $arch in
 amd64) run="$run qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64" ;; # Tart's images are arm64
@@ -15,7 +16,8 @@ esac
 tests="docker-registry skopeo btrfs-progs xfsprogs e2fsprogs mtools fdisk busybox-static
        systemd-boot-efi apache2-utils python3 python3-cryptography curl cpio hyperfine
        util-linux openssl libarchive-tools
-       mmdebstrap dropbear-bin sshpass openssh-client dnsmasq-base iproute2"
+       mmdebstrap dropbear-bin sshpass openssh-client dnsmasq-base iproute2
+       python3-grpcio python3-grpc-tools xorriso bc"
 
 missing=()
 for p in $build $run $tests; do

@@ -11,8 +11,13 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
 #include <unistd.h>
+#include <linux/vhost.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 int vmm_accel_parse(const char *s, vmm_accel *out)
 {
@@ -40,6 +45,13 @@ void vmm_qemu_cmd_free(vmm_qemu_cmd *q)
 	free(q->notice);
 	free(q->firmware_code);
 	free(q->firmware_vars);
+	for (size_t i = 0; i < q->nbinds; i++) {
+		free(q->binds[i].src);
+		free(q->binds[i].dst);
+	}
+	free(q->binds);
+	free(q->uid_map);
+	free(q->gid_map);
 	free(q);
 }
 
@@ -424,8 +436,7 @@ static int add_network(builder *b, const vmm_config *c, const vmm_qemu_opts *o, 
 {
 	if (o->tap) {
 		char tap[80];
-		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off",
-			 VMM_QEMU_TAP_FD);
+		snprintf(tap, sizeof(tap), "tap,id=net0,fd=%d,vhost=off", VMM_QEMU_TAP_FD);
 		opt(b, "-netdev", tap, "tap,id=net0");
 	} else {
 		cleanup_free char *user = xstrdup("user,id=net0");
@@ -475,6 +486,384 @@ static void add_boot(builder *b, const vmm_qemu_cmd *q, const char *dir, const v
 		mopt(b, "-append", c->cmdline);
 }
 
+/* --- what `vmm run`'s flags add ----------------------------------------------- */
+
+/*
+ * Tart's sync and caching modes on QEMU's drive options.  The host side
+ * only: the guest sees the same virtio disk with a write cache whatever
+ * they are, so they stay out of the model.
+ */
+static const char *cache_opts(const vmm_disk_opts *o)
+{
+	bool direct = o->caching == VMM_DISK_CACHE_UNCACHED;
+	bool noflush = o->sync == VMM_DISK_SYNC_NONE;
+	if (direct && noflush)
+		return ",cache.direct=on,cache.no-flush=on";
+	return direct ? ",cache.direct=on" : noflush ? ",cache.no-flush=on" : "";
+}
+
+/*
+ * caching=uncached is O_DIRECT, which reads and writes whole 4 KiB blocks
+ * on most hosts: QEMU refuses a writable image whose size is not a multiple
+ * of them (Tart's decimal-GB disks are not), so say so before it does.
+ */
+static int check_uncached(const char *path, const vmm_disk_opts *o, vmm_error **err)
+{
+	struct stat st;
+	if (o->caching != VMM_DISK_CACHE_UNCACHED || o->ro || stat(path, &st) < 0 ||
+	    !S_ISREG(st.st_mode) || st.st_size % 4096 == 0)
+		return 0;
+	return vmm_error_set(err, VMM_EINVAL,
+			     "caching=uncached: `%s` is %lld bytes, not a multiple of 4096, and "
+			     "direct I/O cannot write its end (use caching=cached or ro)",
+			     path, (long long)st.st_size);
+}
+
+/* The root disk; read-only is visible to the guest (virtio-blk's RO feature). */
+static void add_root_disk(builder *b, const vmm_disk_opts *o)
+{
+	cleanup_free char *model =
+	    xasprintf("file=" VMM_DISK_FILE ",if=none,id=disk0,format=raw,discard=unmap%s",
+		      o->ro ? ",readonly=on" : "");
+	cleanup_free char *arg = xasprintf("%s%s", model, cache_opts(o));
+	opt(b, "-drive", arg, model);
+}
+
+/*
+ * --disk: images and block devices as virtio disks; `.iso` files as CD-ROMs
+ * the firmware boots from, on the q35's own SATA ports (every installer
+ * has a driver for them) or, on arm64's virt machine, which has none, on
+ * virtio-scsi.  The model keeps what the guest sees (kind, order,
+ * read-only), not the host's path: a fork may attach its own copy.
+ */
+static int add_extra_disks(builder *b, const vmm_config *c, const vmm_qemu_opts *o, bool x86,
+			   vmm_error **err)
+{
+	size_t ncd = 0;
+	for (size_t i = 0; i < o->ndisks; i++) {
+		const vmm_disk_spec *d = &o->disks[i];
+		if (vmm_disk_spec_check_arch(d, c->arch, err) < 0 ||
+		    check_uncached(d->path, &d->o, err) < 0)
+			return -1;
+		cleanup_free char *path = qemu_escape(d->path);
+		cleanup_free char *model = NULL, *dev = NULL;
+		if (d->cdrom) {
+			if (x86 && ncd >= 6)
+				return vmm_error_set(err, VMM_EUSAGE,
+						     "--disk: at most 6 CD-ROMs (the SATA ports of "
+						     "the q35 machine)");
+			if (!x86 && ncd == 0)
+				mopt(b, "-device", "virtio-scsi-pci,id=scsi0");
+			model =
+			    xasprintf("if=none,id=cd%zu,media=cdrom,readonly=on,format=raw", ncd);
+			dev = x86 ? xasprintf("ide-cd,drive=cd%zu,bus=ide.%zu", ncd, ncd)
+				  : xasprintf("scsi-cd,drive=cd%zu,bus=scsi0.0", ncd);
+			ncd++;
+		} else {
+			model = xasprintf("if=none,id=disk%zu,format=raw%s", i + 1,
+					  d->o.ro ? ",readonly=on" : ",discard=unmap");
+			dev = xasprintf("virtio-blk-pci,drive=disk%zu", i + 1);
+		}
+		cleanup_free char *arg = xasprintf("file=%s,%s%s", path, model, cache_opts(&d->o));
+		opt(b, "-drive", arg, model);
+		mopt(b, "-device", dev);
+	}
+	return 0;
+}
+
+static bool first_of_tag(const vmm_qemu_opts *o, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (strcmp(o->dirs[j].tag, o->dirs[i].tag) == 0)
+			return false;
+	return true;
+}
+
+/*
+ * --dir: one virtio-9p device per tag (virtiofsd is not in Debian 12).  A
+ * tag with one unnamed share exports that directory.  A tag whose shares
+ * are named (Tart shows each under its name) exports a directory of vmm's
+ * holding one empty directory per name, onto which QEMU's child binds the
+ * shares in a mount namespace of its own (vmm_qemu_child_setup): 9p
+ * exports one tree, and nothing of it is visible to the rest of the host.
+ * security_model=none: files keep their host owners and modes.  The tag
+ * is what the guest sees; the paths are the host's.
+ */
+static int add_shares(builder *b, vmm_qemu_cmd *q, const vmm_qemu_opts *o, vmm_error **err)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < o->ndirs; i++) {
+		if (!first_of_tag(o, i))
+			continue;
+		const vmm_dir_spec *d = &o->dirs[i];
+		bool named = false, all_ro = true;
+		for (size_t j = i; j < o->ndirs; j++) {
+			if (strcmp(o->dirs[j].tag, d->tag) != 0)
+				continue;
+			named = named || o->dirs[j].name;
+			all_ro = all_ro && o->dirs[j].ro;
+		}
+		cleanup_free char *group = NULL;
+		if (named) {
+			if (!o->shares_dir)
+				return vmm_error_set(err, VMM_EINVAL,
+						     "--dir: named shares need a directory for "
+						     "their mounts");
+			group = xasprintf("%s/t%zu", o->shares_dir, k);
+			for (size_t j = i; j < o->ndirs; j++) {
+				if (strcmp(o->dirs[j].tag, d->tag) != 0)
+					continue;
+				q->binds = xrealloc(q->binds, (q->nbinds + 1) * sizeof(*q->binds));
+				q->binds[q->nbinds++] = (vmm_qemu_bind){
+				    xstrdup(o->dirs[j].path), path_join(group, o->dirs[j].name),
+				    o->dirs[j].ro};
+			}
+		}
+		cleanup_free char *path = qemu_escape(named ? group : d->path);
+		cleanup_free char *fsdev =
+		    xasprintf("local,id=fs%zu,path=%s,security_model=none%s%s", k, path,
+			      all_ro ? ",readonly=on" : "", named ? ",multidevs=remap" : "");
+		opt(b, "-fsdev", fsdev, NULL);
+		cleanup_free char *tag = qemu_escape(d->tag);
+		cleanup_free char *dev =
+		    xasprintf("virtio-9p-pci,id=share%zu,fsdev=fs%zu,mount_tag=%s", k, k, tag);
+		mopt(b, "-device", dev);
+		q->shares = true;
+		k++;
+	}
+	if (q->nbinds) {
+		q->uid_map = xasprintf("%u %u 1", (unsigned)getuid(), (unsigned)getuid());
+		q->gid_map = xasprintf("%u %u 1", (unsigned)getgid(), (unsigned)getgid());
+	}
+	return 0;
+}
+
+int vmm_qemu_shares_prepare(const vmm_qemu_cmd *q, vmm_error **err)
+{
+	for (size_t i = 0; i < q->nbinds; i++) {
+		cleanup_free char *group = xstrndup(
+		    q->binds[i].dst, (size_t)(strrchr(q->binds[i].dst, '/') - q->binds[i].dst));
+		if ((mkdir(group, 0755) < 0 && errno != EEXIST) ||
+		    (mkdir(q->binds[i].dst, 0755) < 0 && errno != EEXIST))
+			return vmm_error_errno(err, errno, "shared folders: mkdir `%s`",
+					       q->binds[i].dst);
+	}
+	return 0;
+}
+
+void vmm_qemu_shares_cleanup(const vmm_qemu_cmd *q, const char *shares_dir)
+{
+	/* rmdir only: these are empty mount points out here */
+	for (size_t i = 0; q && i < q->nbinds; i++) {
+		rmdir(q->binds[i].dst);
+		cleanup_free char *group = xstrndup(
+		    q->binds[i].dst, (size_t)(strrchr(q->binds[i].dst, '/') - q->binds[i].dst));
+		rmdir(group);
+	}
+	if (shares_dir)
+		rmdir(shares_dir);
+}
+
+static int write_proc(const char *file, const char *text)
+{
+	int fd = open(file, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, text, strlen(text));
+	int e = errno;
+	close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : -(n < 0 ? e : EIO);
+}
+
+int vmm_qemu_child_setup(const vmm_qemu_cmd *q)
+{
+	if (!q->nbinds)
+		return 0;
+	if (unshare(CLONE_NEWNS) < 0) {
+		if (errno != EPERM)
+			return -errno;
+		/* no CAP_SYS_ADMIN: a user namespace that maps only ourselves */
+		int r;
+		if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+			return -errno;
+		if ((r = write_proc("/proc/self/setgroups", "deny")) < 0 ||
+		    (r = write_proc("/proc/self/uid_map", q->uid_map)) < 0 ||
+		    (r = write_proc("/proc/self/gid_map", q->gid_map)) < 0)
+			return r;
+	}
+	/* nothing mounted here may propagate back to the host's namespace */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	for (size_t i = 0; i < q->nbinds; i++) {
+		const vmm_qemu_bind *m = &q->binds[i];
+		if (mount(m->src, m->dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+			return -errno;
+		if (!m->ro)
+			continue;
+		/* a read-only remount must keep the flags a user namespace cannot drop */
+		struct statvfs sv;
+		unsigned long keep = 0;
+		if (statvfs(m->dst, &sv) == 0)
+			keep = (sv.f_flag & ST_NOSUID ? MS_NOSUID : 0) |
+			       (sv.f_flag & ST_NODEV ? MS_NODEV : 0) |
+			       (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) |
+			       (sv.f_flag & ST_NOATIME ? MS_NOATIME : 0) |
+			       (sv.f_flag & ST_NODIRATIME ? MS_NODIRATIME : 0) |
+			       (sv.f_flag & ST_RELATIME ? MS_RELATIME : 0);
+		if (mount(NULL, m->dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, NULL) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+const char *vmm_qemu_unsavable(const vmm_qemu_cmd *q)
+{
+	if (q && q->shares)
+		return "a VM with shared folders (--dir) cannot be suspended or snapshotted: "
+		       "QEMU cannot save a 9p share the guest has mounted; the VM keeps running";
+	return NULL;
+}
+
+/*
+ * The guest agent's channel: a vhost-vsock device with a CID no other VM
+ * on the host has.  The kernel keeps the CIDs: one that it accepts for a
+ * moment on a probe descriptor of our own is free (QEMU taking it just
+ * after can still race another VM's start; it then fails and says so).
+ * The CID is not part of the model: after a restore QEMU tells the guest
+ * to re-read it (a transport reset), so forks of one state each get
+ * their own.
+ */
+static uint32_t pick_cid(void)
+{
+	int fd = open("/dev/vhost-vsock", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	uint32_t found = 0;
+	if (ioctl(fd, VHOST_SET_OWNER) == 0) {
+		for (int i = 0; i < 64 && !found; i++) {
+			uint32_t r;
+			vmm_random_bytes(&r, sizeof(r));
+			uint64_t cid = 3 + r % 0xfffffff0u;
+			if (ioctl(fd, VHOST_VSOCK_SET_GUEST_CID, &cid) == 0)
+				found = (uint32_t)cid;
+			else if (errno != EADDRINUSE)
+				break;
+		}
+	}
+	close(fd);
+	return found;
+}
+
+static int add_vsock(builder *b, vmm_qemu_cmd *q, const vmm_qemu_opts *o, vmm_error **err)
+{
+	if (o->vsock == VMM_VSOCK_OFF)
+		return 0;
+	if (access("/dev/vhost-vsock", R_OK | W_OK) == 0)
+		q->vsock_cid = pick_cid();
+	if (!q->vsock_cid) {
+		if (o->vsock == VMM_VSOCK_REQUIRED)
+			return vmm_error_set(err, VMM_EINCOMPATIBLE,
+					     "the state was saved with a virtio-vsock device (the "
+					     "guest agent's channel) and this host cannot give one "
+					     "(no usable /dev/vhost-vsock: modprobe vhost_vsock)");
+		return 0;
+	}
+	cleanup_free char *dev = xasprintf("vhost-vsock-pci,id=vsock0,guest-cid=%u", q->vsock_cid);
+	opt(b, "-device", dev, "vhost-vsock-pci,id=vsock0");
+	return 0;
+}
+
+bool vmm_qemu_model_vsock(const json_t *model)
+{
+	size_t n = json_array_size(model);
+	for (size_t i = 0; i + 1 < n; i++) {
+		const char *k = json_string_value(json_array_get(model, i));
+		const char *v = json_string_value(json_array_get(model, i + 1));
+		if (k && v && strcmp(k, "-device") == 0 && strncmp(v, "vhost-vsock", 11) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The model's entries that `vmm run`'s flags decide, joined. */
+static char *flag_entries(const json_t *model)
+{
+	static const char *const marks[] = {"id=cd",   "readonly=on", "virtio-9p",
+					    "usb-kbd", "usb-tablet",  "+vmx",
+					    "+svm",    "virtio-scsi", "vhost-vsock"};
+	char *out = xstrdup("");
+	size_t n = json_array_size(model);
+	for (size_t i = 0; i < n; i++) {
+		const char *s = json_string_value(json_array_get(model, i));
+		bool hit = s && (strstr(s, "id=disk") && !strstr(s, "id=disk0") ? true : false);
+		for (size_t m = 0; s && !hit && m < ARRAY_SIZE(marks); m++)
+			hit = strstr(s, marks[m]) != NULL;
+		if (!hit)
+			continue;
+		char *t = xasprintf("%s|%s", out, s);
+		free(out);
+		out = t;
+	}
+	return out;
+}
+
+const char *vmm_qemu_model_hint(const json_t *was, const json_t *now)
+{
+	cleanup_free char *a = flag_entries(was);
+	cleanup_free char *b = flag_entries(now);
+	if (strcmp(a, b) == 0)
+		return "";
+	return " (resume it with the --disk, --dir, --root-disk-opts ro, --nested, "
+	       "--no-keyboard and --no-pointer flags it was suspended with)";
+}
+
+/* --nested: KVM's own nested virtualization, which the host's module must allow. */
+static const char *nested_param(void)
+{
+	static const char *const p[] = {"/sys/module/kvm_intel/parameters/nested",
+					"/sys/module/kvm_amd/parameters/nested"};
+	for (size_t i = 0; i < ARRAY_SIZE(p); i++)
+		if (access(p[i], R_OK) == 0)
+			return p[i];
+	return NULL;
+}
+
+static const char *nested_cpu(void)
+{
+	const char *p = nested_param();
+	return p && strstr(p, "kvm_amd") ? "host,+svm" : "host,+vmx";
+}
+
+static int check_nested(const vmm_qemu_cmd *q, const vmm_config *c, const vmm_qemu_opts *o,
+			vmm_error **err)
+{
+	if (!o->nested)
+		return 0;
+	if (strcmp(q->accel, "kvm") != 0) {
+		const char *why =
+		    o->accel == VMM_ACCEL_TCG ? "--accel tcg was given" : kvm_unusable(q->arch);
+		return vmm_error_set(err, VMM_EUSAGE,
+				     "--nested: nested virtualization needs KVM, and this VM would "
+				     "run under TCG (%s)",
+				     why ? why : "KVM cannot be used");
+	}
+	if (strcmp(c->arch, "amd64") != 0)
+		return vmm_error_set(err, VMM_EUSAGE,
+				     "--nested: QEMU 7.2 offers nested virtualization under KVM "
+				     "to x86_64 guests only");
+	const char *param = nested_param();
+	cleanup_free char *val = NULL;
+	size_t len = 0;
+	if (!param || vmm_read_file(param, 64, &val, &len, NULL) < 0 ||
+	    (val[0] != 'Y' && val[0] != '1'))
+		return vmm_error_set(err, VMM_EUSAGE,
+				     "--nested: the host's KVM does not allow nested "
+				     "virtualization (%s is not Y: load the module with "
+				     "nested=1)",
+				     param ? param : "/sys/module/kvm_intel/parameters/nested");
+	return 0;
+}
+
 int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 		       const vmm_qemu_opts *o, vmm_error **err)
 {
@@ -485,7 +874,9 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 				     "disk format \"%s\" is not supported on this system",
 				     c->disk_format);
 	vmm_qemu_cmd *q = xcalloc(1, sizeof(*q));
-	if (resolve(q, dir, c, o, err) < 0) {
+	cleanup_free char *disk = path_join(dir, VMM_DISK_FILE);
+	if (resolve(q, dir, c, o, err) < 0 || check_nested(q, c, o, err) < 0 ||
+	    check_uncached(disk, &o->root_disk, err) < 0) {
 		vmm_qemu_cmd_free(q);
 		return -1;
 	}
@@ -507,7 +898,7 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	mopt(&b, "-machine", x86 ? "q35" : "virt,gic-version=3");
 	mopt(&b, "-accel", q->accel);
 	if (strcmp(q->accel, "kvm") == 0)
-		mopt(&b, "-cpu", "host");
+		mopt(&b, "-cpu", o->nested ? (x86 ? nested_cpu() : "host") : "host");
 	else if (!x86)
 		mopt(&b, "-cpu", "max");
 	char num[64];
@@ -533,7 +924,7 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	if (o->vnc)
 		opt(&b, "-vnc", o->vnc, NULL);
 	add_boot(&b, q, dir, c);
-	mopt(&b, "-drive", "file=" VMM_DISK_FILE ",if=none,id=disk0,format=raw,discard=unmap");
+	add_root_disk(&b, &o->root_disk);
 	mopt(&b, "-device", "virtio-blk-pci,drive=disk0");
 	if (add_network(&b, c, o, err) < 0) {
 		for (size_t i = 0; i < b.argc; i++)
@@ -549,8 +940,20 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	} else {
 		mopt(&b, "-device", "virtio-gpu-pci");
 		mopt(&b, "-device", "qemu-xhci");
-		mopt(&b, "-device", "usb-kbd");
-		mopt(&b, "-device", "usb-tablet");
+		if (!o->no_keyboard)
+			mopt(&b, "-device", "usb-kbd");
+		if (!o->no_pointer)
+			mopt(&b, "-device", "usb-tablet");
+	}
+	/* what `vmm run`'s flags add comes last: without them the model is as it was */
+	if (add_extra_disks(&b, c, o, x86, err) < 0 || add_shares(&b, q, o, err) < 0 ||
+	    add_vsock(&b, q, o, err) < 0) {
+		for (size_t i = 0; i < b.argc; i++)
+			free(b.argv[i]);
+		free(b.argv);
+		json_decref(b.model);
+		vmm_qemu_cmd_free(q);
+		return -1;
 	}
 	/* the serial console on QEMU's stdio, which `vmm run` relays */
 	mopt(&b, "-chardev", "stdio,id=console,signal=off");

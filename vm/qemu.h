@@ -29,9 +29,11 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 #include "vm/config.h"
+#include "vm/devices.h"
 
 /* Descriptors QEMU inherits (its argv names them). */
 #define VMM_QEMU_QMP_FD 3 /* private QMP connection to `vmm run` */
@@ -48,14 +50,43 @@ typedef enum {
 
 int vmm_accel_parse(const char *s, vmm_accel *out);
 
+/*
+ * The guest agent's channel (Tart's guest agent listens on vsock port
+ * 8080): a vhost-vsock device needs the host's /dev/vhost-vsock.
+ */
+typedef enum {
+	VMM_VSOCK_AUTO,	    /* where /dev/vhost-vsock can be used */
+	VMM_VSOCK_OFF,	    /* never (a state saved without one) */
+	VMM_VSOCK_REQUIRED, /* always, else an error (a state saved with one) */
+} vmm_vsock_mode;
+
 typedef struct vmm_qemu_opts {
 	vmm_accel accel;
 	const char *const *publish; /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST", user mode only */
 	size_t npublish;
-	bool tap;	    /* QEMU gets the network as a TAP on fd 4, else user-mode NAT */
-	const char *vnc;    /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
-	bool incoming;	    /* resume: -incoming defer */
+	bool tap;	 /* QEMU gets the network as a TAP on fd 4, else user-mode NAT */
+	const char *vnc; /* borrowed: NULL, or a VNC display ("127.0.0.1:0") */
+	bool incoming;	 /* resume: -incoming defer */
+
+	/* `vmm run`'s extra devices (vm/devices.h); arrays borrowed */
+	const vmm_disk_spec *disks; /* --disk: virtio disks and CD-ROMs, in order */
+	size_t ndisks;
+	const vmm_dir_spec *dirs; /* --dir: 9p shares */
+	size_t ndirs;
+	const char *shares_dir;	      /* borrowed: an empty directory of vmm's for tags with named
+					 shares (see vmm_qemu_shares_prepare); NULL if none has */
+	vmm_disk_opts root_disk;      /* --root-disk-opts */
+	bool nested;		      /* --nested: KVM with the host's vmx/svm */
+	bool no_pointer, no_keyboard; /* leave out the USB tablet / keyboard (arm64 guests) */
+	vmm_vsock_mode vsock;
 } vmm_qemu_opts;
+
+/* A bind mount QEMU's child makes in a mount namespace of its own (named shares). */
+typedef struct vmm_qemu_bind {
+	char *src; /* owned */
+	char *dst; /* owned */
+	bool ro;
+} vmm_qemu_bind;
 
 typedef struct vmm_qemu_cmd {
 	char *binary; /* owned: absolute path of qemu-system-* */
@@ -69,6 +100,11 @@ typedef struct vmm_qemu_cmd {
 	char *firmware_code; /* owned: UEFI code image, NULL for direct kernel boot */
 	char *firmware_vars; /* owned: UEFI variables template, NULL for direct kernel boot */
 	bool uefi;
+	uint32_t vsock_cid;   /* the guest's vsock CID (unique on the host), 0 without vsock */
+	bool shares;	      /* has shared folders: QEMU 7.2 cannot save it */
+	vmm_qemu_bind *binds; /* owned: for vmm_qemu_child_setup */
+	size_t nbinds;
+	char *uid_map, *gid_map; /* owned: "<id> <id> 1", for a user namespace if need be */
 } vmm_qemu_cmd;
 
 /*
@@ -83,6 +119,35 @@ void vmm_qemu_cmd_free(vmm_qemu_cmd *q);
 
 /* UEFI: make <dir>/efivars.fd from the firmware's template if it is missing (atomically). */
 int vmm_qemu_prepare_efivars(const vmm_qemu_cmd *q, const char *dir, vmm_error **err);
+
+/*
+ * Named shares (vm/devices.h): make the empty directories, one per tag and
+ * name, in o->shares_dir that QEMU's child binds the shares onto.  Only
+ * empty directories are ever seen outside QEMU's mount namespace, so
+ * removing them (vmm_qemu_shares_cleanup) or tmp's garbage collection can
+ * never reach the shared files.
+ */
+int vmm_qemu_shares_prepare(const vmm_qemu_cmd *q, vmm_error **err);
+void vmm_qemu_shares_cleanup(const vmm_qemu_cmd *q, const char *shares_dir);
+
+/*
+ * In QEMU's child, after fork and before exec: the bind mounts of named
+ * shares in a private mount namespace (a user namespace of its own where
+ * vmm lacks CAP_SYS_ADMIN).  Async-signal-safe.  0, or -errno.
+ */
+int vmm_qemu_child_setup(const vmm_qemu_cmd *q);
+
+/* Why a VM running with `q` cannot be saved (suspend, snapshot), or NULL if it can. */
+const char *vmm_qemu_unsavable(const vmm_qemu_cmd *q);
+
+/* Has a model the guest agent's vsock device? */
+bool vmm_qemu_model_vsock(const json_t *model);
+
+/*
+ * A hint for a state whose model differs from the VM's now in the devices
+ * `vmm run`'s flags add: "" or " (...)" (static).
+ */
+const char *vmm_qemu_model_hint(const json_t *was, const json_t *now);
 
 /* "sha256:<hex>" of a model array (caller frees); see vmm_qemu_model_guest. */
 char *vmm_qemu_fingerprint(const json_t *model);

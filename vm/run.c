@@ -4,6 +4,7 @@
 #include "vm/bundle.h"
 #include "vm/checkpoint.h"
 #include "vm/chunks.h"
+#include "vm/agent.h"
 #include "vm/qmp.h"
 #include "vm/resumed.h"
 #include "vm/state.h"
@@ -32,6 +33,7 @@
 
 typedef struct run {
 	const vmm_run_opts *o;
+	const vmm_home *home;
 	const char *name; /* borrowed */
 	const char *dir;  /* borrowed */
 	int dirfd;
@@ -48,6 +50,9 @@ typedef struct run {
 	vmm_chunk_base *base; /* owned: the state this run resumed from, for suspend to reuse */
 	int base_fd;	      /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
 	int ckpt_client;      /* the control connection waiting for it */
+	vmm_agent_fwd *agent; /* owned: control.sock's forwarder to the guest agent */
+	char *shares_dir;     /* owned: tmp/<uuid> for named shares' mount points */
+	int shares_lock;      /* its GC guard */
 	char errline[512];    /* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
@@ -115,8 +120,11 @@ static void relay_console_out(run *r)
 			}
 			return;
 		}
-		/* a reader that went away must not take the guest down with it */
-		if (r->console_out >= 0 && vmm_write_all(r->console_out, buf, (size_t)n) < 0)
+		/* a reader that went away must not take the guest down with it; a
+		 * full non-blocking one (--serial's pty, nobody attached) drops output
+		 * as a serial line does */
+		if (r->console_out >= 0 && vmm_write_all(r->console_out, buf, (size_t)n) < 0 &&
+		    errno != EAGAIN)
 			r->console_out = -1;
 	}
 }
@@ -128,6 +136,8 @@ static void relay_console_in(run *r)
 	do
 		n = read(r->console_in, buf, sizeof(buf));
 	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return; /* a non-blocking pty (--serial) */
 	if (n <= 0) {
 		r->console_in = -1; /* EOF: the guest keeps running without input */
 		return;
@@ -238,6 +248,11 @@ static int spawn(run *r, vmm_error **err)
 		    dup2(m, VMM_QEMU_RAM_FD) < 0)
 			_exit(127);
 		close_range(VMM_QEMU_RAM_FD + 1, ~0u, 0);
+		int setup = vmm_qemu_child_setup(r->cmd); /* named shares' bind mounts */
+		if (setup < 0) {
+			(void)!write(5, &setup, sizeof(setup));
+			_exit(127);
+		}
 		execv(r->cmd->binary, r->cmd->argv);
 		int code = errno;
 		(void)!write(5, &code, sizeof(code));
@@ -261,6 +276,9 @@ static int spawn(run *r, vmm_error **err)
 	if (n == (ssize_t)sizeof(code)) {
 		close(qmp[0]);
 		reap(r, true);
+		if (code < 0)
+			return vmm_error_errno(err, -code,
+					       "shared folders: bind mounts in QEMU's mount namespace");
 		return vmm_error_errno(err, code, "start `%s`", r->cmd->binary);
 	}
 	if (vmm_qmp_open_fd(&r->qmp, qmp[0], 30, err) < 0) {
@@ -321,6 +339,8 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 		    "a snapshot of the VM is being taken; try again when it is done");
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
+	if (vmm_qemu_unsavable(r->cmd))
+		return vmm_error_set(err, VMM_EINVAL, "%s", vmm_qemu_unsavable(r->cmd));
 	say(r, "pausing VM to take a snapshot...");
 	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
 	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
@@ -375,6 +395,8 @@ static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 	if (r->ckpt)
 		return vmm_error_set(err, VMM_EGENERIC,
 				     "a snapshot of the VM is already being taken");
+	if (vmm_qemu_unsavable(r->cmd))
+		return vmm_error_set(err, VMM_EINVAL, "%s", vmm_qemu_unsavable(r->cmd));
 	if (dest[0] != '/' || !path_is_dir(dest))
 		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
 	vmm_qmp_set_timeout(r->qmp, 120);
@@ -576,6 +598,15 @@ static void handle_signal(run *r)
 				say(r, "Failed to suspend the VM: %s", e->msg);
 			break;
 		}
+		case SIGUSR2: /* Tart's requestStop(): ask the guest, wait for it */
+			say(r, "Requesting guest OS to stop...");
+			if (r->qmp)
+				vmm_qmp_execute(r->qmp, "system_powerdown", NULL, NULL, NULL);
+			break;
+		case SIGQUIT: /* quit at once; `vmm run` then restores the terminal */
+			r->stopping = true;
+			quit_now(r);
+			break;
 		case SIGCHLD:
 			reap(r, false);
 			break;
@@ -737,6 +768,8 @@ static int block_signals(sigset_t *old, int *sigfd, vmm_error **err)
 	sigaddset(&s, SIGTERM);
 	sigaddset(&s, SIGHUP);
 	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	sigaddset(&s, SIGQUIT);
 	sigaddset(&s, SIGCHLD);
 	if (sigprocmask(SIG_BLOCK, &s, old) < 0)
 		return vmm_error_errno(err, errno, "sigprocmask");
@@ -761,6 +794,20 @@ static void announce_vnc(run *r)
 	json_decref(v);
 }
 
+/* Named shares (vm/devices.h) get their mount points in a tmp/ directory of this run. */
+static int shares_dir(run *r, vmm_qemu_opts *qo, vmm_error **err)
+{
+	bool named = false;
+	for (size_t i = 0; i < qo->ndirs; i++)
+		named = named || qo->dirs[i].name;
+	if (!named)
+		return 0;
+	if (vmm_home_mktemp(r->home, &r->shares_dir, &r->shares_lock, err) < 0)
+		return -1;
+	qo->shares_dir = r->shares_dir;
+	return 0;
+}
+
 /* Everything between holding the lock and QEMU's exit. */
 static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error **err)
 {
@@ -777,15 +824,20 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	qo.incoming = resume;
 	qo.publish = r->o->net.publish;
 	qo.npublish = r->o->net.npublish;
+	/* a resumed guest has the agent's vsock device if its state has one */
+	if (resume && vmm_savefile_read_header(&h, state, err) < 0)
+		return -1;
+	if (h)
+		qo.vsock = vmm_qemu_model_vsock(h->model) ? VMM_VSOCK_REQUIRED : VMM_VSOCK_OFF;
+	if (shares_dir(r, &qo, err) < 0)
+		return -1;
 	/* first with the user-mode network: every check before anything is set up */
 	if (vmm_qemu_cmd_build(&r->cmd, r->dir, r->cfg, &qo, err) < 0)
 		return -1;
-	if (resume) {
-		if (vmm_savefile_read_header(&h, state, err) < 0 ||
-		    vmm_state_check(h, r->cmd, r->cfg, NULL, err) < 0)
-			return -1;
-	}
-	if (vmm_qemu_prepare_efivars(r->cmd, r->dir, err) < 0)
+	if (h && vmm_state_check(h, r->cmd, r->cfg, NULL, err) < 0)
+		return -1;
+	if (vmm_qemu_prepare_efivars(r->cmd, r->dir, err) < 0 ||
+	    vmm_qemu_shares_prepare(r->cmd, err) < 0)
 		return -1;
 	vmm_net_opts no = r->o->net;
 	no.mac = r->cfg->mac;
@@ -812,7 +864,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		if (vmm_qemu_cmd_build(&r->cmd, r->dir, r->cfg, &qo, err) < 0)
 			return -1;
 	}
-	if (listen_control(r, err) < 0)
+	if (listen_control(r, err) < 0 ||
+	    vmm_agent_fwd_start(&r->agent, r->dirfd, r->cmd->vsock_cid, err) < 0)
 		return -1;
 	if (r->cmd->notice)
 		say(r, "%s", r->cmd->notice);
@@ -852,6 +905,8 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 	if (vmm_bundle_open(&b, h, name, err) < 0)
 		return -1;
 	run r = {.o = o,
+		 .home = h,
+		 .shares_lock = -1,
 		 .name = name,
 		 .dir = b->dir,
 		 .dirfd = -1,
@@ -929,6 +984,11 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		close(r.base_fd);
 		unlinkat(r.dirfd, RESUMED_ASIDE, 0); /* gone already if a suspend saved into it */
 	}
+	vmm_agent_fwd_stop(r.agent);
+	vmm_qemu_shares_cleanup(r.cmd, r.shares_dir);
+	if (r.shares_lock >= 0)
+		close(r.shares_lock);
+	free(r.shares_dir);
 	vmm_net_free(r.net); /* QEMU is gone: nothing holds the VM's network any more */
 	vmm_qmp_free(r.qmp);
 	vmm_qemu_cmd_free(r.cmd);

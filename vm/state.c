@@ -149,9 +149,10 @@ int vmm_state_check(const vmm_savefile_header *h, const vmm_qemu_cmd *cmd, const
 	if (strcmp(was, cmd->fingerprint) != 0) {
 		json_t *a = vmm_qemu_model_guest(h->model), *b = vmm_qemu_model_guest(cmd->model);
 		cleanup_free char *d = model_difference(a, b);
+		const char *hint = vmm_qemu_model_hint(a, b); /* run's flags, if they differ */
 		json_decref(a);
 		json_decref(b);
-		return vmm_error_set(err, VMM_EINCOMPATIBLE, "%s", d);
+		return vmm_error_set(err, VMM_EINCOMPATIBLE, "%s%s", d, hint);
 	}
 	return 0;
 }

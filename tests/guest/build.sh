@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds vmm's test guest from Debian packages, once per machine:
 #   build/guest/vmlinuz        Debian's current bookworm kernel (linux-image-*-amd64)
-#   build/guest/initramfs.img  busybox-static + a few modules + tests/guest/init,
+#   build/guest/initramfs.img  busybox-static + a few modules (virtio, 9p, SATA CD-ROM)
+#                              + tests/guest/init,
 #                              and for vmmtest.net=dhcp: udhcpc.script, a web
 #                              root, users admin and root (password admin), and
 #                              the host's dropbear (dropbear-bin) with the
@@ -59,8 +60,11 @@ mkdir -p ir/bin ir/lib/modules ir/proc ir/sys ir/dev ir/etc ir/tmp
 cp b/bin/busybox ir/bin/busybox
 cp "$here/init" ir/init
 chmod 755 ir/init ir/bin/busybox
+# 9p for `vmm run --dir`, SATA and sr for `--disk x.iso` (the CD-ROM)
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-	virtio_blk failover net_failover virtio_net button evdev; do
+	virtio_blk failover net_failover virtio_net button evdev \
+	netfs fscache 9pnet 9pnet_virtio 9p scsi_common scsi_mod cdrom sr_mod libata libahci ahci \
+	isofs; do
 	f=$(find k/lib/modules/"$kver" -name "$m.ko" | head -1)
 	[ -n "$f" ] || { echo "guest: module $m.ko not in $pkg" >&2; exit 1; }
 	cp "$f" ir/lib/modules/

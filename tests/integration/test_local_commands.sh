@@ -12,7 +12,15 @@ tmp_now() { ls -A "$VMM_HOME/tmp" 2>/dev/null | tr '\n' ' '; }
 
 echo "# usage and help"
 vmm
-assert_rc 64 "no command: usage, exit 64"
+assert_rc 0 "no command: help on stdout, exit 0 (as Tart's argument parser)"
+assert_contains "$OUT" "Usage: vmm <command>" "the help lists the commands"
+assert_eq "$ERR" "" "nothing on stderr"
+vmm help run
+assert_rc 0 "help CMD: exit 0"
+assert_contains "$OUT" "Usage: vmm run NAME" "help CMD shows that command's help"
+assert_contains "$OUT" "--root-disk-opts" "with its options"
+vmm help bogus
+assert_rc 64 "help of an unknown command: exit 64"
 vmm bogus
 assert_rc 64 "unknown command: exit 64"
 assert_contains "$ERR" "vmm: unknown command 'bogus'" "unknown command named"

@@ -163,6 +163,157 @@ static void test_qemu_cmd__fingerprint(void **state)
 	vmm_qemu_cmd_free(c);
 }
 
+/*
+ * run's flags: what the guest sees of them is in the model, the host's side
+ * (paths, cache modes) is not, and without them the model is the one that
+ * states saved before these flags existed were made with.
+ */
+static void test_qemu_cmd__run_devices(void **state)
+{
+	fixture *f = *state;
+	vmm_error *err = NULL;
+	vmm_qemu_opts plain = {.accel = VMM_ACCEL_TCG, .vsock = VMM_VSOCK_OFF};
+	vmm_qemu_cmd *base = NULL, *q = NULL;
+	assert_int_equal(vmm_qemu_cmd_build(&base, f->a, f->cfg, &plain, NULL), 0);
+	assert_true(has_pair(base, "-drive",
+			     "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
+	assert_int_equal(json_array_size(base->model), 30);
+	assert_null(vmm_qemu_unsavable(base));
+	assert_false(vmm_qemu_model_vsock(base->model));
+
+	/* host-side root disk options: other arguments, the same guest */
+	vmm_qemu_opts o = plain;
+	o.root_disk = (vmm_disk_opts){.sync = VMM_DISK_SYNC_NONE};
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, NULL), 0);
+	assert_true(has_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,"
+					  "discard=unmap,cache.no-flush=on"));
+	assert_string_equal(q->fingerprint, base->fingerprint);
+	vmm_qemu_cmd_free(q);
+	/* a read-only root disk is another guest */
+	o.root_disk.ro = true;
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, NULL), 0);
+	assert_string_not_equal(q->fingerprint, base->fingerprint);
+	assert_true(model_has(q, "readonly=on"));
+	assert_string_not_equal(vmm_qemu_model_hint(base->model, q->model), "");
+	assert_string_equal(vmm_qemu_model_hint(base->model, base->model), "");
+	vmm_qemu_cmd_free(q);
+	/* uncached (O_DIRECT) on a disk that is not whole 4 KiB blocks: refused */
+	o.root_disk = (vmm_disk_opts){.caching = VMM_DISK_CACHE_UNCACHED};
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+	assert_non_null(strstr(err->msg, "not a multiple of 4096"));
+	vmm_error_free(err);
+	err = NULL;
+
+	/* extra disks: kind, order and read-only in the model, paths only in argv */
+	char *img1 = path_join(f->base, "one.img"), *img2 = path_join(f->base, "two,img");
+	vmm_disk_spec disks[] = {
+	    {img1, false, {.ro = true}},
+	    {img2, true, {.ro = true, .caching = VMM_DISK_CACHE_UNCACHED}},
+	};
+	o = plain;
+	o.disks = disks;
+	o.ndisks = 2;
+	vmm_qemu_cmd *d1 = NULL, *d2 = NULL;
+	assert_int_equal(vmm_qemu_cmd_build(&d1, f->a, f->cfg, &o, NULL), 0);
+	char *want = xasprintf("file=%s,if=none,id=disk1,format=raw,readonly=on", img1);
+	assert_true(has_pair(d1, "-drive", want));
+	free(want);
+	want = xasprintf("file=%s/two,,img,if=none,id=cd0,media=cdrom,readonly=on,format=raw,"
+			 "cache.direct=on",
+			 f->base);
+	assert_true(has_pair(d1, "-drive", want));
+	free(want);
+	assert_true(has_pair(d1, "-device", "virtio-blk-pci,drive=disk1"));
+	assert_true(has_pair(d1, "-device", "ide-cd,drive=cd0,bus=ide.0"));
+	assert_false(model_has(d1, f->base));
+	assert_string_not_equal(d1->fingerprint, base->fingerprint);
+	/* the same kinds of disk elsewhere: the same guest (a fork's own copy) */
+	disks[0].path = img2;
+	disks[1].path = img1;
+	assert_int_equal(vmm_qemu_cmd_build(&d2, f->a, f->cfg, &o, NULL), 0);
+	assert_string_equal(d1->fingerprint, d2->fingerprint);
+	vmm_qemu_cmd_free(d2);
+	/* but a writable one instead of a read-only one is not */
+	disks[0].o.ro = false;
+	assert_int_equal(vmm_qemu_cmd_build(&d2, f->a, f->cfg, &o, NULL), 0);
+	assert_string_not_equal(d1->fingerprint, d2->fingerprint);
+	vmm_qemu_cmd_free(d1);
+	vmm_qemu_cmd_free(d2);
+
+	/* shares: one 9p device per tag; named ones export vmm's directory of mount points */
+	char t1[] = VMM_DIR_DEFAULT_TAG, t2[] = "work", na[] = "a", nb[] = "b";
+	vmm_dir_spec dirs[] = {
+	    {na, f->a, t1, false}, {NULL, f->b, t2, true}, {nb, f->base, t1, true}};
+	o = plain;
+	o.dirs = dirs;
+	o.ndirs = 3;
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+	assert_non_null(strstr(err->msg, "named shares need a directory"));
+	vmm_error_free(err);
+	err = NULL;
+	char *shares = path_join(f->base, "shares");
+	o.shares_dir = shares;
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, NULL), 0);
+	want = xasprintf("local,id=fs0,path=%s/t0,security_model=none,multidevs=remap", shares);
+	assert_true(has_pair(q, "-fsdev", want));
+	free(want);
+	want = xasprintf("local,id=fs1,path=%s/another,,vm,security_model=none,readonly=on", f->base);
+	assert_true(has_pair(q, "-fsdev", want));
+	free(want);
+	assert_true(has_pair(q, "-device", "virtio-9p-pci,id=share0,fsdev=fs0,mount_tag=" VMM_DIR_DEFAULT_TAG));
+	assert_true(has_pair(q, "-device", "virtio-9p-pci,id=share1,fsdev=fs1,mount_tag=work"));
+	assert_false(model_has(q, f->base));
+	assert_int_equal(q->nbinds, 2);
+	assert_string_equal(q->binds[0].src, f->a);
+	want = path_join(shares, "t0/a");
+	assert_string_equal(q->binds[0].dst, want);
+	free(want);
+	assert_false(q->binds[0].ro);
+	assert_true(q->binds[1].ro);
+	assert_non_null(vmm_qemu_unsavable(q));
+	/* the mount points: made, and removed with rmdir only */
+	assert_int_equal(mkdir(shares, 0755), 0);
+	assert_int_equal(vmm_qemu_shares_prepare(q, NULL), 0);
+	assert_true(path_is_dir(q->binds[1].dst));
+	vmm_qemu_shares_cleanup(q, shares);
+	assert_false(path_exists(shares));
+	vmm_qemu_cmd_free(q);
+	free(shares);
+
+	/* the agent's vsock: a state made with one needs one */
+	o = plain;
+	o.vsock = VMM_VSOCK_REQUIRED;
+	if (access("/dev/vhost-vsock", R_OK | W_OK) < 0) {
+		assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+		assert_int_equal(err->code, VMM_EINCOMPATIBLE);
+		assert_non_null(strstr(err->msg, "virtio-vsock"));
+		vmm_error_free(err);
+		err = NULL;
+	} else {
+		assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, NULL), 0);
+		assert_true(q->vsock_cid >= 3);
+		assert_true(vmm_qemu_model_vsock(q->model));
+		assert_false(model_has(q, "guest-cid"));
+		vmm_qemu_cmd_free(q);
+	}
+	json_t *m = json_deep_copy(base->model);
+	json_array_append_new(m, json_string("-device"));
+	json_array_append_new(m, json_string("vhost-vsock-pci,id=vsock0"));
+	assert_true(vmm_qemu_model_vsock(m));
+	json_decref(m);
+
+	/* --nested needs KVM */
+	o = plain;
+	o.nested = true;
+	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, &err), -1);
+	assert_int_equal(err->code, VMM_EUSAGE);
+	assert_non_null(strstr(err->msg, "--nested: nested virtualization needs KVM"));
+	vmm_error_free(err);
+	free(img1);
+	free(img2);
+	vmm_qemu_cmd_free(base);
+}
+
 static void test_qemu_cmd__bad_bundles(void **state)
 {
 	fixture *f = *state;
@@ -322,6 +473,31 @@ static void test_qemu_cmd__arm64_guest(void **state)
 	assert_true(has_pair(q, "-device", "virtio-gpu-pci"));
 	assert_true(has_pair(q, "-device", "usb-tablet"));
 	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	/* arm64's virt machine has no SATA: an ISO goes on virtio-scsi; no USB input on request */
+	char *iso = path_join(f->base, "debian-arm64.iso");
+	vmm_disk_spec cd = {iso, true, {.ro = true}};
+	vmm_qemu_opts o2 = {.accel = VMM_ACCEL_TCG,
+			    .disks = &cd,
+			    .ndisks = 1,
+			    .no_keyboard = true,
+			    .no_pointer = true};
+	vmm_qemu_cmd *q2 = NULL;
+	if (vmm_qemu_cmd_build(&q2, f->a, f->cfg, &o2, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_true(has_pair(q2, "-device", "virtio-scsi-pci,id=scsi0"));
+	assert_true(has_pair(q2, "-device", "scsi-cd,drive=cd0,bus=scsi0.0"));
+	assert_false(has_pair(q2, "-device", "usb-kbd"));
+	assert_false(has_pair(q2, "-device", "usb-tablet"));
+	assert_true(has_pair(q2, "-device", "qemu-xhci"));
+	vmm_qemu_cmd_free(q2);
+	/* Tart's rule the other way round: an amd64 ISO for an arm64 guest */
+	free(iso);
+	iso = path_join(f->base, "debian-amd64.iso");
+	cd.path = iso;
+	assert_int_equal(vmm_qemu_cmd_build(&q2, f->a, f->cfg, &o2, &err), -1);
+	assert_non_null(strstr(err->msg, "Please use an 'arm64' version of the disk."));
+	vmm_error_free(err);
+	free(iso);
 	unsetenv("VMM_FIRMWARE");
 	vmm_qemu_cmd_free(q);
 	free(env);
@@ -439,6 +615,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_qemu_cmd__direct_kernel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_qemu_cmd__fingerprint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_qemu_cmd__bad_bundles, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_qemu_cmd__run_devices, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_qemu_cmd__uefi_firmware, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_qemu_cmd__arm64_guest, setup, teardown),
 	    cmocka_unit_test(test_qemu_publish__parse),
