@@ -68,6 +68,12 @@ static inline void cleanup_dir_fn(DIR **d)
 char *path_join(const char *a, const char *b);
 bool path_exists(const char *path);
 bool path_is_dir(const char *path);
+/*
+ * opendir() that leaves the directory's atime alone where it may (O_NOATIME:
+ * the owner, or CAP_FOWNER).  A VM's atime is its access date, which list
+ * and prune go by, and reading it would bump it (relatime: once a day).
+ */
+DIR *vmm_opendir_noatime(const char *path);
 
 /* mkdir -p with mode 0755; EEXIST is success. */
 int vmm_mkdir_p(const char *path, vmm_error **err);

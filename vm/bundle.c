@@ -259,20 +259,9 @@ int vmm_bundle_dir_read_config(const char *dir, int lock_fd, vmm_config **out, c
 
 int vmm_bundle_dir_sizes(const char *dir, uint64_t *apparent, uint64_t *allocated, vmm_error **err)
 {
-	/*
-	 * Reading a directory bumps its atime (relatime: once a day), and the
-	 * atime is the access date list and prune go by: read without it.
-	 */
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOATIME);
-	if (fd < 0 && errno == EPERM)
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	cleanup_dir DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return vmm_error_errno(err, e, "open `%s`", dir);
-	}
+	cleanup_dir DIR *d = vmm_opendir_noatime(dir); /* the atime is the access date */
+	if (!d)
+		return vmm_error_errno(err, errno, "open `%s`", dir);
 	uint64_t ap = 0, al = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {

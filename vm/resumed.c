@@ -86,7 +86,7 @@ static bool is_pending(const char *name)
 /* Call fn(name) for each pending state in dir; stops at the first that returns true. */
 static bool each_pending(const char *dir, bool (*fn)(const char *name, void *ctx), void *ctx)
 {
-	cleanup_dir DIR *d = opendir(dir);
+	cleanup_dir DIR *d = vmm_opendir_noatime(dir); /* list must not bump the access date */
 	struct dirent *e;
 	while (d && (e = readdir(d)))
 		if (is_pending(e->d_name) && fn(e->d_name, ctx))
