@@ -22,6 +22,7 @@
 #define FDNAME "vmm-ckpt"
 #define NODE "vmm-ckpt" /* the backup target's node and job */
 #define SCRATCH ".disk.img.ckpt.qcow2"
+#define SCRATCH_FDSET 900 /* its fd set in QEMU (the bundle's files use 1 and up) */
 
 extern char **environ;
 
@@ -44,6 +45,7 @@ struct vmm_ckpt {
 	    fd_passed;
 	bool job_unleashed;
 	bool paused_by_us, resumed;
+	bool fdset_added; /* the scratch file is in QEMU's fd set SCRATCH_FDSET */
 	char *job_error; /* owned: why the backup failed */
 	double stop_ts, resume_ts, start;
 	pthread_mutex_t mu;
@@ -288,8 +290,21 @@ static int prepare_disk(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 	const char *argv[] = {img, "create", "-q", "-f", "qcow2", k->scratch, size, NULL};
 	if (run_tool(argv, err) < 0)
 		return -1;
+	/* QEMU may run as a user who cannot open it (DESIGN.md §8b): it gets it open */
+	int modes[] = {O_RDWR, O_RDONLY};
+	for (size_t i = 0; i < ARRAY_SIZE(modes); i++) {
+		cleanup_close int fd = open(k->scratch, modes[i] | O_CLOEXEC);
+		if (fd < 0)
+			return vmm_error_errno(err, errno, "open `%s`", k->scratch);
+		if (vmm_qmp_execute_fd(q, "add-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET),
+				       fd, NULL, err) < 0)
+			return -1;
+		k->fdset_added = true;
+	}
+	char name[32];
+	snprintf(name, sizeof(name), "/dev/fdset/%d", SCRATCH_FDSET);
 	json_t *a = json_pack("{s:s,s:s,s:{s:s,s:s}}", "driver", "qcow2", "node-name", NODE, "file",
-			      "driver", "file", "filename", k->scratch);
+			      "driver", "file", "filename", name);
 	if (vmm_qmp_execute(q, "blockdev-add", a, NULL, err) < 0)
 		return -1;
 	k->node_added = true;
@@ -486,6 +501,11 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 				return -1;
 			k->node_added = false;
 		}
+		if (k->fdset_added) {
+			vmm_qmp_execute(q, "remove-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET),
+					NULL, NULL);
+			k->fdset_added = false;
+		}
 		k->st = FINISHING;
 		if (pthread_create(&k->fin, NULL, fin_main, k) != 0)
 			abort();
@@ -535,6 +555,9 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	}
 	if (q && k->node_added)
 		vmm_qmp_execute(q, "blockdev-del", json_pack("{s:s}", "node-name", NODE), NULL,
+				NULL);
+	if (q && k->fdset_added)
+		vmm_qmp_execute(q, "remove-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET), NULL,
 				NULL);
 	if (q && k->paused_by_us)
 		vmm_qmp_execute(q, "cont", NULL, NULL, NULL);
