@@ -14,10 +14,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 #include <linux/vhost.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -1159,12 +1161,18 @@ int vmm_qemu_files_open(const vmm_qemu_cmd *q, int dirfd, int *fds, vmm_error **
 	return -1;
 }
 
-int vmm_qemu_child_exec(const vmm_qemu_cmd *q)
+int vmm_qemu_child_exec(const vmm_qemu_cmd *q, pid_t parent)
 {
-	if (q->drop && (setgroups(q->ngroups, q->groups) < 0 ||
-			setresgid(q->gid, q->gid, q->gid) < 0 ||
-			setresuid(q->uid, q->uid, q->uid) < 0))
-		return -errno;
+	if (q->drop) {
+		if (setgroups(q->ngroups, q->groups) < 0 || setresgid(q->gid, q->gid, q->gid) < 0 ||
+		    setresuid(q->uid, q->uid, q->uid) < 0)
+			return -errno;
+		/* a change of credentials clears the parent-death signal: QEMU dies with vmm */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			return -errno;
+		if (getppid() != parent)
+			_exit(127);
+	}
 	execve(q->binary, q->argv, q->envp);
 	return errno;
 }

@@ -170,11 +170,11 @@ int vmm_qemu_files_open(const vmm_qemu_cmd *q, int dirfd, int *fds, vmm_error **
 
 /*
  * In QEMU's child, last before exec: become the unprivileged user if q
- * says so (groups, gid, uid, for good), then exec QEMU with q's
- * environment.  Async-signal-safe; returns -errno (a failed drop) or
- * errno (a failed exec).
+ * says so (groups, gid, uid, for good; SIGKILL again when `parent` dies),
+ * then exec QEMU with q's environment.  Async-signal-safe; returns -errno
+ * (a failed drop) or errno (a failed exec).
  */
-int vmm_qemu_child_exec(const vmm_qemu_cmd *q);
+int vmm_qemu_child_exec(const vmm_qemu_cmd *q, pid_t parent);
 
 /* Why a VM running with `q` cannot be saved (suspend, snapshot), or NULL if it can. */
 const char *vmm_qemu_unsavable(const vmm_qemu_cmd *q);

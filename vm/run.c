@@ -276,7 +276,7 @@ static int spawn(run *r, vmm_error **err)
 		/* what failed, as {stage, errno}: 1 the shares' bind mounts, 2 the drop, 3 exec */
 		int code[2] = {1, -vmm_qemu_child_setup(r->cmd)};
 		if (code[1] == 0) {
-			int rc = vmm_qemu_child_exec(r->cmd);
+			int rc = vmm_qemu_child_exec(r->cmd, parent);
 			code[0] = rc < 0 ? 2 : 3;
 			code[1] = rc < 0 ? -rc : rc;
 		}
