@@ -461,11 +461,16 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			const char *s = json_string_value(json_object_get(r, "status"));
 			bool done = s && strcmp(s, "completed") == 0;
 			bool failed = !s || strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0;
+			if (failed) { /* s and why live in r */
+				const char *why =
+				    json_string_value(json_object_get(r, "error-desc"));
+				vmm_error_set(err, VMM_EGENERIC,
+					      "QEMU's background snapshot %s%s%s", s ? s : "ended",
+					      why ? ": " : "", why ? why : "");
+				json_decref(r);
+				return -1;
+			}
 			json_decref(r);
-			if (failed)
-				return vmm_error_set(err, VMM_EGENERIC,
-						     "QEMU's background snapshot %s",
-						     s ? s : "ended");
 			if (!done) {
 				usleep(2000);
 				poke(k);
