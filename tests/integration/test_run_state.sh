@@ -292,9 +292,10 @@ if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1 && command -v setpriv >/dev
 		"$T_TMP/nobody" "$VMM" >"$UVMM"
 	chmod 755 "$UVMM"
 	uhome=$T_TMP/nobody/.vmm/vms
-	VMM=$UVMM guest_create u 384 "console=ttyS0 quiet vmmtest.fill=128" || fail "create u as nobody"
+	VMM=$UVMM guest_create u 384 "console=ttyS0 quiet vmmtest.fill=128 vmmtest.diskcounter=/dev/vda" ||
+		fail "create u as nobody"
 	VMM=$UVMM run_bg u
-	wait_console u "VMMTEST TICK 2" 1 || fail "u boots as nobody"
+	wait_console u "VMMTEST DISKCOUNTER 2" 1 || fail "u boots as nobody and counts"
 	assert_contains "$(cat "$T_TMP/u.err")" "without CAP_NET_ADMIN" "u is on the user-mode network, and says so"
 	snap_tick=$(last_tick u)
 	VMM=$UVMM vmm snapshot create u live
@@ -303,6 +304,7 @@ if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1 && command -v setpriv >/dev
 	wait_console u "VMMTEST TICK $((snap_tick + 3))" 1 && ok "the guest runs on after the snapshot" ||
 		fail "the guest runs on after the snapshot"
 	assert_eq "$(VMM=$UVMM state_of u)" running "the VM is still running"
+	assert_eq "$(count u "DISKCOUNTER MISMATCH")" 0 "its disk takes writes again after the pause"
 	VMM=$UVMM vmm snapshot list u --format json
 	assert_contains "$OUT" '"Memory" : true' "the snapshot holds the memory"
 	assert_true "the snapshot is a whole bundle, nobody's" test -s "$uhome/u/snapshots/live/state.vmmsave" \
@@ -326,6 +328,7 @@ if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1 && command -v setpriv >/dev
 	assert_rc 0 "stop u"
 	run_wait u 30
 	boots=$(count u "VMMTEST BOOT")
+	ctrs=$(count u "VMMTEST DISKCOUNTER")
 	lines=$(wc -l <"$T_TMP/u.console")
 	VMM=$UVMM vmm snapshot restore u live
 	assert_rc 0 "snapshot restore as nobody"
@@ -340,6 +343,8 @@ if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1 && command -v setpriv >/dev
 	assert_true "it resumes at the snapshot's instant, between ticks $snap_tick and $snap_end (tick ${again:-none})" \
 		test -n "$again" -a "${again:-0}" -gt "$snap_tick" -a "${again:-0}" -le $((snap_end + 1))
 	assert_eq "$(count u "VMMTEST BOOT")" "$boots" "without booting"
+	wait_console u "VMMTEST DISKCOUNTER" $((ctrs + 1)) || fail "the restored u counts"
+	assert_eq "$(count u "DISKCOUNTER MISMATCH")" 0 "memory and disk of the snapshot agree"
 	VMM=$UVMM vmm stop u --timeout 30
 	run_wait u 30
 else
