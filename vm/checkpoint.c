@@ -46,6 +46,7 @@ struct vmm_ckpt {
 	bool job_unleashed;
 	bool paused_by_us, resumed;
 	bool fdset_added; /* the scratch file is in QEMU's fd set SCRATCH_FDSET */
+	bool background; /* it ran and QEMU write-protects its RAM: it runs on by itself */
 	char *job_error; /* owned: why the backup failed */
 	double stop_ts, resume_ts, start;
 	pthread_mutex_t mu;
@@ -172,7 +173,7 @@ static int fsync_path(const char *path, vmm_error **err)
 /* After the instant: the disk out of the scratch, everything synced, the state published. */
 static int finish(vmm_ckpt *k, vmm_error **err)
 {
-	if (!k->reflink) {
+	if (k->job_started) {
 		cleanup_free char *img = vmm_find_in_path("qemu-img");
 		if (!img)
 			return vmm_error_set(err, VMM_EGENERIC,
@@ -319,7 +320,15 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 			return -1;
 		k->paused_by_us = true;
 	}
-	if (k->reflink) {
+	if (!k->background) {
+		/*
+		 * Paused until the migration has ended, which inactivates the
+		 * disk: it cannot have a backup job then, and needs none.
+		 */
+		vmm_copy_opts co = {0};
+		if (vmm_copy_file(k->disk_src, k->disk_dst, &co, NULL, err) < 0)
+			return -1;
+	} else if (k->reflink) {
 		cleanup_close int src = open(k->disk_src, O_RDONLY | O_CLOEXEC);
 		cleanup_close int dst = open(k->disk_dst, O_WRONLY | O_CLOEXEC);
 		if (src < 0 || dst < 0 || ioctl(dst, FICLONE, src) < 0)
@@ -348,7 +357,7 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 		return -1;
 	k->migrating = true;
 	/* background-snapshot resumes the guest itself once its RAM is write-protected */
-	if (k->was_running)
+	if (k->background)
 		k->paused_by_us = false;
 	return 0;
 }
@@ -378,7 +387,20 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 		goto fail;
 	k->was_running = json_is_true(json_object_get(st, "running"));
 	json_decref(st);
-	if (vmm_state_header_for(&k->h, q, cmd, c, err) < 0 || prepare_disk(k, q, err) < 0)
+	if (vmm_state_header_for(&k->h, q, cmd, c, err) < 0 ||
+	    vmm_qmp_execute(q, "migrate-set-parameters",
+			    json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL,
+			    err) < 0)
+		goto fail;
+	/*
+	 * background-snapshot needs userfaultfd, which an unprivileged QEMU
+	 * lacks where vm.unprivileged_userfaultfd is 0.  Refused while the same
+	 * setting without it is accepted: the guest stays paused for the whole
+	 * save instead (the same stream, only a longer pause).
+	 */
+	k->background = k->was_running && set_caps(q, true, NULL) == 0;
+	if ((!k->background && set_caps(q, false, err) < 0) ||
+	    (k->background && prepare_disk(k, q, err) < 0))
 		goto fail;
 	/*
 	 * QEMU reads every page of the RAM before write-protecting it, in the
@@ -404,11 +426,6 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 				  vmm_chunks_threads(), err) < 0)
 		goto fail;
 	int p[2];
-	if (vmm_qmp_execute(q, "migrate-set-parameters",
-			    json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL,
-			    err) < 0 ||
-	    set_caps(q, k->was_running, err) < 0)
-		goto fail;
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		vmm_error_errno(err, errno, "pipe");
 		goto fail;
@@ -476,11 +493,15 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			const char *s = json_string_value(json_object_get(r, "status"));
 			bool done = s && strcmp(s, "completed") == 0;
 			bool failed = !s || strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0;
+			if (failed) { /* s and why live in r */
+				const char *why =
+				    json_string_value(json_object_get(r, "error-desc"));
+				vmm_error_set(err, VMM_EGENERIC, "QEMU's snapshot %s%s%s",
+					      s ? s : "ended", why ? ": " : "", why ? why : "");
+				json_decref(r);
+				return -1;
+			}
 			json_decref(r);
-			if (failed)
-				return vmm_error_set(err, VMM_EGENERIC,
-						     "QEMU's background snapshot %s",
-						     s ? s : "ended");
 			if (!done) {
 				usleep(2000);
 				poke(k);
@@ -489,6 +510,11 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			k->migrated = true;
 			k->migrating = false;
 			set_caps(q, false, NULL);
+			if (k->paused_by_us) { /* no background-snapshot: paused until now */
+				if (vmm_qmp_execute(q, "cont", NULL, NULL, err) < 0)
+					return -1;
+				k->paused_by_us = false;
+			}
 		}
 		if (k->job_done && k->job_error)
 			return vmm_error_set(err, VMM_EGENERIC, "copying the disk: %s",
