@@ -304,8 +304,8 @@ static int prepare_disk(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 	}
 	char name[32];
 	snprintf(name, sizeof(name), "/dev/fdset/%d", SCRATCH_FDSET);
-	json_t *a = json_pack("{s:s,s:s,s:{s:s,s:s}}", "driver", "qcow2", "node-name", NODE, "file",
-			      "driver", "file", "filename", name);
+	json_t *a = json_pack("{s:s,s:s,s:{s:s,s:s,s:s}}", "driver", "qcow2", "node-name", NODE,
+			      "file", "driver", "file", "filename", name, "locking", "off");
 	if (vmm_qmp_execute(q, "blockdev-add", a, NULL, err) < 0)
 		return -1;
 	k->node_added = true;

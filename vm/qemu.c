@@ -368,13 +368,18 @@ static int pass_file(vmm_qemu_cmd *q, const char *path, int flags, bool image)
 }
 
 /*
- * A block device's file as an fd set, named "/dev/fdset/N" (caller frees).
- * A writable one gets a read-only twin in its set: QEMU's block layer opens
- * its files again with another access mode at times (a VM resumed from a
- * state takes its disk over only when the state is in), and takes from the
- * set the descriptor whose mode matches.
+ * A block device's file as an fd set: the drive options naming it (caller
+ * frees).  A writable one gets a read-only twin in its set: QEMU's block
+ * layer opens its files again with another access mode at times (a VM
+ * resumed from a state takes its disk over only when the state is in), and
+ * takes from the set the descriptor whose mode matches.  QEMU's image
+ * locking is off: its locks are on open file descriptions, which the set
+ * keeps open, so a lock taken through one reopening would outlive it and
+ * refuse the next (`cont` after a snapshot: "Failed to get shared write
+ * lock").  One QEMU per disk is vmm's run lock's to ensure.  A block
+ * device needs its driver named.
  */
-static char *pass_block(builder *b, vmm_qemu_cmd *q, const char *path, bool ro)
+static char *drive_file(builder *b, vmm_qemu_cmd *q, const char *path, bool ro)
 {
 	int set = ++b->fdsets;
 	char arg[64];
@@ -384,16 +389,12 @@ static char *pass_block(builder *b, vmm_qemu_cmd *q, const char *path, bool ro)
 		snprintf(arg, sizeof(arg), "fd=%d,set=%d", pass_file(q, path, O_RDWR, false), set);
 		opt(b, "-add-fd", arg, NULL);
 	}
-	return xasprintf("/dev/fdset/%d", set);
-}
-
-/* The drive option naming a block device's fd set: a block device needs its driver named. */
-static char *block_file_opt(const char *path, const char *fdset)
-{
 	struct stat st;
 	if (stat(path, &st) == 0 && S_ISBLK(st.st_mode))
-		return xasprintf("file.driver=host_device,file.filename=%s", fdset);
-	return xasprintf("file=%s", fdset);
+		return xasprintf("file.driver=host_device,file.filename=/dev/fdset/%d,"
+				 "file.locking=off",
+				 set);
+	return xasprintf("file=/dev/fdset/%d,file.locking=off", set);
 }
 
 json_t *vmm_qemu_model_guest(const json_t *model)
@@ -525,13 +526,12 @@ static void add_boot(builder *b, vmm_qemu_cmd *q, const char *dir, const vmm_con
 	char fd[40];
 	if (q->uefi) {
 		cleanup_free char *path = qemu_escape(q->firmware_code);
-		cleanup_free char *code = pass_block(b, q, q->firmware_code, true);
-		cleanup_free char *vars = pass_block(b, q, VMM_EFIVARS_FILE, false);
+		cleanup_free char *code = drive_file(b, q, q->firmware_code, true);
+		cleanup_free char *vars = drive_file(b, q, VMM_EFIVARS_FILE, false);
 		cleanup_free char *fw =
 		    xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", path);
-		cleanup_free char *fw_arg =
-		    xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", code);
-		cleanup_free char *vars_arg = xasprintf("if=pflash,format=raw,unit=1,file=%s", vars);
+		cleanup_free char *fw_arg = xasprintf("if=pflash,format=raw,unit=0,readonly=on,%s", code);
+		cleanup_free char *vars_arg = xasprintf("if=pflash,format=raw,unit=1,%s", vars);
 		opt(b, "-drive", fw_arg, fw);
 		opt(b, "-drive", vars_arg, "if=pflash,format=raw,unit=1,file=" VMM_EFIVARS_FILE);
 		return;
@@ -587,8 +587,8 @@ static void add_root_disk(builder *b, vmm_qemu_cmd *q, const vmm_disk_opts *o)
 	const char *rest = o->ro ? ",if=none,id=disk0,format=raw,discard=unmap,readonly=on"
 				 : ",if=none,id=disk0,format=raw,discard=unmap";
 	cleanup_free char *model = xasprintf("file=" VMM_DISK_FILE "%s", rest);
-	cleanup_free char *set = pass_block(b, q, VMM_DISK_FILE, o->ro);
-	cleanup_free char *arg = xasprintf("file=%s%s%s", set, rest, cache_opts(o));
+	cleanup_free char *file = drive_file(b, q, VMM_DISK_FILE, o->ro);
+	cleanup_free char *arg = xasprintf("%s%s%s", file, rest, cache_opts(o));
 	opt(b, "-drive", arg, model);
 }
 
@@ -626,8 +626,7 @@ static int add_extra_disks(builder *b, vmm_qemu_cmd *q, const vmm_config *c,
 					  d->o.ro ? ",readonly=on" : ",discard=unmap");
 			dev = xasprintf("virtio-blk-pci,drive=disk%zu", i + 1);
 		}
-		cleanup_free char *set = pass_block(b, q, d->path, d->cdrom || d->o.ro);
-		cleanup_free char *file = block_file_opt(d->path, set);
+		cleanup_free char *file = drive_file(b, q, d->path, d->cdrom || d->o.ro);
 		cleanup_free char *arg = xasprintf("%s,%s%s", file, model, cache_opts(&d->o));
 		opt(b, "-drive", arg, model);
 		mopt(b, "-device", dev);

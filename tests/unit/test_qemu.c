@@ -113,6 +113,8 @@ static const vmm_qemu_file *in_set(const vmm_qemu_cmd *q, int set, int mode)
 static char *resolve_fds(const vmm_qemu_cmd *q, const char *arg)
 {
 	char *out = xstrdup(arg);
+	for (char *l; (l = strstr(out, ",file.locking=off"));) /* see drive_file() */
+		memmove(l, l + 17, strlen(l + 17) + 1);
 	for (;;) {
 		char *p = strstr(out, "/dev/fdset/"), *end;
 		const char *path = NULL;
@@ -190,6 +192,9 @@ static void test_qemu_cmd__direct_kernel(void **state)
 	assert_true(model_pair(q, "-initrd", "initramfs"));
 	assert_true(has_file_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
 	assert_true(model_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
+	/* QEMU's image locks would outlive its reopenings through an fd set */
+	assert_true(has_pair(q, "-drive", "file=/dev/fdset/1,file.locking=off,if=none,id=disk0,"
+					  "format=raw,discard=unmap"));
 	/* the writable disk's set has a read-write file and a read-only twin */
 	assert_non_null(in_set(q, 1, O_RDWR));
 	assert_non_null(in_set(q, 1, O_RDONLY));
