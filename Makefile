@@ -125,6 +125,10 @@ install: $(BUILD)/vmm
 	install -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
 	setcap cap_net_admin+ep $(DESTDIR)$(PREFIX)/bin/vmm || \
 	  echo "install: setcap failed: only root will have the default network" >&2
+	# the unprivileged user QEMU runs as when vmm runs as root (DESIGN.md §8b)
+	[ -n "$(DESTDIR)" ] || id -u vmm-qemu >/dev/null 2>&1 || \
+	  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+	    --user-group vmm-qemu || echo "install: no user vmm-qemu: QEMU will run as nobody" >&2
 ifeq ($(VETU_LINK),1)
 	ln -sf vmm $(DESTDIR)$(PREFIX)/bin/vetu
 endif

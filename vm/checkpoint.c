@@ -22,6 +22,7 @@
 #define FDNAME "vmm-ckpt"
 #define NODE "vmm-ckpt" /* the backup target's node and job */
 #define SCRATCH ".disk.img.ckpt.qcow2"
+#define SCRATCH_FDSET 900 /* its fd set in QEMU (the bundle's files use 1 and up) */
 
 extern char **environ;
 
@@ -44,6 +45,8 @@ struct vmm_ckpt {
 	    fd_passed;
 	bool job_unleashed;
 	bool paused_by_us, resumed;
+	bool fdset_added; /* the scratch file is in QEMU's fd set SCRATCH_FDSET */
+	bool background; /* it ran and QEMU write-protects its RAM: it runs on by itself */
 	char *job_error; /* owned: why the backup failed */
 	double stop_ts, resume_ts, start;
 	pthread_mutex_t mu;
@@ -170,7 +173,7 @@ static int fsync_path(const char *path, vmm_error **err)
 /* After the instant: the disk out of the scratch, everything synced, the state published. */
 static int finish(vmm_ckpt *k, vmm_error **err)
 {
-	if (!k->reflink) {
+	if (k->job_started) {
 		cleanup_free char *img = vmm_find_in_path("qemu-img");
 		if (!img)
 			return vmm_error_set(err, VMM_EGENERIC,
@@ -288,8 +291,21 @@ static int prepare_disk(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 	const char *argv[] = {img, "create", "-q", "-f", "qcow2", k->scratch, size, NULL};
 	if (run_tool(argv, err) < 0)
 		return -1;
-	json_t *a = json_pack("{s:s,s:s,s:{s:s,s:s}}", "driver", "qcow2", "node-name", NODE, "file",
-			      "driver", "file", "filename", k->scratch);
+	/* QEMU may run as a user who cannot open it (DESIGN.md §8b): it gets it open */
+	int modes[] = {O_RDWR, O_RDONLY};
+	for (size_t i = 0; i < ARRAY_SIZE(modes); i++) {
+		cleanup_close int fd = open(k->scratch, modes[i] | O_CLOEXEC);
+		if (fd < 0)
+			return vmm_error_errno(err, errno, "open `%s`", k->scratch);
+		if (vmm_qmp_execute_fd(q, "add-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET),
+				       fd, NULL, err) < 0)
+			return -1;
+		k->fdset_added = true;
+	}
+	char name[32];
+	snprintf(name, sizeof(name), "/dev/fdset/%d", SCRATCH_FDSET);
+	json_t *a = json_pack("{s:s,s:s,s:{s:s,s:s,s:s}}", "driver", "qcow2", "node-name", NODE,
+			      "file", "driver", "file", "filename", name, "locking", "off");
 	if (vmm_qmp_execute(q, "blockdev-add", a, NULL, err) < 0)
 		return -1;
 	k->node_added = true;
@@ -304,7 +320,15 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 			return -1;
 		k->paused_by_us = true;
 	}
-	if (k->reflink) {
+	if (!k->background) {
+		/*
+		 * Paused until the migration has ended, which inactivates the
+		 * disk: it cannot have a backup job then, and needs none.
+		 */
+		vmm_copy_opts co = {0};
+		if (vmm_copy_file(k->disk_src, k->disk_dst, &co, NULL, err) < 0)
+			return -1;
+	} else if (k->reflink) {
 		cleanup_close int src = open(k->disk_src, O_RDONLY | O_CLOEXEC);
 		cleanup_close int dst = open(k->disk_dst, O_WRONLY | O_CLOEXEC);
 		if (src < 0 || dst < 0 || ioctl(dst, FICLONE, src) < 0)
@@ -333,7 +357,7 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 		return -1;
 	k->migrating = true;
 	/* background-snapshot resumes the guest itself once its RAM is write-protected */
-	if (k->was_running)
+	if (k->background)
 		k->paused_by_us = false;
 	return 0;
 }
@@ -363,7 +387,20 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 		goto fail;
 	k->was_running = json_is_true(json_object_get(st, "running"));
 	json_decref(st);
-	if (vmm_state_header_for(&k->h, q, cmd, c, err) < 0 || prepare_disk(k, q, err) < 0)
+	if (vmm_state_header_for(&k->h, q, cmd, c, err) < 0 ||
+	    vmm_qmp_execute(q, "migrate-set-parameters",
+			    json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL,
+			    err) < 0)
+		goto fail;
+	/*
+	 * background-snapshot needs userfaultfd, which an unprivileged QEMU
+	 * lacks where vm.unprivileged_userfaultfd is 0.  Refused while the same
+	 * setting without it is accepted: the guest stays paused for the whole
+	 * save instead (the same stream, only a longer pause).
+	 */
+	k->background = k->was_running && set_caps(q, true, NULL) == 0;
+	if ((!k->background && set_caps(q, false, err) < 0) ||
+	    (k->background && prepare_disk(k, q, err) < 0))
 		goto fail;
 	/*
 	 * QEMU reads every page of the RAM before write-protecting it, in the
@@ -389,11 +426,6 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 				  vmm_chunks_threads(), err) < 0)
 		goto fail;
 	int p[2];
-	if (vmm_qmp_execute(q, "migrate-set-parameters",
-			    json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL,
-			    err) < 0 ||
-	    set_caps(q, k->was_running, err) < 0)
-		goto fail;
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		vmm_error_errno(err, errno, "pipe");
 		goto fail;
@@ -461,11 +493,15 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			const char *s = json_string_value(json_object_get(r, "status"));
 			bool done = s && strcmp(s, "completed") == 0;
 			bool failed = !s || strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0;
+			if (failed) { /* s and why live in r */
+				const char *why =
+				    json_string_value(json_object_get(r, "error-desc"));
+				vmm_error_set(err, VMM_EGENERIC, "QEMU's snapshot %s%s%s",
+					      s ? s : "ended", why ? ": " : "", why ? why : "");
+				json_decref(r);
+				return -1;
+			}
 			json_decref(r);
-			if (failed)
-				return vmm_error_set(err, VMM_EGENERIC,
-						     "QEMU's background snapshot %s",
-						     s ? s : "ended");
 			if (!done) {
 				usleep(2000);
 				poke(k);
@@ -474,6 +510,11 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			k->migrated = true;
 			k->migrating = false;
 			set_caps(q, false, NULL);
+			if (k->paused_by_us) { /* no background-snapshot: paused until now */
+				if (vmm_qmp_execute(q, "cont", NULL, NULL, err) < 0)
+					return -1;
+				k->paused_by_us = false;
+			}
 		}
 		if (k->job_done && k->job_error)
 			return vmm_error_set(err, VMM_EGENERIC, "copying the disk: %s",
@@ -485,6 +526,11 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 					    json_pack("{s:s}", "node-name", NODE), NULL, err) < 0)
 				return -1;
 			k->node_added = false;
+		}
+		if (k->fdset_added) {
+			vmm_qmp_execute(q, "remove-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET),
+					NULL, NULL);
+			k->fdset_added = false;
 		}
 		k->st = FINISHING;
 		if (pthread_create(&k->fin, NULL, fin_main, k) != 0)
@@ -535,6 +581,9 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	}
 	if (q && k->node_added)
 		vmm_qmp_execute(q, "blockdev-del", json_pack("{s:s}", "node-name", NODE), NULL,
+				NULL);
+	if (q && k->fdset_added)
+		vmm_qmp_execute(q, "remove-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET), NULL,
 				NULL);
 	if (q && k->paused_by_us)
 		vmm_qmp_execute(q, "cont", NULL, NULL, NULL);

@@ -10,7 +10,10 @@
  * QEMU's `migrate` with background-snapshot, which saves the device state,
  * write-protects the RAM and lets the guest run on by itself.  From then on
  * QEMU writes each page's content of that instant into a pipe before the
- * guest may change it, and threads compress the stream.
+ * guest may change it, and threads compress the stream.  Where QEMU may
+ * not use userfaultfd (background-snapshot refused), the guest stays paused
+ * until the migration has ended, the disk copied in that pause; the state is
+ * the same.
  *
  * The rest is asynchronous so that `vmm run` keeps relaying the console:
  * poll vmm_ckpt_fd(), hand QMP events to vmm_ckpt_event(), and call
@@ -37,7 +40,8 @@ typedef struct vmm_ckpt vmm_ckpt;
 /*
  * Begin a checkpoint of the QEMU behind q (command cmd, config c, bundle
  * vm_dir, process qemu_pid) into the existing directory dest;
- * ram_fd/ram_size: the guest's RAM.  On return the guest runs again (if it ran).  On failure
+ * ram_fd/ram_size: the guest's RAM.  On return the guest runs again (if it ran;
+ * without background-snapshot once the migration has ended).  On failure
  * nothing is left in dest and the guest runs on.
  */
 int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vmm_config *c,

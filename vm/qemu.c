@@ -8,13 +8,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <grp.h>
+#include <pwd.h>
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 #include <linux/vhost.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -52,6 +57,14 @@ void vmm_qemu_cmd_free(vmm_qemu_cmd *q)
 	free(q->binds);
 	free(q->uid_map);
 	free(q->gid_map);
+	for (size_t i = 0; i < q->nfiles; i++)
+		free(q->files[i].path);
+	free(q->files);
+	if (q->envp)
+		for (char **e = q->envp; *e; e++)
+			free(*e);
+	free(q->envp);
+	free(q->sandbox_notice);
 	free(q);
 }
 
@@ -320,6 +333,7 @@ typedef struct builder {
 	char **argv;
 	size_t argc;
 	json_t *model;
+	int fdsets; /* -add-fd sets made so far */
 } builder;
 
 static void add(builder *b, const char *arg)
@@ -343,6 +357,44 @@ static void opt(builder *b, const char *name, const char *value, const char *mod
 static void mopt(builder *b, const char *name, const char *value)
 {
 	opt(b, name, value, value);
+}
+
+/* A file QEMU gets open (vmm_qemu_file); its descriptor's number. */
+static int pass_file(vmm_qemu_cmd *q, const char *path, int flags, bool image)
+{
+	q->files = xrealloc(q->files, (q->nfiles + 1) * sizeof(*q->files));
+	q->files[q->nfiles] = (vmm_qemu_file){xstrdup(path), flags, image};
+	return VMM_QEMU_FILE_FD + (int)q->nfiles++;
+}
+
+/*
+ * A block device's file as an fd set: the drive options naming it (caller
+ * frees).  A writable one gets a read-only twin in its set: QEMU's block
+ * layer opens its files again with another access mode at times (a VM
+ * resumed from a state takes its disk over only when the state is in), and
+ * takes from the set the descriptor whose mode matches.  QEMU's image
+ * locking is off: its locks are on open file descriptions, which the set
+ * keeps open, so a lock taken through one reopening would outlive it and
+ * refuse the next (`cont` after a snapshot: "Failed to get shared write
+ * lock").  One QEMU per disk is vmm's run lock's to ensure.  A block
+ * device needs its driver named.
+ */
+static char *drive_file(builder *b, vmm_qemu_cmd *q, const char *path, bool ro)
+{
+	int set = ++b->fdsets;
+	char arg[64];
+	snprintf(arg, sizeof(arg), "fd=%d,set=%d", pass_file(q, path, O_RDONLY, false), set);
+	opt(b, "-add-fd", arg, NULL);
+	if (!ro) {
+		snprintf(arg, sizeof(arg), "fd=%d,set=%d", pass_file(q, path, O_RDWR, false), set);
+		opt(b, "-add-fd", arg, NULL);
+	}
+	struct stat st;
+	if (stat(path, &st) == 0 && S_ISBLK(st.st_mode))
+		return xasprintf("file.driver=host_device,file.filename=/dev/fdset/%d,"
+				 "file.locking=off",
+				 set);
+	return xasprintf("file=/dev/fdset/%d,file.locking=off", set);
 }
 
 json_t *vmm_qemu_model_guest(const json_t *model)
@@ -468,20 +520,30 @@ static char *qemu_escape(const char *s)
 	return out;
 }
 
-static void add_boot(builder *b, const vmm_qemu_cmd *q, const char *dir, const vmm_config *c)
+/* The model names the files as they were named before QEMU got them open, for old states. */
+static void add_boot(builder *b, vmm_qemu_cmd *q, const char *dir, const vmm_config *c)
 {
+	char fd[40];
 	if (q->uefi) {
 		cleanup_free char *path = qemu_escape(q->firmware_code);
+		cleanup_free char *code = drive_file(b, q, q->firmware_code, true);
+		cleanup_free char *vars = drive_file(b, q, VMM_EFIVARS_FILE, false);
 		cleanup_free char *fw =
 		    xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", path);
-		mopt(b, "-drive", fw);
-		mopt(b, "-drive", "if=pflash,format=raw,unit=1,file=" VMM_EFIVARS_FILE);
+		cleanup_free char *fw_arg = xasprintf("if=pflash,format=raw,unit=0,readonly=on,%s", code);
+		cleanup_free char *vars_arg = xasprintf("if=pflash,format=raw,unit=1,%s", vars);
+		opt(b, "-drive", fw_arg, fw);
+		opt(b, "-drive", vars_arg, "if=pflash,format=raw,unit=1,file=" VMM_EFIVARS_FILE);
 		return;
 	}
-	mopt(b, "-kernel", VMM_KERNEL_FILE);
+	snprintf(fd, sizeof(fd), "/proc/self/fd/%d", pass_file(q, VMM_KERNEL_FILE, O_RDONLY, true));
+	opt(b, "-kernel", fd, VMM_KERNEL_FILE);
 	cleanup_free char *initrd = path_join(dir, VMM_INITRAMFS_FILE);
-	if (access(initrd, F_OK) == 0)
-		mopt(b, "-initrd", VMM_INITRAMFS_FILE);
+	if (access(initrd, F_OK) == 0) {
+		snprintf(fd, sizeof(fd), "/proc/self/fd/%d",
+			 pass_file(q, VMM_INITRAMFS_FILE, O_RDONLY, true));
+		opt(b, "-initrd", fd, VMM_INITRAMFS_FILE);
+	}
 	if (c->cmdline && *c->cmdline)
 		mopt(b, "-append", c->cmdline);
 }
@@ -520,12 +582,13 @@ static int check_uncached(const char *path, const vmm_disk_opts *o, vmm_error **
 }
 
 /* The root disk; read-only is visible to the guest (virtio-blk's RO feature). */
-static void add_root_disk(builder *b, const vmm_disk_opts *o)
+static void add_root_disk(builder *b, vmm_qemu_cmd *q, const vmm_disk_opts *o)
 {
-	cleanup_free char *model =
-	    xasprintf("file=" VMM_DISK_FILE ",if=none,id=disk0,format=raw,discard=unmap%s",
-		      o->ro ? ",readonly=on" : "");
-	cleanup_free char *arg = xasprintf("%s%s", model, cache_opts(o));
+	const char *rest = o->ro ? ",if=none,id=disk0,format=raw,discard=unmap,readonly=on"
+				 : ",if=none,id=disk0,format=raw,discard=unmap";
+	cleanup_free char *model = xasprintf("file=" VMM_DISK_FILE "%s", rest);
+	cleanup_free char *file = drive_file(b, q, VMM_DISK_FILE, o->ro);
+	cleanup_free char *arg = xasprintf("%s%s%s", file, rest, cache_opts(o));
 	opt(b, "-drive", arg, model);
 }
 
@@ -536,8 +599,8 @@ static void add_root_disk(builder *b, const vmm_disk_opts *o)
  * virtio-scsi.  The model keeps what the guest sees (kind, order,
  * read-only), not the host's path: a fork may attach its own copy.
  */
-static int add_extra_disks(builder *b, const vmm_config *c, const vmm_qemu_opts *o, bool x86,
-			   vmm_error **err)
+static int add_extra_disks(builder *b, vmm_qemu_cmd *q, const vmm_config *c,
+			   const vmm_qemu_opts *o, bool x86, vmm_error **err)
 {
 	size_t ncd = 0;
 	for (size_t i = 0; i < o->ndisks; i++) {
@@ -545,7 +608,6 @@ static int add_extra_disks(builder *b, const vmm_config *c, const vmm_qemu_opts 
 		if (vmm_disk_spec_check_arch(d, c->arch, err) < 0 ||
 		    check_uncached(d->path, &d->o, err) < 0)
 			return -1;
-		cleanup_free char *path = qemu_escape(d->path);
 		cleanup_free char *model = NULL, *dev = NULL;
 		if (d->cdrom) {
 			if (x86 && ncd >= 6)
@@ -564,7 +626,8 @@ static int add_extra_disks(builder *b, const vmm_config *c, const vmm_qemu_opts 
 					  d->o.ro ? ",readonly=on" : ",discard=unmap");
 			dev = xasprintf("virtio-blk-pci,drive=disk%zu", i + 1);
 		}
-		cleanup_free char *arg = xasprintf("file=%s,%s%s", path, model, cache_opts(&d->o));
+		cleanup_free char *file = drive_file(b, q, d->path, d->cdrom || d->o.ro);
+		cleanup_free char *arg = xasprintf("%s,%s%s", file, model, cache_opts(&d->o));
 		opt(b, "-drive", arg, model);
 		mopt(b, "-device", dev);
 	}
@@ -768,7 +831,9 @@ static int add_vsock(builder *b, vmm_qemu_cmd *q, const vmm_qemu_opts *o, vmm_er
 					     "(no usable /dev/vhost-vsock: modprobe vhost_vsock)");
 		return 0;
 	}
-	cleanup_free char *dev = xasprintf("vhost-vsock-pci,id=vsock0,guest-cid=%u", q->vsock_cid);
+	int fd = pass_file(q, "/dev/vhost-vsock", O_RDWR, false);
+	cleanup_free char *dev =
+	    xasprintf("vhost-vsock-pci,id=vsock0,guest-cid=%u,vhostfd=%d", q->vsock_cid, fd);
 	opt(b, "-device", dev, "vhost-vsock-pci,id=vsock0");
 	return 0;
 }
@@ -864,6 +929,64 @@ static int check_nested(const vmm_qemu_cmd *q, const vmm_config *c, const vmm_qe
 	return 0;
 }
 
+/* --- the sandbox (DESIGN.md §8b) ----------------------------------------------- */
+
+/* "uid:gid" or a user's name; false if neither. */
+static bool parse_user(const char *s, uid_t *uid, gid_t *gid)
+{
+	unsigned u, g;
+	char end;
+	if (sscanf(s, "%u:%u%c", &u, &g, &end) == 2) {
+		*uid = (uid_t)u;
+		*gid = (gid_t)g;
+		return true;
+	}
+	struct passwd *pw = getpwnam(s);
+	if (!pw)
+		return false;
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return true;
+}
+
+/*
+ * Who QEMU runs as.  Under root: $VMM_QEMU_USER, else the user vmm-qemu
+ * (`make install` makes it), else nobody; with the group that may open
+ * /dev/kvm.  A VM with shared folders keeps root unless VMM_QEMU_USER says
+ * otherwise: 9p serves them with QEMU's own rights, and a user's files
+ * shared by root are root's to read.  Otherwise QEMU runs as vmm's user.
+ */
+static int pick_user(vmm_qemu_cmd *q, vmm_error **err)
+{
+	static const char *const path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	q->envp = xcalloc(2, sizeof(char *));
+	q->envp[0] = xstrdup(path);
+	if (geteuid() != 0)
+		return 0;
+	const char *want = getenv("VMM_QEMU_USER");
+	if (want && *want) {
+		if (!parse_user(want, &q->uid, &q->gid))
+			return vmm_error_set(err, VMM_EINVAL,
+					     "VMM_QEMU_USER: `%s` is neither a user nor uid:gid",
+					     want);
+	} else if (q->shares) {
+		q->sandbox_notice = xstrdup("QEMU keeps root to serve the shared folders with "
+					    "root's rights (VMM_QEMU_USER chooses another user)");
+		return 0;
+	} else if (!parse_user("vmm-qemu", &q->uid, &q->gid) &&
+		   !parse_user("nobody", &q->uid, &q->gid)) {
+		q->uid = 65534;
+		q->gid = 65534;
+	}
+	if (q->uid == 0)
+		return 0;
+	q->drop = true;
+	struct group *kvm = getgrnam("kvm");
+	if (kvm && kvm->gr_gid != q->gid)
+		q->groups[q->ngroups++] = kvm->gr_gid;
+	return 0;
+}
+
 int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 		       const vmm_qemu_opts *o, vmm_error **err)
 {
@@ -924,7 +1047,7 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	if (o->vnc)
 		opt(&b, "-vnc", o->vnc, NULL);
 	add_boot(&b, q, dir, c);
-	add_root_disk(&b, &o->root_disk);
+	add_root_disk(&b, q, &o->root_disk);
 	mopt(&b, "-device", "virtio-blk-pci,drive=disk0");
 	if (add_network(&b, c, o, err) < 0) {
 		for (size_t i = 0; i < b.argc; i++)
@@ -946,8 +1069,8 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 			mopt(&b, "-device", "usb-tablet");
 	}
 	/* what `vmm run`'s flags add comes last: without them the model is as it was */
-	if (add_extra_disks(&b, c, o, x86, err) < 0 || add_shares(&b, q, o, err) < 0 ||
-	    add_vsock(&b, q, o, err) < 0) {
+	if (add_extra_disks(&b, q, c, o, x86, err) < 0 || add_shares(&b, q, o, err) < 0 ||
+	    add_vsock(&b, q, o, err) < 0 || pick_user(q, err) < 0) {
 		for (size_t i = 0; i < b.argc; i++)
 			free(b.argv[i]);
 		free(b.argv);
@@ -962,6 +1085,9 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	snprintf(qmp, sizeof(qmp), "socket,id=qmp0,fd=%d", VMM_QEMU_QMP_FD);
 	opt(&b, "-chardev", qmp, NULL);
 	opt(&b, "-mon", "chardev=qmp0,mode=control", NULL);
+	/* seccomp: no obsolete calls, no set*id, no fork or exec, no scheduler changes */
+	opt(&b, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+	    NULL);
 	/* paused until `vmm run` has set up QMP (and, on resume, loaded the state) */
 	add(&b, "-S");
 	if (o->incoming)
@@ -973,4 +1099,79 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	q->fingerprint = vmm_qemu_fingerprint(q->model);
 	*out = q;
 	return 0;
+}
+
+/* Could QEMU, as q's user, read the file behind fd through /proc/self/fd? */
+static bool readable_by(const vmm_qemu_cmd *q, const struct stat *st)
+{
+	if (st->st_uid == q->uid)
+		return st->st_mode & S_IRUSR;
+	bool group = st->st_gid == q->gid;
+	for (size_t i = 0; i < q->ngroups; i++)
+		group = group || st->st_gid == q->groups[i];
+	return group ? st->st_mode & S_IRGRP : st->st_mode & S_IROTH;
+}
+
+/* A sealed copy of fd in a memfd, which anyone may open (mode 0777) but nobody may change. */
+static int memfd_copy(int fd, const char *path, vmm_error **err)
+{
+	int m = memfd_create("vmm-boot-image", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (m < 0)
+		return vmm_error_errno(err, errno, "memfd_create");
+	char buf[65536];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		if (vmm_write_all(m, buf, (size_t)n) < 0) {
+			n = -1;
+			break;
+		}
+	if (n < 0 || fcntl(m, F_ADD_SEALS,
+			   F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+		int e = errno;
+		close(m);
+		return vmm_error_errno(err, e, "copy `%s` for QEMU", path);
+	}
+	return m;
+}
+
+int vmm_qemu_files_open(const vmm_qemu_cmd *q, int dirfd, int *fds, vmm_error **err)
+{
+	size_t i;
+	for (i = 0; i < q->nfiles; i++) {
+		const vmm_qemu_file *f = &q->files[i];
+		fds[i] = openat(dirfd, f->path, f->flags | O_CLOEXEC | O_NOCTTY);
+		if (fds[i] < 0) {
+			vmm_error_errno(err, errno, "open `%s`", f->path);
+			break;
+		}
+		struct stat st;
+		if (f->image && q->drop && fstat(fds[i], &st) == 0 && !readable_by(q, &st)) {
+			int m = memfd_copy(fds[i], f->path, err);
+			close(fds[i]);
+			fds[i] = m;
+			if (m < 0)
+				break;
+		}
+	}
+	if (i == q->nfiles)
+		return 0;
+	while (i-- > 0)
+		close(fds[i]);
+	return -1;
+}
+
+int vmm_qemu_child_exec(const vmm_qemu_cmd *q, pid_t parent)
+{
+	if (q->drop) {
+		if (setgroups(q->ngroups, q->groups) < 0 || setresgid(q->gid, q->gid, q->gid) < 0 ||
+		    setresuid(q->uid, q->uid, q->uid) < 0)
+			return -errno;
+		/* a change of credentials clears the parent-death signal: QEMU dies with vmm */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			return -errno;
+		if (getppid() != parent)
+			_exit(127);
+	}
+	execve(q->binary, q->argv, q->envp);
+	return errno;
 }

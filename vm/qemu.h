@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/err.h"
 #include "vm/config.h"
@@ -39,6 +40,7 @@
 #define VMM_QEMU_QMP_FD 3 /* private QMP connection to `vmm run` */
 #define VMM_QEMU_TAP_FD 4 /* the VM's network (vm/net.h), unless user-mode */
 #define VMM_QEMU_RAM_FD 6 /* the guest's RAM: a memfd of `vmm run` (DESIGN.md §8) */
+#define VMM_QEMU_FILE_FD 7 /* the first of the files QEMU gets open (vmm_qemu_file) */
 /* The control socket of `vmm run` in the bundle directory (vmm suspend talks to it). */
 #define VMM_CONTROL_SOCKET "vmm.sock"
 
@@ -88,6 +90,19 @@ typedef struct vmm_qemu_bind {
 	bool ro;
 } vmm_qemu_bind;
 
+/*
+ * A file QEMU gets as an open descriptor (number VMM_QEMU_FILE_FD + its
+ * index) instead of a path: `vmm run` opens them all, so QEMU, which may
+ * run as a user that could not (DESIGN.md §8b), never opens a file of the
+ * host by name.  Block devices name them as /dev/fdset/N, the kernel and
+ * the initramfs as /proc/self/fd/N.
+ */
+typedef struct vmm_qemu_file {
+	char *path; /* owned: relative to the bundle, or absolute */
+	int flags;  /* O_RDONLY or O_RDWR */
+	bool image; /* read whole by QEMU's loader through /proc/self/fd (kernel, initramfs) */
+} vmm_qemu_file;
+
 typedef struct vmm_qemu_cmd {
 	char *binary; /* owned: absolute path of qemu-system-* */
 	char **argv;  /* owned: NULL-terminated, argv[0] = binary */
@@ -105,6 +120,15 @@ typedef struct vmm_qemu_cmd {
 	vmm_qemu_bind *binds; /* owned: for vmm_qemu_child_setup */
 	size_t nbinds;
 	char *uid_map, *gid_map; /* owned: "<id> <id> 1", for a user namespace if need be */
+	vmm_qemu_file *files;	 /* owned: descriptors QEMU inherits, see vmm_qemu_file */
+	size_t nfiles;
+	char **envp;	      /* owned: QEMU's whole environment (nothing of vmm's) */
+	bool drop;	      /* QEMU runs as uid:gid (vmm runs as root) */
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[1]; /* supplementary: the group that may open /dev/kvm */
+	size_t ngroups;
+	char *sandbox_notice; /* owned: NULL, or why QEMU keeps root */
 } vmm_qemu_cmd;
 
 /*
@@ -136,6 +160,21 @@ void vmm_qemu_shares_cleanup(const vmm_qemu_cmd *q, const char *shares_dir);
  * vmm lacks CAP_SYS_ADMIN).  Async-signal-safe.  0, or -errno.
  */
 int vmm_qemu_child_setup(const vmm_qemu_cmd *q);
+
+/*
+ * Open q's files (vmm_qemu_file) into fds[0..nfiles-1], relative to the
+ * bundle's `dirfd`; where QEMU drops root, a kernel or initramfs it could
+ * not read through /proc/self/fd is passed as a sealed memfd copy.
+ */
+int vmm_qemu_files_open(const vmm_qemu_cmd *q, int dirfd, int *fds, vmm_error **err);
+
+/*
+ * In QEMU's child, last before exec: become the unprivileged user if q
+ * says so (groups, gid, uid, for good; SIGKILL again when `parent` dies),
+ * then exec QEMU with q's environment.  Async-signal-safe; returns -errno
+ * (a failed drop) or errno (a failed exec).
+ */
+int vmm_qemu_child_exec(const vmm_qemu_cmd *q, pid_t parent);
 
 /* Why a VM running with `q` cannot be saved (suspend, snapshot), or NULL if it can. */
 const char *vmm_qemu_unsavable(const vmm_qemu_cmd *q);

@@ -200,10 +200,10 @@ static void kill_and_reap(run *r)
 	}
 }
 
-/* Put fd on a number ≥ 10 so the dup2 calls below cannot clobber it. */
-static int lift(int fd)
+/* Put fd on a number ≥ floor (and 10) so the dup2 calls below cannot clobber it. */
+static int lift(int fd, int floor)
 {
-	return fd < 0 ? -1 : fcntl(fd, F_DUPFD, 10);
+	return fd < 0 ? -1 : fcntl(fd, F_DUPFD, floor > 10 ? floor : 10);
 }
 
 static int spawn(run *r, vmm_error **err)
@@ -224,10 +224,29 @@ static int spawn(run *r, vmm_error **err)
 		close(qmp[1]);
 		return vmm_error_errno(err, e, "pipe");
 	}
+	/* what QEMU gets open instead of opening it (qemu.h): it may run as a user who could not */
+	size_t nfiles = r->cmd->nfiles;
+	cleanup_free int *files = xcalloc(nfiles + 1, sizeof(int));
+	if (vmm_qemu_files_open(r->cmd, r->dirfd, files, err) < 0) {
+		close(con[0]);
+		close(con[1]);
+		close(qmp[0]);
+		close(qmp[1]);
+		close(errp[0]);
+		close(errp[1]);
+		close(execp[0]);
+		close(execp[1]);
+		return -1;
+	}
+	int floor = VMM_QEMU_FILE_FD + (int)nfiles;
 	pid_t parent = getpid();
 	pid_t pid = fork();
-	if (pid < 0)
-		return vmm_error_errno(err, errno, "fork");
+	if (pid < 0) {
+		int e = errno;
+		for (size_t i = 0; i < nfiles; i++)
+			close(files[i]);
+		return vmm_error_errno(err, e, "fork");
+	}
 	if (pid == 0) {
 		/* QEMU: its own process group (a terminal's Ctrl-C is for vmm), dies with vmm */
 		setpgid(0, 0);
@@ -238,26 +257,34 @@ static int spawn(run *r, vmm_error **err)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
-		int c = lift(con[1]), q = lift(qmp[1]), e = lift(errp[1]), x = lift(execp[1]);
-		int t = lift(r->tap), m = lift(r->ram);
+		int c = lift(con[1], floor), q = lift(qmp[1], floor), e = lift(errp[1], floor);
+		int x = lift(execp[1], floor), t = lift(r->tap, floor), m = lift(r->ram, floor);
 		if (c < 0 || q < 0 || e < 0 || x < 0 || m < 0 || fchdir(r->dirfd) < 0)
 			_exit(127);
+		for (size_t i = 0; i < nfiles; i++)
+			if ((files[i] = lift(files[i], floor)) < 0)
+				_exit(127);
 		if (dup2(c, 0) < 0 || dup2(c, 1) < 0 || dup2(e, 2) < 0 ||
 		    dup2(q, VMM_QEMU_QMP_FD) < 0 || (t >= 0 && dup2(t, VMM_QEMU_TAP_FD) < 0) ||
 		    dup2(x, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0 ||
 		    dup2(m, VMM_QEMU_RAM_FD) < 0)
 			_exit(127);
-		close_range(VMM_QEMU_RAM_FD + 1, ~0u, 0);
-		int setup = vmm_qemu_child_setup(r->cmd); /* named shares' bind mounts */
-		if (setup < 0) {
-			(void)!write(5, &setup, sizeof(setup));
-			_exit(127);
+		for (size_t i = 0; i < nfiles; i++)
+			if (dup2(files[i], VMM_QEMU_FILE_FD + (int)i) < 0)
+				_exit(127);
+		close_range((unsigned)floor, ~0u, 0);
+		/* what failed, as {stage, errno}: 1 the shares' bind mounts, 2 the drop, 3 exec */
+		int code[2] = {1, -vmm_qemu_child_setup(r->cmd)};
+		if (code[1] == 0) {
+			int rc = vmm_qemu_child_exec(r->cmd, parent);
+			code[0] = rc < 0 ? 2 : 3;
+			code[1] = rc < 0 ? -rc : rc;
 		}
-		execv(r->cmd->binary, r->cmd->argv);
-		int code = errno;
-		(void)!write(5, &code, sizeof(code));
+		(void)!write(5, code, sizeof(code));
 		_exit(127);
 	}
+	for (size_t i = 0; i < nfiles; i++)
+		close(files[i]);
 	close(con[1]);
 	close(qmp[1]);
 	close(errp[1]);
@@ -265,10 +292,10 @@ static int spawn(run *r, vmm_error **err)
 	r->pid = pid;
 	r->console = con[0];
 	r->errpipe = errp[0];
-	int code = 0;
+	int code[2] = {0, 0};
 	ssize_t n;
 	do
-		n = read(execp[0], &code, sizeof(code));
+		n = read(execp[0], code, sizeof(code));
 	while (n < 0 && errno == EINTR);
 	close(execp[0]);
 	fcntl(r->console, F_SETFL, O_NONBLOCK);
@@ -276,10 +303,13 @@ static int spawn(run *r, vmm_error **err)
 	if (n == (ssize_t)sizeof(code)) {
 		close(qmp[0]);
 		reap(r, true);
-		if (code < 0)
-			return vmm_error_errno(err, -code,
+		if (code[0] == 1)
+			return vmm_error_errno(err, code[1],
 					       "shared folders: bind mounts in QEMU's mount namespace");
-		return vmm_error_errno(err, code, "start `%s`", r->cmd->binary);
+		if (code[0] == 2)
+			return vmm_error_errno(err, code[1], "start QEMU as uid %u",
+					       (unsigned)r->cmd->uid);
+		return vmm_error_errno(err, code[1], "start `%s`", r->cmd->binary);
 	}
 	if (vmm_qmp_open_fd(&r->qmp, qmp[0], 30, err) < 0) {
 		/* QEMU refused its arguments or died: say what it said */
@@ -869,6 +899,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		return -1;
 	if (r->cmd->notice)
 		say(r, "%s", r->cmd->notice);
+	if (r->cmd->sandbox_notice)
+		say(r, "%s", r->cmd->sandbox_notice);
 	/* the guest's RAM: gone with the last of vmm and QEMU, however they end */
 	r->ram_size = vmm_state_ram_size(r->cfg->memory_size);
 	r->ram = memfd_create("vmm-guest-ram", MFD_CLOEXEC);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
@@ -83,6 +84,83 @@ static bool has_pair(const vmm_qemu_cmd *q, const char *opt, const char *val)
 	return false;
 }
 
+/* The file behind descriptor number fd that q passes QEMU, or NULL. */
+static const vmm_qemu_file *passed(const vmm_qemu_cmd *q, int fd)
+{
+	size_t i = (size_t)(fd - VMM_QEMU_FILE_FD);
+	return fd >= VMM_QEMU_FILE_FD && i < q->nfiles ? &q->files[i] : NULL;
+}
+
+/* The first file of fd set `set` (-add-fd fd=N,set=S) with access mode `mode`, or NULL. */
+static const vmm_qemu_file *in_set(const vmm_qemu_cmd *q, int set, int mode)
+{
+	for (size_t i = 0; i + 1 < q->argc; i++) {
+		int fd, s;
+		if (strcmp(q->argv[i], "-add-fd") != 0 ||
+		    sscanf(q->argv[i + 1], "fd=%d,set=%d", &fd, &s) != 2 || s != set)
+			continue;
+		const vmm_qemu_file *f = passed(q, fd);
+		if (f && (f->flags & O_ACCMODE) == mode)
+			return f;
+	}
+	return NULL;
+}
+
+/*
+ * An argument with the descriptors QEMU gets put back as the paths vmm
+ * opened: "/dev/fdset/S" (by its read-only file) and "/proc/self/fd/N".
+ */
+static char *resolve_fds(const vmm_qemu_cmd *q, const char *arg)
+{
+	char *out = xstrdup(arg);
+	for (char *l; (l = strstr(out, ",file.locking=off"));) /* see drive_file() */
+		memmove(l, l + 17, strlen(l + 17) + 1);
+	for (;;) {
+		char *p = strstr(out, "/dev/fdset/"), *end;
+		const char *path = NULL;
+		if (p) {
+			long set = strtol(p + 11, &end, 10);
+			const vmm_qemu_file *f = in_set(q, (int)set, O_RDONLY);
+			path = f ? f->path : "?";
+		} else if ((p = strstr(out, "/proc/self/fd/"))) {
+			long fd = strtol(p + 14, &end, 10);
+			const vmm_qemu_file *f = passed(q, (int)fd);
+			path = f ? f->path : "?";
+		} else {
+			return out;
+		}
+		*p = '\0';
+		char *n = xasprintf("%s%s%s", out, path, end);
+		free(out);
+		out = n;
+	}
+}
+
+/* Has q `opt` with a value that is `val` once its descriptors are named by their paths? */
+static bool has_file_pair(const vmm_qemu_cmd *q, const char *opt, const char *val)
+{
+	for (size_t i = 0; i + 1 < q->argc; i++) {
+		if (strcmp(q->argv[i], opt) != 0)
+			continue;
+		char *r = resolve_fds(q, q->argv[i + 1]);
+		bool same = strcmp(r, val) == 0;
+		free(r);
+		if (same)
+			return true;
+	}
+	return false;
+}
+
+/* Is the model's value after `opt` `val` somewhere? */
+static bool model_pair(const vmm_qemu_cmd *q, const char *opt, const char *val)
+{
+	for (size_t i = 0; i + 1 < json_array_size(q->model); i++)
+		if (strcmp(json_string_value(json_array_get(q->model, i)), opt) == 0 &&
+		    strcmp(json_string_value(json_array_get(q->model, i + 1)), val) == 0)
+			return true;
+	return false;
+}
+
 static bool model_has(const vmm_qemu_cmd *q, const char *s)
 {
 	for (size_t i = 0; i < json_array_size(q->model); i++)
@@ -107,8 +185,34 @@ static void test_qemu_cmd__direct_kernel(void **state)
 	assert_true(has_pair(q, "-machine", "q35"));
 	assert_true(has_pair(q, "-smp", "2"));
 	assert_true(has_pair(q, "-m", "256M"));
-	assert_true(has_pair(q, "-kernel", "kernel"));
-	assert_true(has_pair(q, "-initrd", "initramfs"));
+	/* QEMU gets the bundle's files open; the model names them as before */
+	assert_true(has_file_pair(q, "-kernel", "kernel"));
+	assert_true(has_file_pair(q, "-initrd", "initramfs"));
+	assert_true(model_pair(q, "-kernel", "kernel"));
+	assert_true(model_pair(q, "-initrd", "initramfs"));
+	assert_true(has_file_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
+	assert_true(model_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
+	/* QEMU's image locks would outlive its reopenings through an fd set */
+	assert_true(has_pair(q, "-drive", "file=/dev/fdset/1,file.locking=off,if=none,id=disk0,"
+					  "format=raw,discard=unmap"));
+	/* the writable disk's set has a read-write file and a read-only twin */
+	assert_non_null(in_set(q, 1, O_RDWR));
+	assert_non_null(in_set(q, 1, O_RDONLY));
+	for (size_t i = 0; i < q->nfiles; i++)
+		assert_false(q->files[i].image && (q->files[i].flags & O_ACCMODE) != O_RDONLY);
+	/* no argument but the binary names a file of the host for QEMU to open */
+	for (size_t i = 1; i < q->argc; i++) {
+		assert_null(strstr(q->argv[i], f->base));
+		assert_null(strstr(q->argv[i], "disk.img"));
+	}
+	assert_true(has_pair(q, "-sandbox",
+			     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+	assert_false(model_has(q, "-sandbox"));
+	/* QEMU's environment is its own: PATH, nothing of the caller's */
+	assert_non_null(q->envp);
+	assert_non_null(q->envp[0]);
+	assert_int_equal(strncmp(q->envp[0], "PATH=", 5), 0);
+	assert_null(q->envp[1]);
 	assert_true(has_pair(q, "-append", "console=ttyS0"));
 	assert_true(has_pair(q, "-device", "virtio-blk-pci,drive=disk0"));
 	assert_true(has_pair(q, "-device", "virtio-net-pci,netdev=net0,mac=7a:00:00:00:00:01"));
@@ -175,8 +279,8 @@ static void test_qemu_cmd__run_devices(void **state)
 	vmm_qemu_opts plain = {.accel = VMM_ACCEL_TCG, .vsock = VMM_VSOCK_OFF};
 	vmm_qemu_cmd *base = NULL, *q = NULL;
 	assert_int_equal(vmm_qemu_cmd_build(&base, f->a, f->cfg, &plain, NULL), 0);
-	assert_true(has_pair(base, "-drive",
-			     "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
+	assert_true(has_file_pair(base, "-drive",
+				  "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
 	assert_int_equal(json_array_size(base->model), 30);
 	assert_null(vmm_qemu_unsavable(base));
 	assert_false(vmm_qemu_model_vsock(base->model));
@@ -185,8 +289,8 @@ static void test_qemu_cmd__run_devices(void **state)
 	vmm_qemu_opts o = plain;
 	o.root_disk = (vmm_disk_opts){.sync = VMM_DISK_SYNC_NONE};
 	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, NULL), 0);
-	assert_true(has_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,"
-					  "discard=unmap,cache.no-flush=on"));
+	assert_true(has_file_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,"
+					       "discard=unmap,cache.no-flush=on"));
 	assert_string_equal(q->fingerprint, base->fingerprint);
 	vmm_qemu_cmd_free(q);
 	/* a read-only root disk is another guest */
@@ -216,12 +320,12 @@ static void test_qemu_cmd__run_devices(void **state)
 	vmm_qemu_cmd *d1 = NULL, *d2 = NULL;
 	assert_int_equal(vmm_qemu_cmd_build(&d1, f->a, f->cfg, &o, NULL), 0);
 	char *want = xasprintf("file=%s,if=none,id=disk1,format=raw,readonly=on", img1);
-	assert_true(has_pair(d1, "-drive", want));
+	assert_true(has_file_pair(d1, "-drive", want));
 	free(want);
-	want = xasprintf("file=%s/two,,img,if=none,id=cd0,media=cdrom,readonly=on,format=raw,"
+	want = xasprintf("file=%s/two,img,if=none,id=cd0,media=cdrom,readonly=on,format=raw,"
 			 "cache.direct=on",
 			 f->base);
-	assert_true(has_pair(d1, "-drive", want));
+	assert_true(has_file_pair(d1, "-drive", want));
 	free(want);
 	assert_true(has_pair(d1, "-device", "virtio-blk-pci,drive=disk1"));
 	assert_true(has_pair(d1, "-device", "ide-cd,drive=cd0,bus=ide.0"));
@@ -408,9 +512,11 @@ static void test_qemu_cmd__uefi_firmware(void **state)
 		fail_msg("%s", err->msg);
 	assert_true(q->uefi);
 	char *pflash = xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", code);
-	assert_true(has_pair(q, "-drive", pflash));
-	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
-	assert_false(has_pair(q, "-kernel", "kernel"));
+	assert_true(has_file_pair(q, "-drive", pflash));
+	assert_true(model_pair(q, "-drive", pflash));
+	assert_true(has_file_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	assert_true(model_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	assert_false(model_has(q, "-kernel"));
 	/* efivars.fd is made from the template once, then left alone */
 	assert_int_equal(vmm_qemu_prepare_efivars(q, f->a, NULL), 0);
 	char *ev = path_join(f->a, VMM_EFIVARS_FILE);
@@ -472,7 +578,7 @@ static void test_qemu_cmd__arm64_guest(void **state)
 	assert_true(has_pair(q, "-machine", "memory-backend=mach-virt.ram"));
 	assert_true(has_pair(q, "-device", "virtio-gpu-pci"));
 	assert_true(has_pair(q, "-device", "usb-tablet"));
-	assert_true(has_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
+	assert_true(has_file_pair(q, "-drive", "if=pflash,format=raw,unit=1,file=efivars.fd"));
 	/* arm64's virt machine has no SATA: an ISO goes on virtio-scsi; no USB input on request */
 	char *iso = path_join(f->base, "debian-arm64.iso");
 	vmm_disk_spec cd = {iso, true, {.ro = true}};
