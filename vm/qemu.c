@@ -413,16 +413,22 @@ json_t *vmm_qemu_model_guest(const json_t *model)
 	return out;
 }
 
-bool vmm_qemu_model_user_net(const json_t *model)
+/* Has the model an option `opt` whose value starts with `prefix`? */
+static bool model_has_opt(const json_t *model, const char *opt, const char *prefix)
 {
 	size_t n = json_array_size(model);
 	for (size_t i = 0; i + 1 < n; i++) {
 		const char *k = json_string_value(json_array_get(model, i));
 		const char *v = json_string_value(json_array_get(model, i + 1));
-		if (k && v && strcmp(k, "-netdev") == 0 && strncmp(v, "user,", 5) == 0)
+		if (k && v && strcmp(k, opt) == 0 && strncmp(v, prefix, strlen(prefix)) == 0)
 			return true;
 	}
 	return false;
+}
+
+bool vmm_qemu_model_user_net(const json_t *model)
+{
+	return model_has_opt(model, "-netdev", "user,");
 }
 
 char *vmm_qemu_fingerprint(const json_t *model)
@@ -840,14 +846,7 @@ static int add_vsock(builder *b, vmm_qemu_cmd *q, const vmm_qemu_opts *o, vmm_er
 
 bool vmm_qemu_model_vsock(const json_t *model)
 {
-	size_t n = json_array_size(model);
-	for (size_t i = 0; i + 1 < n; i++) {
-		const char *k = json_string_value(json_array_get(model, i));
-		const char *v = json_string_value(json_array_get(model, i + 1));
-		if (k && v && strcmp(k, "-device") == 0 && strncmp(v, "vhost-vsock", 11) == 0)
-			return true;
-	}
-	return false;
+	return model_has_opt(model, "-device", "vhost-vsock");
 }
 
 /* The model's entries that `vmm run`'s flags decide, joined. */
