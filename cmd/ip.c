@@ -21,8 +21,7 @@ static const vmm_opt opts[] = {
 };
 
 static const vmm_cmd_spec spec = {"ip", "NAME [--wait SECONDS]",
-				  "Print the IPv4 address the host reaches a running VM at",
-				  opts};
+				  "Print the IPv4 address the host reaches a running VM at", opts};
 
 int cmd_ip(int argc, char **argv)
 {

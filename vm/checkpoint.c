@@ -46,8 +46,8 @@ struct vmm_ckpt {
 	bool job_unleashed;
 	bool paused_by_us, resumed;
 	bool fdset_added; /* the scratch file is in QEMU's fd set SCRATCH_FDSET */
-	bool background; /* it ran and QEMU write-protects its RAM: it runs on by itself */
-	char *job_error; /* owned: why the backup failed */
+	bool background;  /* it ran and QEMU write-protects its RAM: it runs on by itself */
+	char *job_error;  /* owned: why the backup failed */
 	double stop_ts, resume_ts, start;
 	pthread_mutex_t mu;
 	pthread_t pump, fin;
@@ -528,8 +528,8 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			k->node_added = false;
 		}
 		if (k->fdset_added) {
-			vmm_qmp_execute(q, "remove-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET),
-					NULL, NULL);
+			vmm_qmp_execute(q, "remove-fd",
+					json_pack("{s:i}", "fdset-id", SCRATCH_FDSET), NULL, NULL);
 			k->fdset_added = false;
 		}
 		k->st = FINISHING;

@@ -213,7 +213,8 @@ static void *serve(void *arg)
 		size_t len = vmm_dhcp_reply(&s->lease, req, (size_t)n, reply, &to);
 		if (!len)
 			continue;
-		struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(68), .sin_addr = to};
+		struct sockaddr_in dst = {
+		    .sin_family = AF_INET, .sin_port = htons(68), .sin_addr = to};
 		(void)!sendto(s->sock, reply, len, MSG_DONTWAIT, (struct sockaddr *)&dst,
 			      sizeof(dst));
 	}

@@ -57,21 +57,21 @@
 
 struct vmm_net {
 	vmm_net_mode mode;
-	int tap;			       /* for QEMU, until taken */
-	char address[INET_ADDRSTRLEN];	       /* O: the guest, seen from the host */
-	char host_if[IF_NAMESIZE];	       /* veth or macvtap in the host namespace */
-	bool delete_host_if;		       /* ours to delete */
-	char *notice;			       /* owned */
-	const vmm_net_opts *o;		       /* borrowed */
-	int nsfd, usernsfd;		       /* the VM's namespaces */
-	vmm_nl *nl_host, *nl_ns;	       /* owned */
-	vmm_dhcp_server *dhcp;		       /* owned */
-	int dhcp_sock;			       /* until the server owns it */
-	pid_t slirp;			       /* 0 when not running */
-	int slirp_exit;			       /* closing it stops slirp4netns */
-	int slirp_ready, slirp_err;	       /* until it has said it is ready */
-	char slirp_api[64];		       /* its API socket, while we need it */
-	pid_t helper;			       /* the namespace's helper, until it is done */
+	int tap;		       /* for QEMU, until taken */
+	char address[INET_ADDRSTRLEN]; /* O: the guest, seen from the host */
+	char host_if[IF_NAMESIZE];     /* veth or macvtap in the host namespace */
+	bool delete_host_if;	       /* ours to delete */
+	char *notice;		       /* owned */
+	const vmm_net_opts *o;	       /* borrowed */
+	int nsfd, usernsfd;	       /* the VM's namespaces */
+	vmm_nl *nl_host, *nl_ns;       /* owned */
+	vmm_dhcp_server *dhcp;	       /* owned */
+	int dhcp_sock;		       /* until the server owns it */
+	pid_t slirp;		       /* 0 when not running */
+	int slirp_exit;		       /* closing it stops slirp4netns */
+	int slirp_ready, slirp_err;    /* until it has said it is ready */
+	char slirp_api[64];	       /* its API socket, while we need it */
+	pid_t helper;		       /* the namespace's helper, until it is done */
 	int helper_sock;
 	struct in_addr host_addr, guest_addr; /* H and O */
 };
@@ -216,8 +216,8 @@ static int parse_mac(const char *s, uint8_t mac[6])
 {
 	unsigned v[6];
 	char end;
-	if (!s || sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-			 &end) != 6)
+	if (!s ||
+	    sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &end) != 6)
 		return -1;
 	for (int i = 0; i < 6; i++) {
 		if (v[i] > 255)
@@ -288,9 +288,9 @@ static const char *const tool_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NUL
 
 /* Destinations that are not globally routable (Tart's softnet blocks them). */
 static const char *const non_global[] = {
-    "0.0.0.0/8",       "10.0.0.0/8",	  "100.64.0.0/10",  "127.0.0.0/8",   "169.254.0.0/16",
-    "172.16.0.0/12",   "192.0.0.0/24",	  "192.0.2.0/24",   "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",	    "240.0.0.0/4",
+    "0.0.0.0/8",       "10.0.0.0/8",	 "100.64.0.0/10", "127.0.0.0/8",    "169.254.0.0/16",
+    "172.16.0.0/12",   "192.0.0.0/24",	 "192.0.2.0/24",  "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",	  "240.0.0.0/4",
 };
 
 static void append_cidr(char **s, const vmm_net_cidr *c)
@@ -344,7 +344,8 @@ static bool blocked_at(const dest_rule *r, size_t n, uint64_t a)
 	for (size_t k = 0; k < n; k++) {
 		if (a < r[k].first || a > r[k].last)
 			continue;
-		if (!best || r[k].len > best->len || (r[k].len == best->len && r[k].kind > best->kind))
+		if (!best || r[k].len > best->len ||
+		    (r[k].len == best->len && r[k].kind > best->kind))
 			best = &r[k];
 	}
 	return best && best->kind != RULE_ALLOW;
@@ -465,7 +466,8 @@ static int load_rules_exec(const char *rules, vmm_error **err)
 {
 	cleanup_free char *nft = find_tool("nft");
 	if (!nft)
-		return vmm_error_set(err, ENOENT, "nft is not installed (apt-get install nftables)");
+		return vmm_error_set(err, ENOENT,
+				     "nft is not installed (apt-get install nftables)");
 	int in[2], errp[2];
 	if (pipe2(in, O_CLOEXEC) < 0)
 		return vmm_error_errno(err, errno, "pipe");
@@ -537,11 +539,13 @@ static int load_rules(const char *rules, vmm_error **err)
 	if (nftables_open(&api)) {
 		nft_ctx *ctx = api.ctx_new(0);
 		if (!ctx)
-			return vmm_error_set(err, VMM_EGENERIC, "load the VM's firewall rules: nft_ctx_new");
+			return vmm_error_set(err, VMM_EGENERIC,
+					     "load the VM's firewall rules: nft_ctx_new");
 		api.buffer_error(ctx);
 		int rc = api.run(ctx, rules);
 		if (rc != 0) {
-			cleanup_free char *why = xstrdup(api.get_error(ctx) ? api.get_error(ctx) : "");
+			cleanup_free char *why =
+			    xstrdup(api.get_error(ctx) ? api.get_error(ctx) : "");
 			api.ctx_free(ctx);
 			why[strcspn(why, "\n")] = '\0';
 			return vmm_error_set(err, VMM_EGENERIC, "load the VM's firewall rules: %s",
@@ -615,7 +619,8 @@ static int configure_ns(bool userns, int fds[NS_FDS], vmm_error **err)
 	inet_pton(AF_INET, VMM_NET_DNS, &dns);
 	/* no vnet header: the guest's NIC must look the same as on the user-mode network,
 	 * or a state saved on one would not load on the other */
-	if (vmm_nl_link_up(nl, 1, err) < 0 || open_tap(NS_TAP, IFF_TAP | IFF_NO_PI, &fds[FD_TAP], err) < 0)
+	if (vmm_nl_link_up(nl, 1, err) < 0 ||
+	    open_tap(NS_TAP, IFF_TAP | IFF_NO_PI, &fds[FD_TAP], err) < 0)
 		return -1;
 	/* persistent: when QEMU closes it, it waits for the namespace's end and goes with
 	 * every other device of it in one batch (a TAP unregistered alone costs an RCU
@@ -723,7 +728,8 @@ static ssize_t recv_reply(int sock, ns_reply *r, int fds[NS_FDS])
 static int helper_error(const ns_reply *r, ssize_t got, vmm_error **err)
 {
 	if (got != (ssize_t)sizeof(*r))
-		return vmm_error_set(err, VMM_EGENERIC, "the helper setting up the VM's namespace died");
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "the helper setting up the VM's namespace died");
 	return vmm_error_set(err, r->code ? r->code : VMM_EGENERIC, "%s", r->msg);
 }
 
@@ -852,7 +858,8 @@ static int pick_subnet(vmm_net *n, const vmm_net_cidr *pool, size_t npool, vmm_e
 			uint32_t net = base + (uint32_t)(i << 2);
 			bool used = false;
 			for (size_t r = 0; r < nroutes && !used; r++)
-				used = overlaps(net, 30, ntohl(routes[r].addr.s_addr), routes[r].len);
+				used =
+				    overlaps(net, 30, ntohl(routes[r].addr.s_addr), routes[r].len);
 			if (used)
 				continue;
 			snprintf(n->host_if, sizeof(n->host_if), "vmm%08x", net);
@@ -890,9 +897,10 @@ static int ns_veth_up(vmm_net *n, vmm_error **err)
 {
 	int idx = vmm_nl_ifindex(n->nl_ns, NS_VETH, err);
 	if (idx <= 0)
-		return idx < 0 ? -1 : vmm_error_set(err, VMM_EGENERIC, "the veth pair lost its end");
+		return idx < 0 ? -1
+			       : vmm_error_set(err, VMM_EGENERIC, "the veth pair lost its end");
 	return vmm_nl_addr_add(n->nl_ns, idx, n->guest_addr, 30, err) < 0 ||
-			   vmm_nl_link_up(n->nl_ns, idx, err) < 0
+		       vmm_nl_link_up(n->nl_ns, idx, err) < 0
 		   ? -1
 		   : 0;
 }
@@ -926,9 +934,9 @@ static int slirp_api(const char *path, const vmm_net_port *p, vmm_error **err)
 			     p->host, desc ? desc : "slirp4netns refused");
 }
 
-static void __attribute__((noreturn)) exec_slirp(const char *bin, int nsfd, int usernsfd,
-						 int exitfd, int readyfd, int errfd,
-						 const char *api)
+static void __attribute__((noreturn))
+exec_slirp(const char *bin, int nsfd, int usernsfd, int exitfd, int readyfd, int errfd,
+	   const char *api)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	signal(SIGPIPE, SIG_IGN);
@@ -937,7 +945,8 @@ static void __attribute__((noreturn)) exec_slirp(const char *bin, int nsfd, int 
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* descriptors at fixed numbers: 3 netns, 4 exit, 5 ready, 6 userns */
 	int lifted[4] = {fcntl(nsfd, F_DUPFD, 10), fcntl(exitfd, F_DUPFD, 10),
-			 fcntl(readyfd, F_DUPFD, 10), usernsfd >= 0 ? fcntl(usernsfd, F_DUPFD, 10) : -1};
+			 fcntl(readyfd, F_DUPFD, 10),
+			 usernsfd >= 0 ? fcntl(usernsfd, F_DUPFD, 10) : -1};
 	int nul = open("/dev/null", O_RDWR);
 	if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(errfd, 2) < 0)
 		_exit(127);
@@ -987,7 +996,8 @@ static int slirp_spawn(vmm_net *n, bool api, vmm_error **err)
 		return vmm_error_errno(err, errno, "pipe");
 	}
 	if (api) {
-		snprintf(n->slirp_api, sizeof(n->slirp_api), "/tmp/vmm-slirp-%d.sock", (int)getpid());
+		snprintf(n->slirp_api, sizeof(n->slirp_api), "/tmp/vmm-slirp-%d.sock",
+			 (int)getpid());
 		unlink(n->slirp_api);
 	}
 	pid_t pid = fork();
@@ -1032,7 +1042,8 @@ static int slirp_wait(vmm_net *n, const vmm_net_port *fwd, size_t nfwd, vmm_erro
 	for (size_t i = 0; i < nfwd && frc == 0; i++)
 		frc = slirp_api(n->slirp_api, &fwd[i], err);
 	if (n->slirp_api[0])
-		unlink(n->slirp_api); /* slirp4netns keeps listening on it; nobody else needs the name */
+		unlink(n->slirp_api); /* slirp4netns keeps listening on it; nobody else needs the
+					 name */
 	n->slirp_api[0] = '\0';
 	return frc;
 }
@@ -1215,10 +1226,11 @@ int vmm_net_setup(vmm_net **out, const vmm_net_opts *o, vmm_error **err)
 			/* no namespaces for us here (a container?), or no slirp4netns */
 			vmm_net *u = net_new(o);
 			u->mode = VMM_NET_USER;
-			u->notice = xasprintf("the VM's network cannot be set up (%s): the VM is on "
-					      "the user-mode network, which the host cannot reach "
-					      "by address (use --publish)",
-					      e->msg);
+			u->notice =
+			    xasprintf("the VM's network cannot be set up (%s): the VM is on "
+				      "the user-mode network, which the host cannot reach "
+				      "by address (use --publish)",
+				      e->msg);
 			vmm_net_free(n);
 			n = u;
 			rc = 0;

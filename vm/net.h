@@ -42,16 +42,16 @@ typedef enum {
 #define VMM_NET_DNS "10.0.2.3"
 
 typedef struct vmm_net_opts {
-	const char *bridged;	     /* borrowed: --net-bridged IFACE, NULL for the default */
-	const char *const *publish;  /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST" */
+	const char *bridged;	    /* borrowed: --net-bridged IFACE, NULL for the default */
+	const char *const *publish; /* borrowed: "[tcp:|udp:][ADDR:]HOST:GUEST" */
 	size_t npublish;
-	bool softnet;		     /* Tart's softnet: only globally routable destinations */
-	const char *softnet_allow;   /* borrowed: comma-separated CIDRs, or NULL */
-	const char *softnet_block;   /* borrowed: comma-separated CIDRs, or NULL */
-	const char *softnet_expose;  /* borrowed: comma-separated EXTERNAL:INTERNAL ports */
-	const char *mac;	     /* borrowed: the guest's MAC, "aa:bb:cc:dd:ee:ff" */
-	bool host_only;		     /* Tart's --net-host: the host (the gateway) and nothing else */
-	bool force_user;	     /* the user-mode network, whatever the privilege */
+	bool softnet;		    /* Tart's softnet: only globally routable destinations */
+	const char *softnet_allow;  /* borrowed: comma-separated CIDRs, or NULL */
+	const char *softnet_block;  /* borrowed: comma-separated CIDRs, or NULL */
+	const char *softnet_expose; /* borrowed: comma-separated EXTERNAL:INTERNAL ports */
+	const char *mac;	    /* borrowed: the guest's MAC, "aa:bb:cc:dd:ee:ff" */
+	bool host_only;		    /* Tart's --net-host: the host (the gateway) and nothing else */
+	bool force_user;	    /* the user-mode network, whatever the privilege */
 } vmm_net_opts;
 
 typedef struct vmm_net vmm_net;

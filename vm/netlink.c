@@ -184,8 +184,7 @@ int vmm_nl_link_is_bridge(vmm_nl *nl, int ifindex, bool *out, vmm_error **err)
 	return 0;
 }
 
-static struct nlmsghdr *link_msg(vmm_nl *nl, char *buf, uint16_t type, uint16_t flags,
-				 int ifindex)
+static struct nlmsghdr *link_msg(vmm_nl *nl, char *buf, uint16_t type, uint16_t flags, int ifindex)
 {
 	struct nlmsghdr *h = begin(nl, buf, type, flags);
 	struct ifinfomsg *ifi = mnl_nlmsg_put_extra_header(h, sizeof(*ifi));
@@ -226,8 +225,7 @@ int vmm_nl_link_delete(vmm_nl *nl, int ifindex, vmm_error **err)
 				       : 0;
 }
 
-int vmm_nl_veth_add(vmm_nl *nl, const char *name, const char *peer, int peer_netns,
-		    vmm_error **err)
+int vmm_nl_veth_add(vmm_nl *nl, const char *name, const char *peer, int peer_netns, vmm_error **err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *h = link_msg(nl, buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0);

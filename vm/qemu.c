@@ -536,7 +536,8 @@ static void add_boot(builder *b, vmm_qemu_cmd *q, const char *dir, const vmm_con
 		cleanup_free char *vars = drive_file(b, q, VMM_EFIVARS_FILE, false);
 		cleanup_free char *fw =
 		    xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", path);
-		cleanup_free char *fw_arg = xasprintf("if=pflash,format=raw,unit=0,readonly=on,%s", code);
+		cleanup_free char *fw_arg =
+		    xasprintf("if=pflash,format=raw,unit=0,readonly=on,%s", code);
 		cleanup_free char *vars_arg = xasprintf("if=pflash,format=raw,unit=1,%s", vars);
 		opt(b, "-drive", fw_arg, fw);
 		opt(b, "-drive", vars_arg, "if=pflash,format=raw,unit=1,file=" VMM_EFIVARS_FILE);
@@ -605,8 +606,8 @@ static void add_root_disk(builder *b, vmm_qemu_cmd *q, const vmm_disk_opts *o)
  * virtio-scsi.  The model keeps what the guest sees (kind, order,
  * read-only), not the host's path: a fork may attach its own copy.
  */
-static int add_extra_disks(builder *b, vmm_qemu_cmd *q, const vmm_config *c,
-			   const vmm_qemu_opts *o, bool x86, vmm_error **err)
+static int add_extra_disks(builder *b, vmm_qemu_cmd *q, const vmm_config *c, const vmm_qemu_opts *o,
+			   bool x86, vmm_error **err)
 {
 	size_t ncd = 0;
 	for (size_t i = 0; i < o->ndisks; i++) {
@@ -957,7 +958,8 @@ static bool parse_user(const char *s, uid_t *uid, gid_t *gid)
  */
 static int pick_user(vmm_qemu_cmd *q, vmm_error **err)
 {
-	static const char *const path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	static const char *const path =
+	    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 	q->envp = xcalloc(2, sizeof(char *));
 	q->envp[0] = xstrdup(path);
 	if (geteuid() != 0)
@@ -1085,8 +1087,8 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	opt(&b, "-chardev", qmp, NULL);
 	opt(&b, "-mon", "chardev=qmp0,mode=control", NULL);
 	/* seccomp: no obsolete calls, no set*id, no fork or exec, no scheduler changes */
-	opt(&b, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-	    NULL);
+	opt(&b, "-sandbox",
+	    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", NULL);
 	/* paused until `vmm run` has set up QMP (and, on resume, loaded the state) */
 	add(&b, "-S");
 	if (o->incoming)
@@ -1124,8 +1126,8 @@ static int memfd_copy(int fd, const char *path, vmm_error **err)
 			n = -1;
 			break;
 		}
-	if (n < 0 || fcntl(m, F_ADD_SEALS,
-			   F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+	if (n < 0 ||
+	    fcntl(m, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
 		int e = errno;
 		close(m);
 		return vmm_error_errno(err, e, "copy `%s` for QEMU", path);

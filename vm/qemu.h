@@ -37,9 +37,9 @@
 #include "vm/devices.h"
 
 /* Descriptors QEMU inherits (its argv names them). */
-#define VMM_QEMU_QMP_FD 3 /* private QMP connection to `vmm run` */
-#define VMM_QEMU_TAP_FD 4 /* the VM's network (vm/net.h), unless user-mode */
-#define VMM_QEMU_RAM_FD 6 /* the guest's RAM: a memfd of `vmm run` (DESIGN.md §8) */
+#define VMM_QEMU_QMP_FD 3  /* private QMP connection to `vmm run` */
+#define VMM_QEMU_TAP_FD 4  /* the VM's network (vm/net.h), unless user-mode */
+#define VMM_QEMU_RAM_FD 6  /* the guest's RAM: a memfd of `vmm run` (DESIGN.md §8) */
 #define VMM_QEMU_FILE_FD 7 /* the first of the files QEMU gets open (vmm_qemu_file) */
 /* The control socket of `vmm run` in the bundle directory (vmm suspend talks to it). */
 #define VMM_CONTROL_SOCKET "vmm.sock"
@@ -122,8 +122,8 @@ typedef struct vmm_qemu_cmd {
 	char *uid_map, *gid_map; /* owned: "<id> <id> 1", for a user namespace if need be */
 	vmm_qemu_file *files;	 /* owned: descriptors QEMU inherits, see vmm_qemu_file */
 	size_t nfiles;
-	char **envp;	      /* owned: QEMU's whole environment (nothing of vmm's) */
-	bool drop;	      /* QEMU runs as uid:gid (vmm runs as root) */
+	char **envp; /* owned: QEMU's whole environment (nothing of vmm's) */
+	bool drop;   /* QEMU runs as uid:gid (vmm runs as root) */
 	uid_t uid;
 	gid_t gid;
 	gid_t groups[1]; /* supplementary: the group that may open /dev/kvm */

@@ -304,8 +304,8 @@ static int spawn(run *r, vmm_error **err)
 		close(qmp[0]);
 		reap(r, true);
 		if (code[0] == 1)
-			return vmm_error_errno(err, code[1],
-					       "shared folders: bind mounts in QEMU's mount namespace");
+			return vmm_error_errno(
+			    err, code[1], "shared folders: bind mounts in QEMU's mount namespace");
 		if (code[0] == 2)
 			return vmm_error_errno(err, code[1], "start QEMU as uid %u",
 					       (unsigned)r->cmd->uid);
@@ -500,9 +500,9 @@ static void serve_control(run *r)
 	} else if (strcmp(line, "net") == 0) {
 		/* "ok default ADDRESS", "ok bridged", "ok user" */
 		vmm_net_mode m = r->net ? vmm_net_get_mode(r->net) : VMM_NET_USER;
-		reply = m == VMM_NET_DEFAULT ? xasprintf("ok default %s\n", vmm_net_address(r->net))
-					     : xasprintf("ok %s\n", m == VMM_NET_BRIDGED ? "bridged"
-											 : "user");
+		reply = m == VMM_NET_DEFAULT
+			    ? xasprintf("ok default %s\n", vmm_net_address(r->net))
+			    : xasprintf("ok %s\n", m == VMM_NET_BRIDGED ? "bridged" : "user");
 	} else if (strncmp(line, "checkpoint ", 11) == 0) {
 		if (do_checkpoint(r, c, line + 11, &e) == 0)
 			return; /* answered when it is done */
@@ -777,11 +777,12 @@ static int fix_mac(const vmm_home *h, vmm_bundle *b, const run *r, vmm_error **e
 	cleanup_free char *state = vmm_bundle_path(b, VMM_STATE_FILE);
 	if (access(state, F_OK) == 0 || vmm_resumed_restorable(b->dir)) {
 		if (r->o->net.bridged)
-			return vmm_error_set(err, VMM_EINVAL,
-					     "a running VM has the MAC address %s of this suspended "
-					     "VM: two of them cannot share a bridge (run it on the "
-					     "default network)",
-					     b->config->mac);
+			return vmm_error_set(
+			    err, VMM_EINVAL,
+			    "a running VM has the MAC address %s of this suspended "
+			    "VM: two of them cannot share a bridge (run it on the "
+			    "default network)",
+			    b->config->mac);
 		return 0;
 	}
 	say(r, "There is already a running VM with the same MAC address!");

@@ -34,8 +34,8 @@ typedef enum {
 } vmm_run_outcome;
 
 typedef struct vmm_run_opts {
-	vmm_qemu_opts qemu; /* .tap and .publish are set from .net */
-	vmm_net_opts net;   /* .mac is set from the VM */
+	vmm_qemu_opts qemu;  /* .tap and .publish are set from .net */
+	vmm_net_opts net;    /* .mac is set from the VM */
 	bool resume_only;    /* `vmm resume`: the VM must be suspended */
 	int console_in;	     /* relayed to the guest's serial console; -1 for none */
 	int console_out;     /* the console's output; -1 to discard it */

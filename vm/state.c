@@ -145,7 +145,8 @@ int vmm_state_check(const vmm_savefile_header *h, const vmm_qemu_cmd *cmd, const
 		return vmm_error_set(err, VMM_EINCOMPATIBLE, "QEMU %s in the state vs QEMU %s now",
 				     h->qemu_version, qemu_version);
 	/* from the model: the fingerprint of vmm 0.1 had the network's backend in it */
-	cleanup_free char *was = h->model ? vmm_qemu_fingerprint(h->model) : xstrdup(h->fingerprint);
+	cleanup_free char *was =
+	    h->model ? vmm_qemu_fingerprint(h->model) : xstrdup(h->fingerprint);
 	if (strcmp(was, cmd->fingerprint) != 0) {
 		json_t *a = vmm_qemu_model_guest(h->model), *b = vmm_qemu_model_guest(cmd->model);
 		cleanup_free char *d = model_difference(a, b);
