@@ -555,13 +555,45 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 	return 1;
 }
 
+/*
+ * After migrate_cancel: wait until QEMU's migration has ended, one way or
+ * the other, before the guest is let go.  A `cont` while it runs would be
+ * undone when it completes (the guest stays paused, "postmigrate"), and
+ * QEMU cannot stop writing into a pipe (it has no shutdown): if the pump
+ * gave up reading (a full disk), closing our end makes its write fail.
+ */
+static void settle_migration(vmm_ckpt *k, vmm_qmp *q)
+{
+	pthread_mutex_lock(&k->mu);
+	bool reading = k->pump_started && !k->pump_done;
+	pthread_mutex_unlock(&k->mu);
+	if (!reading && k->rd >= 0) {
+		close(k->rd);
+		k->rd = -1;
+	}
+	for (int i = 0; i < 3000; i++) {
+		json_t *r = NULL;
+		if (vmm_qmp_execute(q, "query-migrate", NULL, &r, NULL) < 0)
+			return;
+		const char *st = json_string_value(json_object_get(r, "status"));
+		bool ended = !st || strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0 ||
+			     strcmp(st, "cancelled") == 0 || strcmp(st, "none") == 0;
+		json_decref(r);
+		if (ended)
+			return;
+		usleep(10000);
+	}
+}
+
 void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 {
 	if (!k)
 		return;
 	bool published = !k->state_tmp;
-	if (q && k->migrating)
+	if (q && k->migrating) {
 		vmm_qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
+		settle_migration(k, q);
+	}
 	/* QEMU holds the pipe's other end until a migration has used it */
 	if (q && k->fd_passed && !k->migrating && !k->migrated)
 		vmm_qmp_execute(q, "closefd", json_pack("{s:s}", "fdname", FDNAME), NULL, NULL);
