@@ -174,7 +174,11 @@ after_kill() {
 	STATEFILE=$(vm_dir "$1")/state.vmmsave
 	[ -e "$STATEFILE" ] || STATEFILE=$(ls -d "$(vm_dir "$1")"/state.vmmsave.resuming-*.tmp 2>/dev/null | head -1)
 	# what a killed run left for the next lock to collect (vm/resumed.h, sweep_leftovers)
-	LEFT=$(cd "$(vm_dir "$1")" && ls -d -- *.tmp* 2>/dev/null | grep -v -x -F "$(basename "${STATEFILE:-none}")" | tr '\n' ' ' | sed 's/ $//')
+	local f
+	LEFT=
+	for f in "$(vm_dir "$1")"/*.tmp*; do
+		[ -e "$f" ] && [ "$f" != "$STATEFILE" ] && LEFT="$LEFT ${f##*/}"
+	done
 	[ -n "$LEFT" ] && LEFT_UNTIL_LOCK=$((LEFT_UNTIL_LOCK + 1))
 }
 
