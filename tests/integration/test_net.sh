@@ -32,11 +32,12 @@ outside_start() {
 	out_ns ip link set vmmti up
 	mkdir -p "$T_TMP/www"
 	echo "outside says hello" >"$T_TMP/www/index.html"
-	out_ns python3 -m http.server 8000 --bind 198.51.100.2 --directory "$T_TMP/www" \
+	# nsenter itself (it execs), not out_ns in a subshell, so that $! is the server
+	nsenter -t "$OUT_PID" -n python3 -m http.server 8000 --bind 198.51.100.2 --directory "$T_TMP/www" \
 		>/dev/null 2>&1 &
 	t_defer "kill $!"
 	# a DNS server outside: dnsmasq, knowing one name
-	out_ns dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+	nsenter -t "$OUT_PID" -n dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
 		--listen-address=198.51.100.2 --address=/vmmtest.example/198.51.100.77 \
 		--pid-file= --conf-file=/dev/null --user=root >/dev/null 2>&1 &
 	t_defer "kill $!"
