@@ -958,10 +958,6 @@ static bool parse_user(const char *s, uid_t *uid, gid_t *gid)
  */
 static int pick_user(vmm_qemu_cmd *q, vmm_error **err)
 {
-	static const char *const path =
-	    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-	q->envp = xcalloc(2, sizeof(char *));
-	q->envp[0] = xstrdup(path);
 	if (geteuid() != 0)
 		return 0;
 	const char *want = getenv("VMM_QEMU_USER");
@@ -1086,6 +1082,9 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	snprintf(qmp, sizeof(qmp), "socket,id=qmp0,fd=%d", VMM_QEMU_QMP_FD);
 	opt(&b, "-chardev", qmp, NULL);
 	opt(&b, "-mon", "chardev=qmp0,mode=control", NULL);
+	/* an environment of its own: nothing of vmm's (registry passwords) reaches QEMU */
+	q->envp = xcalloc(2, sizeof(char *));
+	q->envp[0] = xstrdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 	/* seccomp: no obsolete calls, no set*id, no fork or exec, no scheduler changes */
 	opt(&b, "-sandbox",
 	    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", NULL);

@@ -179,6 +179,25 @@ PY
 }
 
 # Allocated bytes of a file.
+# A small ext4 of SIZE (e.g. 48M) loop-mounted at $MNT for the test, unmounted at exit.
+small_fs() { # size
+	local img=$T_TMP/small.img
+	MNT=$T_TMP/mnt
+	truncate -s "$1" "$img"
+	mkfs.ext4 -q -F -m 0 "$img" >/dev/null 2>&1 || { fail "mkfs.ext4"; t_done; }
+	mkdir -p "$MNT"
+	mount -o loop "$img" "$MNT" || { fail "mount"; t_done; }
+	t_defer "umount $MNT || umount -l $MNT"
+}
+# Fill $MNT until only N MiB are free (a file "filler"; fill_to again replaces it).
+fill_to() { # mib
+	rm -f "$MNT/filler"
+	sync
+	local avail
+	avail=$(($(stat -f -c '%a * %S' "$MNT")))
+	fallocate -l $((avail - $1 * 1024 * 1024)) "$MNT/filler"
+}
+
 allocated() { echo $(($(stat -c %b "$1") * $(stat -c %B "$1"))); }
 
 t_done() {

@@ -32,12 +32,7 @@ vmm export src "$T_TMP/src.tar.zst"
 assert_rc 0 "export the source archive"
 
 # The small home: a 48 MiB ext4 holding a VM to keep (8 MiB of data).
-img=$T_TMP/small.img MNT=$T_TMP/mnt
-truncate -s 48M "$img"
-mkfs.ext4 -q -F -m 0 "$img" >/dev/null 2>&1 || { fail "mkfs.ext4"; t_done; }
-mkdir -p "$MNT"
-mount -o loop "$img" "$MNT" || { fail "mount"; t_done; }
-t_defer "umount $MNT || umount -l $MNT"
+small_fs 48M
 export VMM_HOME=$MNT/home
 vmm create keep --linux --disk-size 1
 truncate -s $((64 * MiB)) "$VMM_HOME/vms/keep/disk.img"
@@ -45,14 +40,6 @@ head -c $((8 * MiB)) /dev/urandom | dd of="$VMM_HOME/vms/keep/disk.img" bs=1M se
 sync
 
 sums() { (cd "$VMM_HOME" && find vms cache -type f -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum); }
-# leave only N MiB free
-fill_to() {
-	rm -f "$MNT/filler"
-	sync
-	local avail
-	avail=$(($(stat -f -c '%a * %S' "$MNT")))
-	fallocate -l $((avail - $1 * MiB)) "$MNT/filler"
-}
 # after a failure: one line about space, nothing changed, nothing left over
 check_failed() { # what
 	assert_rc 1 "$1: refused for want of space"

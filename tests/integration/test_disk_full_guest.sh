@@ -14,21 +14,9 @@ source "$(dirname "$0")/guest_lib.sh"
 MiB=$((1024 * 1024))
 CASES=0
 
-img=$T_TMP/small.img MNT=$T_TMP/mnt
-truncate -s 320M "$img"
-mkfs.ext4 -q -F -m 0 "$img" >/dev/null 2>&1 || { fail "mkfs.ext4"; t_done; }
-mkdir -p "$MNT"
-mount -o loop "$img" "$MNT" || { fail "mount"; t_done; }
-t_defer "umount $MNT || umount -l $MNT"
+small_fs 320M
 export VMM_HOME=$MNT/home
 
-fill_to() { # leave only N MiB free
-	rm -f "$MNT/filler"
-	sync
-	local avail
-	avail=$(($(stat -f -c '%a * %S' "$MNT")))
-	fallocate -l $((avail - $1 * MiB)) "$MNT/filler"
-}
 leftovers() { find "$VMM_HOME/vms" \( -name '*.tmp*' -o -name '.new-*' -o -name '.del-*' \) | wc -l; }
 runs_on() { # what: the guest ticks on and vmm run is alive
 	local t
