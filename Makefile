@@ -57,6 +57,15 @@ $(BUILD)/libvmm.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# the library preloaded into an unprivileged QEMU (vm/uffd_shim.h): its own
+# flags (QEMU loads it, so no sanitizers), its bytes inside vmm's binary
+SHIM_SO := $(BUILD)/shim/vmm-uffd.so
+$(SHIM_SO): vm/shim/uffd_preload.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -fPIC -shared $(WARN) -o $@ $< -ldl
+$(BUILD)/obj/vm/uffd_shim.o: $(SHIM_SO)
+$(BUILD)/obj/vm/uffd_shim.o: ALL_CFLAGS += -DVMM_UFFD_SHIM_SO='"$(SHIM_SO)"'
+
 # the trampolines of each library loaded on first use (common/lazy.h)
 LAZY_OBJ := $(BUILD)/obj/common/lazy.o $(BUILD)/obj/storage/libarchive.o \
             $(BUILD)/obj/registry/oci/libcurl.o
@@ -136,10 +145,10 @@ endif
 HDRS := $(wildcard */*.h registry/oci/*.h)
 
 format:
-	clang-format -i $(LIB_SRC) $(CMD_SRC) $(HDRS) $(UNIT_SRC) $(UNIT_HELPERS) $(FUZZ_SRC)
+	clang-format -i vm/shim/*.c $(LIB_SRC) $(CMD_SRC) $(HDRS) $(UNIT_SRC) $(UNIT_HELPERS) $(FUZZ_SRC)
 
 format-check:
-	clang-format --dry-run --Werror $(LIB_SRC) $(CMD_SRC) $(HDRS)
+	clang-format --dry-run --Werror vm/shim/*.c $(LIB_SRC) $(CMD_SRC) $(HDRS)
 
 analyze:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability -I. -D_GNU_SOURCE \

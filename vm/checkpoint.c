@@ -23,6 +23,7 @@
 #define NODE "vmm-ckpt" /* the backup target's node and job */
 #define SCRATCH ".disk.img.ckpt.qcow2"
 #define SCRATCH_FDSET 900 /* its fd set in QEMU (the bundle's files use 1 and up) */
+#define UFFD_FDSET 901	  /* /dev/userfaultfd, lent to an unprivileged QEMU */
 
 extern char **environ;
 
@@ -46,6 +47,7 @@ struct vmm_ckpt {
 	bool job_unleashed;
 	bool paused_by_us, resumed;
 	bool fdset_added; /* the scratch file is in QEMU's fd set SCRATCH_FDSET */
+	bool uffd_lent;	  /* QEMU holds /dev/userfaultfd in its fd set UFFD_FDSET */
 	bool background;  /* it ran and QEMU write-protects its RAM: it runs on by itself */
 	char *job_error;  /* owned: why the backup failed */
 	double stop_ts, resume_ts, start;
@@ -212,6 +214,30 @@ static int set_caps(vmm_qmp *q, bool background, vmm_error **err)
 	    json_pack("{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability", "x-ignore-shared",
 		      "state", 0, "capability", "background-snapshot", "state", background);
 	return vmm_qmp_execute(q, "migrate-set-capabilities", a, NULL, err);
+}
+
+/*
+ * An unprivileged QEMU may not make a userfaultfd itself (vm/uffd_shim.h):
+ * it gets /dev/userfaultfd, opened by root, for the snapshot and no longer.
+ * Without it (vmm not root, a kernel before 6.1) the snapshot pauses the
+ * guest throughout instead.
+ */
+static void lend_uffd(vmm_ckpt *k, vmm_qmp *q, const vmm_qemu_cmd *cmd)
+{
+	if (!cmd->drop)
+		return;
+	cleanup_close int fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (fd >= 0 && vmm_qmp_execute_fd(q, "add-fd", json_pack("{s:i}", "fdset-id", UFFD_FDSET),
+					  fd, NULL, NULL) == 0)
+		k->uffd_lent = true;
+}
+
+static void take_back_uffd(vmm_ckpt *k, vmm_qmp *q)
+{
+	if (q && k->uffd_lent)
+		vmm_qmp_execute(q, "remove-fd", json_pack("{s:i}", "fdset-id", UFFD_FDSET), NULL,
+				NULL);
+	k->uffd_lent = false;
 }
 
 static void drain_events(vmm_ckpt *k, vmm_qmp *q)
@@ -394,10 +420,13 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 		goto fail;
 	/*
 	 * background-snapshot needs userfaultfd, which an unprivileged QEMU
-	 * lacks where vm.unprivileged_userfaultfd is 0.  Refused while the same
+	 * lacks where vm.unprivileged_userfaultfd is 0 unless lent the device
+	 * (lend_uffd: vmm as root, Linux 6.1 and later).  Refused while the same
 	 * setting without it is accepted: the guest stays paused for the whole
 	 * save instead (the same stream, only a longer pause).
 	 */
+	if (k->was_running)
+		lend_uffd(k, q, cmd);
 	k->background = k->was_running && set_caps(q, true, NULL) == 0;
 	if ((!k->background && set_caps(q, false, err) < 0) ||
 	    (k->background && prepare_disk(k, q, err) < 0))
@@ -510,6 +539,7 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 			k->migrated = true;
 			k->migrating = false;
 			set_caps(q, false, NULL);
+			take_back_uffd(k, q);
 			if (k->paused_by_us) { /* no background-snapshot: paused until now */
 				if (vmm_qmp_execute(q, "cont", NULL, NULL, err) < 0)
 					return -1;
@@ -621,6 +651,7 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 		vmm_qmp_execute(q, "cont", NULL, NULL, NULL);
 	if (q && !published)
 		set_caps(q, false, NULL);
+	take_back_uffd(k, q);
 	if (k->w)
 		vmm_chunk_writer_cancel(k->w);
 	if (k->pump_started)

@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "vm/bundle.h"
 #include "vm/net.h"
+#include "vm/uffd_shim.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -363,7 +364,7 @@ static void mopt(builder *b, const char *name, const char *value)
 static int pass_file(vmm_qemu_cmd *q, const char *path, int flags, bool image)
 {
 	q->files = xrealloc(q->files, (q->nfiles + 1) * sizeof(*q->files));
-	q->files[q->nfiles] = (vmm_qemu_file){xstrdup(path), flags, image};
+	q->files[q->nfiles] = (vmm_qemu_file){xstrdup(path), flags, image, NULL, 0};
 	return VMM_QEMU_FILE_FD + (int)q->nfiles++;
 }
 
@@ -1083,8 +1084,18 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	opt(&b, "-chardev", qmp, NULL);
 	opt(&b, "-mon", "chardev=qmp0,mode=control", NULL);
 	/* an environment of its own: nothing of vmm's (registry passwords) reaches QEMU */
-	q->envp = xcalloc(2, sizeof(char *));
+	q->envp = xcalloc(3, sizeof(char *));
 	q->envp[0] = xstrdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	/* an unprivileged QEMU's userfaultfd, for snapshots of a running guest (uffd_shim.h) */
+	size_t shim_size;
+	const unsigned char *shim = vmm_uffd_shim(&shim_size);
+	if (q->drop && shim_size) {
+		q->files = xrealloc(q->files, (q->nfiles + 1) * sizeof(*q->files));
+		q->files[q->nfiles] =
+		    (vmm_qemu_file){xstrdup("vmm-uffd.so"), O_RDONLY, true, shim, shim_size};
+		q->envp[1] = xasprintf("LD_PRELOAD=/proc/self/fd/%d",
+				       VMM_QEMU_FILE_FD + (int)q->nfiles++);
+	}
 	/* seccomp: no obsolete calls, no set*id, no fork or exec, no scheduler changes */
 	opt(&b, "-sandbox",
 	    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", NULL);
@@ -1112,15 +1123,19 @@ static bool readable_by(const vmm_qemu_cmd *q, const struct stat *st)
 	return group ? st->st_mode & S_IRGRP : st->st_mode & S_IROTH;
 }
 
-/* A sealed copy of fd in a memfd, which anyone may open (mode 0777) but nobody may change. */
-static int memfd_copy(int fd, const char *path, vmm_error **err)
+/*
+ * A sealed copy of fd, or of bytes if set, in a memfd, which anyone may
+ * open (mode 0777) but nobody may change.
+ */
+static int memfd_copy(int fd, const unsigned char *bytes, size_t nbytes, const char *path,
+		      vmm_error **err)
 {
 	int m = memfd_create("vmm-boot-image", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (m < 0)
 		return vmm_error_errno(err, errno, "memfd_create");
 	char buf[65536];
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
+	ssize_t n = bytes ? vmm_write_all(m, bytes, nbytes) : 0;
+	while (!bytes && (n = read(fd, buf, sizeof(buf))) > 0)
 		if (vmm_write_all(m, buf, (size_t)n) < 0) {
 			n = -1;
 			break;
@@ -1139,6 +1154,11 @@ int vmm_qemu_files_open(const vmm_qemu_cmd *q, int dirfd, int *fds, vmm_error **
 	size_t i;
 	for (i = 0; i < q->nfiles; i++) {
 		const vmm_qemu_file *f = &q->files[i];
+		if (f->bytes) {
+			if ((fds[i] = memfd_copy(-1, f->bytes, f->nbytes, f->path, err)) < 0)
+				break;
+			continue;
+		}
 		fds[i] = openat(dirfd, f->path, f->flags | O_CLOEXEC | O_NOCTTY);
 		if (fds[i] < 0) {
 			vmm_error_errno(err, errno, "open `%s`", f->path);
@@ -1146,7 +1166,7 @@ int vmm_qemu_files_open(const vmm_qemu_cmd *q, int dirfd, int *fds, vmm_error **
 		}
 		struct stat st;
 		if (f->image && q->drop && fstat(fds[i], &st) == 0 && !readable_by(q, &st)) {
-			int m = memfd_copy(fds[i], f->path, err);
+			int m = memfd_copy(fds[i], NULL, 0, f->path, err);
 			close(fds[i]);
 			fds[i] = m;
 			if (m < 0)

@@ -101,6 +101,8 @@ typedef struct vmm_qemu_file {
 	char *path; /* owned: relative to the bundle, or absolute */
 	int flags;  /* O_RDONLY or O_RDWR */
 	bool image; /* read whole by QEMU's loader through /proc/self/fd (kernel, initramfs) */
+	const unsigned char *bytes; /* borrowed: if set, a sealed memfd of these instead */
+	size_t nbytes;
 } vmm_qemu_file;
 
 typedef struct vmm_qemu_cmd {

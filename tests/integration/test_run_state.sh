@@ -244,11 +244,14 @@ fi
 vmm stop old
 
 echo "a snapshot of a running VM: memory and disk of one instant, the console flowing"
-# QEMU as root may use userfaultfd (background-snapshot); as its sandbox user it
-# may not unless vm.unprivileged_userfaultfd=1, and pauses instead (nobody's case below)
+# QEMU runs as its sandbox user, who may not make a userfaultfd where
+# vm.unprivileged_userfaultfd is 0: vmm, as root, lends it /dev/userfaultfd for
+# background-snapshot (vm/uffd_shim.h).  An ordinary user's VM pauses instead (below).
 guest_create live 512 "console=ttyS0 quiet vmmtest.fill=200 vmmtest.diskcounter=/dev/vda"
-VMM_QEMU_USER=root run_bg live
+run_bg live
 wait_console live "VMMTEST DISKCOUNTER 3" 1 || fail "live boots and counts"
+quser=$(ps -o user= -C qemu-system-x86_64 -o args= | awk '/-name vmm-live /{print $1}' | head -n1)
+assert_true "live's QEMU runs unprivileged (as ${quser:-?})" test -n "$quser" -a "$quser" != root
 mkdir "$T_TMP/live"
 before=$(count live "VMMTEST TICK")
 "$VMM" checkpoint live "$T_TMP/live" --stats >"$T_TMP/live.stats" 2>"$T_TMP/live.ckerr" &
