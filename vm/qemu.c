@@ -1093,8 +1093,8 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 		q->files = xrealloc(q->files, (q->nfiles + 1) * sizeof(*q->files));
 		q->files[q->nfiles] =
 		    (vmm_qemu_file){xstrdup("vmm-uffd.so"), O_RDONLY, true, shim, shim_size};
-		q->envp[1] = xasprintf("LD_PRELOAD=/proc/self/fd/%d",
-				       VMM_QEMU_FILE_FD + (int)q->nfiles++);
+		q->envp[1] =
+		    xasprintf("LD_PRELOAD=/proc/self/fd/%d", VMM_QEMU_FILE_FD + (int)q->nfiles++);
 	}
 	/* seccomp: no obsolete calls, no set*id, no fork or exec, no scheduler changes */
 	opt(&b, "-sandbox",

@@ -118,13 +118,14 @@ static void test_dhcp_reply__request(void **state)
 	} cases[] = {
 	    {"10.0.2.15", "10.0.2.2", NULL, 5, "255.255.255.255"}, /* selecting */
 	    {"10.0.2.16", "10.0.2.2", NULL, 6, "255.255.255.255"}, /* another address */
-	    {"10.0.2.15", "10.0.9.9", NULL, 0, NULL},		    /* another server's offer */
-	    {NULL, NULL, "10.0.2.15", 5, "10.0.2.15"},		    /* renewing: unicast */
-	    {"10.0.2.15", NULL, NULL, 5, "255.255.255.255"},	    /* init-reboot */
-	    {"192.168.1.7", NULL, NULL, 6, "255.255.255.255"},	    /* a lease from elsewhere */
+	    {"10.0.2.15", "10.0.9.9", NULL, 0, NULL},		   /* another server's offer */
+	    {NULL, NULL, "10.0.2.15", 5, "10.0.2.15"},		   /* renewing: unicast */
+	    {"10.0.2.15", NULL, NULL, 5, "255.255.255.255"},	   /* init-reboot */
+	    {"192.168.1.7", NULL, NULL, 6, "255.255.255.255"},	   /* a lease from elsewhere */
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		size_t q = request(req, 3, cases[i].requested, cases[i].server, cases[i].ciaddr, MAC);
+		size_t q =
+		    request(req, 3, cases[i].requested, cases[i].server, cases[i].ciaddr, MAC);
 		size_t n = vmm_dhcp_reply(&l, req, q, r, &to);
 		if (!cases[i].want) {
 			assert_int_equal(n, 0);
@@ -148,9 +149,12 @@ static void test_dhcp_reply__ignored(void **state)
 	struct in_addr to;
 	const uint8_t other[6] = {0x52, 0x54, 0, 1, 2, 3};
 	/* another MAC, a release, a decline */
-	assert_int_equal(vmm_dhcp_reply(&l, req, request(req, 1, NULL, NULL, NULL, other), r, &to), 0);
-	assert_int_equal(vmm_dhcp_reply(&l, req, request(req, 7, NULL, NULL, "10.0.2.15", MAC), r, &to), 0);
-	assert_int_equal(vmm_dhcp_reply(&l, req, request(req, 4, "10.0.2.15", NULL, NULL, MAC), r, &to), 0);
+	assert_int_equal(vmm_dhcp_reply(&l, req, request(req, 1, NULL, NULL, NULL, other), r, &to),
+			 0);
+	assert_int_equal(
+	    vmm_dhcp_reply(&l, req, request(req, 7, NULL, NULL, "10.0.2.15", MAC), r, &to), 0);
+	assert_int_equal(
+	    vmm_dhcp_reply(&l, req, request(req, 4, "10.0.2.15", NULL, NULL, MAC), r, &to), 0);
 	/* truncated, a reply instead of a request, a wrong cookie, an option past the end */
 	size_t q = request(req, 1, NULL, NULL, NULL, MAC);
 	assert_int_equal(vmm_dhcp_reply(&l, req, 239, r, &to), 0);

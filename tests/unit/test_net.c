@@ -127,10 +127,14 @@ static void test_net_opts__check(void **state)
 	err = NULL;
 	vmm_net_opts e = {.softnet = true, .softnet_expose = "2222:22,80"};
 	assert_int_equal(vmm_net_check_opts(&e, &err), -1);
-	assert_string_equal(err->msg, "--net-softnet-expose: \"80\" is not EXTERNAL_PORT:INTERNAL_PORT");
+	assert_string_equal(err->msg,
+			    "--net-softnet-expose: \"80\" is not EXTERNAL_PORT:INTERNAL_PORT");
 	vmm_error_free(err);
-	vmm_net_opts good = {.softnet = true, .softnet_expose = "2222:22,8080:80",
-			     .softnet_allow = "192.168.0.0/24", .publish = pub, .npublish = 1};
+	vmm_net_opts good = {.softnet = true,
+			     .softnet_expose = "2222:22,8080:80",
+			     .softnet_allow = "192.168.0.0/24",
+			     .publish = pub,
+			     .npublish = 1};
 	assert_int_equal(vmm_net_check_opts(&good, NULL), 0);
 }
 

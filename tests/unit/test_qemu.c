@@ -190,11 +190,14 @@ static void test_qemu_cmd__direct_kernel(void **state)
 	assert_true(has_file_pair(q, "-initrd", "initramfs"));
 	assert_true(model_pair(q, "-kernel", "kernel"));
 	assert_true(model_pair(q, "-initrd", "initramfs"));
-	assert_true(has_file_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
-	assert_true(model_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
+	assert_true(
+	    has_file_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
+	assert_true(
+	    model_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,discard=unmap"));
 	/* QEMU's image locks would outlive its reopenings through an fd set */
-	assert_true(has_pair(q, "-drive", "file=/dev/fdset/1,file.locking=off,if=none,id=disk0,"
-					  "format=raw,discard=unmap"));
+	assert_true(has_pair(q, "-drive",
+			     "file=/dev/fdset/1,file.locking=off,if=none,id=disk0,"
+			     "format=raw,discard=unmap"));
 	/* the writable disk's set has a read-write file and a read-only twin */
 	assert_non_null(in_set(q, 1, O_RDWR));
 	assert_non_null(in_set(q, 1, O_RDONLY));
@@ -205,8 +208,9 @@ static void test_qemu_cmd__direct_kernel(void **state)
 		assert_null(strstr(q->argv[i], f->base));
 		assert_null(strstr(q->argv[i], "disk.img"));
 	}
-	assert_true(has_pair(q, "-sandbox",
-			     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+	assert_true(
+	    has_pair(q, "-sandbox",
+		     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
 	assert_false(model_has(q, "-sandbox"));
 	/* QEMU's environment is its own: PATH, nothing of the caller's */
 	assert_non_null(q->envp);
@@ -289,8 +293,9 @@ static void test_qemu_cmd__run_devices(void **state)
 	vmm_qemu_opts o = plain;
 	o.root_disk = (vmm_disk_opts){.sync = VMM_DISK_SYNC_NONE};
 	assert_int_equal(vmm_qemu_cmd_build(&q, f->a, f->cfg, &o, NULL), 0);
-	assert_true(has_file_pair(q, "-drive", "file=disk.img,if=none,id=disk0,format=raw,"
-					       "discard=unmap,cache.no-flush=on"));
+	assert_true(has_file_pair(q, "-drive",
+				  "file=disk.img,if=none,id=disk0,format=raw,"
+				  "discard=unmap,cache.no-flush=on"));
 	assert_string_equal(q->fingerprint, base->fingerprint);
 	vmm_qemu_cmd_free(q);
 	/* a read-only root disk is another guest */
@@ -361,10 +366,12 @@ static void test_qemu_cmd__run_devices(void **state)
 	want = xasprintf("local,id=fs0,path=%s/t0,security_model=none,multidevs=remap", shares);
 	assert_true(has_pair(q, "-fsdev", want));
 	free(want);
-	want = xasprintf("local,id=fs1,path=%s/another,,vm,security_model=none,readonly=on", f->base);
+	want =
+	    xasprintf("local,id=fs1,path=%s/another,,vm,security_model=none,readonly=on", f->base);
 	assert_true(has_pair(q, "-fsdev", want));
 	free(want);
-	assert_true(has_pair(q, "-device", "virtio-9p-pci,id=share0,fsdev=fs0,mount_tag=" VMM_DIR_DEFAULT_TAG));
+	assert_true(has_pair(q, "-device",
+			     "virtio-9p-pci,id=share0,fsdev=fs0,mount_tag=" VMM_DIR_DEFAULT_TAG));
 	assert_true(has_pair(q, "-device", "virtio-9p-pci,id=share1,fsdev=fs1,mount_tag=work"));
 	assert_false(model_has(q, f->base));
 	assert_int_equal(q->nbinds, 2);
