@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 
 #include <lz4frame.h>
 #include <zstd.h>
@@ -901,6 +904,8 @@ static int read_chunk(codec_ctx *c, int fd, const vmm_savefile_header *h, const 
 
 struct vmm_chunk_fill {
 	int fd, ram_fd;
+	unsigned char *ram; /* the RAM mapped, where it cannot be written to (hugetlbfs) */
+	size_t ram_len;
 	const vmm_savefile_header *h;
 	const vmm_chunk_index *x;
 	char *what;
@@ -926,8 +931,13 @@ static int scatter(struct vmm_chunk_fill *f, const record *r, const unsigned cha
 		size_t q = p;
 		while (q < PAGES_MAX && bit(r->bitmap, q))
 			q++;
-		if (vmm_pwrite_all(f->ram_fd, data + k * PAGE, (q - p) * PAGE,
-				   (off_t)(r->position + p * PAGE)) < 0)
+		uint64_t at = r->position + p * PAGE, len = (q - p) * PAGE;
+		if (f->ram && (at > f->ram_len || len > f->ram_len - at))
+			return vmm_error_set(err, VMM_EFORMAT, "%s: memory beyond the guest's",
+					     f->what);
+		if (f->ram)
+			memcpy(f->ram + at, data + k * PAGE, len);
+		else if (vmm_pwrite_all(f->ram_fd, data + k * PAGE, len, (off_t)at) < 0)
 			return vmm_error_errno(err, errno, "write guest memory");
 		k += q - p;
 		p = q;
@@ -973,10 +983,22 @@ int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header
 			 const vmm_chunk_index *x, int ram_fd, int threads, const char *what,
 			 vmm_error **err)
 {
-	(void)err;
 	struct vmm_chunk_fill *f = xcalloc(1, sizeof(*f));
 	f->fd = fd;
 	f->ram_fd = ram_fd;
+	/* huge pages (hugetlbfs) cannot be written to, only mapped */
+	struct statfs sf;
+	struct stat st;
+	if (fstatfs(ram_fd, &sf) == 0 && sf.f_type == HUGETLBFS_MAGIC && fstat(ram_fd, &st) == 0) {
+		void *m =
+		    mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, ram_fd, 0);
+		if (m == MAP_FAILED) {
+			free(f);
+			return vmm_error_errno(err, errno, "map guest memory");
+		}
+		f->ram = m;
+		f->ram_len = (size_t)st.st_size;
+	}
 	f->h = h;
 	f->x = x;
 	f->what = xstrdup(what);
@@ -1038,6 +1060,8 @@ int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_chunk_base **base, vmm_error **er
 	}
 	free(f->hashes);
 	vmm_error_free(f->error);
+	if (f->ram)
+		munmap(f->ram, f->ram_len);
 	pthread_mutex_destroy(&f->mu);
 	free(f->th);
 	free(f->what);

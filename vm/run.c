@@ -839,6 +839,67 @@ static int shares_dir(run *r, vmm_qemu_opts *qo, vmm_error **err)
 	return 0;
 }
 
+#define HUGE_PAGE (2ull << 20)
+
+/* free_hugepages less resv_hugepages of the host's pool of 2 MiB pages */
+static uint64_t huge_pages_free(void)
+{
+	const char *dir = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+	unsigned long long v[2] = {0, 0};
+	const char *names[] = {"free_hugepages", "resv_hugepages"};
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		cleanup_free char *path = path_join(dir, names[i]);
+		cleanup_file FILE *f = fopen(path, "re");
+		if (!f || fscanf(f, "%llu", &v[i]) != 1)
+			return 0;
+	}
+	return v[0] > v[1] ? v[0] - v[1] : 0;
+}
+
+/*
+ * The guest's RAM: a memfd, gone with the last of vmm and QEMU however they
+ * end.  VMM_HUGEPAGES=1 takes it from the host's pool of 2 MiB huge pages
+ * (hugetlbfs), all of it at once: a snapshot of the running guest then
+ * write-protects one entry per 2 MiB instead of one per 4 KiB, which is
+ * most of its pause.  Where the pool is short, or the memory is not whole
+ * huge pages, ordinary pages, and a notice says why.
+ */
+static int guest_ram(run *r, vmm_error **err)
+{
+	r->ram_size = vmm_state_ram_size(r->cfg->memory_size);
+	const char *want = getenv("VMM_HUGEPAGES");
+	if (want && strcmp(want, "1") == 0) {
+		uint64_t need = r->ram_size / HUGE_PAGE, have = huge_pages_free();
+		int fd = -1;
+		if (r->ram_size % HUGE_PAGE)
+			say(r,
+			    "huge pages: %llu MiB of memory is not whole 2 MiB pages: "
+			    "ordinary pages instead",
+			    (unsigned long long)(r->ram_size >> 20));
+		else if (have < need)
+			say(r,
+			    "huge pages: %llu needed, %llu free in the host's pool: "
+			    "ordinary pages instead",
+			    (unsigned long long)need, (unsigned long long)have);
+		else if ((fd = memfd_create("vmm-guest-ram", MFD_CLOEXEC | MFD_HUGETLB)) < 0 ||
+			 ftruncate(fd, (off_t)r->ram_size) < 0 ||
+			 fallocate(fd, 0, 0, (off_t)r->ram_size) < 0) {
+			say(r, "huge pages: %s: ordinary pages instead", strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+		}
+		if (fd >= 0) {
+			r->ram = fd;
+			return 0;
+		}
+	}
+	r->ram = memfd_create("vmm-guest-ram", MFD_CLOEXEC);
+	if (r->ram < 0 || ftruncate(r->ram, (off_t)r->ram_size) < 0)
+		return vmm_error_errno(err, errno, "guest memory of %llu MiB",
+				       (unsigned long long)(r->ram_size >> 20));
+	return 0;
+}
 /* Everything between holding the lock and QEMU's exit. */
 static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error **err)
 {
@@ -902,12 +963,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		say(r, "%s", r->cmd->notice);
 	if (r->cmd->sandbox_notice)
 		say(r, "%s", r->cmd->sandbox_notice);
-	/* the guest's RAM: gone with the last of vmm and QEMU, however they end */
-	r->ram_size = vmm_state_ram_size(r->cfg->memory_size);
-	r->ram = memfd_create("vmm-guest-ram", MFD_CLOEXEC);
-	if (r->ram < 0 || ftruncate(r->ram, (off_t)r->ram_size) < 0)
-		return vmm_error_errno(err, errno, "guest memory of %llu MiB",
-				       (unsigned long long)(r->ram_size >> 20));
+	if (guest_ram(r, err) < 0)
+		return -1;
 	/* a saved RAM decompresses while QEMU starts */
 	vmm_state_load *load = NULL;
 	if (resume && vmm_state_load_begin(&load, state, h, r->ram, err) < 0)
