@@ -900,6 +900,7 @@ static int guest_ram(run *r, vmm_error **err)
 				       (unsigned long long)(r->ram_size >> 20));
 	return 0;
 }
+
 /* Everything between holding the lock and QEMU's exit. */
 static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error **err)
 {
