@@ -39,6 +39,9 @@ t_init
 SIZES=${BENCH_SIZES:-512 1024 2048 4096}
 die() { echo "bench_suspend: $*"; exit 1; }
 guest=$(bash tests/guest/build.sh) || die "cannot build the test guest"
+# built (downloaded) first; then in a network namespace of its own: the VMs'
+# networks (vm/net.h) and the registry stay off the machine's own network
+t_netns "$@"
 
 mkdir -p build/bench
 assert_real_disk build/bench

@@ -96,7 +96,13 @@ SOCK = os.path.join(WORK, "qmp.sock")
 def start(incoming):
     args = [shutil.which(MODEL[0])]
     for a in MODEL[1:]:
-        args.append(f"file,id=console,path={LOG}" if a.startswith("stdio,id=console") else a)
+        if a.startswith("stdio,id=console"):
+            a = f"file,id=console,path={LOG}"
+        elif a.startswith("tap,id=net0"):
+            # the network's backend is not in the saved state: user-mode NAT,
+            # restricted, makes no interface on the host (no qemu-ifup)
+            a = "user,id=net0,restrict=on"
+        args.append(a)
     args += ["-display", "none", "-no-user-config", "-qmp", f"unix:{SOCK},server=on,wait=off",
              "-S"]
     if incoming:

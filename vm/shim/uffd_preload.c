@@ -61,9 +61,12 @@ static int find_device(void)
 
 long syscall(long nr, ...)
 {
-	static syscall_fn next;
-	if (!next)
+	static syscall_fn next_fn; /* libc's; threads may race to look it up, to one answer */
+	syscall_fn next = __atomic_load_n(&next_fn, __ATOMIC_ACQUIRE);
+	if (!next) {
 		next = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
+		__atomic_store_n(&next_fn, next, __ATOMIC_RELEASE);
+	}
 	va_list ap;
 	va_start(ap, nr);
 	long a[6];
