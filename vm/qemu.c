@@ -1090,11 +1090,10 @@ int vmm_qemu_cmd_build(vmm_qemu_cmd **out, const char *dir, const vmm_config *c,
 	size_t shim_size;
 	const unsigned char *shim = vmm_uffd_shim(&shim_size);
 	if (q->drop && shim_size) {
-		q->files = xrealloc(q->files, (q->nfiles + 1) * sizeof(*q->files));
-		q->files[q->nfiles] =
-		    (vmm_qemu_file){xstrdup("vmm-uffd.so"), O_RDONLY, true, shim, shim_size};
-		q->envp[1] =
-		    xasprintf("LD_PRELOAD=/proc/self/fd/%d", VMM_QEMU_FILE_FD + (int)q->nfiles++);
+		int fd = pass_file(q, "vmm-uffd.so", O_RDONLY, true);
+		q->files[q->nfiles - 1].bytes = shim;
+		q->files[q->nfiles - 1].nbytes = shim_size;
+		q->envp[1] = xasprintf("LD_PRELOAD=/proc/self/fd/%d", fd);
 	}
 	/* seccomp: no obsolete calls, no set*id, no fork or exec, no scheduler changes */
 	opt(&b, "-sandbox",
