@@ -150,11 +150,27 @@ static int run_tool(const char *const argv[], vmm_error **err)
 	return vmm_error_set(err, VMM_EGENERIC, "%s failed%s%s", argv[0], msg[0] ? ": " : "", msg);
 }
 
+/*
+ * The rest of QEMU's stream, read and dropped.  A background snapshot must
+ * end as QEMU sees it: QEMU 7.2 lifts the write protection of the guest's
+ * RAM only when the migration completes, so a stream broken after that
+ * leaves the guest stuck on its next write.
+ */
+static void drain(int fd)
+{
+	static char sink[1 << 16];
+	ssize_t n;
+	while ((n = read(fd, sink, sizeof(sink))) > 0 || (n < 0 && errno == EINTR))
+		;
+}
+
 static void *pump_main(void *arg)
 {
 	vmm_ckpt *k = arg;
 	vmm_error *e = NULL;
 	int rc = vmm_chunk_writer_pump(k->w, k->rd, &e);
+	if (rc < 0 && k->background)
+		drain(k->rd);
 	pthread_mutex_lock(&k->mu);
 	k->pump_rc = rc;
 	k->pump_err = e;
@@ -586,18 +602,19 @@ int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error 
 }
 
 /*
- * After migrate_cancel: wait until QEMU's migration has ended, one way or
- * the other, before the guest is let go.  A `cont` while it runs would be
- * undone when it completes (the guest stays paused, "postmigrate"), and
- * QEMU cannot stop writing into a pipe (it has no shutdown): if the pump
- * gave up reading (a full disk), closing our end makes its write fail.
+ * After migrate_cancel, or a failure during a background snapshot: wait until QEMU's migration has
+ * ended, one way or the other, before the guest is let go.  A `cont` while it runs would be undone
+ * when it completes (the guest stays paused, "postmigrate"), and QEMU cannot stop writing into a
+ * pipe (it has no shutdown): if the pump gave up reading (a full disk), closing our end makes its
+ * write fail.  Not under a background snapshot, which is never cancelled and whose pump drains the
+ * stream to its end (drain).
  */
 static void settle_migration(vmm_ckpt *k, vmm_qmp *q)
 {
 	pthread_mutex_lock(&k->mu);
 	bool reading = k->pump_started && !k->pump_done;
 	pthread_mutex_unlock(&k->mu);
-	if (!reading && k->rd >= 0) {
+	if (!reading && k->rd >= 0 && !k->background) {
 		close(k->rd);
 		k->rd = -1;
 	}
@@ -615,13 +632,35 @@ static void settle_migration(vmm_ckpt *k, vmm_qmp *q)
 	}
 }
 
+/*
+ * A snapshot that failed lets the guest go if it was stopped for it: by
+ * vmm's `stop`, or, with background-snapshot, by QEMU's own, which QEMU
+ * undoes only once the RAM is write-protected (a stream that breaks before
+ * that leaves the guest paused).
+ */
+static void let_go(vmm_ckpt *k, vmm_qmp *q, bool published)
+{
+	bool stopped = k->paused_by_us;
+	if (!stopped && k->background && k->was_running && !published) {
+		json_t *st = NULL;
+		if (vmm_qmp_execute(q, "query-status", NULL, &st, NULL) == 0)
+			stopped = !json_is_true(json_object_get(st, "running"));
+		json_decref(st);
+	}
+	if (stopped)
+		vmm_qmp_execute(q, "cont", NULL, NULL, NULL);
+	k->paused_by_us = false;
+}
+
 void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 {
 	if (!k)
 		return;
 	bool published = !k->state_tmp;
 	if (q && k->migrating) {
-		vmm_qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
+		/* a background snapshot is let finish (drain), not cancelled */
+		if (!k->background)
+			vmm_qmp_execute(q, "migrate_cancel", NULL, NULL, NULL);
 		settle_migration(k, q);
 	}
 	/* QEMU holds the pipe's other end until a migration has used it */
@@ -647,8 +686,8 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	if (q && k->fdset_added)
 		vmm_qmp_execute(q, "remove-fd", json_pack("{s:i}", "fdset-id", SCRATCH_FDSET), NULL,
 				NULL);
-	if (q && k->paused_by_us)
-		vmm_qmp_execute(q, "cont", NULL, NULL, NULL);
+	if (q)
+		let_go(k, q, published);
 	if (q && !published)
 		set_caps(q, false, NULL);
 	take_back_uffd(k, q);
