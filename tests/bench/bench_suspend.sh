@@ -104,6 +104,29 @@ vmm_cycle() {
 	wait "$run_pid"
 	run_pid=""
 }
+# resume the VM (ENV... after the first two), snapshot it running $pauses
+# times into the array named $2 (the pauses, s), suspend it again
+snapshots() { # what array [ENV...]
+	local -n into=$2
+	local what=$1 out i
+	shift 2
+	echo "   snapshots of the running guest$what ($pauses) ..."
+	start_run "$@"
+	while [ -e "$st" ]; do sleep 0.01; done
+	wait_for "VMMTEST TICK" $(($(seen "VMMTEST TICK") + 2)) 120
+	grep -a "huge pages:" "$work/err" && die "no huge pages for the guest"
+	into=()
+	for i in $(seq 1 "$pauses"); do
+		mkdir "$work/ck"
+		out=$("$VMM" checkpoint "$vm" "$work/ck" --stats) || die "vmm checkpoint failed"
+		into+=("$(awk '{print $2}' <<<"$out")")
+		rm -rf "$work/ck"
+	done
+	echo "   pauses: ${into[*]} s"
+	"$VMM" suspend "$vm" >/dev/null || die "vmm suspend failed"
+	wait "$run_pid"
+	run_pid=""
+}
 # the baseline's helper: one command, one answer line
 base() {
 	echo "$1" >&"${BASE[1]}"
@@ -171,39 +194,11 @@ for size in $SIZES; do
 	done
 	[ "$(seen "VMMTEST BOOT")" -eq 1 ] || die "the guest rebooted during the vmm runs"
 
-	echo "   snapshots of the running guest ($pauses) ..."
-	start_run
-	while [ -e "$st" ]; do sleep 0.01; done
-	wait_for "VMMTEST TICK" $(($(seen "VMMTEST TICK") + 2)) 120
-	pause=()
-	for i in $(seq 1 "$pauses"); do
-		mkdir "$work/ck"
-		out=$("$VMM" checkpoint "$vm" "$work/ck" --stats) || die "vmm checkpoint failed"
-		pause+=("$(awk '{print $2}' <<<"$out")")
-		rm -rf "$work/ck"
-	done
-	echo "   pauses: ${pause[*]} s"
-	"$VMM" suspend "$vm" >/dev/null || die "vmm suspend failed"
-	wait "$run_pid"
-	run_pid=""
+	snapshots "" pause
 	hpause=()
 	if [ -n "$hp_was" ]; then
 		echo $((hp_was + mem / 2)) >"$hp_pool"
-		echo "   snapshots of the running guest in huge pages ($pauses) ..."
-		start_run VMM_HUGEPAGES=1
-		while [ -e "$st" ]; do sleep 0.01; done
-		wait_for "VMMTEST TICK" $(($(seen "VMMTEST TICK") + 2)) 120
-		grep -a "huge pages:" "$work/err" && die "no huge pages for the guest"
-		for i in $(seq 1 "$pauses"); do
-			mkdir "$work/ck"
-			out=$("$VMM" checkpoint "$vm" "$work/ck" --stats) || die "vmm checkpoint failed"
-			hpause+=("$(awk '{print $2}' <<<"$out")")
-			rm -rf "$work/ck"
-		done
-		echo "   pauses: ${hpause[*]} s"
-		"$VMM" suspend "$vm" >/dev/null || die "vmm suspend failed"
-		wait "$run_pid"
-		run_pid=""
+		snapshots " in huge pages" hpause VMM_HUGEPAGES=1
 		echo "$hp_was" >"$hp_pool"
 	fi
 

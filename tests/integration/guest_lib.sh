@@ -93,6 +93,25 @@ run_wait() { # name [secs]: wait for vmm run to exit, RUN_RC = its status (124 o
 	fi
 }
 
+# A bundle NEW from VM's files and the state and disk `vmm checkpoint` left in DIR.
+bundle_from_checkpoint() { # vm new dir
+	local home=$T_TMP/home/vms
+	mkdir "$home/$2"
+	cp "$home/$1/config.json" "$home/$1/kernel" "$home/$1/initramfs" "$home/$1/nvram.bin" "$home/$2/"
+	mv "$3/state.vmmsave" "$3/disk.img" "$home/$2/"
+}
+
+# NAME, run from a snapshot whose disk holds counter DISK, goes on from it, then stops.
+restored_goes_on() { # name disk
+	wait_console "$1" "VMMTEST DISKCOUNTER" 3 || fail "the snapshot resumes and counts"
+	assert_eq "$(grep -a -m1 -o 'VMMTEST DISKCOUNTER [0-9]*' "$T_TMP/$1.console" | awk '{print $3}')" \
+		"$(($2 + 1))" "memory goes on from the counter the disk holds"
+	assert_eq "$(count "$1" "DISKCOUNTER MISMATCH")" 0 "memory and disk agree"
+	assert_eq "$(count "$1" "VMMTEST BOOT")" 0 "without booting"
+	vmm stop "$1" --timeout 30
+	run_wait "$1" 30
+}
+
 state_of() { "$VMM" get "$1" --format json | grep -o '"State" : "[a-z]*"' | cut -d'"' -f4; }
 
 # rawSize from a state file's header (JSON after 12 bytes of magic and length)

@@ -16,7 +16,6 @@ source "$(dirname "$0")/guest_lib.sh"
 free_pages() { cat /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages; }
 was=$(cat "$pool")
 t_defer "echo $was >$pool"
-home=$T_TMP/home/vms
 mem=512
 need=$((mem / 2))
 echo $((need + 16)) >"$pool"
@@ -42,17 +41,9 @@ disk=$(dd if="$T_TMP/ck/disk.img" bs=512 skip=2048 count=1 status=none | tr -dc 
 assert_true "the snapshot's disk holds the counter ($disk)" test -n "$disk"
 t=$(last_tick h)
 wait_console h "VMMTEST TICK $((t + 2))" 1 && ok "h runs on" || fail "h runs on after the snapshot"
-mkdir "$home/h2"
-cp "$home/h/config.json" "$home/h/kernel" "$home/h/initramfs" "$home/h/nvram.bin" "$home/h2/"
-mv "$T_TMP/ck/state.vmmsave" "$T_TMP/ck/disk.img" "$home/h2/"
+bundle_from_checkpoint h h2 "$T_TMP/ck"
 VMM_HUGEPAGES=1 run_bg h2
-wait_console h2 "VMMTEST DISKCOUNTER" 3 || fail "the snapshot resumes and counts"
-assert_eq "$(grep -a -m1 -o 'VMMTEST DISKCOUNTER [0-9]*' "$T_TMP/h2.console" | awk '{print $3}')" \
-	"$((disk + 1))" "memory goes on from the counter the disk holds"
-assert_eq "$(count h2 "DISKCOUNTER MISMATCH")" 0 "memory and disk agree"
-assert_eq "$(count h2 "VMMTEST BOOT")" 0 "without booting"
-vmm stop h2 --timeout 30
-run_wait h2 30
+restored_goes_on h2 "$disk"
 
 echo "suspend and resume, with huge pages and without"
 vmm suspend h

@@ -272,17 +272,9 @@ disk=$(dd if="$T_TMP/live/disk.img" bs=512 skip=2048 count=1 status=none | tr -d
 assert_true "the snapshot's disk holds the counter ($disk)" test -n "$disk"
 vmm stop live --timeout 30
 run_wait live 30
-mkdir "$home/live2"
-cp "$home/live/config.json" "$home/live/kernel" "$home/live/initramfs" "$home/live/nvram.bin" "$home/live2/"
-mv "$T_TMP/live/state.vmmsave" "$T_TMP/live/disk.img" "$home/live2/"
+bundle_from_checkpoint live live2 "$T_TMP/live"
 run_bg live2
-wait_console live2 "VMMTEST DISKCOUNTER" 3 || fail "the snapshot resumes and counts"
-assert_eq "$(grep -a -m1 -o 'VMMTEST DISKCOUNTER [0-9]*' "$T_TMP/live2.console" | awk '{print $3}')" \
-	"$((disk + 1))" "memory goes on from the counter the disk holds"
-assert_eq "$(count live2 "DISKCOUNTER MISMATCH")" 0 "memory and disk agree"
-assert_eq "$(count live2 "VMMTEST BOOT")" 0 "without booting"
-vmm stop live2 --timeout 30
-run_wait live2 30
+restored_goes_on live2 "$disk"
 
 echo "a snapshot of a running VM of an ordinary user: QEMU without userfaultfd, the guest paused meanwhile"
 # vm.unprivileged_userfaultfd 0 (Debian's default) keeps QEMU from write-protecting
