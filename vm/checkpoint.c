@@ -158,7 +158,7 @@ static int run_tool(const char *const argv[], vmm_error **err)
  */
 static void drain(int fd)
 {
-	static char sink[1 << 16];
+	char sink[1 << 16];
 	ssize_t n;
 	while ((n = read(fd, sink, sizeof(sink))) > 0 || (n < 0 && errno == EINTR))
 		;

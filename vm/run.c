@@ -849,8 +849,13 @@ static uint64_t huge_pages_free(void)
 	const char *names[] = {"free_hugepages", "resv_hugepages"};
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 		cleanup_free char *path = path_join(dir, names[i]);
-		cleanup_file FILE *f = fopen(path, "re");
-		if (!f || fscanf(f, "%llu", &v[i]) != 1)
+		cleanup_free char *text = NULL;
+		size_t len;
+		char *end;
+		if (vmm_read_file(path, 64, &text, &len, NULL) < 0)
+			return 0;
+		v[i] = strtoull(text, &end, 10);
+		if (end == text)
 			return 0;
 	}
 	return v[0] > v[1] ? v[0] - v[1] : 0;
