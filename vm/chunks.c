@@ -9,7 +9,9 @@
 #include <unistd.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/eventfd.h>
 #include <sys/statfs.h>
 
 #include <lz4frame.h>
@@ -253,7 +255,11 @@ struct vmm_chunk_base {
 	uint64_t *stream_off; /* owned: the stream frames */
 	uint32_t *stream_len; /* owned */
 	size_t nstream;
+	/* a lazy resume's fill under way (vmm_chunk_fill_base): e[i] is its record nstream + i */
+	struct vmm_chunk_fill *fill;
 };
+
+static bool fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash);
 
 void vmm_chunk_base_free(vmm_chunk_base *b)
 {
@@ -414,12 +420,36 @@ static int emit(vmm_chunk_writer *w, record *r, const void *data, size_t n, vmm_
 	return 0;
 }
 
+/* Base frame b again for record r. */
+static int reuse(vmm_chunk_writer *w, const base_entry *b, record *r, vmm_error **err)
+{
+	if (w->in_place) { /* already in this file */
+		w->used[b - w->base->e] = true;
+		record_chunk(w, r, b->offset, b->csize, true);
+		return 0;
+	}
+	uint64_t off = reserve(w, b->csize);
+	if (copy_range(w->base->fd, b->offset, w->fd, off, b->csize) < 0)
+		return vmm_error_errno(err, errno, "write %s", w->what);
+	record_chunk(w, r, off, b->csize, true);
+	return 0;
+}
+
 /* One stretch of RAM: its non-zero pages, packed, compressed. */
 static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned char *in,
 		     unsigned char *out, size_t cap, vmm_error **err)
 {
 	size_t len =
 	    w->ram_size - pos < VMM_CHUNK_SIZE ? (size_t)(w->ram_size - pos) : VMM_CHUNK_SIZE;
+	const base_entry *b = w->base ? base_find(w->base, pos) : NULL;
+	uint64_t bhash = b ? b->hash : 0;
+	if (b && w->base->fill &&
+	    !fill_chunk_in(w->base->fill, w->base->nstream + (size_t)(b - w->base->e), &bhash)) {
+		/* not in yet, so the guest never touched it: its frame as it is */
+		record r = {.type = REC_MEMORY, .position = pos, .rsize = b->rsize};
+		memcpy(r.bitmap, b->bitmap, BITMAP_BYTES);
+		return reuse(w, b, &r, err);
+	}
 	if (vmm_pread_all(w->ram_fd, in, len, (off_t)pos) < 0)
 		return vmm_error_errno(err, errno, "read guest memory");
 	record r = {.type = REC_MEMORY, .position = pos};
@@ -437,20 +467,9 @@ static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned c
 		return 0;
 	r.rsize = (uint32_t)(kept * PAGE);
 	/* the same pages as when the guest was resumed: that frame again */
-	const base_entry *b = w->base ? base_find(w->base, pos) : NULL;
 	if (b && b->rsize == r.rsize && memcmp(b->bitmap, r.bitmap, BITMAP_BYTES) == 0 &&
-	    b->hash == pages_hash(in, r.rsize)) {
-		if (w->in_place) { /* already in this file */
-			w->used[b - w->base->e] = true;
-			record_chunk(w, &r, b->offset, b->csize, true);
-			return 0;
-		}
-		uint64_t off = reserve(w, b->csize);
-		if (copy_range(w->base->fd, b->offset, w->fd, off, b->csize) < 0)
-			return vmm_error_errno(err, errno, "write %s", w->what);
-		record_chunk(w, &r, off, b->csize, true);
-		return 0;
-	}
+	    bhash == pages_hash(in, r.rsize))
+		return reuse(w, b, &r, err);
 	size_t n;
 	if (compress_chunk(c, w->codec, w->level, in, r.rsize, out, cap, &n, err) < 0)
 		return -1;
@@ -608,6 +627,26 @@ int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, 
 			if (n == 0 || list[n - 1] != c)
 				list[n++] = c;
 		pos = (uint64_t)hole;
+	}
+	/* a lazy resume's chunks not yet in are holes, or partly: their frames too */
+	const vmm_chunk_base *b = w->base;
+	if (b && b->fill) {
+		uint64_t *all = xcalloc(n + b->n + 1, sizeof(uint64_t));
+		size_t i = 0, j = 0, k = 0;
+		while (i < n || j < b->n) {
+			uint64_t next = j == b->n || (i < n && list[i] <= b->e[j].position)
+					    ? list[i]
+					    : b->e[j].position;
+			if (next < size && (k == 0 || all[k - 1] != next))
+				all[k++] = next;
+			if (i < n && list[i] == next)
+				i++;
+			if (j < b->n && b->e[j].position == next)
+				j++;
+		}
+		free(list);
+		list = all;
+		n = k;
 	}
 	pthread_mutex_lock(&w->mu);
 	free(w->mem);
@@ -902,20 +941,31 @@ static int read_chunk(codec_ctx *c, int fd, const vmm_savefile_header *h, const 
 
 /* --- filling guest memory --------------------------------------------------------- */
 
+enum { CHUNK_WAITING = 0, CHUNK_FILLING = 1, CHUNK_IN = 2 };
+
 struct vmm_chunk_fill {
-	int fd, ram_fd;
+	int fd, ram_fd;	    /* fd: our own descriptor of the state file */
 	unsigned char *ram; /* the RAM mapped, where it cannot be written to (hugetlbfs) */
 	size_t ram_len;
-	const vmm_savefile_header *h;
+	vmm_savefile_header h; /* the scalar fields of the state's header */
 	const vmm_chunk_index *x;
+	vmm_chunk_index *owned_x; /* the same, once the fill outlives its loader */
 	char *what;
 	pthread_t *th;
 	int nth;
 	pthread_mutex_t mu;
+	pthread_cond_t cv; /* a chunk is in, or the fill failed */
 	size_t next;
+	uint8_t *state;	 /* per record: CHUNK_* */
+	size_t left;	 /* memory records not yet in */
+	int done_fd;	 /* eventfd: readable once every chunk is in or the fill failed */
+	bool background; /* the guest runs: the threads yield to it and to its faults */
 	bool failed;
 	vmm_error *error;
 	uint64_t *hashes; /* owned: per record, of its pages */
+	/* the fault server's own buffers (vmm_chunk_fill_page: one caller at a time) */
+	codec_ctx page_c;
+	unsigned char *page_in, *page_out;
 };
 
 /* Write the pages of a decompressed memory chunk where they belong, in runs. */
@@ -945,33 +995,68 @@ static int scatter(struct vmm_chunk_fill *f, const record *r, const unsigned cha
 	return 0;
 }
 
+/* Record i is in (rc 0) or failed (e): say so to whoever waits. */
+static void chunk_done(struct vmm_chunk_fill *f, size_t i, uint64_t hash, int rc, vmm_error **e)
+{
+	pthread_mutex_lock(&f->mu);
+	f->state[i] = CHUNK_IN;
+	f->hashes[i] = hash;
+	if (rc < 0 && !f->failed) {
+		f->failed = true;
+		f->error = steal_ptr(*e);
+	}
+	bool done = rc < 0 || --f->left == 0;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	vmm_error_free(*e);
+	*e = NULL;
+	if (done) {
+		uint64_t one = 1;
+		(void)!write(f->done_fd, &one, sizeof(one));
+	}
+}
+
+/* Decompress record i into the RAM. */
+static int fill_one(struct vmm_chunk_fill *f, codec_ctx *c, size_t i, unsigned char *in,
+		    unsigned char *out)
+{
+	const record *r = &f->x->recs[i];
+	vmm_error *e = NULL;
+	uint64_t hash = 0;
+	if (read_chunk(c, f->fd, &f->h, r, in, out, f->what, &e) == 0) {
+		hash = pages_hash(out, r->rsize);
+		scatter(f, r, out, &e);
+	}
+	int rc = e ? -1 : 0;
+	chunk_done(f, i, hash, rc, &e);
+	return rc;
+}
+
 static void *fill_main(void *arg)
 {
 	struct vmm_chunk_fill *f = arg;
 	codec_ctx c = {0};
-	unsigned char *in = xmalloc(bound(f->h->codec, f->h->chunk_size));
-	unsigned char *out = xmalloc(f->h->chunk_size);
+	unsigned char *in = xmalloc(bound(f->h.codec, f->h.chunk_size));
+	unsigned char *out = xmalloc(f->h.chunk_size);
+	/* tests hold the threads here: a lazy resume's pages then all come through faults */
+	vmm_test_pause("resume-fill");
+	bool niced = false;
 	for (;;) {
 		pthread_mutex_lock(&f->mu);
+		while (f->next < f->x->n && f->state[f->next] != CHUNK_WAITING)
+			f->next++; /* the fault server took it */
 		size_t i = f->next++;
 		bool stop = f->failed || i >= f->x->n;
+		if (!stop)
+			f->state[i] = CHUNK_FILLING;
+		bool nice = f->background && !niced;
 		pthread_mutex_unlock(&f->mu);
-		if (stop)
-			break;
-		const record *r = &f->x->recs[i];
-		vmm_error *e = NULL;
-		if (read_chunk(&c, f->fd, f->h, r, in, out, f->what, &e) == 0)
-			f->hashes[i] = pages_hash(out, r->rsize);
-		if (e || scatter(f, r, out, &e) < 0) {
-			pthread_mutex_lock(&f->mu);
-			if (!f->failed) {
-				f->failed = true;
-				f->error = steal_ptr(e);
-			}
-			pthread_mutex_unlock(&f->mu);
-			vmm_error_free(e);
-			break;
+		if (nice) { /* this thread only (Linux) */
+			setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+			niced = true;
 		}
+		if (stop || fill_one(f, &c, i, in, out) < 0)
+			break;
 	}
 	codec_ctx_free(&c);
 	free(in);
@@ -984,7 +1069,6 @@ int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header
 			 vmm_error **err)
 {
 	struct vmm_chunk_fill *f = xcalloc(1, sizeof(*f));
-	f->fd = fd;
 	f->ram_fd = ram_fd;
 	/* huge pages (hugetlbfs) cannot be written to, only mapped */
 	struct statfs sf;
@@ -999,20 +1083,166 @@ int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header
 		f->ram = m;
 		f->ram_len = (size_t)st.st_size;
 	}
-	f->h = h;
+	f->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	f->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (f->fd < 0 || f->done_fd < 0) {
+		int e = errno;
+		if (f->ram)
+			munmap(f->ram, f->ram_len);
+		if (f->fd >= 0)
+			close(f->fd);
+		free(f);
+		return vmm_error_errno(err, e, "restore guest memory");
+	}
+	f->h.codec = h->codec;
+	f->h.chunk_size = h->chunk_size;
+	f->h.index_offset = h->index_offset;
+	f->h.compressed_size = h->compressed_size;
 	f->x = x;
 	f->what = xstrdup(what);
 	f->next = x->nstream;
+	f->left = x->n - x->nstream;
+	f->state = xcalloc(x->n ? x->n : 1, 1);
 	f->hashes = xcalloc(x->n ? x->n : 1, sizeof(uint64_t));
 	f->nth = threads > 0 ? threads : 1;
 	pthread_mutex_init(&f->mu, NULL);
-	posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+	pthread_cond_init(&f->cv, NULL);
+	if (f->left == 0) {
+		uint64_t one = 1;
+		(void)!write(f->done_fd, &one, sizeof(one));
+	}
+	posix_fadvise(f->fd, 0, 0, POSIX_FADV_WILLNEED);
 	f->th = xcalloc((size_t)f->nth, sizeof(pthread_t));
 	for (int i = 0; i < f->nth; i++)
 		if (pthread_create(&f->th[i], NULL, fill_main, f) != 0)
 			abort();
 	*out = f;
 	return 0;
+}
+
+void vmm_chunk_fill_background(vmm_chunk_fill *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->background = true;
+	pthread_mutex_unlock(&f->mu);
+}
+
+void vmm_chunk_fill_adopt_index(vmm_chunk_fill *f, vmm_chunk_index *x)
+{
+	f->owned_x = x;
+}
+
+int vmm_chunk_fill_done_fd(const vmm_chunk_fill *f)
+{
+	return f->done_fd;
+}
+
+bool vmm_chunk_fill_failed(vmm_chunk_fill *f)
+{
+	pthread_mutex_lock(&f->mu);
+	bool failed = f->failed;
+	pthread_mutex_unlock(&f->mu);
+	return failed;
+}
+
+void vmm_chunk_fill_cancel(vmm_chunk_fill *f)
+{
+	pthread_mutex_lock(&f->mu);
+	if (!f->failed) {
+		f->failed = true;
+		vmm_error_set(&f->error, VMM_EGENERIC, "restoring %s was cancelled", f->what);
+	}
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
+int vmm_chunk_fill_page(vmm_chunk_fill *f, uint64_t offset, bool *data)
+{
+	*data = false;
+	uint64_t pos = offset / f->h.chunk_size * f->h.chunk_size;
+	size_t lo = f->x->nstream, hi = f->x->n;
+	while (lo < hi) { /* memory records are in the order of their positions */
+		size_t mid = lo + (hi - lo) / 2;
+		if (f->x->recs[mid].position < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == f->x->n || f->x->recs[lo].position != pos)
+		return 0; /* a stretch the state does not hold: zeros */
+	/* a page of zeros, too, only once its chunk is in: the guest has then
+	 * touched nothing of a chunk that is not (vmm_chunk_fill_untouched) */
+	*data = bit(f->x->recs[lo].bitmap, (offset - pos) / PAGE);
+	pthread_mutex_lock(&f->mu);
+	if (!f->failed && f->state[lo] == CHUNK_WAITING) {
+		f->state[lo] = CHUNK_FILLING;
+		pthread_mutex_unlock(&f->mu);
+		if (!f->page_in) {
+			f->page_in = xmalloc(bound(f->h.codec, f->h.chunk_size));
+			f->page_out = xmalloc(f->h.chunk_size);
+		}
+		return fill_one(f, &f->page_c, lo, f->page_in, f->page_out);
+	}
+	while (!f->failed && f->state[lo] != CHUNK_IN)
+		pthread_cond_wait(&f->cv, &f->mu);
+	bool in = f->state[lo] == CHUNK_IN && !f->failed;
+	pthread_mutex_unlock(&f->mu);
+	return in ? 0 : -1;
+}
+
+/* What a save may reuse of f's state (its hashes as far as the fill got). */
+static vmm_chunk_base *base_of(struct vmm_chunk_fill *f)
+{
+	vmm_chunk_base *b = xcalloc(1, sizeof(*b));
+	b->fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 3);
+	b->codec = f->h.codec;
+	b->chunk_size = f->h.chunk_size;
+	b->n = f->x->n - f->x->nstream;
+	b->e = xcalloc(b->n ? b->n : 1, sizeof(base_entry));
+	for (size_t i = 0; i < b->n; i++) {
+		const record *r = &f->x->recs[f->x->nstream + i];
+		b->e[i] = (base_entry){.position = r->position,
+				       .offset = r->offset,
+				       .hash = f->hashes[f->x->nstream + i],
+				       .csize = r->csize,
+				       .rsize = r->rsize};
+		memcpy(b->e[i].bitmap, r->bitmap, BITMAP_BYTES);
+		b->live += r->csize;
+	}
+	b->nstream = f->x->nstream;
+	b->stream_off = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint64_t));
+	b->stream_len = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint32_t));
+	for (size_t i = 0; i < b->nstream; i++) {
+		b->stream_off[i] = f->x->recs[i].offset;
+		b->stream_len[i] = f->x->recs[i].csize;
+	}
+	b->index_offset = f->h.index_offset;
+	b->file_size = VMM_SAVEFILE_HEADER_SIZE + f->h.compressed_size;
+	if (b->fd < 0) {
+		vmm_chunk_base_free(b);
+		b = NULL;
+	}
+	return b;
+}
+
+static bool fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash)
+{
+	pthread_mutex_lock(&f->mu);
+	bool in = f->state[i] == CHUNK_IN && !f->failed;
+	if (in)
+		*hash = f->hashes[i];
+	pthread_mutex_unlock(&f->mu);
+	return in;
+}
+
+vmm_chunk_base *vmm_chunk_fill_base(vmm_chunk_fill *f)
+{
+	pthread_mutex_lock(&f->mu);
+	vmm_chunk_base *b = f->failed ? NULL : base_of(f);
+	pthread_mutex_unlock(&f->mu);
+	if (b)
+		b->fill = f;
+	return b;
 }
 
 int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_chunk_base **base, vmm_error **err)
@@ -1027,42 +1257,21 @@ int vmm_chunk_fill_wait(vmm_chunk_fill *f, vmm_chunk_base **base, vmm_error **er
 			*err = steal_ptr(f->error);
 		}
 	} else if (base) {
-		vmm_chunk_base *b = xcalloc(1, sizeof(*b));
-		b->fd = fcntl(f->fd, F_DUPFD_CLOEXEC, 3);
-		b->codec = f->h->codec;
-		b->chunk_size = f->h->chunk_size;
-		b->n = f->x->n - f->x->nstream;
-		b->e = xcalloc(b->n ? b->n : 1, sizeof(base_entry));
-		for (size_t i = 0; i < b->n; i++) {
-			const record *r = &f->x->recs[f->x->nstream + i];
-			b->e[i] = (base_entry){.position = r->position,
-					       .offset = r->offset,
-					       .hash = f->hashes[f->x->nstream + i],
-					       .csize = r->csize,
-					       .rsize = r->rsize};
-			memcpy(b->e[i].bitmap, r->bitmap, BITMAP_BYTES);
-			b->live += r->csize;
-		}
-		b->nstream = f->x->nstream;
-		b->stream_off = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint64_t));
-		b->stream_len = xcalloc(b->nstream ? b->nstream : 1, sizeof(uint32_t));
-		for (size_t i = 0; i < b->nstream; i++) {
-			b->stream_off[i] = f->x->recs[i].offset;
-			b->stream_len[i] = f->x->recs[i].csize;
-		}
-		b->index_offset = f->h->index_offset;
-		b->file_size = VMM_SAVEFILE_HEADER_SIZE + f->h->compressed_size;
-		if (b->fd < 0) {
-			vmm_chunk_base_free(b);
-			b = NULL;
-		}
-		*base = b;
+		*base = base_of(f);
 	}
 	free(f->hashes);
+	free(f->state);
 	vmm_error_free(f->error);
 	if (f->ram)
 		munmap(f->ram, f->ram_len);
+	codec_ctx_free(&f->page_c);
+	free(f->page_in);
+	free(f->page_out);
+	vmm_chunk_index_free(f->owned_x);
+	close(f->fd);
+	close(f->done_fd);
 	pthread_mutex_destroy(&f->mu);
+	pthread_cond_destroy(&f->cv);
 	free(f->th);
 	free(f->what);
 	free(f);

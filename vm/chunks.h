@@ -132,6 +132,35 @@ typedef struct vmm_chunk_fill vmm_chunk_fill;
 int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header *h,
 			 const vmm_chunk_index *x, int ram_fd, int threads, const char *what,
 			 vmm_error **err);
+/* The guest runs meanwhile: from their next chunk on, the threads run at nice 10. */
+void vmm_chunk_fill_background(vmm_chunk_fill *f);
+
+/* The fill frees x when it is done (it outlives the loader that read x). */
+void vmm_chunk_fill_adopt_index(vmm_chunk_fill *f, vmm_chunk_index *x);
+
+/*
+ * For a guest that runs before its memory is all in (vm/lazy.h): make sure
+ * the page at `offset` of the RAM is in, and the rest of its chunk.  *data
+ * says whether the state holds it; if not, it is a page of zeros the caller
+ * provides.  -1 if its chunk
+ * could not be restored (the fill has failed: vmm_chunk_fill_wait says why).
+ * One caller at a time.
+ */
+int vmm_chunk_fill_page(vmm_chunk_fill *f, uint64_t offset, bool *data);
+/*
+ * While the fill of a lazy resume is under way, a base for a save of the
+ * stopped guest (f must outlive it): a chunk not yet in was never touched
+ * by the guest (vmm_chunk_fill_page), so the save keeps its frame without
+ * reading the RAM; chunks in are compared as with any base.  NULL if the
+ * fill has failed.
+ */
+vmm_chunk_base *vmm_chunk_fill_base(vmm_chunk_fill *f);
+/* Readable once every chunk is in, or once the fill has failed. */
+int vmm_chunk_fill_done_fd(const vmm_chunk_fill *f);
+bool vmm_chunk_fill_failed(vmm_chunk_fill *f);
+/* Stop the threads soon; the wait then fails. */
+void vmm_chunk_fill_cancel(vmm_chunk_fill *f);
+
 /*
  * Wait for the fill; the first error (a corrupt chunk: VMM_EFORMAT) if any.
  * With base non-NULL, *base gets what a later save may reuse (caller frees).

@@ -478,6 +478,93 @@ static void test_chunks_bad__truncated(void **state)
 	expect_error(f, "is truncated");
 }
 
+/* Bytes [off, off+len) of two memfds agree. */
+static void assert_same_range(int a, int b, off_t off, size_t len)
+{
+	unsigned char *x = xmalloc(len), *y = xmalloc(len);
+	assert_int_equal(vmm_pread_all(a, x, len, off), 0);
+	assert_int_equal(vmm_pread_all(b, y, len, off), 0);
+	assert_memory_equal(x, y, len);
+	free(x);
+	free(y);
+}
+
+/*
+ * A lazy resume (vm/lazy.h): with the fill's threads held, a page comes in
+ * with its whole chunk on demand; a save meanwhile reads the chunks that
+ * are in (the guest may have changed them) and keeps the frames of those
+ * that are not; the state it writes holds what the guest had.
+ */
+static void test_chunks_fill__lazy(void **state)
+{
+	fixture *f = *state;
+	write_state(f, true, VMM_CODEC_LZ4, 2);
+	vmm_savefile_header *h = NULL;
+	vmm_error *err = NULL;
+	assert_int_equal(vmm_savefile_read_header(&h, f->path, &err), 0);
+	int fd = open(f->path, O_RDONLY);
+	assert_true(fd >= 0);
+	vmm_chunk_index *x = NULL;
+	assert_int_equal(vmm_chunk_index_load(&x, fd, h, "test state", &err), 0);
+	int ram = memfd_create("lazy", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(ram, RAM), 0);
+	setenv("VMM_TEST_PAUSE", "resume-fill", 1);
+	setenv("VMM_TEST_PAUSE_DIR", f->dir, 1);
+	vmm_chunk_fill *fill = NULL;
+	assert_int_equal(vmm_chunk_fill_start(&fill, fd, h, x, ram, 2, "test state", &err), 0);
+
+	/* a page the state holds: its chunk, 2 to 4 MiB, comes in whole */
+	bool data = false;
+	assert_int_equal(vmm_chunk_fill_page(fill, (2u << 20) + 5 * 4096, &data), 0);
+	assert_true(data);
+	assert_same_range(f->ram, ram, 2 << 20, 2u << 20);
+	/* a zero page of a chunk the state holds (its chunk comes in), and a stretch it lacks */
+	assert_int_equal(vmm_chunk_fill_page(fill, (10u << 20) + 4096, &data), 0);
+	assert_false(data);
+	assert_same_range(f->ram, ram, 10 << 20, 2u << 20);
+	assert_int_equal(vmm_chunk_fill_page(fill, 16u << 20, &data), 0);
+	assert_false(data);
+	/* the threads are held: the first stretch is not in */
+	assert_true(lseek(ram, 0, SEEK_DATA) >= (off_t)(2u << 20));
+
+	/* the "guest" changes both chunks that are in */
+	unsigned char b = 0xab;
+	for (off_t at = (2 << 20) + 7; at <= (10 << 20) + 4096; at += (8 << 20) + 4089) {
+		assert_int_equal(vmm_pwrite_all(ram, &b, 1, at), 0);
+		assert_int_equal(vmm_pwrite_all(f->ram, &b, 1, at), 0);
+	}
+	vmm_chunk_base *base = vmm_chunk_fill_base(fill);
+	assert_non_null(base);
+	uint64_t compressed = 0, reused = 0;
+	write_state_base(f, ram, base, VMM_CODEC_LZ4, 2, &compressed, &reused);
+	assert_int_equal(compressed, 2); /* read: the two chunks in */
+	assert_int_equal(reused, 2);	 /* kept: 0 to 2 MiB and the last page, never in */
+	vmm_chunk_base_free(base);
+
+	char *go = path_join(f->dir, "resume-fill.go");
+	int g = open(go, O_WRONLY | O_CREAT, 0600);
+	assert_true(g >= 0);
+	close(g);
+	free(go);
+	assert_int_equal(vmm_chunk_fill_wait(fill, NULL, &err), 0);
+	unsetenv("VMM_TEST_PAUSE");
+	unsetenv("VMM_TEST_PAUSE_DIR");
+	vmm_chunk_index_free(x);
+	vmm_savefile_header_free(h);
+	close(fd);
+
+	/* the new state holds what the "guest" had, the changes and the chunks never in */
+	int back = -1;
+	unsigned char *dev = NULL;
+	size_t len = 0;
+	if (load_state(f, &back, &dev, &len, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_same_ram(f->ram, back);
+	close(back);
+	close(ram);
+	free(dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -489,6 +576,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_chunks_reuse__unchanged_stretches, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_reuse__in_place, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_fill__lazy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__corrupt_chunk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__index, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__truncated, setup, teardown),
