@@ -39,6 +39,7 @@
 /* Descriptors QEMU inherits (its argv names them). */
 #define VMM_QEMU_QMP_FD 3  /* private QMP connection to `vmm run` */
 #define VMM_QEMU_TAP_FD 4  /* the VM's network (vm/net.h), unless user-mode */
+#define VMM_QEMU_UFFD_FD 5 /* a lazy resume's socket for QEMU's userfaultfd (vm/lazy.h) */
 #define VMM_QEMU_RAM_FD 6  /* the guest's RAM: a memfd of `vmm run` (DESIGN.md §8) */
 #define VMM_QEMU_FILE_FD 7 /* the first of the files QEMU gets open (vmm_qemu_file) */
 /* The control socket of `vmm run` in the bundle directory (vmm suspend talks to it). */

@@ -4,6 +4,8 @@
 #include "vm/bundle.h"
 #include "vm/checkpoint.h"
 #include "vm/chunks.h"
+#include "vm/lazy.h"
+#include "vm/uffd_shim.h"
 #include "vm/agent.h"
 #include "vm/qmp.h"
 #include "vm/resumed.h"
@@ -42,18 +44,23 @@ typedef struct run {
 	pid_t pid;	   /* QEMU; 0 once reaped */
 	int status;	   /* QEMU's wait status once reaped */
 	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
-	int ram;	      /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
-	uint64_t ram_size;    /* bytes */
-	vmm_qmp *qmp;	      /* owned */
-	vmm_net *net;	      /* owned */
-	vmm_ckpt *ckpt;	      /* owned: a snapshot of the running VM under way */
-	vmm_chunk_base *base; /* owned: the state this run resumed from, for suspend to reuse */
-	int base_fd;	      /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
-	int ckpt_client;      /* the control connection waiting for it */
-	vmm_agent_fwd *agent; /* owned: control.sock's forwarder to the guest agent */
-	char *shares_dir;     /* owned: tmp/<uuid> for named shares' mount points */
-	int shares_lock;      /* its GC guard */
-	char errline[512];    /* QEMU's last line on stderr */
+	int ram;	       /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
+	uint64_t ram_size;     /* bytes */
+	vmm_qmp *qmp;	       /* owned */
+	vmm_net *net;	       /* owned */
+	vmm_ckpt *ckpt;	       /* owned: a snapshot of the running VM under way */
+	vmm_chunk_base *base;  /* owned: the state this run resumed from, for suspend to reuse */
+	int base_fd;	       /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
+	bool huge;	       /* the RAM is in huge pages (hugetlbfs) */
+	vmm_lazy *lazy;	       /* owned: serving QEMU's faults while fill restores the RAM */
+	int lazy_child;	       /* QEMU's end of lazy's socket until QEMU has it */
+	vmm_chunk_fill *fill;  /* owned: a resume's RAM still coming in (vm/lazy.h) */
+	vmm_error *fill_error; /* owned: why it did not: the run's error */
+	int ckpt_client;       /* the control connection waiting for it */
+	vmm_agent_fwd *agent;  /* owned: control.sock's forwarder to the guest agent */
+	char *shares_dir;      /* owned: tmp/<uuid> for named shares' mount points */
+	int shares_lock;       /* its GC guard */
+	char errline[512];     /* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
 	bool stopping, quit_sent, suspended;
@@ -238,6 +245,7 @@ static int spawn(run *r, vmm_error **err)
 		close(execp[1]);
 		return -1;
 	}
+	/* QEMU's descriptors end below floor; floor itself is the exec pipe's */
 	int floor = VMM_QEMU_FILE_FD + (int)nfiles;
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -257,22 +265,27 @@ static int spawn(run *r, vmm_error **err)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
-		int c = lift(con[1], floor), q = lift(qmp[1], floor), e = lift(errp[1], floor);
-		int x = lift(execp[1], floor), t = lift(r->tap, floor), m = lift(r->ram, floor);
+		int top = floor + 1;
+		int c = lift(con[1], top), q = lift(qmp[1], top), e = lift(errp[1], top);
+		int x = lift(execp[1], top), t = lift(r->tap, top), m = lift(r->ram, top);
+		int u = lift(r->lazy_child, top);
 		if (c < 0 || q < 0 || e < 0 || x < 0 || m < 0 || fchdir(r->dirfd) < 0)
 			_exit(127);
 		for (size_t i = 0; i < nfiles; i++)
-			if ((files[i] = lift(files[i], floor)) < 0)
+			if ((files[i] = lift(files[i], top)) < 0)
 				_exit(127);
 		if (dup2(c, 0) < 0 || dup2(c, 1) < 0 || dup2(e, 2) < 0 ||
 		    dup2(q, VMM_QEMU_QMP_FD) < 0 || (t >= 0 && dup2(t, VMM_QEMU_TAP_FD) < 0) ||
-		    dup2(x, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0 ||
-		    dup2(m, VMM_QEMU_RAM_FD) < 0)
+		    (u >= 0 && dup2(u, VMM_QEMU_UFFD_FD) < 0) || dup2(x, floor) < 0 ||
+		    fcntl(floor, F_SETFD, FD_CLOEXEC) < 0 || dup2(m, VMM_QEMU_RAM_FD) < 0)
 			_exit(127);
 		for (size_t i = 0; i < nfiles; i++)
 			if (dup2(files[i], VMM_QEMU_FILE_FD + (int)i) < 0)
 				_exit(127);
-		close_range((unsigned)floor, ~0u, 0);
+		if (u < 0)
+			close(VMM_QEMU_UFFD_FD); /* nothing of vmm's the library could take for its
+						    socket */
+		close_range((unsigned)top, ~0u, 0);
 		/* what failed, as {stage, errno}: 1 the shares' bind mounts, 2 the drop, 3 exec */
 		int code[2] = {1, -vmm_qemu_child_setup(r->cmd)};
 		if (code[1] == 0) {
@@ -280,7 +293,7 @@ static int spawn(run *r, vmm_error **err)
 			code[0] = rc < 0 ? 2 : 3;
 			code[1] = rc < 0 ? -rc : rc;
 		}
-		(void)!write(5, code, sizeof(code));
+		(void)!write(floor, code, sizeof(code));
 		_exit(127);
 	}
 	for (size_t i = 0; i < nfiles; i++)
@@ -359,6 +372,51 @@ static int listen_control(run *r, vmm_error **err)
 
 /* --- suspend and resume ------------------------------------------------------ */
 
+/*
+ * The end of a lazy resume (vm/lazy.h): every chunk in, waiting for them
+ * unless `cancel`; QEMU's memory ordinary again; the base a suspend saves
+ * into.  A chunk that could not be restored leaves the guest with memory
+ * it never had: QEMU is killed, and r->fill_error says why.
+ */
+static int settle_memory(run *r, bool cancel)
+{
+	if (!r->fill) {
+		vmm_lazy_free(steal_ptr(r->lazy));
+		return r->fill_error ? -1 : 0;
+	}
+	if (cancel) {
+		vmm_chunk_fill_cancel(r->fill);
+	} else {
+		struct pollfd p = {.fd = vmm_chunk_fill_done_fd(r->fill), .events = POLLIN};
+		while (poll(&p, 1, -1) < 0 && errno == EINTR)
+			;
+	}
+	if (vmm_chunk_fill_failed(r->fill) && r->pid > 0)
+		kill(r->pid, SIGKILL);
+	vmm_lazy_free(steal_ptr(r->lazy));
+	vmm_error *e = NULL;
+	int rc = vmm_chunk_fill_wait(steal_ptr(r->fill), r->base_fd >= 0 ? &r->base : NULL,
+				     cancel ? NULL : &e);
+	if (rc < 0 && !cancel && !r->fill_error)
+		r->fill_error = e;
+	else
+		vmm_error_free(e);
+	if (r->base_fd >= 0 && !r->base) {
+		close(r->base_fd); /* nothing to save into */
+		r->base_fd = -1;
+		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	}
+	return rc;
+}
+
+/* Before a save: the RAM all in (settle_memory), or why it cannot be. */
+static int memory_in(run *r, vmm_error **err)
+{
+	if (settle_memory(r, false) == 0)
+		return 0;
+	return vmm_error_set(err, vmm_error_code(r->fill_error), "%s", r->fill_error->msg);
+}
+
 static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 {
 	if (r->stopping)
@@ -371,17 +429,23 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
 	if (vmm_qemu_unsavable(r->cmd))
 		return vmm_error_set(err, VMM_EINVAL, "%s", vmm_qemu_unsavable(r->cmd));
+	/* a lazy resume's chunks not yet in are saved as they are, without waiting for them */
+	vmm_chunk_base *live = r->fill && r->base_fd >= 0 ? vmm_chunk_fill_base(r->fill) : NULL;
+	if (!live && memory_in(r, err) < 0)
+		return -1;
 	say(r, "pausing VM to take a snapshot...");
 	cleanup_vmm_savefile_header vmm_savefile_header *h = NULL;
-	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0)
+	if (vmm_state_header_for(&h, r->qmp, r->cmd, r->cfg, err) < 0) {
+		vmm_chunk_base_free(live);
 		return -1;
+	}
 	say(r, "creating a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
 	cleanup_free char *aside = path_join(r->dir, RESUMED_ASIDE);
 	bool spoiled = false;
 	vmm_state_save_opts so = {.ram_fd = r->ram,
 				  .ram_size = r->ram_size,
-				  .base = r->base,
+				  .base = live ? live : r->base,
 				  .base_fd = r->base_fd,
 				  .base_path = aside,
 				  .base_spoiled = &spoiled};
@@ -394,6 +458,7 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	vmm_qmp_set_timeout(r->qmp, 120);
 	int rc = vmm_state_save(r->qmp, path, h, &so, stats, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
+	vmm_chunk_base_free(live);
 	if (spoiled) { /* the next suspend writes a fresh file */
 		vmm_chunk_base_free(r->base);
 		r->base = NULL;
@@ -429,6 +494,8 @@ static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 		return vmm_error_set(err, VMM_EINVAL, "%s", vmm_qemu_unsavable(r->cmd));
 	if (dest[0] != '/' || !path_is_dir(dest))
 		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
+	if (memory_in(r, err) < 0)
+		return -1;
 	vmm_qmp_set_timeout(r->qmp, 120);
 	int rc = vmm_ckpt_begin(&r->ckpt, r->qmp, r->cmd, r->cfg, r->dir, dest, r->pid, r->ram,
 				r->ram_size, err);
@@ -557,11 +624,21 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 				     h->machine, machine);
 	say(r, "restoring VM state from a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
+	if (r->lazy) { /* the guest runs while its RAM comes in (vm/lazy.h) */
+		r->fill = vmm_state_load_take_fill(l);
+		if (r->fill && vmm_lazy_serve(r->lazy, r->fill, err) < 0)
+			return -1;
+		if (r->fill) /* QEMU's loading and the faults come first */
+			vmm_chunk_fill_background(r->fill);
+	}
 	vmm_qmp_set_timeout(r->qmp, 120);
 	int rc = vmm_state_load_finish(steal_ptr(l), r->qmp, NULL, &r->base, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
+	/* a corrupt chunk the fill found before the guest ran: refused and kept, as ever */
+	if (r->fill && vmm_chunk_fill_failed(r->fill) && settle_memory(r, false) < 0)
+		return vmm_error_set(err, vmm_error_code(r->fill_error), "%s", r->fill_error->msg);
 	/* I1, I2: out of the way durably, under a name that says what it is worth */
 	cleanup_free char *pending = vmm_resumed_pending_name(r->dir);
 	if (renameat(r->dirfd, VMM_STATE_FILE, r->dirfd, pending) < 0)
@@ -581,7 +658,7 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	/* I3: VMM_STATE_REUSE=0: every suspend writes a new file (benchmarks measure both) */
 	renameat(r->dirfd, pending, r->dirfd, RESUMED_ASIDE);
 	const char *reuse = getenv("VMM_STATE_REUSE");
-	if (r->base && !(reuse && strcmp(reuse, "0") == 0))
+	if ((r->base || r->fill) && !(reuse && strcmp(reuse, "0") == 0))
 		r->base_fd = openat(r->dirfd, RESUMED_ASIDE, O_RDWR | O_CLOEXEC);
 	if (r->base_fd < 0) {
 		vmm_chunk_base_free(r->base);
@@ -647,9 +724,10 @@ static void handle_signal(run *r)
 static void loop(run *r)
 {
 	while (r->pid > 0) {
-		struct pollfd p[7];
+		struct pollfd p[8];
 		int n = 0;
 		int i_sig = n, i_con = -1, i_in = -1, i_err = -1, i_qmp = -1, i_ctl = -1, i_ck = -1;
+		int i_fill = -1;
 		p[n++] = (struct pollfd){.fd = r->sigfd, .events = POLLIN};
 		if (r->console >= 0) {
 			i_con = n;
@@ -674,6 +752,11 @@ static void loop(run *r)
 		if (r->ckpt) {
 			i_ck = n;
 			p[n++] = (struct pollfd){.fd = vmm_ckpt_fd(r->ckpt), .events = POLLIN};
+		}
+		if (r->fill) {
+			i_fill = n;
+			p[n++] = (struct pollfd){.fd = vmm_chunk_fill_done_fd(r->fill),
+						 .events = POLLIN};
 		}
 		int timeout = -1;
 		double now = vmm_now();
@@ -714,6 +797,9 @@ static void loop(run *r)
 				checkpoint_step(r);
 			if (i_ctl >= 0 && p[i_ctl].revents && r->ctl >= 0)
 				serve_control(r);
+			if (i_fill >= 0 && p[i_fill].revents && r->fill &&
+			    settle_memory(r, false) == 0)
+				say(r, "the VM's memory is restored");
 		}
 		now = vmm_now();
 		if (r->stopping && !r->quit_sent && now >= r->deadline)
@@ -738,6 +824,11 @@ static void loop(run *r)
 
 static int outcome_of(run *r, vmm_run_outcome *out, vmm_error **err)
 {
+	if (r->fill_error) /* QEMU was killed: its memory could not be restored */
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "%s; found once the guest ran, so the VM is stopped and the "
+				     "state spent",
+				     r->fill_error->msg);
 	if (r->suspended) {
 		*out = VMM_RUN_SUSPENDED;
 		return 0;
@@ -896,6 +987,7 @@ static int guest_ram(run *r, vmm_error **err)
 		}
 		if (fd >= 0) {
 			r->ram = fd;
+			r->huge = true;
 			return 0;
 		}
 	}
@@ -904,6 +996,21 @@ static int guest_ram(run *r, vmm_error **err)
 		return vmm_error_errno(err, errno, "guest memory of %llu MiB",
 				       (unsigned long long)(r->ram_size >> 20));
 	return 0;
+}
+
+/*
+ * Whether this resume may run the guest before its RAM is all in
+ * (vm/lazy.h): a state of RAM chunks, ordinary pages (a huge page could be
+ * seen half written), QEMU with vmm's preloaded library; VMM_LAZY_RESUME=0
+ * says no (benchmarks measure both).
+ */
+static bool lazy_ok(const run *r, const vmm_savefile_header *h)
+{
+	const char *want = getenv("VMM_LAZY_RESUME");
+	size_t shim_size;
+	vmm_uffd_shim(&shim_size);
+	return h && h->format == VMM_SAVEFILE_FORMAT && h->kind == VMM_SAVEFILE_KIND_MEMORY &&
+	       !r->huge && r->cmd->drop && shim_size && !(want && strcmp(want, "0") == 0);
 }
 
 /* Everything between holding the lock and QEMU's exit. */
@@ -975,7 +1082,17 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	vmm_state_load *load = NULL;
 	if (resume && vmm_state_load_begin(&load, state, h, r->ram, err) < 0)
 		return -1;
-	if (spawn(r, err) < 0) {
+	if (resume && lazy_ok(r, h))
+		vmm_lazy_prepare(&r->lazy, &r->lazy_child);
+	int spawned = spawn(r, err);
+	if (r->lazy_child >= 0)
+		close(steal_fd(r->lazy_child));
+	if (r->lazy && spawned == 0 &&
+	    vmm_lazy_attach(r->lazy, r->pid, r->ram, r->ram_size, NULL) < 0)
+		vmm_lazy_free(steal_ptr(r->lazy)); /* then all of it before `cont` */
+	if (r->lazy && spawned == 0)
+		say(r, "the VM runs while its memory is restored");
+	if (spawned < 0) {
 		vmm_state_load_free(load);
 		kill_and_reap(r);
 		return -1;
@@ -1014,6 +1131,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		 .ram = -1,
 		 .ckpt_client = -1,
 		 .base_fd = -1,
+		 .lazy_child = -1,
 		 .console_in = o->console_in,
 		 .console_out = o->console_out};
 	vmm_vm_state st = vmm_bundle_state(b);
@@ -1051,6 +1169,8 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 	if (rc == 0) {
 		rc = run_locked(&r, resume, outcome, err);
 		kill_and_reap(&r);
+		settle_memory(&r, true);
+		vmm_error_free(r.fill_error);
 		struct signalfd_siginfo si;
 		while (read(r.sigfd, &si, sizeof(si)) > 0)
 			; /* drop what came in, e.g. the SIGCHLD of QEMU's exit */

@@ -350,6 +350,7 @@ struct vmm_state_load {
 	int fd;
 	vmm_chunk_index *x;
 	vmm_chunk_fill *fill;
+	bool lent_x; /* the fill frees x */
 	double start;
 };
 
@@ -359,7 +360,8 @@ void vmm_state_load_free(vmm_state_load *l)
 		return;
 	if (l->fill)
 		vmm_chunk_fill_wait(l->fill, NULL, NULL);
-	vmm_chunk_index_free(l->x);
+	if (!l->lent_x)
+		vmm_chunk_index_free(l->x);
 	if (l->fd >= 0)
 		close(l->fd);
 	free(l->path);
@@ -393,6 +395,16 @@ int vmm_state_load_begin(vmm_state_load **out, const char *path, const vmm_savef
 fail:
 	vmm_state_load_free(l);
 	return -1;
+}
+
+vmm_chunk_fill *vmm_state_load_take_fill(vmm_state_load *l)
+{
+	vmm_chunk_fill *f = steal_ptr(l->fill);
+	if (f) {
+		vmm_chunk_fill_adopt_index(f, l->x);
+		l->lent_x = true;
+	}
+	return f;
 }
 
 int vmm_state_load_finish(vmm_state_load *l, vmm_qmp *q, vmm_savefile_stats *stats,

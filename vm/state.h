@@ -94,6 +94,13 @@ int vmm_state_load_begin(vmm_state_load **out, const char *path, const vmm_savef
 int vmm_state_load_finish(vmm_state_load *l, vmm_qmp *q, vmm_savefile_stats *stats,
 			  struct vmm_chunk_base **base, vmm_error **err);
 
+/*
+ * For a lazy resume (vm/lazy.h): the RAM's fill, still under way, is the
+ * caller's (vmm_chunk_fill_wait), and the finish does not wait for it.
+ * NULL if the state holds no RAM chunks.
+ */
+struct vmm_chunk_fill *vmm_state_load_take_fill(vmm_state_load *l);
+
 /* Abandon a load that was begun (waits for its threads). */
 void vmm_state_load_free(vmm_state_load *l);
 

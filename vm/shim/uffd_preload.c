@@ -13,17 +13,25 @@
  * refused userfaultfd(2) into that ioctl on the device QEMU holds, if it
  * holds one.  Everything else goes to libc's syscall(2) unchanged.
  *
+ * For a lazy resume (vm/lazy.h) vmm queues /dev/userfaultfd on a socket
+ * that QEMU gets as descriptor 5 (VMM_QEMU_UFFD_FD).  Before QEMU's main
+ * this library makes this process's userfaultfd from it, sends that back
+ * and closes all three: QEMU keeps neither the device nor the userfaultfd.
+ *
  * Built on its own, without sanitizers: QEMU loads it, not vmm.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -82,4 +90,66 @@ long syscall(long nr, ...)
 		return -1;
 	}
 	return ioctl(dev, USERFAULTFD_IOC_NEW, (unsigned long)(int)a[0]);
+}
+
+#define LAZY_FD 5 /* VMM_QEMU_UFFD_FD */
+
+static int recv_fd(int sock)
+{
+	char one;
+	struct iovec iov = {.iov_base = &one, .iov_len = 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr m = {.msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = u.buf,
+			   .msg_controllen = sizeof(u.buf)};
+	if (recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -1;
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+static void send_fd(int sock, int fd)
+{
+	char one = 0;
+	struct iovec iov = {.iov_base = &one, .iov_len = 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr m = {.msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = u.buf,
+			   .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	(void)!sendmsg(sock, &m, MSG_NOSIGNAL);
+}
+
+__attribute__((constructor)) static void lazy_uffd(void)
+{
+	struct stat st;
+	if (fstat(LAZY_FD, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return;
+	int dev = recv_fd(LAZY_FD);
+	if (dev >= 0) {
+		int u = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (u >= 0) {
+			send_fd(LAZY_FD, u);
+			close(u);
+		}
+	}
+	close(LAZY_FD);
 }

@@ -1,0 +1,230 @@
+#include "vm/lazy.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#define PAGE 4096u
+
+struct vmm_lazy {
+	int sock;	     /* ours of the socket QEMU's library answers on */
+	int uffd;	     /* QEMU's userfaultfd */
+	uint64_t base, size; /* the RAM in QEMU's address space */
+	bool registered;
+	vmm_chunk_fill *fill; /* borrowed */
+	pthread_t th;
+	bool serving;
+	int stop[2]; /* a byte here stops the thread */
+};
+
+void vmm_lazy_prepare(vmm_lazy **out, int *child)
+{
+	*out = NULL;
+	*child = -1;
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		close(dev);
+		return;
+	}
+	/* the device waits in the socket for QEMU's library to take it */
+	char one = 0;
+	struct iovec iov = {.iov_base = &one, .iov_len = 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr m = {.msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = u.buf,
+			   .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &dev, sizeof(int));
+	ssize_t n = sendmsg(sv[0], &m, MSG_NOSIGNAL);
+	close(dev);
+	if (n != 1) {
+		close(sv[0]);
+		close(sv[1]);
+		return;
+	}
+	vmm_lazy *l = xcalloc(1, sizeof(*l));
+	l->sock = sv[0];
+	l->uffd = -1;
+	l->stop[0] = l->stop[1] = -1;
+	*out = l;
+	*child = sv[1];
+}
+
+/* The userfaultfd QEMU's library sent, or -1. */
+static int take_uffd(int sock)
+{
+	char one;
+	struct iovec iov = {.iov_base = &one, .iov_len = 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr m = {.msg_iov = &iov,
+			   .msg_iovlen = 1,
+			   .msg_control = u.buf,
+			   .msg_controllen = sizeof(u.buf)};
+	if (recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -1;
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+/* Where QEMU (pid) maps the file st, size bytes of it from its start; 0 if nowhere. */
+static uint64_t find_mapping(pid_t pid, const struct stat *st, uint64_t size)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 0;
+	char line[512];
+	uint64_t found = 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		uint64_t start, end, off, ino;
+		unsigned maj, min;
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %*s %" SCNx64 " %x:%x %" SCNu64, &start,
+			   &end, &off, &maj, &min, &ino) == 6 &&
+		    ino == st->st_ino && makedev(maj, min) == st->st_dev && off == 0 &&
+		    end - start == size)
+			found = start;
+	}
+	fclose(f);
+	return found;
+}
+
+int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error **err)
+{
+	l->uffd = take_uffd(l->sock);
+	if (l->uffd < 0)
+		return vmm_error_set(err, VMM_EGENERIC, "QEMU sent no userfaultfd");
+	struct uffdio_api api = {.api = UFFD_API};
+	if (ioctl(l->uffd, UFFDIO_API, &api) < 0)
+		return vmm_error_errno(err, errno, "userfaultfd");
+	struct stat st;
+	if (fstat(ram_fd, &st) < 0)
+		return vmm_error_errno(err, errno, "guest memory");
+	l->base = find_mapping(pid, &st, size);
+	l->size = size;
+	if (!l->base)
+		return vmm_error_set(err, VMM_EGENERIC, "QEMU does not map the guest's memory");
+	struct uffdio_register reg = {.range = {.start = l->base, .len = size},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (ioctl(l->uffd, UFFDIO_REGISTER, &reg) < 0)
+		return vmm_error_errno(err, errno, "register the guest's memory");
+	l->registered = true;
+	uint64_t need = 1ull << _UFFDIO_WAKE | 1ull << _UFFDIO_ZEROPAGE;
+	if ((reg.ioctls & need) != need)
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "the guest's memory cannot have zero pages");
+	return 0;
+}
+
+/* A fault at a: its page in, then QEMU on its way. */
+static void serve_one(vmm_lazy *l, uint64_t a)
+{
+	bool data;
+	if (vmm_chunk_fill_page(l->fill, a - l->base, &data) < 0)
+		return; /* the fill failed: `vmm run` kills QEMU */
+	if (!data) {
+		struct uffdio_zeropage z = {.range = {.start = a, .len = PAGE}};
+		int rc;
+		while ((rc = ioctl(l->uffd, UFFDIO_ZEROPAGE, &z)) < 0 && errno == EAGAIN)
+			z.zeropage = 0;
+		if (rc == 0)
+			return; /* and woken */
+	}
+	/* in the file now (or there already, EEXIST): the fault finds it */
+	struct uffdio_range r = {.start = a, .len = PAGE};
+	ioctl(l->uffd, UFFDIO_WAKE, &r);
+}
+
+static void *serve_main(void *arg)
+{
+	vmm_lazy *l = arg;
+	for (;;) {
+		struct pollfd p[2] = {{.fd = l->uffd, .events = POLLIN},
+				      {.fd = l->stop[0], .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		struct uffd_msg msg[16];
+		ssize_t n = read(l->uffd, msg, sizeof(msg));
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0)
+			break;
+		for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++) {
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			uint64_t a = msg[i].arg.pagefault.address & ~(uint64_t)(PAGE - 1);
+			if (a >= l->base && a - l->base < l->size)
+				serve_one(l, a);
+		}
+	}
+	return NULL;
+}
+
+int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, vmm_error **err)
+{
+	if (pipe2(l->stop, O_CLOEXEC) < 0)
+		return vmm_error_errno(err, errno, "pipe");
+	l->fill = f;
+	if (pthread_create(&l->th, NULL, serve_main, l) != 0)
+		return vmm_error_set(err, VMM_EGENERIC, "cannot start a thread");
+	l->serving = true;
+	return 0;
+}
+
+void vmm_lazy_free(vmm_lazy *l)
+{
+	if (!l)
+		return;
+	if (l->serving) {
+		(void)!write(l->stop[1], "x", 1);
+		pthread_join(l->th, NULL);
+	}
+	if (l->registered) { /* wakes whatever still waits: ordinary faults from now on */
+		struct uffdio_range r = {.start = l->base, .len = l->size};
+		ioctl(l->uffd, UFFDIO_UNREGISTER, &r);
+	}
+	if (l->uffd >= 0)
+		close(l->uffd);
+	if (l->stop[0] >= 0) {
+		close(l->stop[0]);
+		close(l->stop[1]);
+	}
+	close(l->sock);
+	free(l);
+}

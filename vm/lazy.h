@@ -1,0 +1,44 @@
+/*
+ * A resumed guest that runs before its memory is all in (README, "Formats:
+ * Guest memory").
+ *
+ * A resume decompresses the saved RAM into the memfd that QEMU maps; to
+ * wait for all of it before `cont` makes resume as slow as the codec.
+ * Instead QEMU, as it starts, makes a userfaultfd for its own memory from
+ * the /dev/userfaultfd that vmm passes it (vm/shim/uffd_preload.c) and
+ * sends it back, keeping nothing.  vmm registers QEMU's mapping of the RAM
+ * for missing pages and serves each fault on a page not yet in: its chunk
+ * is decompressed at once (vmm_chunk_fill_page), or, for a page the state
+ * does not hold, a page of zeros is put there.  The fill's threads go on
+ * meanwhile; once they are done vmm unregisters and QEMU's memory is
+ * ordinary again.  Needs vmm as root (the device is root's) and Linux 6.1;
+ * elsewhere a resume fills all of the RAM before `cont`, as it always did.
+ */
+#ifndef VMM_VM_LAZY_H
+#define VMM_VM_LAZY_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "vm/chunks.h"
+
+typedef struct vmm_lazy vmm_lazy;
+
+/*
+ * Before QEMU starts.  *out is NULL where this cannot be (no
+ * /dev/userfaultfd that vmm may open); else *child is the socket that QEMU
+ * gets as VMM_QEMU_UFFD_FD (the caller closes its copy once QEMU has it).
+ */
+void vmm_lazy_prepare(vmm_lazy **out, int *child);
+
+/* QEMU (pid) is up: take its userfaultfd and register its mapping of ram_fd. */
+int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error **err);
+
+/* Serve QEMU's faults from f (borrowed until the free) on a thread of its own. */
+int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, vmm_error **err);
+
+/* Stop serving, unregister QEMU's memory, free.  NULL is fine. */
+void vmm_lazy_free(vmm_lazy *l);
+
+#endif
