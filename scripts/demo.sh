@@ -74,7 +74,7 @@ echo "booted and warm after $(ms "$start") ms"
 console golden
 step "$golden_home" list
 
-say "suspend it: QEMU's memory streams through multi-threaded zstd into state.vmmsave"
+say "suspend it: QEMU's device state and the guest's RAM, in lz4 chunks on both cores, into state.vmmsave"
 step "$golden_home" suspend golden
 wait "${pids[-1]}"
 state=$golden_home/vms/golden/state.vmmsave
