@@ -259,7 +259,7 @@ struct vmm_chunk_base {
 	struct vmm_chunk_fill *fill;
 };
 
-static bool fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash);
+static int fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash, vmm_error **err);
 
 void vmm_chunk_base_free(vmm_chunk_base *b)
 {
@@ -443,12 +443,16 @@ static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned c
 	    w->ram_size - pos < VMM_CHUNK_SIZE ? (size_t)(w->ram_size - pos) : VMM_CHUNK_SIZE;
 	const base_entry *b = w->base ? base_find(w->base, pos) : NULL;
 	uint64_t bhash = b ? b->hash : 0;
-	if (b && w->base->fill &&
-	    !fill_chunk_in(w->base->fill, w->base->nstream + (size_t)(b - w->base->e), &bhash)) {
-		/* not in yet, so the guest never touched it: its frame as it is */
-		record r = {.type = REC_MEMORY, .position = pos, .rsize = b->rsize};
-		memcpy(r.bitmap, b->bitmap, BITMAP_BYTES);
-		return reuse(w, b, &r, err);
+	if (b && w->base->fill) {
+		int got = fill_chunk_in(w->base->fill, w->base->nstream + (size_t)(b - w->base->e),
+					&bhash, err);
+		if (got < 0)
+			return -1;
+		if (got == 0) { /* not in yet, so the guest never touched it: its frame as it is */
+			record r = {.type = REC_MEMORY, .position = pos, .rsize = b->rsize};
+			memcpy(r.bitmap, b->bitmap, BITMAP_BYTES);
+			return reuse(w, b, &r, err);
+		}
 	}
 	if (vmm_pread_all(w->ram_fd, in, len, (off_t)pos) < 0)
 		return vmm_error_errno(err, errno, "read guest memory");
@@ -1091,6 +1095,8 @@ int vmm_chunk_fill_start(vmm_chunk_fill **out, int fd, const vmm_savefile_header
 			munmap(f->ram, f->ram_len);
 		if (f->fd >= 0)
 			close(f->fd);
+		if (f->done_fd >= 0)
+			close(f->done_fd);
 		free(f);
 		return vmm_error_errno(err, e, "restore guest memory");
 	}
@@ -1225,18 +1231,31 @@ static vmm_chunk_base *base_of(struct vmm_chunk_fill *f)
 	return b;
 }
 
-static bool fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash)
+/*
+ * For a save while the guest is stopped: 1 if record i is in (*hash its
+ * pages' hash), 0 if it was never claimed, so never touched.  One being
+ * filled is waited for: its pages written so far could have been touched.
+ * -1 once the fill has failed: what is in the RAM cannot be trusted.
+ */
+static int fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash, vmm_error **err)
 {
 	pthread_mutex_lock(&f->mu);
-	bool in = f->state[i] == CHUNK_IN && !f->failed;
-	if (in)
+	while (!f->failed && f->state[i] == CHUNK_FILLING)
+		pthread_cond_wait(&f->cv, &f->mu);
+	int in = f->failed ? -1 : f->state[i] == CHUNK_IN;
+	if (in > 0)
 		*hash = f->hashes[i];
 	pthread_mutex_unlock(&f->mu);
+	if (in < 0)
+		vmm_error_set(err, VMM_EGENERIC, "restoring %s failed: the memory cannot be saved",
+			      f->what);
 	return in;
 }
 
-vmm_chunk_base *vmm_chunk_fill_base(vmm_chunk_fill *f)
+vmm_chunk_base *vmm_chunk_fill_base(vmm_chunk_fill *f, vmm_codec codec)
 {
+	if (f->h.codec != codec || f->h.chunk_size != VMM_CHUNK_SIZE)
+		return NULL; /* a save could not reuse its frames */
 	pthread_mutex_lock(&f->mu);
 	vmm_chunk_base *b = f->failed ? NULL : base_of(f);
 	pthread_mutex_unlock(&f->mu);

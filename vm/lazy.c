@@ -12,7 +12,9 @@
 #include <unistd.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -24,6 +26,7 @@ struct vmm_lazy {
 	uint64_t base, size; /* the RAM in QEMU's address space */
 	bool registered;
 	vmm_chunk_fill *fill; /* borrowed */
+	int qemu;	      /* a pidfd of QEMU, killed if a chunk cannot be restored */
 	pthread_t th;
 	bool serving;
 	int stop[2]; /* a byte here stops the thread */
@@ -68,6 +71,7 @@ void vmm_lazy_prepare(vmm_lazy **out, int *child)
 	vmm_lazy *l = xcalloc(1, sizeof(*l));
 	l->sock = sv[0];
 	l->uffd = -1;
+	l->qemu = -1;
 	l->stop[0] = l->stop[1] = -1;
 	*out = l;
 	*child = sv[1];
@@ -151,8 +155,13 @@ int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error
 static void serve_one(vmm_lazy *l, uint64_t a)
 {
 	bool data;
-	if (vmm_chunk_fill_page(l->fill, a - l->base, &data) < 0)
-		return; /* the fill failed: `vmm run` kills QEMU */
+	if (vmm_chunk_fill_page(l->fill, a - l->base, &data) < 0) {
+		/* no memory to give this fault, and QEMU waits for it (perhaps
+		 * loading its state, before `vmm run` could notice): it goes */
+		if (l->qemu >= 0)
+			syscall(SYS_pidfd_send_signal, l->qemu, SIGKILL, NULL, 0);
+		return;
+	}
 	if (!data) {
 		struct uffdio_zeropage z = {.range = {.start = a, .len = PAGE}};
 		int rc;
@@ -196,8 +205,11 @@ static void *serve_main(void *arg)
 	return NULL;
 }
 
-int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, vmm_error **err)
+int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err)
 {
+	l->qemu = (int)syscall(SYS_pidfd_open, qemu, 0);
+	if (l->qemu < 0)
+		return vmm_error_errno(err, errno, "pidfd_open");
 	if (pipe2(l->stop, O_CLOEXEC) < 0)
 		return vmm_error_errno(err, errno, "pipe");
 	l->fill = f;
@@ -221,6 +233,8 @@ void vmm_lazy_free(vmm_lazy *l)
 	}
 	if (l->uffd >= 0)
 		close(l->uffd);
+	if (l->qemu >= 0)
+		close(l->qemu);
 	if (l->stop[0] >= 0) {
 		close(l->stop[0]);
 		close(l->stop[1]);

@@ -35,8 +35,11 @@ void vmm_lazy_prepare(vmm_lazy **out, int *child);
 /* QEMU (pid) is up: take its userfaultfd and register its mapping of ram_fd. */
 int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error **err);
 
-/* Serve QEMU's faults from f (borrowed until the free) on a thread of its own. */
-int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, vmm_error **err);
+/*
+ * Serve QEMU's faults from f (borrowed until the free) on a thread of its
+ * own.  A fault whose chunk cannot be restored kills QEMU (pid).
+ */
+int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err);
 
 /* Stop serving, unregister QEMU's memory, free.  NULL is fine. */
 void vmm_lazy_free(vmm_lazy *l);

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 
 #define DEFAULT_STOP_TIMEOUT 30.0
@@ -56,6 +57,7 @@ typedef struct run {
 	int lazy_child;	       /* QEMU's end of lazy's socket until QEMU has it */
 	vmm_chunk_fill *fill;  /* owned: a resume's RAM still coming in (vm/lazy.h) */
 	vmm_error *fill_error; /* owned: why it did not: the run's error */
+	double resume_start;   /* when the resume began (vmm_now) */
 	int ckpt_client;       /* the control connection waiting for it */
 	vmm_agent_fwd *agent;  /* owned: control.sock's forwarder to the guest agent */
 	char *shares_dir;      /* owned: tmp/<uuid> for named shares' mount points */
@@ -430,7 +432,8 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	if (vmm_qemu_unsavable(r->cmd))
 		return vmm_error_set(err, VMM_EINVAL, "%s", vmm_qemu_unsavable(r->cmd));
 	/* a lazy resume's chunks not yet in are saved as they are, without waiting for them */
-	vmm_chunk_base *live = r->fill && r->base_fd >= 0 ? vmm_chunk_fill_base(r->fill) : NULL;
+	vmm_chunk_base *live =
+	    r->fill && r->base_fd >= 0 ? vmm_chunk_fill_base(r->fill, VMM_STATE_CODEC) : NULL;
 	if (!live && memory_in(r, err) < 0)
 		return -1;
 	say(r, "pausing VM to take a snapshot...");
@@ -626,7 +629,9 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
 	if (r->lazy) { /* the guest runs while its RAM comes in (vm/lazy.h) */
 		r->fill = vmm_state_load_take_fill(l);
-		if (r->fill && vmm_lazy_serve(r->lazy, r->fill, err) < 0)
+		if (!r->fill) /* nothing to serve: QEMU's memory must not stay registered */
+			vmm_lazy_free(steal_ptr(r->lazy));
+		if (r->fill && vmm_lazy_serve(r->lazy, r->fill, r->pid, err) < 0)
 			return -1;
 		if (r->fill) /* QEMU's loading and the faults come first */
 			vmm_chunk_fill_background(r->fill);
@@ -634,6 +639,11 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	vmm_qmp_set_timeout(r->qmp, 120);
 	int rc = vmm_state_load_finish(steal_ptr(l), r->qmp, NULL, &r->base, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
+	if (rc < 0 && r->fill && vmm_chunk_fill_failed(r->fill)) {
+		/* a fault read a corrupt chunk: the fault server killed QEMU; that is the cause */
+		settle_memory(r, false);
+		return vmm_error_set(err, vmm_error_code(r->fill_error), "%s", r->fill_error->msg);
+	}
 	if (rc < 0)
 		return -1;
 	/* a corrupt chunk the fill found before the guest ran: refused and kept, as ever */
@@ -799,7 +809,9 @@ static void loop(run *r)
 				serve_control(r);
 			if (i_fill >= 0 && p[i_fill].revents && r->fill &&
 			    settle_memory(r, false) == 0)
-				say(r, "the VM's memory is restored");
+				say(r,
+				    "the VM's memory is restored (%.3f s after the resume began)",
+				    vmm_now() - r->resume_start);
 		}
 		now = vmm_now();
 		if (r->stopping && !r->quit_sent && now >= r->deadline)
@@ -999,6 +1011,31 @@ static int guest_ram(run *r, vmm_error **err)
 }
 
 /*
+ * Whether the fill's writes into the memfd make 4 KiB pages: a transparent
+ * huge page would make a whole 2 MiB present, zeros where the fill has not
+ * written yet, and the guest would read them without a fault.  `advise`
+ * does not apply to writes through the file; before Linux 6.4 khugepaged
+ * could still collapse a range registered for missing pages.
+ */
+static bool shmem_small_pages(void)
+{
+	char *v = NULL;
+	size_t n;
+	if (vmm_read_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled", 4096, &v, &n, NULL) <
+	    0)
+		return true; /* no THP in this kernel */
+	bool small = strstr(v, "[never]") || strstr(v, "[deny]");
+	if (!small && strstr(v, "[advise]")) {
+		struct utsname u;
+		int major = 0, minor = 0;
+		small = uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+			(major > 6 || (major == 6 && minor >= 4));
+	}
+	free(v);
+	return small;
+}
+
+/*
  * Whether this resume may run the guest before its RAM is all in
  * (vm/lazy.h): a state of RAM chunks, ordinary pages (a huge page could be
  * seen half written), QEMU with vmm's preloaded library; VMM_LAZY_RESUME=0
@@ -1010,7 +1047,8 @@ static bool lazy_ok(const run *r, const vmm_savefile_header *h)
 	size_t shim_size;
 	vmm_uffd_shim(&shim_size);
 	return h && h->format == VMM_SAVEFILE_FORMAT && h->kind == VMM_SAVEFILE_KIND_MEMORY &&
-	       !r->huge && r->cmd->drop && shim_size && !(want && strcmp(want, "0") == 0);
+	       !r->huge && r->cmd->drop && shim_size && !(want && strcmp(want, "0") == 0) &&
+	       shmem_small_pages();
 }
 
 /* Everything between holding the lock and QEMU's exit. */
@@ -1080,6 +1118,7 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		return -1;
 	/* a saved RAM decompresses while QEMU starts */
 	vmm_state_load *load = NULL;
+	r->resume_start = vmm_now();
 	if (resume && vmm_state_load_begin(&load, state, h, r->ram, err) < 0)
 		return -1;
 	if (resume && lazy_ok(r, h))
