@@ -59,6 +59,7 @@ typedef struct run {
 	vmm_error *fill_error; /* owned: why it did not: the run's error */
 	double resume_start;   /* when the resume began (vmm_now) */
 	int ckpt_client;       /* the control connection waiting for it */
+	char *ckpt_wait;       /* owned: where a snapshot asked for during the fill goes */
 	vmm_agent_fwd *agent;  /* owned: control.sock's forwarder to the guest agent */
 	char *shares_dir;      /* owned: tmp/<uuid> for named shares' mount points */
 	int shares_lock;       /* its GC guard */
@@ -423,7 +424,7 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 {
 	if (r->stopping)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
-	if (r->ckpt)
+	if (r->ckpt || r->ckpt_wait)
 		return vmm_error_set(
 		    err, VMM_EGENERIC,
 		    "a snapshot of the VM is being taken; try again when it is done");
@@ -490,13 +491,20 @@ static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
 	if (!r->qmp || r->pid <= 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
-	if (r->ckpt)
+	if (r->ckpt || r->ckpt_wait)
 		return vmm_error_set(err, VMM_EGENERIC,
 				     "a snapshot of the VM is already being taken");
 	if (vmm_qemu_unsavable(r->cmd))
 		return vmm_error_set(err, VMM_EINVAL, "%s", vmm_qemu_unsavable(r->cmd));
 	if (dest[0] != '/' || !path_is_dir(dest))
 		return vmm_error_set(err, VMM_EINVAL, "checkpoint: `%s` is not a directory", dest);
+	if (r->fill) {
+		/* QEMU's write protection needs the memory to itself: once the fill is done
+		 * (the loop, and the console, go on meanwhile) */
+		r->ckpt_wait = xstrdup(dest);
+		r->ckpt_client = client;
+		return 0;
+	}
 	if (memory_in(r, err) < 0)
 		return -1;
 	vmm_qmp_set_timeout(r->qmp, 120);
@@ -513,6 +521,19 @@ static char *ok_reply(const vmm_savefile_stats *st)
 {
 	return xasprintf("ok %llu %llu %.6f %.6f\n", (unsigned long long)st->raw_bytes,
 			 (unsigned long long)st->compressed_bytes, st->seconds, st->pause);
+}
+
+/* The fill is done (or QEMU gone): begin the snapshot that waited for it, or say why not. */
+static void checkpoint_after_fill(run *r)
+{
+	cleanup_free char *dest = steal_ptr(r->ckpt_wait);
+	int client = steal_fd(r->ckpt_client);
+	cleanup_vmm_error vmm_error *e = NULL;
+	if (r->pid > 0 && do_checkpoint(r, client, dest, &e) == 0)
+		return;
+	cleanup_free char *reply = xasprintf("error %s\n", e ? e->msg : "QEMU exited");
+	send(client, reply, strlen(reply), MSG_NOSIGNAL);
+	close(client);
 }
 
 /* Move a snapshot under way along; answer its client once it has ended. */
@@ -812,6 +833,8 @@ static void loop(run *r)
 				say(r,
 				    "the VM's memory is restored (%.3f s after the resume began)",
 				    vmm_now() - r->resume_start);
+			if (r->ckpt_wait && !r->fill)
+				checkpoint_after_fill(r);
 		}
 		now = vmm_now();
 		if (r->stopping && !r->quit_sent && now >= r->deadline)
@@ -820,6 +843,8 @@ static void loop(run *r)
 			kill(r->pid, SIGKILL);
 		reap(r, false);
 	}
+	if (r->ckpt_wait)
+		checkpoint_after_fill(r);
 	if (r->ckpt) { /* QEMU is gone: the snapshot with it */
 		vmm_qmp_free(r->qmp);
 		r->qmp = NULL;

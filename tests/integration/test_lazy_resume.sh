@@ -6,7 +6,8 @@
 # suspended (an md5 of its 200 MiB of content, read by the guest itself);
 # a suspend while the fill is held does not wait for it: the chunks the
 # guest never touched keep their frames, and the next resume has all of the
-# memory again; with VMM_STATE_REUSE=0 it waits for the fill; QEMU keeps no
+# memory again; with VMM_STATE_REUSE=0 it waits for the fill, and so does
+# a snapshot of the running VM, with the console flowing; QEMU keeps no
 # userfaultfd and no /dev/userfaultfd;
 # VMM_LAZY_RESUME=0 restores all of it before the guest runs; a chunk found
 # corrupt after the guest ran stops the VM with one line naming it, and no
@@ -123,6 +124,27 @@ before=$(last_tick g)
 run_in g
 wait_console g "VMMTEST TICK $((before + 2))" 1 || fail "the guest counts on"
 assert_eq "$(guest_md5 g)" "$md5" "its memory is what it was"
+suspend_it g
+
+echo "a snapshot of the running VM asked for during the fill waits for it, the console flows"
+before=$(last_tick g)
+hold_fill h5
+run_in g "${HOLD[@]}"
+wait_console g "VMMTEST TICK $((before + 1))" 1 || fail "the resumed guest counts on"
+mkdir "$T_TMP/ck"
+"$VMM" checkpoint g "$T_TMP/ck" >"$T_TMP/ck.out" 2>&1 &
+cpid=$!
+sleep 1
+vmm checkpoint g "$T_TMP/ck"
+assert_rc 1 "a second snapshot meanwhile is refused"
+assert_contains "$ERR" "already being taken" "saying one is under way"
+t=$(last_tick g)
+wait_console g "VMMTEST TICK $((t + 3))" 1 30 || fail "the console flows while the snapshot waits"
+assert_true "the snapshot waits for the fill" kill -0 $cpid
+touch "$hold/resume-fill.go"
+wait $cpid
+assert_eq "$?" 0 "and is taken once the memory is in ($(cat "$T_TMP/ck.out"))"
+assert_true "its state is there" test -s "$T_TMP/ck/state.vmmsave"
 suspend_it g
 
 echo "VMM_LAZY_RESUME=0: all of the memory before the guest runs"
