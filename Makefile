@@ -60,7 +60,7 @@ $(BUILD)/libvmm.a: $(LIB_OBJ)
 # the library preloaded into an unprivileged QEMU (vm/uffd_shim.h): its own
 # flags (QEMU loads it, so no sanitizers), its bytes inside vmm's binary
 SHIM_SO := $(BUILD)/shim/vmm-uffd.so
-$(SHIM_SO): vm/shim/uffd_preload.c
+$(SHIM_SO): vm/shim/uffd_preload.c vm/shim/fdpass.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O2 -fPIC -shared $(WARN) -o $@ $< -ldl
 $(BUILD)/obj/vm/uffd_shim.o: $(SHIM_SO)

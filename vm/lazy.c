@@ -1,5 +1,6 @@
 #include "vm/lazy.h"
 #include "common/util.h"
+#include "vm/shim/fdpass.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,25 +46,9 @@ void vmm_lazy_prepare(vmm_lazy **out, int *child)
 		return;
 	}
 	/* the device waits in the socket for QEMU's library to take it */
-	char one = 0;
-	struct iovec iov = {.iov_base = &one, .iov_len = 1};
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	memset(&u, 0, sizeof(u));
-	struct msghdr m = {.msg_iov = &iov,
-			   .msg_iovlen = 1,
-			   .msg_control = u.buf,
-			   .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &dev, sizeof(int));
-	ssize_t n = sendmsg(sv[0], &m, MSG_NOSIGNAL);
+	int sent = vmm_fd_send(sv[0], dev);
 	close(dev);
-	if (n != 1) {
+	if (sent < 0) {
 		close(sv[0]);
 		close(sv[1]);
 		return;
@@ -75,30 +60,6 @@ void vmm_lazy_prepare(vmm_lazy **out, int *child)
 	l->stop[0] = l->stop[1] = -1;
 	*out = l;
 	*child = sv[1];
-}
-
-/* The userfaultfd QEMU's library sent, or -1. */
-static int take_uffd(int sock)
-{
-	char one;
-	struct iovec iov = {.iov_base = &one, .iov_len = 1};
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct msghdr m = {.msg_iov = &iov,
-			   .msg_iovlen = 1,
-			   .msg_control = u.buf,
-			   .msg_controllen = sizeof(u.buf)};
-	if (recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
-		return -1;
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-	    c->cmsg_len != CMSG_LEN(sizeof(int)))
-		return -1;
-	int fd;
-	memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	return fd;
 }
 
 /* Where QEMU (pid) maps the file st, size bytes of it from its start; 0 if nowhere. */
@@ -126,7 +87,7 @@ static uint64_t find_mapping(pid_t pid, const struct stat *st, uint64_t size)
 
 int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error **err)
 {
-	l->uffd = take_uffd(l->sock);
+	l->uffd = vmm_fd_recv(l->sock);
 	if (l->uffd < 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU sent no userfaultfd");
 	struct uffdio_api api = {.api = UFFD_API};

@@ -49,6 +49,18 @@ suspend_it() { # name
 	assert_eq "$(state_of "$1")" suspended "$1 is suspended"
 }
 qemu_of() { pgrep -f "vmm-$1 " | head -1; }
+# once the vmm run of g has ended suspended: it resumes with the memory it had, and again ends so
+resumes_whole() { # what
+	local before
+	run_wait g 60
+	exec 3>&-
+	assert_eq "$(state_of g)" suspended "g is suspended"
+	before=$(last_tick g)
+	run_in g
+	wait_console g "VMMTEST TICK $((before + 2))" 1 || fail "the guest counts on $1"
+	assert_eq "$(guest_md5 g)" "$md5" "its memory is what it was $1"
+	suspend_it g
+}
 # hold the fill's threads of the next run (release: touch $hold/resume-fill.go)
 hold_fill() { # dir
 	hold=$T_TMP/$1
@@ -96,14 +108,7 @@ vmm suspend g
 assert_rc 0 "suspend g while the fill is held"
 assert_true "the state is durable before the fill goes on" test -s "$home/g/state.vmmsave"
 touch "$hold/resume-fill.go" # (vmm run's end waits for the held threads)
-run_wait g 60
-exec 3>&-
-assert_eq "$(state_of g)" suspended "g is suspended"
-before=$(last_tick g)
-run_in g
-wait_console g "VMMTEST TICK $((before + 2))" 1 || fail "the guest counts on after both"
-assert_eq "$(guest_md5 g)" "$md5" "its memory is still what it was"
-suspend_it g
+resumes_whole "after a save of chunks never in"
 
 echo "VMM_STATE_REUSE=0: a suspend waits for the fill, then saves every page"
 before=$(last_tick g)
@@ -117,14 +122,7 @@ assert_true "the suspend waits" kill -0 $spid
 touch "$hold/resume-fill.go"
 wait $spid
 assert_eq "$?" 0 "and succeeds once the fill goes on"
-run_wait g 60
-exec 3>&-
-assert_eq "$(state_of g)" suspended "g is suspended"
-before=$(last_tick g)
-run_in g
-wait_console g "VMMTEST TICK $((before + 2))" 1 || fail "the guest counts on"
-assert_eq "$(guest_md5 g)" "$md5" "its memory is what it was"
-suspend_it g
+resumes_whole "after a save of every page"
 
 echo "a snapshot of the running VM asked for during the fill waits for it, the console flows"
 before=$(last_tick g)

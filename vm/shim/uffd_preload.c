@@ -35,6 +35,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fdpass.h"
+
 #ifndef USERFAULTFD_IOC_NEW
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
 #endif
@@ -94,60 +96,17 @@ long syscall(long nr, ...)
 
 #define LAZY_FD 5 /* VMM_QEMU_UFFD_FD */
 
-static int recv_fd(int sock)
-{
-	char one;
-	struct iovec iov = {.iov_base = &one, .iov_len = 1};
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct msghdr m = {.msg_iov = &iov,
-			   .msg_iovlen = 1,
-			   .msg_control = u.buf,
-			   .msg_controllen = sizeof(u.buf)};
-	if (recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
-		return -1;
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
-		return -1;
-	int fd;
-	memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	return fd;
-}
-
-static void send_fd(int sock, int fd)
-{
-	char one = 0;
-	struct iovec iov = {.iov_base = &one, .iov_len = 1};
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	memset(&u, 0, sizeof(u));
-	struct msghdr m = {.msg_iov = &iov,
-			   .msg_iovlen = 1,
-			   .msg_control = u.buf,
-			   .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	(void)!sendmsg(sock, &m, MSG_NOSIGNAL);
-}
-
 __attribute__((constructor)) static void lazy_uffd(void)
 {
 	struct stat st;
 	if (fstat(LAZY_FD, &st) < 0 || !S_ISSOCK(st.st_mode))
 		return;
-	int dev = recv_fd(LAZY_FD);
+	int dev = vmm_fd_recv(LAZY_FD);
 	if (dev >= 0) {
 		int u = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
 		close(dev);
 		if (u >= 0) {
-			send_fd(LAZY_FD, u);
+			(void)vmm_fd_send(LAZY_FD, u);
 			close(u);
 		}
 	}
