@@ -660,16 +660,12 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	vmm_qmp_set_timeout(r->qmp, 120);
 	int rc = vmm_state_load_finish(steal_ptr(l), r->qmp, NULL, &r->base, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
-	if (rc < 0 && r->fill && vmm_chunk_fill_failed(r->fill)) {
-		/* a fault read a corrupt chunk: the fault server killed QEMU; that is the cause */
-		settle_memory(r, false);
-		return vmm_error_set(err, vmm_error_code(r->fill_error), "%s", r->fill_error->msg);
-	}
+	/* a corrupt chunk found before the guest ran, by the fill or by a fault (which
+	 * killed QEMU, failing the load): that is the cause; refused and kept, as ever */
+	if (r->fill && vmm_chunk_fill_failed(r->fill))
+		return memory_in(r, err);
 	if (rc < 0)
 		return -1;
-	/* a corrupt chunk the fill found before the guest ran: refused and kept, as ever */
-	if (r->fill && vmm_chunk_fill_failed(r->fill) && settle_memory(r, false) < 0)
-		return vmm_error_set(err, vmm_error_code(r->fill_error), "%s", r->fill_error->msg);
 	/* I1, I2: out of the way durably, under a name that says what it is worth */
 	cleanup_free char *pending = vmm_resumed_pending_name(r->dir);
 	if (renameat(r->dirfd, VMM_STATE_FILE, r->dirfd, pending) < 0)
