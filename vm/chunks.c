@@ -260,11 +260,14 @@ struct vmm_chunk_base {
 };
 
 static int fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash, vmm_error **err);
+static void fill_thaw(struct vmm_chunk_fill *f);
 
 void vmm_chunk_base_free(vmm_chunk_base *b)
 {
 	if (!b)
 		return;
+	if (b->fill) /* the save is over: the fill's threads go on */
+		fill_thaw(b->fill);
 	if (b->fd >= 0)
 		close(b->fd);
 	free(b->e);
@@ -964,6 +967,7 @@ struct vmm_chunk_fill {
 	size_t left;	 /* memory records not yet in */
 	int done_fd;	 /* eventfd: readable once every chunk is in or the fill failed */
 	bool background; /* the guest runs: the threads yield to it and to its faults */
+	bool frozen;	 /* a save reads the RAM (vmm_chunk_fill_base): no chunk is begun */
 	bool failed;
 	vmm_error *error;
 	uint64_t *hashes; /* owned: per record, of its pages */
@@ -1047,6 +1051,8 @@ static void *fill_main(void *arg)
 	bool niced = false;
 	for (;;) {
 		pthread_mutex_lock(&f->mu);
+		while (f->frozen && !f->failed)
+			pthread_cond_wait(&f->cv, &f->mu);
 		while (f->next < f->x->n && f->state[f->next] != CHUNK_WAITING)
 			f->next++; /* the fault server took it */
 		size_t i = f->next++;
@@ -1252,12 +1258,26 @@ static int fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash, vmm
 	return in;
 }
 
+static void fill_thaw(struct vmm_chunk_fill *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->frozen = false;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
 vmm_chunk_base *vmm_chunk_fill_base(vmm_chunk_fill *f, vmm_codec codec)
 {
 	if (f->h.codec != codec || f->h.chunk_size != VMM_CHUNK_SIZE)
 		return NULL; /* a save could not reuse its frames */
 	pthread_mutex_lock(&f->mu);
 	vmm_chunk_base *b = f->failed ? NULL : base_of(f);
+	/*
+	 * The save waits for the chunks being filled; were the threads to go
+	 * on claiming the next ones (at nice 10, beside the save), it would
+	 * wait chunk after chunk.  None is begun until the base is freed.
+	 */
+	f->frozen = b != NULL;
 	pthread_mutex_unlock(&f->mu);
 	if (b)
 		b->fill = f;

@@ -152,8 +152,10 @@ int vmm_chunk_fill_page(vmm_chunk_fill *f, uint64_t offset, bool *data);
  * stopped guest (f must outlive it): a chunk not yet in was never touched
  * by the guest (vmm_chunk_fill_page), so the save keeps its frame without
  * reading the RAM; chunks in are compared as with any base (a save fails
- * if the fill fails meanwhile).  NULL if the fill has failed, or if a save
- * in `codec` could not reuse its frames (then wait for the fill).
+ * if the fill fails meanwhile).  Until the base is freed the fill's
+ * threads begin no chunk (the save would wait for each).  NULL if the fill
+ * has failed, or if a save in `codec` could not reuse its frames (then
+ * wait for the fill).
  */
 vmm_chunk_base *vmm_chunk_fill_base(vmm_chunk_fill *f, vmm_codec codec);
 /* Readable once every chunk is in, or once the fill has failed. */
