@@ -86,6 +86,7 @@ void vmm_ckpt_event(vmm_ckpt *k, const json_t *ev)
 	} else if (strcmp(name, "RESUME") == 0 && k->stop_ts > 0 && !k->resumed) {
 		k->resume_ts = event_time(ev);
 		k->resumed = true;
+		poke(k); /* the backup may go at full speed */
 	} else if ((strcmp(name, "BLOCK_JOB_COMPLETED") == 0 ||
 		    strcmp(name, "BLOCK_JOB_CANCELLED") == 0) &&
 		   k->job_started && !k->job_done) {
@@ -506,7 +507,22 @@ static int fail_with(vmm_error **err, vmm_error **from)
 	return -1;
 }
 
+static int step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error **err);
+
 int vmm_ckpt_step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error **err)
+{
+	int rc = step(k, q, stats, err);
+	/*
+	 * An event that came with the answer to one of step's commands (the
+	 * backup's end, with block-job-resume's) waits in q's buffer, where
+	 * polling QMP's socket would not see it: looked at now, and it pokes.
+	 */
+	if (rc == 0)
+		drain_events(k, q);
+	return rc;
+}
+
+static int step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error **err)
 {
 	uint64_t n;
 	(void)!read(k->evfd, &n, sizeof(n));
