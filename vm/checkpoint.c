@@ -3,6 +3,7 @@
 #include "storage/copy.h"
 #include "vm/bundle.h"
 #include "vm/chunks.h"
+#include "vm/cow.h"
 #include "vm/state.h"
 
 #include <errno.h>
@@ -40,6 +41,9 @@ struct vmm_ckpt {
 	char *efi_dst;		/* owned */
 	vmm_savefile_header *h; /* owned */
 	vmm_chunk_writer *w;	/* owned */
+	vmm_cow *cow;		/* owned: vmm protects the RAM (vm/cow.h); QEMU saves the devices */
+	int ram_fd;		/* borrowed */
+	uint64_t ram_size;
 	int state_fd, rd, evfd;
 	stage st;
 	bool reflink, node_added, job_started, job_done, migrating, migrated, was_running,
@@ -205,8 +209,10 @@ static int finish(vmm_ckpt *k, vmm_error **err)
 	}
 	if (fsync_path(k->disk_dst, err) < 0 || (k->efi_dst && fsync_path(k->efi_dst, err) < 0))
 		return -1;
-	if (vmm_chunk_writer_finish(k->w, k->h, err) < 0 ||
-	    vmm_savefile_publish(k->state_fd, k->state_tmp, k->state_path, k->h, err) < 0)
+	if (vmm_chunk_writer_finish(k->w, k->h, err) < 0)
+		return -1;
+	vmm_cow_free(steal_ptr(k->cow)); /* every chunk is saved: the RAM is the guest's again */
+	if (vmm_savefile_publish(k->state_fd, k->state_tmp, k->state_path, k->h, err) < 0)
 		return -1;
 	return vmm_fsync_dir(k->dest, true, err);
 }
@@ -225,11 +231,11 @@ static void *fin_main(void *arg)
 	return NULL;
 }
 
-static int set_caps(vmm_qmp *q, bool background, vmm_error **err)
+static int set_caps(vmm_qmp *q, bool background, bool ignore_shared, vmm_error **err)
 {
-	json_t *a =
-	    json_pack("{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability", "x-ignore-shared",
-		      "state", 0, "capability", "background-snapshot", "state", background);
+	json_t *a = json_pack("{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability",
+			      "x-ignore-shared", "state", ignore_shared, "capability",
+			      "background-snapshot", "state", background);
 	return vmm_qmp_execute(q, "migrate-set-capabilities", a, NULL, err);
 }
 
@@ -363,6 +369,13 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 			return -1;
 		k->paused_by_us = true;
 	}
+	if (k->cow) { /* the instant: the pages written since the arming protected again */
+		if (vmm_cow_capture(k->cow, err) < 0)
+			return -1;
+		vmm_chunk_writer_set_source(k->w, vmm_cow_read, k->cow);
+		if (vmm_chunk_writer_add_memory(k->w, k->ram_fd, k->ram_size, err) < 0)
+			return -1;
+	}
 	if (!k->background) {
 		/*
 		 * Paused until the migration has ended, which inactivates the
@@ -407,11 +420,13 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 
 int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vmm_config *c,
 		   const char *vm_dir, const char *dest, pid_t qemu_pid, int ram_fd,
-		   uint64_t ram_size, vmm_error **err)
+		   uint64_t ram_size, int uffd, uint64_t uffd_base, vmm_error **err)
 {
 	vmm_ckpt *k = xcalloc(1, sizeof(*k));
 	k->start = vmm_now();
 	k->state_fd = k->rd = k->evfd = -1;
+	k->ram_fd = ram_fd;
+	k->ram_size = ram_size;
 	pthread_mutex_init(&k->mu, NULL);
 	k->dest = xstrdup(dest);
 	k->state_path = path_join(dest, VMM_STATE_FILE);
@@ -444,20 +459,29 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 	 */
 	if (k->was_running)
 		lend_uffd(k, q, cmd);
-	k->background = k->was_running && set_caps(q, true, NULL) == 0;
-	if ((!k->background && set_caps(q, false, err) < 0) ||
+	/*
+	 * vmm's own write protection (vm/cow.h) where it has QEMU's
+	 * userfaultfd; QEMU's background snapshot then saves only the devices.
+	 * Every page allocated first: the save reads it all anyway, and a page
+	 * allocated later would be one more fault.
+	 */
+	const char *want_cow = getenv("VMM_SNAPSHOT_COW");
+	bool cow = k->was_running && uffd >= 0 && !(want_cow && strcmp(want_cow, "0") == 0);
+	if (k->was_running)
+		fallocate(ram_fd, 0, 0, (off_t)ram_size);
+	if (cow && (set_caps(q, true, true, NULL) < 0 ||
+		    vmm_cow_arm(&k->cow, uffd, uffd_base, ram_fd, ram_size, NULL) < 0))
+		cow = false; /* QEMU's own protection, then */
+	k->background = k->was_running && (cow || set_caps(q, true, false, NULL) == 0);
+	if ((!k->background && set_caps(q, false, false, err) < 0) ||
 	    (k->background && prepare_disk(k, q, err) < 0))
 		goto fail;
 	/*
 	 * QEMU reads every page of the RAM before write-protecting it, in the
-	 * pause; pages of the memfd it never had would be allocated then, one by
-	 * one.  Allocating them now, while the guest runs, keeps that out of the
-	 * pause (write protection needs them all anyway).
+	 * pause; pages it never mapped would be faulted in then, one by one.
 	 */
-	if (k->was_running) {
-		fallocate(ram_fd, 0, 0, (off_t)ram_size);
+	if (k->was_running && !cow)
 		warm_up(qemu_pid, ram_size);
-	}
 	k->state_fd = open(k->state_tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (k->state_fd < 0) {
 		vmm_error_errno(err, errno, "create `%s`", k->state_tmp);
@@ -570,7 +594,7 @@ static int step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error **
 			}
 			k->migrated = true;
 			k->migrating = false;
-			set_caps(q, false, NULL);
+			set_caps(q, false, false, NULL);
 			take_back_uffd(k, q);
 			if (k->paused_by_us) { /* no background-snapshot: paused until now */
 				if (vmm_qmp_execute(q, "cont", NULL, NULL, err) < 0)
@@ -705,7 +729,7 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	if (q)
 		let_go(k, q, published);
 	if (q && !published)
-		set_caps(q, false, NULL);
+		set_caps(q, false, false, NULL);
 	take_back_uffd(k, q);
 	if (k->w)
 		vmm_chunk_writer_cancel(k->w);
@@ -714,6 +738,7 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	if (k->fin_started)
 		pthread_join(k->fin, NULL);
 	vmm_chunk_writer_free(k->w);
+	vmm_cow_free(k->cow); /* after the writer's threads, which read through it */
 	if (k->rd >= 0)
 		close(k->rd);
 	if (k->state_fd >= 0)

@@ -15,10 +15,16 @@
  * until the migration has ended, the disk copied in that pause; the state is
  * the same.
  *
+ * With QEMU's userfaultfd at hand (vm/lazy.h: vmm as root, ordinary pages),
+ * vmm write-protects the RAM itself, before the pause (vm/cow.h), and QEMU's
+ * background snapshot saves only the devices (x-ignore-shared): the pause
+ * no longer grows with the RAM, and the state holds memory chunks, as a
+ * suspend's does.  VMM_SNAPSHOT_COW=0 leaves it to QEMU.
+ *
  * The rest is asynchronous so that `vmm run` keeps relaying the console:
  * poll vmm_ckpt_fd(), hand QMP events to vmm_ckpt_event(), and call
  * vmm_ckpt_step() until it returns 1.  The result, in `dest`:
- * state.vmmsave (kind "stream"), disk.img (sparse) and, for UEFI guests,
+ * state.vmmsave (kind "memory" or "stream"), disk.img (sparse) and, for UEFI guests,
  * efivars.fd.
  *
  * A vmm_ckpt is opaque; vm/ only.  QMP is used only from the calling thread.
@@ -40,13 +46,15 @@ typedef struct vmm_ckpt vmm_ckpt;
 /*
  * Begin a checkpoint of the QEMU behind q (command cmd, config c, bundle
  * vm_dir, process qemu_pid) into the existing directory dest;
- * ram_fd/ram_size: the guest's RAM.  On return the guest runs again (if it ran;
- * without background-snapshot once the migration has ended).  On failure
- * nothing is left in dest and the guest runs on.
+ * ram_fd/ram_size: the guest's RAM; uffd: QEMU's userfaultfd (vm/lazy.h),
+ * borrowed until the free, or -1, and uffd_base where QEMU maps the RAM.
+ * On return the guest runs again (if it ran; without background-snapshot
+ * once the migration has ended).  On failure nothing is left in dest and
+ * the guest runs on.
  */
 int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vmm_config *c,
 		   const char *vm_dir, const char *dest, pid_t qemu_pid, int ram_fd,
-		   uint64_t ram_size, vmm_error **err);
+		   uint64_t ram_size, int uffd, uint64_t uffd_base, vmm_error **err);
 
 /* Readable when vmm_ckpt_step() has work. */
 int vmm_ckpt_fd(const vmm_ckpt *k);

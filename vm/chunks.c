@@ -343,6 +343,8 @@ struct vmm_chunk_writer {
 	uint64_t stream_pos;
 	int ram_fd;
 	uint64_t ram_size;
+	vmm_chunk_source source; /* reads the RAM instead of ram_fd, if set */
+	void *source_ctx;
 	uint64_t *mem; /* RAM offsets of the chunks to compress */
 	size_t nmem, next_mem;
 	bool closing, failed, joined;
@@ -457,7 +459,8 @@ static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned c
 			return reuse(w, b, &r, err);
 		}
 	}
-	if (vmm_pread_all(w->ram_fd, in, len, (off_t)pos) < 0)
+	if ((w->source ? w->source(w->source_ctx, pos, in, len)
+		       : vmm_pread_all(w->ram_fd, in, len, (off_t)pos)) < 0)
 		return vmm_error_errno(err, errno, "read guest memory");
 	record r = {.type = REC_MEMORY, .position = pos};
 	size_t kept = 0;
@@ -597,6 +600,12 @@ void vmm_chunk_writer_set_base(vmm_chunk_writer *w, const vmm_chunk_base *base)
 {
 	if (base && base->codec == w->codec && base->chunk_size == VMM_CHUNK_SIZE)
 		w->base = base;
+}
+
+void vmm_chunk_writer_set_source(vmm_chunk_writer *w, vmm_chunk_source read, void *ctx)
+{
+	w->source = read;
+	w->source_ctx = ctx;
 }
 
 void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t *reused)

@@ -25,6 +25,7 @@
 #define VMM_VM_CHUNKS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -91,6 +92,14 @@ void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t
  */
 int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, vmm_error **err);
 
+/*
+ * Where the threads read the RAM from, instead of ram_fd: read(ctx, pos,
+ * buf, len) puts the len bytes of RAM at pos (a chunk) into buf; 0, or -1
+ * with errno.  For a RAM that changes while it is saved (vm/cow.h).  Call
+ * before vmm_chunk_writer_add_memory().
+ */
+typedef int (*vmm_chunk_source)(void *ctx, uint64_t pos, void *buf, size_t len);
+void vmm_chunk_writer_set_source(vmm_chunk_writer *w, vmm_chunk_source read, void *ctx);
 /*
  * Read fd to its end as stream chunks (QEMU's migration stream from a
  * pipe).  The threads compress full chunks while this reads the next one.

@@ -22,10 +22,11 @@
 #define PAGE 4096u
 
 struct vmm_lazy {
-	int sock;	     /* ours of the socket QEMU's library answers on */
-	int uffd;	     /* QEMU's userfaultfd */
-	uint64_t base, size; /* the RAM in QEMU's address space */
-	bool registered;
+	int sock;	      /* ours of the socket QEMU's library answers on */
+	int uffd;	      /* QEMU's userfaultfd */
+	uint64_t base, size;  /* the RAM in QEMU's address space */
+	bool registered;      /* for missing pages: a lazy resume under way */
+	bool wp;	      /* the kernel lets it write-protect the RAM (vm/cow.h) */
 	vmm_chunk_fill *fill; /* borrowed */
 	int qemu;	      /* a pidfd of QEMU, killed if a chunk cannot be restored */
 	pthread_t th;
@@ -90,8 +91,11 @@ int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error
 	l->uffd = vmm_fd_recv(l->sock);
 	if (l->uffd < 0)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU sent no userfaultfd");
-	struct uffdio_api api = {.api = UFFD_API};
-	if (ioctl(l->uffd, UFFDIO_API, &api) < 0)
+	/* write protection of shared memory, for snapshots (vm/cow.h), where the kernel has it */
+	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+	l->wp = ioctl(l->uffd, UFFDIO_API, &api) == 0;
+	api = (struct uffdio_api){.api = UFFD_API};
+	if (!l->wp && ioctl(l->uffd, UFFDIO_API, &api) < 0)
 		return vmm_error_errno(err, errno, "userfaultfd");
 	struct stat st;
 	if (fstat(ram_fd, &st) < 0)
@@ -100,16 +104,15 @@ int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error
 	l->size = size;
 	if (!l->base)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU does not map the guest's memory");
-	struct uffdio_register reg = {.range = {.start = l->base, .len = size},
-				      .mode = UFFDIO_REGISTER_MODE_MISSING};
-	if (ioctl(l->uffd, UFFDIO_REGISTER, &reg) < 0)
-		return vmm_error_errno(err, errno, "register the guest's memory");
-	l->registered = true;
-	uint64_t need = 1ull << _UFFDIO_WAKE | 1ull << _UFFDIO_ZEROPAGE;
-	if ((reg.ioctls & need) != need)
-		return vmm_error_set(err, VMM_EGENERIC,
-				     "the guest's memory cannot have zero pages");
 	return 0;
+}
+
+int vmm_lazy_uffd(const vmm_lazy *l, uint64_t *base)
+{
+	if (!l || !l->wp || l->uffd < 0 || !l->base)
+		return -1;
+	*base = l->base;
+	return l->uffd;
 }
 
 /* A fault at a: its page in, then QEMU on its way. */
@@ -136,12 +139,12 @@ static void serve_one(vmm_lazy *l, uint64_t a)
 	ioctl(l->uffd, UFFDIO_WAKE, &r);
 }
 
-static void *serve_main(void *arg)
+void vmm_uffd_faults(int uffd, int stop, void (*on)(void *ctx, uint64_t addr, uint64_t flags),
+		     void *ctx)
 {
-	vmm_lazy *l = arg;
 	for (;;) {
-		struct pollfd p[2] = {{.fd = l->uffd, .events = POLLIN},
-				      {.fd = l->stop[0], .events = POLLIN}};
+		struct pollfd p[2] = {{.fd = uffd, .events = POLLIN},
+				      {.fd = stop, .events = POLLIN}};
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -150,24 +153,44 @@ static void *serve_main(void *arg)
 		if (p[1].revents)
 			break;
 		struct uffd_msg msg[16];
-		ssize_t n = read(l->uffd, msg, sizeof(msg));
+		ssize_t n = read(uffd, msg, sizeof(msg));
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n <= 0)
 			break;
-		for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++) {
-			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			uint64_t a = msg[i].arg.pagefault.address & ~(uint64_t)(PAGE - 1);
-			if (a >= l->base && a - l->base < l->size)
-				serve_one(l, a);
-		}
+		for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++)
+			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
+				on(ctx, msg[i].arg.pagefault.address & ~(uint64_t)(PAGE - 1),
+				   msg[i].arg.pagefault.flags);
 	}
+}
+
+static void on_missing(void *ctx, uint64_t a, uint64_t flags)
+{
+	vmm_lazy *l = ctx;
+	(void)flags;
+	if (a >= l->base && a - l->base < l->size)
+		serve_one(l, a);
+}
+
+static void *serve_main(void *arg)
+{
+	vmm_lazy *l = arg;
+	vmm_uffd_faults(l->uffd, l->stop[0], on_missing, l);
 	return NULL;
 }
 
 int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err)
 {
+	struct uffdio_register reg = {.range = {.start = l->base, .len = l->size},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (ioctl(l->uffd, UFFDIO_REGISTER, &reg) < 0)
+		return vmm_error_errno(err, errno, "register the guest's memory");
+	l->registered = true;
+	uint64_t need = 1ull << _UFFDIO_WAKE | 1ull << _UFFDIO_ZEROPAGE;
+	if ((reg.ioctls & need) != need)
+		return vmm_error_set(err, VMM_EGENERIC,
+				     "the guest's memory cannot have zero pages");
 	l->qemu = (int)syscall(SYS_pidfd_open, qemu, 0);
 	if (l->qemu < 0)
 		return vmm_error_errno(err, errno, "pidfd_open");
@@ -180,26 +203,36 @@ int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err)
 	return 0;
 }
 
-void vmm_lazy_free(vmm_lazy *l)
+void vmm_lazy_end(vmm_lazy *l)
 {
 	if (!l)
 		return;
 	if (l->serving) {
 		(void)!write(l->stop[1], "x", 1);
 		pthread_join(l->th, NULL);
+		l->serving = false;
 	}
 	if (l->registered) { /* wakes whatever still waits: ordinary faults from now on */
 		struct uffdio_range r = {.start = l->base, .len = l->size};
 		ioctl(l->uffd, UFFDIO_UNREGISTER, &r);
+		l->registered = false;
 	}
+	if (l->qemu >= 0)
+		close(steal_fd(l->qemu));
+	if (l->stop[0] >= 0) {
+		close(steal_fd(l->stop[0]));
+		close(steal_fd(l->stop[1]));
+	}
+	l->fill = NULL;
+}
+
+void vmm_lazy_free(vmm_lazy *l)
+{
+	if (!l)
+		return;
+	vmm_lazy_end(l);
 	if (l->uffd >= 0)
 		close(l->uffd);
-	if (l->qemu >= 0)
-		close(l->qemu);
-	if (l->stop[0] >= 0) {
-		close(l->stop[0]);
-		close(l->stop[1]);
-	}
 	close(l->sock);
 	free(l);
 }

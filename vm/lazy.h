@@ -13,6 +13,9 @@
  * meanwhile; once they are done vmm unregisters and QEMU's memory is
  * ordinary again.  Needs vmm as root (the device is root's) and Linux 6.1;
  * elsewhere a resume fills all of the RAM before `cont`, as it always did.
+ *
+ * vmm keeps QEMU's userfaultfd for the whole run: a snapshot of the running
+ * guest write-protects the RAM through it (vm/cow.h).
  */
 #ifndef VMM_VM_LAZY_H
 #define VMM_VM_LAZY_H
@@ -32,16 +35,37 @@ typedef struct vmm_lazy vmm_lazy;
  */
 void vmm_lazy_prepare(vmm_lazy **out, int *child);
 
-/* QEMU (pid) is up: take its userfaultfd and register its mapping of ram_fd. */
+/*
+ * QEMU (pid) is up: take its userfaultfd and find its mapping of ram_fd.
+ * Nothing is registered yet: QEMU's memory is ordinary until a serve.
+ */
 int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error **err);
 
 /*
- * Serve QEMU's faults from f (borrowed until the free) on a thread of its
- * own.  A fault whose chunk cannot be restored kills QEMU (pid).
+ * Register QEMU's mapping of the RAM for missing pages and serve QEMU's
+ * faults from f (borrowed until the end) on a thread of its own.  A fault
+ * whose chunk cannot be restored kills QEMU (pid).
  */
 int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err);
 
+/* Stop serving and unregister: QEMU's memory is ordinary again.  NULL is fine. */
+void vmm_lazy_end(vmm_lazy *l);
+
+/*
+ * QEMU's userfaultfd, for a snapshot that write-protects the RAM itself
+ * (vm/cow.h), and where QEMU maps the RAM (*base); -1 if the kernel cannot
+ * write-protect shared memory through it.  Borrowed: valid until the free.
+ */
+int vmm_lazy_uffd(const vmm_lazy *l, uint64_t *base);
+
 /* Stop serving, unregister QEMU's memory, free.  NULL is fine. */
 void vmm_lazy_free(vmm_lazy *l);
+
+/*
+ * Read uffd's page faults until stop is readable or uffd ends, calling on
+ * with each one's page address and flags (UFFD_PAGEFAULT_FLAG_*).
+ */
+void vmm_uffd_faults(int uffd, int stop, void (*on)(void *ctx, uint64_t addr, uint64_t flags),
+		     void *ctx);
 
 #endif

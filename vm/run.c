@@ -53,7 +53,8 @@ typedef struct run {
 	vmm_chunk_base *base;  /* owned: the state this run resumed from, for suspend to reuse */
 	int base_fd;	       /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
 	bool huge;	       /* the RAM is in huge pages (hugetlbfs) */
-	vmm_lazy *lazy;	       /* owned: serving QEMU's faults while fill restores the RAM */
+	vmm_lazy *lazy;	       /* owned: QEMU's userfaultfd (vm/lazy.h), for the run */
+	bool lazy_resume;      /* a resume serves QEMU's faults while fill restores the RAM */
 	int lazy_child;	       /* QEMU's end of lazy's socket until QEMU has it */
 	vmm_chunk_fill *fill;  /* owned: a resume's RAM still coming in (vm/lazy.h) */
 	vmm_error *fill_error; /* owned: why it did not: the run's error */
@@ -384,7 +385,7 @@ static int listen_control(run *r, vmm_error **err)
 static int settle_memory(run *r, bool cancel)
 {
 	if (!r->fill) {
-		vmm_lazy_free(steal_ptr(r->lazy));
+		vmm_lazy_end(r->lazy);
 		return r->fill_error ? -1 : 0;
 	}
 	if (cancel) {
@@ -396,7 +397,7 @@ static int settle_memory(run *r, bool cancel)
 	}
 	if (vmm_chunk_fill_failed(r->fill) && r->pid > 0)
 		kill(r->pid, SIGKILL);
-	vmm_lazy_free(steal_ptr(r->lazy));
+	vmm_lazy_end(r->lazy);
 	vmm_error *e = NULL;
 	int rc = vmm_chunk_fill_wait(steal_ptr(r->fill), r->base_fd >= 0 ? &r->base : NULL,
 				     cancel ? NULL : &e);
@@ -508,8 +509,10 @@ static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 	if (memory_in(r, err) < 0)
 		return -1;
 	vmm_qmp_set_timeout(r->qmp, 120);
+	uint64_t uffd_base = 0;
+	int uffd = vmm_lazy_uffd(r->lazy, &uffd_base);
 	int rc = vmm_ckpt_begin(&r->ckpt, r->qmp, r->cmd, r->cfg, r->dir, dest, r->pid, r->ram,
-				r->ram_size, err);
+				r->ram_size, uffd, uffd_base, err);
 	vmm_qmp_set_timeout(r->qmp, 30);
 	if (rc < 0)
 		return -1;
@@ -648,10 +651,8 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 				     h->machine, machine);
 	say(r, "restoring VM state from a snapshot...");
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
-	if (r->lazy) { /* the guest runs while its RAM comes in (vm/lazy.h) */
+	if (r->lazy_resume) { /* the guest runs while its RAM comes in (vm/lazy.h) */
 		r->fill = vmm_state_load_take_fill(l);
-		if (!r->fill) /* nothing to serve: QEMU's memory must not stay registered */
-			vmm_lazy_free(steal_ptr(r->lazy));
 		if (r->fill && vmm_lazy_serve(r->lazy, r->fill, r->pid, err) < 0)
 			return -1;
 		if (r->fill) /* QEMU's loading and the faults come first */
@@ -1058,18 +1059,26 @@ static bool shmem_small_pages(void)
 
 /*
  * Whether this resume may run the guest before its RAM is all in
- * (vm/lazy.h): a state of RAM chunks, ordinary pages (a huge page could be
- * seen half written), QEMU with vmm's preloaded library; VMM_LAZY_RESUME=0
- * says no (benchmarks measure both).
+ * (vm/lazy.h), where QEMU's userfaultfd is at hand (uffd_ok): a state of
+ * RAM chunks; VMM_LAZY_RESUME=0 says no (benchmarks measure both).
  */
-static bool lazy_ok(const run *r, const vmm_savefile_header *h)
+static bool lazy_ok(const vmm_savefile_header *h)
 {
 	const char *want = getenv("VMM_LAZY_RESUME");
+	return h && h->format == VMM_SAVEFILE_FORMAT && h->kind == VMM_SAVEFILE_KIND_MEMORY &&
+	       !(want && strcmp(want, "0") == 0);
+}
+
+/*
+ * Whether QEMU gets to make a userfaultfd for vmm (vm/lazy.h), for a lazy
+ * resume and for snapshots (vm/cow.h): QEMU with vmm's preloaded library,
+ * ordinary pages (a huge page could be seen half written).
+ */
+static bool uffd_ok(const run *r)
+{
 	size_t shim_size;
 	vmm_uffd_shim(&shim_size);
-	return h && h->format == VMM_SAVEFILE_FORMAT && h->kind == VMM_SAVEFILE_KIND_MEMORY &&
-	       !r->huge && r->cmd->drop && shim_size && !(want && strcmp(want, "0") == 0) &&
-	       shmem_small_pages();
+	return !r->huge && r->cmd->drop && shim_size && shmem_small_pages();
 }
 
 /* Everything between holding the lock and QEMU's exit. */
@@ -1142,7 +1151,7 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	r->resume_start = vmm_now();
 	if (resume && vmm_state_load_begin(&load, state, h, r->ram, err) < 0)
 		return -1;
-	if (resume && lazy_ok(r, h))
+	if (uffd_ok(r))
 		vmm_lazy_prepare(&r->lazy, &r->lazy_child);
 	int spawned = spawn(r, err);
 	if (r->lazy_child >= 0)
@@ -1150,7 +1159,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	if (r->lazy && spawned == 0 &&
 	    vmm_lazy_attach(r->lazy, r->pid, r->ram, r->ram_size, NULL) < 0)
 		vmm_lazy_free(steal_ptr(r->lazy)); /* then all of it before `cont` */
-	if (r->lazy && spawned == 0)
+	r->lazy_resume = r->lazy && spawned == 0 && resume && lazy_ok(h);
+	if (r->lazy_resume)
 		say(r, "the VM runs while its memory is restored");
 	if (spawned < 0) {
 		vmm_state_load_free(load);
@@ -1230,6 +1240,7 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		rc = run_locked(&r, resume, outcome, err);
 		kill_and_reap(&r);
 		settle_memory(&r, true);
+		vmm_lazy_free(steal_ptr(r.lazy));
 		vmm_error_free(r.fill_error);
 		struct signalfd_siginfo si;
 		while (read(r.sigfd, &si, sizeof(si)) > 0)

@@ -245,37 +245,59 @@ fi
 vmm stop old
 
 echo "a snapshot of a running VM: memory and disk of one instant, the console flowing"
-# QEMU runs as its sandbox user, who may not make a userfaultfd where
-# vm.unprivileged_userfaultfd is 0: vmm, as root, lends it /dev/userfaultfd for
-# background-snapshot (vm/uffd_shim.h).  An ordinary user's VM pauses instead (below).
-guest_create live 512 "console=ttyS0 quiet vmmtest.fill=200 vmmtest.diskcounter=/dev/vda"
-run_bg live
+# QEMU runs as its sandbox user; vmm, as root, has QEMU's userfaultfd and
+# write-protects the RAM itself (vm/cow.h), QEMU saving only the devices.  The
+# guest keeps rewriting 16 MiB of its RAM (vmmtest.churn) and its disk counter;
+# the save is held (VMM_TEST_PAUSE) while the guest runs on, so every page it
+# writes then must be copied aside first.
+guest_create live 512 "console=ttyS0 quiet vmmtest.fill=200 vmmtest.diskcounter=/dev/vda vmmtest.churn=16"
+mkdir "$T_TMP/hold"
+VMM_TEST_PAUSE=snapshot-cow VMM_TEST_PAUSE_DIR=$T_TMP/hold run_bg live
 wait_console live "VMMTEST DISKCOUNTER 3" 1 || fail "live boots and counts"
+wait_console live "VMMTEST CHURN" 2 || fail "live churns its memory"
 quser=$(ps -o user= -C qemu-system-x86_64 -o args= | awk '/-name vmm-live /{print $1}' | head -n1)
 assert_true "live's QEMU runs unprivileged (as ${quser:-?})" test -n "$quser" -a "$quser" != root
 mkdir "$T_TMP/live"
-before=$(count live "VMMTEST TICK")
 "$VMM" checkpoint live "$T_TMP/live" --stats >"$T_TMP/live.stats" 2>"$T_TMP/live.ckerr" &
 ck=$!
-flowed=0
-while kill -0 $ck 2>/dev/null; do
-	[ "$(count live "VMMTEST TICK")" -ge $((before + 2)) ] && flowed=1
-	sleep 0.1
-done
+for _ in $(seq 1 600); do [ -e "$T_TMP/hold/snapshot-cow.reached" ] && break; sleep 0.1; done
+assert_true "the save of the RAM is held" test -e "$T_TMP/hold/snapshot-cow.reached"
+ticks=$(count live "VMMTEST TICK") passes=$(count live "VMMTEST CHURN")
+wait_console live "VMMTEST TICK" $((ticks + 2)) && wait_console live "VMMTEST CHURN" $((passes + 2))
+assert_rc 0 "meanwhile the console flows and the guest rewrites its memory"
+touch "$T_TMP/hold/snapshot-cow.go"
 wait $ck
 assert_eq "$?" 0 "vmm checkpoint of the running VM exits 0 ($(cat "$T_TMP/live.ckerr"))"
-assert_eq "$flowed" 1 "the console kept flowing while the snapshot was being saved"
 read -r _ pause _ < <(cat "$T_TMP/live.stats")
 total=$(grep -o '[0-9.]* s$' "$T_TMP/live.stats" | cut -d' ' -f1)
 assert_true "the guest paused for $pause s of the $total s the snapshot took" \
 	awk "BEGIN { exit !($pause > 0 && $pause < 0.5 && $pause < $total / 2) }"
+assert_contains "$(head -c 16384 "$T_TMP/live/state.vmmsave" | tail -c +13 | tr -d '\0')" \
+	'"kind":"memory"' "the state holds the RAM as memory chunks (vmm protected it, not QEMU)"
 disk=$(dd if="$T_TMP/live/disk.img" bs=512 skip=2048 count=1 status=none | tr -dc 0-9)
 assert_true "the snapshot's disk holds the counter ($disk)" test -n "$disk"
 vmm stop live --timeout 30
 run_wait live 30
+assert_eq "$(count live "CHURN TORN")" 0 "the guest never saw its memory torn"
+grep -a "CHURN TORN" "$T_TMP/live.console" "$T_TMP/live2.console" | head -3
 bundle_from_checkpoint live live2 "$T_TMP/live"
-run_bg live2
+# the snapshot of live2 is QEMU's own (VMM_SNAPSHOT_COW=0), kept for where vmm cannot protect the RAM
+VMM_SNAPSHOT_COW=0 run_bg live2
+wait_console live2 "VMMTEST CHURN" 2 || fail "the snapshot resumes and churns on"
+assert_eq "$(count live2 "CHURN TORN")" 0 "its memory is of one instant: every pass whole"
+mkdir "$T_TMP/live3"
+vmm checkpoint live2 "$T_TMP/live3"
+assert_rc 0 "a snapshot by QEMU's background snapshot (VMM_SNAPSHOT_COW=0) exits 0"
+assert_contains "$(head -c 16384 "$T_TMP/live3/state.vmmsave" | tail -c +13 | tr -d '\0')" \
+	'"kind":"stream"' "... and holds QEMU's stream"
 restored_goes_on live2 "$disk"
+bundle_from_checkpoint live2 live4 "$T_TMP/live3"
+run_bg live4
+wait_console live4 "VMMTEST CHURN" 2 || fail "QEMU's snapshot resumes and churns on"
+assert_eq "$(count live4 "CHURN TORN")" 0 "its memory is of one instant too"
+assert_eq "$(count live4 "DISKCOUNTER MISMATCH")" 0 "and memory and disk agree"
+vmm stop live4 --timeout 30
+run_wait live4 30
 
 echo "a snapshot of a running VM of an ordinary user: QEMU without userfaultfd, the guest paused meanwhile"
 # vm.unprivileged_userfaultfd 0 (Debian's default) keeps QEMU from write-protecting
