@@ -42,7 +42,9 @@ struct vmm_ckpt {
 	vmm_savefile_header *h; /* owned */
 	vmm_chunk_writer *w;	/* owned */
 	vmm_cow *cow;		/* owned: vmm protects the RAM (vm/cow.h); QEMU saves the devices */
-	int ram_fd;		/* borrowed */
+	uint64_t *cow_list;	/* owned: its chunks to save, for the writer once the guest runs */
+	size_t cow_n;
+	int ram_fd; /* borrowed */
 	uint64_t ram_size;
 	int state_fd, rd, evfd;
 	stage st;
@@ -372,9 +374,7 @@ static int capture(vmm_ckpt *k, vmm_qmp *q, vmm_error **err)
 	if (k->cow) { /* the instant: the pages written since the arming protected again */
 		if (vmm_cow_capture(k->cow, err) < 0)
 			return -1;
-		vmm_chunk_writer_set_source(k->w, vmm_cow_read, k->cow);
-		if (vmm_chunk_writer_add_memory(k->w, k->ram_fd, k->ram_size, err) < 0)
-			return -1;
+		k->cow_n = vmm_cow_take_list(k->cow, &k->cow_list);
 	}
 	if (!k->background) {
 		/*
@@ -459,16 +459,10 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 	 */
 	if (k->was_running)
 		lend_uffd(k, q, cmd);
-	/*
-	 * vmm's own write protection (vm/cow.h) where it has QEMU's
-	 * userfaultfd; QEMU's background snapshot then saves only the devices.
-	 * Every page allocated first: the save reads it all anyway, and a page
-	 * allocated later would be one more fault.
-	 */
+	/* vmm's own write protection (vm/cow.h) where it has QEMU's userfaultfd;
+	 * QEMU's background snapshot then saves only the devices */
 	const char *want_cow = getenv("VMM_SNAPSHOT_COW");
 	bool cow = k->was_running && uffd >= 0 && !(want_cow && strcmp(want_cow, "0") == 0);
-	if (k->was_running)
-		fallocate(ram_fd, 0, 0, (off_t)ram_size);
 	if (cow && (set_caps(q, true, true, NULL) < 0 ||
 		    vmm_cow_arm(&k->cow, uffd, uffd_base, ram_fd, ram_size, NULL) < 0))
 		cow = false; /* QEMU's own protection, then */
@@ -478,10 +472,13 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 		goto fail;
 	/*
 	 * QEMU reads every page of the RAM before write-protecting it, in the
-	 * pause; pages it never mapped would be faulted in then, one by one.
+	 * pause; pages it never had would be allocated and faulted in then, one
+	 * by one.  Both done now, while the guest runs.
 	 */
-	if (k->was_running && !cow)
+	if (k->was_running && !cow) {
+		fallocate(ram_fd, 0, 0, (off_t)ram_size);
 		warm_up(qemu_pid, ram_size);
+	}
 	k->state_fd = open(k->state_tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (k->state_fd < 0) {
 		vmm_error_errno(err, errno, "create `%s`", k->state_tmp);
@@ -555,6 +552,15 @@ static int step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error **
 	bool pump_done = k->pump_done, fin_done = k->fin_done;
 	pthread_mutex_unlock(&k->mu);
 	if (k->st == SAVING) {
+		/*
+		 * The RAM of the instant is compressed once the guest runs again:
+		 * 2 threads beside QEMU's device save would stretch the pause.
+		 */
+		if (k->cow_list && (k->resumed || k->migrated)) {
+			vmm_chunk_writer_set_source(k->w, vmm_cow_read, k->cow);
+			vmm_chunk_writer_add_chunks(k->w, k->ram_fd, k->ram_size,
+						    steal_ptr(k->cow_list), k->cow_n);
+		}
 		if (k->job_started && !k->job_done && !k->job_unleashed &&
 		    (k->resumed || !k->was_running || k->migrated)) {
 			json_t *a = json_pack("{s:s,s:I}", "device", NODE, "speed", (json_int_t)0);
@@ -739,6 +745,7 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 		pthread_join(k->fin, NULL);
 	vmm_chunk_writer_free(k->w);
 	vmm_cow_free(k->cow); /* after the writer's threads, which read through it */
+	free(k->cow_list);
 	if (k->rd >= 0)
 		close(k->rd);
 	if (k->state_fd >= 0)

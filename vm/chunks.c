@@ -616,7 +616,7 @@ void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t
 	pthread_mutex_unlock(&w->mu);
 }
 
-int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, vmm_error **err)
+int vmm_chunks_with_data(int ram_fd, uint64_t size, uint64_t **out, size_t *count, vmm_error **err)
 {
 	if (size % PAGE)
 		return vmm_error_set(err, VMM_EINVAL,
@@ -644,6 +644,17 @@ int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, 
 				list[n++] = c;
 		pos = (uint64_t)hole;
 	}
+	*out = list;
+	*count = n;
+	return 0;
+}
+
+int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, vmm_error **err)
+{
+	uint64_t *list;
+	size_t n;
+	if (vmm_chunks_with_data(ram_fd, size, &list, &n, err) < 0)
+		return -1;
 	/* a lazy resume's chunks not yet in are holes, or partly: their frames too */
 	const vmm_chunk_base *b = w->base;
 	if (b && b->fill) {
@@ -664,6 +675,13 @@ int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, 
 		list = all;
 		n = k;
 	}
+	vmm_chunk_writer_add_chunks(w, ram_fd, size, list, n);
+	return 0;
+}
+
+void vmm_chunk_writer_add_chunks(vmm_chunk_writer *w, int ram_fd, uint64_t size, uint64_t *list,
+				 size_t n)
+{
 	pthread_mutex_lock(&w->mu);
 	free(w->mem);
 	w->mem = list;
@@ -673,7 +691,6 @@ int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, 
 	w->ram_size = size;
 	pthread_cond_broadcast(&w->work);
 	pthread_mutex_unlock(&w->mu);
-	return 0;
 }
 
 static int writer_error(vmm_chunk_writer *w, vmm_error **err)

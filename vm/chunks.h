@@ -91,6 +91,19 @@ void vmm_chunk_writer_counts(vmm_chunk_writer *w, uint64_t *compressed, uint64_t
  * until vmm_chunk_writer_finish().
  */
 int vmm_chunk_writer_add_memory(vmm_chunk_writer *w, int ram_fd, uint64_t size, vmm_error **err);
+/*
+ * The same for the chunks at the positions in list (n of them, ascending,
+ * multiples of VMM_CHUNK_SIZE; the writer takes it) instead of those that
+ * hold data now.
+ */
+void vmm_chunk_writer_add_chunks(vmm_chunk_writer *w, int ram_fd, uint64_t size, uint64_t *list,
+				 size_t n);
+/*
+ * Which chunks of the RAM in ram_fd (size bytes) hold data: their positions,
+ * ascending, in *list (caller frees), *n of them.  Pages tmpfs never had,
+ * or allocated and never written, are holes.
+ */
+int vmm_chunks_with_data(int ram_fd, uint64_t size, uint64_t **list, size_t *n, vmm_error **err);
 
 /*
  * Where the threads read the RAM from, instead of ram_fd: read(ctx, pos,

@@ -16,8 +16,11 @@
 #define PAGE 4096u
 #define CHUNK ((uint64_t)VMM_CHUNK_SIZE)
 
-/* A chunk: protected since the instant, being read or copied, copied aside, or saved. */
-enum { PROTECTED, BUSY, COPIED, SAVED };
+/*
+ * A chunk: protected since the instant, being read or copied, copied aside,
+ * or saved; or all holes at the instant, so not saved (SKIPPED).
+ */
+enum { PROTECTED, BUSY, COPIED, SAVED, SKIPPED };
 
 struct vmm_cow {
 	int uffd, ram_fd; /* borrowed */
@@ -26,10 +29,11 @@ struct vmm_cow {
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* a chunk is no longer BUSY */
 	bool captured;
-	uint64_t *written;    /* owned: before the instant, the pages let go (a bit each) */
-	uint8_t *st;	      /* owned: per chunk */
+	uint64_t *written; /* owned: before the instant, the pages let go (a bit each) */
+	uint8_t *st;	   /* owned: per chunk */
+	uint64_t *list;	   /* owned: at the instant, the chunks to save */
+	size_t nlist;
 	unsigned char **copy; /* owned: per COPIED chunk, as it was (NULL: it could not be read) */
-	uint64_t copies;
 	bool registered;
 	pthread_t th;
 	bool serving;
@@ -69,6 +73,11 @@ static void on_write(void *ctx, uint64_t addr, uint64_t flags)
 	size_t i = (size_t)(off / CHUNK);
 	while (c->st[i] == BUSY)
 		pthread_cond_wait(&c->cv, &c->mu);
+	if (c->st[i] == SKIPPED) { /* zeros at the instant, and not saved: the guest's now */
+		pthread_mutex_unlock(&c->mu);
+		protect(c, i * CHUNK, chunk_len(c, i), false);
+		return;
+	}
 	if (c->st[i] != PROTECTED) { /* copied or saved already: a stale fault */
 		pthread_mutex_unlock(&c->mu);
 		protect(c, off, PAGE, false);
@@ -85,7 +94,6 @@ static void on_write(void *ctx, uint64_t addr, uint64_t flags)
 	pthread_mutex_lock(&c->mu);
 	c->copy[i] = buf;
 	c->st[i] = COPIED;
-	c->copies++;
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
 	protect(c, i * CHUNK, len, false);
@@ -139,6 +147,21 @@ int vmm_cow_arm(vmm_cow **out, int uffd, uint64_t base, int ram_fd, uint64_t siz
 		vmm_error_errno(err, errno, "write-protect the guest's memory");
 		goto fail;
 	}
+	/*
+	 * Which chunks hold data, outside the pause: found after the
+	 * protection, so a hole the guest writes from now on faults, is noted
+	 * and joins them at the capture.
+	 */
+	uint64_t *data;
+	size_t n;
+	if (vmm_chunks_with_data(ram_fd, size, &data, &n, err) < 0)
+		goto fail;
+	pthread_mutex_lock(&c->mu);
+	memset(c->st, SKIPPED, c->nchunks);
+	for (size_t k = 0; k < n; k++)
+		c->st[data[k] / CHUNK] = PROTECTED;
+	pthread_mutex_unlock(&c->mu);
+	free(data);
 	*out = c;
 	return 0;
 fail:
@@ -162,8 +185,15 @@ int vmm_cow_capture(vmm_cow *c, vmm_error **err)
 			q++;
 		rc = protect(c, p * PAGE, (q - p) * PAGE, true);
 		e = errno;
+		for (size_t k = p; k < q; k++)
+			if (c->st[k * PAGE / CHUNK] == SKIPPED)
+				c->st[k * PAGE / CHUNK] = PROTECTED;
 		p = q;
 	}
+	c->list = xcalloc(c->nchunks, sizeof(uint64_t));
+	for (size_t i = 0; i < c->nchunks; i++)
+		if (c->st[i] == PROTECTED)
+			c->list[c->nlist++] = i * CHUNK;
 	pthread_mutex_unlock(&c->mu);
 	if (rc < 0)
 		return vmm_error_errno(err, e, "write-protect the guest's memory");
@@ -185,7 +215,7 @@ int vmm_cow_read(void *cow, uint64_t pos, void *buf, size_t len)
 		pthread_cond_wait(&c->cv, &c->mu);
 	int st = c->st[i];
 	unsigned char *copy = steal_ptr(c->copy[i]);
-	if (st != SAVED)
+	if (st == PROTECTED || st == COPIED)
 		c->st[i] = st == PROTECTED ? BUSY : SAVED;
 	pthread_mutex_unlock(&c->mu);
 	if (st == COPIED) {
@@ -197,7 +227,7 @@ int vmm_cow_read(void *cow, uint64_t pos, void *buf, size_t len)
 		free(copy);
 		return 0;
 	}
-	if (st == SAVED) {
+	if (st != PROTECTED) { /* each chunk of the list once */
 		errno = EINVAL;
 		return -1;
 	}
@@ -213,12 +243,10 @@ int vmm_cow_read(void *cow, uint64_t pos, void *buf, size_t len)
 	return rc;
 }
 
-uint64_t vmm_cow_copies(vmm_cow *c)
+size_t vmm_cow_take_list(vmm_cow *c, uint64_t **list)
 {
-	pthread_mutex_lock(&c->mu);
-	uint64_t n = c->copies;
-	pthread_mutex_unlock(&c->mu);
-	return n;
+	*list = steal_ptr(c->list);
+	return c->nlist;
 }
 
 void vmm_cow_free(vmm_cow *c)
@@ -241,6 +269,7 @@ void vmm_cow_free(vmm_cow *c)
 	for (size_t i = 0; i < c->nchunks; i++)
 		free(c->copy[i]);
 	free(c->copy);
+	free(c->list);
 	free(c->st);
 	free(c->written);
 	pthread_mutex_destroy(&c->mu);

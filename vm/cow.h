@@ -34,7 +34,10 @@ typedef struct vmm_cow vmm_cow;
  */
 int vmm_cow_arm(vmm_cow **out, int uffd, uint64_t base, int ram_fd, uint64_t size, vmm_error **err);
 
-/* The guest is stopped: this is the instant.  The pages written since arm are protected again. */
+/*
+ * The guest is stopped: this is the instant.  The pages written since arm
+ * are protected again.
+ */
 int vmm_cow_capture(vmm_cow *c, vmm_error **err);
 
 /*
@@ -44,8 +47,12 @@ int vmm_cow_capture(vmm_cow *c, vmm_error **err);
  */
 int vmm_cow_read(void *cow, uint64_t pos, void *buf, size_t len);
 
-/* How many chunks the guest's writes had copied aside so far. */
-uint64_t vmm_cow_copies(vmm_cow *c);
+/*
+ * After the capture: the chunks to save (their positions, ascending, for
+ * vmm_chunk_writer_add_chunks; the caller frees), how many.  The chunks
+ * that were all holes at the instant are not among them.
+ */
+size_t vmm_cow_take_list(vmm_cow *c, uint64_t **list);
 
 /* Lift every protection, stop answering, free.  NULL is fine. */
 void vmm_cow_free(vmm_cow *c);

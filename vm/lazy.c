@@ -93,7 +93,8 @@ int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU sent no userfaultfd");
 	/* write protection of shared memory, for snapshots (vm/cow.h), where the kernel has it */
 	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
-	l->wp = ioctl(l->uffd, UFFDIO_API, &api) == 0;
+	l->wp = ioctl(l->uffd, UFFDIO_API, &api) == 0 &&
+		(api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
 	api = (struct uffdio_api){.api = UFFD_API};
 	if (!l->wp && ioctl(l->uffd, UFFDIO_API, &api) < 0)
 		return vmm_error_errno(err, errno, "userfaultfd");
@@ -180,7 +181,7 @@ static void *serve_main(void *arg)
 	return NULL;
 }
 
-int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err)
+int vmm_lazy_register(vmm_lazy *l, vmm_error **err)
 {
 	struct uffdio_register reg = {.range = {.start = l->base, .len = l->size},
 				      .mode = UFFDIO_REGISTER_MODE_MISSING};
@@ -188,9 +189,16 @@ int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err)
 		return vmm_error_errno(err, errno, "register the guest's memory");
 	l->registered = true;
 	uint64_t need = 1ull << _UFFDIO_WAKE | 1ull << _UFFDIO_ZEROPAGE;
-	if ((reg.ioctls & need) != need)
+	if ((reg.ioctls & need) != need) {
+		vmm_lazy_end(l);
 		return vmm_error_set(err, VMM_EGENERIC,
 				     "the guest's memory cannot have zero pages");
+	}
+	return 0;
+}
+
+int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err)
+{
 	l->qemu = (int)syscall(SYS_pidfd_open, qemu, 0);
 	if (l->qemu < 0)
 		return vmm_error_errno(err, errno, "pidfd_open");

@@ -42,9 +42,14 @@ void vmm_lazy_prepare(vmm_lazy **out, int *child);
 int vmm_lazy_attach(vmm_lazy *l, pid_t pid, int ram_fd, uint64_t size, vmm_error **err);
 
 /*
- * Register QEMU's mapping of the RAM for missing pages and serve QEMU's
- * faults from f (borrowed until the end) on a thread of its own.  A fault
- * whose chunk cannot be restored kills QEMU (pid).
+ * Register QEMU's mapping of the RAM for missing pages: from now on QEMU
+ * waits on every page not in the memfd until vmm_lazy_serve() or the end.
+ */
+int vmm_lazy_register(vmm_lazy *l, vmm_error **err);
+
+/*
+ * Serve QEMU's faults from f (borrowed until the end) on a thread of its
+ * own.  A fault whose chunk cannot be restored kills QEMU (pid).
  */
 int vmm_lazy_serve(vmm_lazy *l, vmm_chunk_fill *f, pid_t qemu, vmm_error **err);
 

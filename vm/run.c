@@ -653,6 +653,8 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 	cleanup_free char *path = path_join(r->dir, VMM_STATE_FILE);
 	if (r->lazy_resume) { /* the guest runs while its RAM comes in (vm/lazy.h) */
 		r->fill = vmm_state_load_take_fill(l);
+		if (!r->fill) /* nothing to serve: QEMU's memory must not stay registered */
+			vmm_lazy_end(r->lazy);
 		if (r->fill && vmm_lazy_serve(r->lazy, r->fill, r->pid, err) < 0)
 			return -1;
 		if (r->fill) /* QEMU's loading and the faults come first */
@@ -1159,7 +1161,8 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 	if (r->lazy && spawned == 0 &&
 	    vmm_lazy_attach(r->lazy, r->pid, r->ram, r->ram_size, NULL) < 0)
 		vmm_lazy_free(steal_ptr(r->lazy)); /* then all of it before `cont` */
-	r->lazy_resume = r->lazy && spawned == 0 && resume && lazy_ok(h);
+	r->lazy_resume = r->lazy && spawned == 0 && resume && lazy_ok(h) &&
+			 vmm_lazy_register(r->lazy, NULL) == 0; /* else all of it before `cont` */
 	if (r->lazy_resume)
 		say(r, "the VM runs while its memory is restored");
 	if (spawned < 0) {

@@ -279,7 +279,6 @@ assert_true "the snapshot's disk holds the counter ($disk)" test -n "$disk"
 vmm stop live --timeout 30
 run_wait live 30
 assert_eq "$(count live "CHURN TORN")" 0 "the guest never saw its memory torn"
-grep -a "CHURN TORN" "$T_TMP/live.console" "$T_TMP/live2.console" | head -3
 bundle_from_checkpoint live live2 "$T_TMP/live"
 # the snapshot of live2 is QEMU's own (VMM_SNAPSHOT_COW=0), kept for where vmm cannot protect the RAM
 VMM_SNAPSHOT_COW=0 run_bg live2
