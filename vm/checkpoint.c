@@ -265,6 +265,13 @@ static void take_back_uffd(vmm_ckpt *k, vmm_qmp *q)
 	k->uffd_lent = false;
 }
 
+static void discard_events(vmm_qmp *q)
+{
+	json_t *ev;
+	while ((ev = vmm_qmp_next_event(q)))
+		json_decref(ev);
+}
+
 static void drain_events(vmm_ckpt *k, vmm_qmp *q)
 {
 	json_t *ev;
@@ -441,6 +448,7 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 	}
 	json_t *st = NULL;
 	cleanup_free char *what = xasprintf("`%s`", k->state_tmp);
+	discard_events(q); /* a block job's end, STOP, RESUME: of before this snapshot */
 	if (vmm_qmp_execute(q, "query-status", NULL, &st, err) < 0)
 		goto fail;
 	k->was_running = json_is_true(json_object_get(st, "running"));
@@ -492,6 +500,9 @@ int vmm_ckpt_begin(vmm_ckpt **out, vmm_qmp *q, const vmm_qemu_cmd *cmd, const vm
 	if (vmm_chunk_writer_open(&k->w, k->state_fd, what, VMM_STATE_CODEC, VMM_STATE_LEVEL,
 				  vmm_chunks_threads(), err) < 0)
 		goto fail;
+	/* a state that cannot be written (no space) ends the snapshot at once, the disk's
+	 * copy too: the RAM's save runs beside it and would only be looked at after it */
+	vmm_chunk_writer_notify(k->w, k->evfd);
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		vmm_error_errno(err, errno, "pipe");
@@ -552,6 +563,8 @@ static int step(vmm_ckpt *k, vmm_qmp *q, vmm_savefile_stats *stats, vmm_error **
 	bool pump_done = k->pump_done, fin_done = k->fin_done;
 	pthread_mutex_unlock(&k->mu);
 	if (k->st == SAVING) {
+		if (vmm_chunk_writer_check(k->w, err) < 0)
+			return -1;
 		/*
 		 * The RAM of the instant is compressed once the guest runs again:
 		 * 2 threads beside QEMU's device save would stretch the pause.
@@ -712,7 +725,8 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	/* QEMU holds the pipe's other end until a migration has used it */
 	if (q && k->fd_passed && !k->migrating && !k->migrated)
 		vmm_qmp_execute(q, "closefd", json_pack("{s:s}", "fdname", FDNAME), NULL, NULL);
-	if (q && k->job_started && !k->job_done) {
+	if (q && k->job_started) {
+		/* an error if it has ended: then gone from QEMU's list, or the node stays in use */
 		vmm_qmp_execute(q, "block-job-cancel",
 				json_pack("{s:s,s:b}", "device", NODE, "force", 1), NULL, NULL);
 		for (int i = 0; i < 500; i++) {
@@ -737,6 +751,8 @@ void vmm_ckpt_free(vmm_ckpt *k, vmm_qmp *q)
 	if (q && !published)
 		set_caps(q, false, false, NULL);
 	take_back_uffd(k, q);
+	if (q) /* this snapshot's events, read with the answers above, are not the next one's */
+		discard_events(q);
 	if (k->w)
 		vmm_chunk_writer_cancel(k->w);
 	if (k->pump_started)

@@ -348,6 +348,7 @@ struct vmm_chunk_writer {
 	uint64_t *mem; /* RAM offsets of the chunks to compress */
 	size_t nmem, next_mem;
 	bool closing, failed, joined;
+	int notify_fd; /* an eventfd told when the writer fails, or -1 */
 	vmm_error *error;
 	uint64_t end, kicked;
 	record *recs;
@@ -368,9 +369,14 @@ static void writer_fail(vmm_chunk_writer *w, vmm_error **e)
 	}
 	pthread_cond_broadcast(&w->work);
 	pthread_cond_broadcast(&w->space);
+	int fd = w->notify_fd;
 	pthread_mutex_unlock(&w->mu);
 	vmm_error_free(*e);
 	*e = NULL;
+	if (fd >= 0) {
+		uint64_t one = 1;
+		(void)!write(fd, &one, sizeof(one));
+	}
 }
 
 #define ALIGN_UP(x) (((x) + PAGE - 1) & ~(uint64_t)(PAGE - 1))
@@ -546,6 +552,7 @@ int vmm_chunk_writer_open(vmm_chunk_writer **out, int fd, const char *what, vmm_
 	w->codec = codec;
 	w->level = level;
 	w->ram_fd = -1;
+	w->notify_fd = -1;
 	w->end = VMM_SAVEFILE_HEADER_SIZE;
 	w->nth = threads > 0 ? threads : 1;
 	w->qcap = 2 * (size_t)w->nth;
@@ -709,6 +716,18 @@ static int writer_error(vmm_chunk_writer *w, vmm_error **err)
 	}
 	pthread_mutex_unlock(&w->mu);
 	return rc;
+}
+
+void vmm_chunk_writer_notify(vmm_chunk_writer *w, int fd)
+{
+	pthread_mutex_lock(&w->mu);
+	w->notify_fd = fd;
+	pthread_mutex_unlock(&w->mu);
+}
+
+int vmm_chunk_writer_check(vmm_chunk_writer *w, vmm_error **err)
+{
+	return writer_error(w, err);
 }
 
 /* Hand a full (or the last) stream chunk to the threads. */

@@ -126,6 +126,10 @@ int vmm_chunk_writer_pump(vmm_chunk_writer *w, int fd, vmm_error **err);
  */
 int vmm_chunk_writer_finish(vmm_chunk_writer *w, vmm_savefile_header *h, vmm_error **err);
 
+/* Write 1 to the eventfd fd (borrowed) when the writer fails. */
+void vmm_chunk_writer_notify(vmm_chunk_writer *w, int fd);
+/* -1 with the first error if the writer has failed, else 0. */
+int vmm_chunk_writer_check(vmm_chunk_writer *w, vmm_error **err);
 /* Stop the threads (an unfinished body is abandoned) and free. */
 void vmm_chunk_writer_free(vmm_chunk_writer *w);
 
