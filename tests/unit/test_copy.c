@@ -75,6 +75,19 @@ static uint64_t allocated(const char *p)
 	return (uint64_t)st.st_blocks * 512;
 }
 
+/* dst holds no more data than src. The file system may spend a few blocks
+ * more on dst's extent tree: a copy written in pieces (write-back mode, or a
+ * disk busy with other writers) can land in more extents than the source's,
+ * and ext4 keeps only four in the inode. Holes filled would cost MiBs. */
+#define METADATA_SLACK (64 * 1024)
+static void assert_not_more_allocated(const char *src, const char *dst)
+{
+	uint64_t s = allocated(src), d = allocated(dst);
+	if (d > s + METADATA_SLACK)
+		fail_msg("%s allocates %llu bytes, %s only %llu", dst, (unsigned long long)d, src,
+			 (unsigned long long)s);
+}
+
 /* Same size, same bytes (compared only where either file has data, and
  * hole ranges checked to read as zeros through the data map of the other). */
 static void assert_same_content(const char *a, const char *b)
@@ -147,7 +160,7 @@ static void check_sparse_copy(const vmm_copy_opts *o, vmm_copy_method want)
 	assert_int_equal(st.method, want);
 	assert_int_equal(st.files, 1);
 	assert_same_content(src, dst);
-	assert_true(allocated(dst) <= allocated(src));
+	assert_not_more_allocated(src, dst);
 	assert_true(allocated(dst) < 16 * MiB);
 	/* the holes are holes */
 	assert_true(is_hole(dst, 64 * 1024, 300 * MiB - 64 * 1024));
@@ -195,7 +208,7 @@ static void test_copy_default__best_method_of_this_fs(void **state)
 	/* /tmp reflinks (btrfs, XFS) or falls back to the sparse copy (ext4, tmpfs) */
 	assert_true(st.method == VMM_COPY_REFLINK || st.method == VMM_COPY_SPARSE);
 	assert_same_content(src, dst);
-	assert_true(allocated(dst) <= allocated(src));
+	assert_not_more_allocated(src, dst);
 	free(dst);
 	free(src);
 }
@@ -209,7 +222,7 @@ static void test_copy_sparse__ends_in_data_unaligned(void **state)
 		vmm_copy_opts o = {.no_reflink = true, .no_seek_data = zs};
 		char *dst = copy_with(src, zs ? "dst-zs" : "dst", &o, NULL);
 		assert_same_content(src, dst);
-		assert_true(allocated(dst) <= allocated(src));
+		assert_not_more_allocated(src, dst);
 		assert_true(is_hole(dst, 0, 256 * MiB));
 		free(dst);
 	}
@@ -227,7 +240,7 @@ static void test_copy_sparse__written_zeros_become_holes(void **state)
 		vmm_copy_opts o = {.no_reflink = true, .no_seek_data = zs};
 		char *dst = copy_with(src, zs ? "dst-zs" : "dst", &o, NULL);
 		assert_same_content(src, dst);
-		assert_true(allocated(dst) <= allocated(src));
+		assert_not_more_allocated(src, dst);
 		/* the zero-skipping copy reads them and leaves holes; the sparse
 		 * copy moves allocated extents as they are (never more) */
 		if (zs) {
@@ -301,7 +314,7 @@ static void test_copy_fd__exposed_fallbacks(void **state)
 		close(in);
 		close(out);
 		assert_same_content(src, dst);
-		assert_true(allocated(dst) <= allocated(src));
+		assert_not_more_allocated(src, dst);
 		free(dst);
 	}
 	free(src);
