@@ -343,6 +343,9 @@ struct vmm_chunk_writer {
 	uint64_t stream_pos;
 	int ram_fd;
 	uint64_t ram_size;
+	const unsigned char *map; /* ram_fd mapped read-only (tmpfs), or NULL: pread */
+	uint64_t map_size;
+	uint8_t *map_data;	 /* owned: which pages of map held data at mapping (a bit each) */
 	vmm_chunk_source source; /* reads the RAM instead of ram_fd, if set */
 	void *source_ctx;
 	uint64_t *mem; /* RAM offsets of the chunks to compress */
@@ -446,6 +449,74 @@ static int reuse(vmm_chunk_writer *w, const base_entry *b, record *r, vmm_error 
 	return 0;
 }
 
+/*
+ * The stretch [pos, pos+len) of the mapped RAM: its pages that hold data
+ * marked in r's bitmap, and *data pointing at them packed.  Compressed
+ * straight from the mapping when every page holds data (the usual case: no
+ * copy of the RAM at all), else the kept pages are copied into in.  tmpfs's
+ * holes are found with SEEK_HOLE and never touched: a read fault would give
+ * them memory.  Returns the number of pages kept.
+ */
+static size_t pack_mapped(vmm_chunk_writer *w, uint64_t pos, size_t len, unsigned char *in,
+			  record *r, const unsigned char **data)
+{
+	const unsigned char *src = w->map + pos;
+	size_t pages = len / PAGE, kept = 0, first = pos / PAGE;
+	for (size_t p = 0; p < pages; p++)
+		if (bit(w->map_data, first + p) && !page_is_zero(src + p * PAGE)) {
+			r->bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
+			kept++;
+		}
+	*data = src;
+	if (kept == pages || !kept)
+		return kept;
+	size_t k = 0;
+	for (size_t p = 0; p < pages; p++)
+		if (bit(r->bitmap, p))
+			memcpy(in + k++ * PAGE, src + p * PAGE, PAGE);
+	*data = in;
+	return kept;
+}
+
+/*
+ * Map the RAM in ram_fd (size bytes) for pack_mapped, with the map of its
+ * pages that hold data, if it is on tmpfs (a memfd).  Huge pages keep pread,
+ * where a fault on a hole would take a page from the pool.  Best effort.
+ */
+static void map_ram(vmm_chunk_writer *w, int ram_fd, uint64_t size)
+{
+	struct statfs sf;
+	if (w->map || !size || size % PAGE || fstatfs(ram_fd, &sf) < 0 || sf.f_type != TMPFS_MAGIC)
+		return;
+	size_t pages = size / PAGE;
+	uint8_t *bm = xcalloc(pages / 8 + 1, 1);
+	uint64_t pos = 0;
+	while (pos < size) {
+		off_t d = lseek(ram_fd, (off_t)pos, SEEK_DATA);
+		if (d < 0 && errno != ENXIO) {
+			free(bm);
+			return;
+		}
+		if (d < 0 || (uint64_t)d >= size)
+			break;
+		off_t h = lseek(ram_fd, d, SEEK_HOLE);
+		if (h < 0 || (uint64_t)h > size)
+			h = (off_t)size;
+		for (size_t p = (size_t)d / PAGE; p < (size_t)(((uint64_t)h + PAGE - 1) / PAGE);
+		     p++)
+			bm[p / 8] |= (uint8_t)(1u << (p % 8));
+		pos = (uint64_t)h;
+	}
+	void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, ram_fd, 0);
+	if (m == MAP_FAILED) {
+		free(bm);
+		return;
+	}
+	w->map = m;
+	w->map_size = size;
+	w->map_data = bm;
+}
+
 /* One stretch of RAM: its non-zero pages, packed, compressed. */
 static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned char *in,
 		     unsigned char *out, size_t cap, vmm_error **err)
@@ -465,29 +536,36 @@ static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned c
 			return reuse(w, b, &r, err);
 		}
 	}
-	if ((w->source ? w->source(w->source_ctx, pos, in, len)
-		       : vmm_pread_all(w->ram_fd, in, len, (off_t)pos)) < 0)
-		return vmm_error_errno(err, errno, "read guest memory");
 	record r = {.type = REC_MEMORY, .position = pos};
 	size_t kept = 0;
-	for (size_t p = 0; p < len / PAGE; p++) {
-		unsigned char *page = in + p * PAGE;
-		if (page_is_zero(page))
-			continue;
-		r.bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
-		if (kept != p)
-			memcpy(in + kept * PAGE, page, PAGE);
-		kept++;
+	const unsigned char *data = in; /* the kept pages, packed */
+	/* the holes are known from the mapping's time, unless a lazy resume's fill
+	 * has just brought the chunk in */
+	if (w->map && !w->source && !(b && w->base->fill)) {
+		kept = pack_mapped(w, pos, len, in, &r, &data);
+	} else {
+		if ((w->source ? w->source(w->source_ctx, pos, in, len)
+			       : vmm_pread_all(w->ram_fd, in, len, (off_t)pos)) < 0)
+			return vmm_error_errno(err, errno, "read guest memory");
+		for (size_t p = 0; p < len / PAGE; p++) {
+			unsigned char *page = in + p * PAGE;
+			if (page_is_zero(page))
+				continue;
+			r.bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
+			if (kept != p)
+				memcpy(in + kept * PAGE, page, PAGE);
+			kept++;
+		}
 	}
 	if (!kept)
 		return 0;
 	r.rsize = (uint32_t)(kept * PAGE);
 	/* the same pages as when the guest was resumed: that frame again */
 	if (b && b->rsize == r.rsize && memcmp(b->bitmap, r.bitmap, BITMAP_BYTES) == 0 &&
-	    bhash == pages_hash(in, r.rsize))
+	    bhash == pages_hash(data, r.rsize))
 		return reuse(w, b, &r, err);
 	size_t n;
-	if (compress_chunk(c, w->codec, w->level, in, r.rsize, out, cap, &n, err) < 0)
+	if (compress_chunk(c, w->codec, w->level, data, r.rsize, out, cap, &n, err) < 0)
 		return -1;
 	return emit(w, &r, out, n, err);
 }
@@ -696,6 +774,7 @@ void vmm_chunk_writer_add_chunks(vmm_chunk_writer *w, int ram_fd, uint64_t size,
 	w->next_mem = 0;
 	w->ram_fd = ram_fd;
 	w->ram_size = size;
+	map_ram(w, ram_fd, size); /* tmpfs: read in place, not copied out */
 	pthread_cond_broadcast(&w->work);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -847,6 +926,9 @@ void vmm_chunk_writer_free(vmm_chunk_writer *w)
 	free(w->q);
 	free(w->th);
 	free(w->mem);
+	if (w->map)
+		munmap((void *)w->map, (size_t)w->map_size);
+	free(w->map_data);
 	free(w->recs);
 	free(w->used);
 	free(w->what);

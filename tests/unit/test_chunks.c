@@ -119,8 +119,11 @@ static void write_state_base(fixture *f, int ram, const vmm_chunk_base *base, vm
 	vmm_error *err = NULL;
 	assert_int_equal(vmm_chunk_writer_open(&w, fd, "test state", codec, 0, threads, &err), 0);
 	vmm_chunk_writer_set_base(w, base);
-	if (with_ram)
+	struct stat before;
+	if (with_ram) {
+		assert_int_equal(fstat(ram, &before), 0);
 		assert_int_equal(vmm_chunk_writer_add_memory(w, ram, RAM, &err), 0);
+	}
 	int p[2];
 	assert_int_equal(pipe(p), 0);
 	pid_t pid = fork();
@@ -143,6 +146,11 @@ static void write_state_base(fixture *f, int ram, const vmm_chunk_base *base, vm
 	if (reused)
 		*reused = r;
 	vmm_chunk_writer_free(w);
+	if (with_ram) { /* reading the memory gave none of its holes pages */
+		struct stat after;
+		assert_int_equal(fstat(ram, &after), 0);
+		assert_int_equal(after.st_blocks, before.st_blocks);
+	}
 	assert_int_equal(vmm_savefile_publish(fd, tmp, f->path, h, &err), 0);
 	close(fd);
 	vmm_savefile_header_free(h);
