@@ -257,6 +257,14 @@ static void test_chunks_roundtrip__lz4(void **state)
 	roundtrip(*state, VMM_CODEC_LZ4, 2);
 }
 
+/* the frames through the page cache, as on a file system without direct I/O */
+static void test_chunks_roundtrip__buffered(void **state)
+{
+	setenv("VMM_STATE_DIRECT", "0", 1);
+	roundtrip(*state, VMM_CODEC_LZ4, 2);
+	unsetenv("VMM_STATE_DIRECT");
+}
+
 static void test_chunks_roundtrip__zstd_one_thread(void **state)
 {
 	roundtrip(*state, VMM_CODEC_ZSTD, 1);
@@ -579,6 +587,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_chunks_roundtrip__lz4, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_roundtrip__buffered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_roundtrip__zstd_one_thread, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_roundtrip__stream_only, setup, teardown),
