@@ -468,8 +468,8 @@ static int reuse(vmm_chunk_writer *w, const base_entry *b, record *r, vmm_error 
  * marked in r's bitmap, and *data pointing at them packed.  Compressed
  * straight from the mapping when every page holds data (the usual case: no
  * copy of the RAM at all), else the kept pages are copied into in.  tmpfs's
- * holes are found with SEEK_HOLE and never touched: a read fault would give
- * them memory.  Returns the number of pages kept.
+ * holes, from w->map_data (one SEEK_DATA pass), are never touched: a read
+ * fault would give them memory.  Returns the number of pages kept.
  */
 static size_t pack_mapped(vmm_chunk_writer *w, uint64_t pos, size_t len, unsigned char *in,
 			  record *r, const unsigned char **data)
