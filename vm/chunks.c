@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1798,4 +1799,398 @@ out:
 	free(hdr);
 	vmm_chunk_index_free(x);
 	return rc;
+}
+
+/* --- saving ahead ----------------------------------------------------------------- */
+
+typedef struct span {
+	uint64_t off, len;
+} span;
+
+struct vmm_chunk_ahead {
+	pthread_t th;
+	pthread_mutex_t mu; /* held for moments only: the thread runs at the lowest priority */
+	pthread_cond_t cv;
+	int refs;		  /* the owner's and the thread's */
+	bool stop, failed, saved; /* saved: the last pass found nothing more to compress */
+	size_t changing, stored;  /* at the last pass: chunks changing, and with frames */
+	int ram_fd, fd;		  /* the thread's own descriptors */
+	uint64_t ram_size;
+	double interval;
+	vmm_codec codec;
+	vmm_chunk_base *base; /* owned until stopped (then NULL); read and changed under mu */
+	span *free;	      /* owned: dead frames' room, for new frames */
+	size_t nfree, capfree;
+	uint64_t *seen;	  /* owned: per chunk, its hash at the last pass (0: not seen) */
+	int event;	  /* eventfd: told after a pass that saved all, and on failure */
+	vmm_error *error; /* owned: why it stopped */
+	uint64_t bytes;	  /* RAM compressed so far */
+};
+
+static void ahead_unref(vmm_chunk_ahead *a)
+{
+	pthread_mutex_lock(&a->mu);
+	bool last = --a->refs == 0;
+	pthread_mutex_unlock(&a->mu);
+	if (!last)
+		return;
+	vmm_chunk_base_free(a->base);
+	close(a->event);
+	close(a->ram_fd);
+	close(a->fd);
+	vmm_error_free(a->error);
+	free(a->free);
+	free(a->seen);
+	pthread_cond_destroy(&a->cv);
+	pthread_mutex_destroy(&a->mu);
+	free(a);
+}
+
+/* Under mu: entry i of the base goes; its room is free. */
+static void ahead_remove(vmm_chunk_ahead *a, size_t i)
+{
+	vmm_chunk_base *b = a->base;
+	if (a->nfree == a->capfree) {
+		a->capfree = a->capfree ? 2 * a->capfree : 64;
+		a->free = xrealloc(a->free, a->capfree * sizeof(span));
+	}
+	a->free[a->nfree++] = (span){b->e[i].offset, ALIGN_UP(b->e[i].csize)};
+	b->live -= b->e[i].csize;
+	memmove(&b->e[i], &b->e[i + 1], (b->n - i - 1) * sizeof(base_entry));
+	b->n--;
+}
+
+/* Under mu: room for a frame of n bytes, from a dead frame's if one is big enough. */
+static uint64_t ahead_room(vmm_chunk_ahead *a, size_t n)
+{
+	for (size_t i = 0; i < a->nfree; i++)
+		if (a->free[i].len >= ALIGN_UP(n)) {
+			uint64_t off = a->free[i].off;
+			a->free[i].off += ALIGN_UP(n);
+			a->free[i].len -= ALIGN_UP(n);
+			if (!a->free[i].len)
+				a->free[i] = a->free[--a->nfree];
+			return off;
+		}
+	vmm_chunk_base *b = a->base;
+	uint64_t off = ALIGN_UP(b->file_size);
+	/* the end is past this frame even if it is never recorded: a save appends after it */
+	b->file_size = b->index_offset = off + n;
+	return off;
+}
+
+/* Where the base has position pos, or where it would go. */
+static size_t ahead_find(const vmm_chunk_base *b, uint64_t pos)
+{
+	size_t lo = 0, hi = b->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->e[mid].position < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Under mu: the base's entry for pos, if it has one, into *e. */
+static bool ahead_entry(vmm_chunk_ahead *a, uint64_t pos, base_entry *e)
+{
+	size_t i = ahead_find(a->base, pos);
+	if (i == a->base->n || a->base->e[i].position != pos)
+		return false;
+	*e = a->base->e[i];
+	return true;
+}
+
+/*
+ * One chunk, read into in: a copy, since the guest writes on meanwhile, so
+ * its hash and its frame come from the same bytes.  The base is the
+ * caller's once stopped, so it is touched only under mu, not stopped.
+ * Returns 1 if the base has a frame of what the RAM held, 0 if not (yet),
+ * -1 on an error, -2 once stopped.
+ */
+static int ahead_chunk(vmm_chunk_ahead *a, codec_ctx *c, uint64_t pos, unsigned char *in,
+		       unsigned char *out, size_t cap, vmm_error **err)
+{
+	size_t len =
+	    a->ram_size - pos < VMM_CHUNK_SIZE ? (size_t)(a->ram_size - pos) : VMM_CHUNK_SIZE;
+	if (vmm_pread_all(a->ram_fd, in, len, (off_t)pos) < 0)
+		return vmm_error_errno(err, errno, "read guest memory");
+	base_entry e = {.position = pos};
+	size_t kept = 0;
+	for (size_t p = 0; p < len / PAGE; p++) {
+		unsigned char *page = in + p * PAGE;
+		if (page_is_zero(page))
+			continue;
+		e.bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
+		if (kept != p)
+			memcpy(in + kept * PAGE, page, PAGE);
+		kept++;
+	}
+	base_entry o;
+	pthread_mutex_lock(&a->mu);
+	bool stop = a->stop, old = !stop && ahead_entry(a, pos, &o);
+	if (old && !kept) /* zeros now: a save would not use a frame of it */
+		ahead_remove(a, ahead_find(a->base, pos));
+	pthread_mutex_unlock(&a->mu);
+	uint64_t *seen = &a->seen[pos / VMM_CHUNK_SIZE];
+	if (stop)
+		return -2;
+	if (!kept) {
+		*seen = 0;
+		return 1;
+	}
+	e.rsize = (uint32_t)(kept * PAGE);
+	e.hash = pages_hash(in, e.rsize);
+	if (old && o.rsize == e.rsize && o.hash == e.hash &&
+	    memcmp(o.bitmap, e.bitmap, BITMAP_BYTES) == 0) {
+		*seen = e.hash;
+		return 1;
+	}
+	if (*seen != e.hash) { /* changing: compressed once it holds still for a pass */
+		*seen = e.hash;
+		return 0;
+	}
+	size_t n;
+	if (compress_chunk(c, a->codec, 0, in, e.rsize, out, cap, &n, err) < 0)
+		return -1;
+	/* the old frame leaves the base before its room may be written */
+	pthread_mutex_lock(&a->mu);
+	stop = a->stop;
+	if (!stop) {
+		if (ahead_entry(a, pos, &o))
+			ahead_remove(a, ahead_find(a->base, pos));
+		e.offset = ahead_room(a, n);
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (stop)
+		return -2;
+	e.csize = (uint32_t)n;
+	if (vmm_pwrite_all(a->fd, out, n, (off_t)e.offset) < 0)
+		return vmm_error_errno(err, errno, "save guest memory ahead");
+	pthread_mutex_lock(&a->mu);
+	stop = a->stop; /* if stopped, the frame is in room no one names */
+	if (!stop) {
+		vmm_chunk_base *b = a->base;
+		size_t i = ahead_find(b, pos);
+		b->e = xrealloc(b->e, (b->n + 1) * sizeof(base_entry));
+		memmove(&b->e[i + 1], &b->e[i], (b->n - i) * sizeof(base_entry));
+		b->e[i] = e;
+		b->n++;
+		b->live += n;
+		a->bytes += e.rsize;
+	}
+	pthread_mutex_unlock(&a->mu);
+	return stop ? -2 : 1;
+}
+
+/*
+ * A pass over the RAM: the chunks that hold data now, and the base's frames
+ * of stretches that no longer do.  Returns how many chunks are changing
+ * (no frame of what they hold), -1 on an error, -2 once stopped.
+ */
+static int ahead_pass(vmm_chunk_ahead *a, codec_ctx *c, unsigned char *in, unsigned char *out,
+		      size_t cap, vmm_error **err)
+{
+	uint64_t *list;
+	size_t n;
+	if (scan_data(a->ram_fd, a->ram_size, &list, &n, NULL, err) < 0)
+		return -1;
+	int all = 0;
+	for (size_t i = 0; i < n && all >= 0; i++) {
+		int got = ahead_chunk(a, c, list[i], in, out, cap, err);
+		if (got < 0)
+			all = got;
+		else if (got == 0)
+			all++;
+	}
+	/* holes now: their frames go */
+	pthread_mutex_lock(&a->mu);
+	vmm_chunk_base *b = a->base;
+	if (all >= 0 && !a->stop) {
+		size_t j = 0;
+		for (size_t k = 0; k < b->n;) {
+			while (j < n && list[j] < b->e[k].position)
+				j++;
+			if (j < n && list[j] == b->e[k].position)
+				k++;
+			else
+				ahead_remove(a, k);
+		}
+	}
+	if (a->stop)
+		all = -2;
+	else
+		a->stored = b->n;
+	pthread_mutex_unlock(&a->mu);
+	free(list);
+	return all;
+}
+
+static void *ahead_main(void *arg)
+{
+	vmm_chunk_ahead *a = arg;
+	/* the guest first: only what the host's CPUs have left over */
+	struct sched_param sp = {0};
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	codec_ctx c = {0};
+	size_t cap = bound(a->codec, VMM_CHUNK_SIZE);
+	unsigned char *in = xmalloc(VMM_CHUNK_SIZE), *out = xmalloc(cap);
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		double end = (double)t.tv_sec + (double)t.tv_nsec / 1e9 + a->interval;
+		t.tv_sec = (time_t)end;
+		t.tv_nsec = (long)((end - (double)t.tv_sec) * 1e9);
+		while (!a->stop && pthread_cond_timedwait(&a->cv, &a->mu, &t) != ETIMEDOUT)
+			;
+		bool stop = a->stop;
+		pthread_mutex_unlock(&a->mu);
+		if (stop)
+			break;
+		vmm_error *e = NULL;
+		uint64_t before = a->bytes;
+		int rc = ahead_pass(a, &c, in, out, cap, &e);
+		if (rc == -2)
+			break;
+		/* on the disk before a suspend needs it there */
+		if (rc >= 0 && a->bytes != before && fdatasync(a->fd) < 0)
+			rc = vmm_error_errno(&e, errno, "save guest memory ahead");
+		pthread_mutex_lock(&a->mu);
+		/* caught up: a pass with nothing more to compress */
+		bool saved = rc >= 0 && a->bytes == before && a->stored;
+		bool news = saved && !a->saved;
+		a->saved = saved;
+		if (rc >= 0)
+			a->changing = (size_t)rc;
+		if (rc < 0 && !a->stop) {
+			a->failed = true;
+			a->error = steal_ptr(e);
+			news = true;
+		}
+		pthread_mutex_unlock(&a->mu);
+		vmm_error_free(e);
+		if (news) {
+			uint64_t one = 1;
+			(void)!write(a->event, &one, sizeof(one));
+		}
+		if (rc < 0)
+			break;
+	}
+	codec_ctx_free(&c);
+	free(in);
+	free(out);
+	ahead_unref(a);
+	return NULL;
+}
+
+/* An empty base in fd, for a VM that was not resumed (or whose state cannot be reused). */
+static vmm_chunk_base *empty_base(int fd, vmm_codec codec)
+{
+	vmm_chunk_base *b = xcalloc(1, sizeof(*b));
+	b->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	b->codec = codec;
+	b->chunk_size = VMM_CHUNK_SIZE;
+	b->e = xcalloc(1, sizeof(base_entry));
+	b->file_size = b->index_offset = VMM_SAVEFILE_HEADER_SIZE;
+	if (b->fd < 0 || ftruncate(fd, VMM_SAVEFILE_HEADER_SIZE) < 0) {
+		vmm_chunk_base_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+int vmm_chunk_ahead_start(vmm_chunk_ahead **out, int ram_fd, uint64_t size, int fd,
+			  vmm_chunk_base *base, vmm_codec codec, double interval, vmm_error **err)
+{
+	struct statfs sf;
+	if (fstatfs(ram_fd, &sf) < 0 || sf.f_type != TMPFS_MAGIC) {
+		vmm_chunk_base_free(base);
+		return vmm_error_set(err, VMM_EINVAL, "guest memory is not on tmpfs");
+	}
+	if (base && (base->fill || base->codec != codec || base->chunk_size != VMM_CHUNK_SIZE)) {
+		vmm_chunk_base_free(base);
+		base = NULL;
+	}
+	if (base) {
+		/* the resumed state's own stream and index: never read again */
+		for (size_t i = 0; i < base->nstream; i++)
+			punch(fd, base->stream_off[i], base->stream_len[i]);
+		base->nstream = 0;
+		punch(fd, base->index_offset, base->file_size - base->index_offset);
+		base->index_offset = base->file_size;
+	} else if (!(base = empty_base(fd, codec))) {
+		return vmm_error_errno(err, errno, "save guest memory ahead");
+	}
+	vmm_chunk_ahead *a = xcalloc(1, sizeof(*a));
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	a->refs = 2;
+	a->ram_fd = fcntl(ram_fd, F_DUPFD_CLOEXEC, 3);
+	a->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	a->ram_size = size;
+	a->interval = interval;
+	a->codec = codec;
+	a->base = base;
+	a->seen = xcalloc(size / VMM_CHUNK_SIZE + 1, sizeof(uint64_t));
+	a->event = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int e = errno;
+	if (a->ram_fd < 0 || a->fd < 0 || a->event < 0 ||
+	    (e = pthread_create(&a->th, NULL, ahead_main, a)) != 0) {
+		a->refs = 1;
+		ahead_unref(a);
+		return vmm_error_errno(err, e, "save guest memory ahead");
+	}
+	pthread_detach(a->th);
+	*out = a;
+	return 0;
+}
+
+int vmm_chunk_ahead_fd(const vmm_chunk_ahead *a)
+{
+	return a->event;
+}
+
+int vmm_chunk_ahead_news(vmm_chunk_ahead *a, uint64_t *bytes, size_t *stored, size_t *changing,
+			 vmm_error **err)
+{
+	uint64_t v;
+	(void)!read(a->event, &v, sizeof(v));
+	pthread_mutex_lock(&a->mu);
+	int rc = a->failed ? -1 : a->saved ? 1 : 0;
+	if (rc < 0)
+		vmm_error_set(err, vmm_error_code(a->error), "%s", a->error->msg);
+	*bytes = a->bytes;
+	*stored = a->stored;
+	*changing = a->changing;
+	pthread_mutex_unlock(&a->mu);
+	return rc;
+}
+
+vmm_chunk_base *vmm_chunk_ahead_stop(vmm_chunk_ahead *a)
+{
+	if (!a)
+		return NULL;
+	/* no waiting for the thread, which may get no CPU while the guest is busy:
+	 * from here on it changes nothing, and whatever it writes lands in room
+	 * that the base does not name and a save writes after (ahead_room) */
+	pthread_mutex_lock(&a->mu);
+	a->stop = true;
+	pthread_cond_broadcast(&a->cv);
+	vmm_chunk_base *b = steal_ptr(a->base);
+	span *f = steal_ptr(a->free);
+	size_t nf = a->nfree;
+	a->nfree = 0;
+	pthread_mutex_unlock(&a->mu);
+	for (size_t i = 0; i < nf; i++)
+		punch(b->fd, f[i].off, f[i].len);
+	free(f);
+	ahead_unref(a);
+	return b;
 }

@@ -106,6 +106,38 @@ void vmm_chunk_writer_add_chunks(vmm_chunk_writer *w, int ram_fd, uint64_t size,
 int vmm_chunks_with_data(int ram_fd, uint64_t size, uint64_t **list, size_t *n, vmm_error **err);
 
 /*
+ * Saving ahead: while the guest runs, one thread at the lowest priority
+ * (SCHED_IDLE: only what the guest leaves of the CPUs) keeps a base of its
+ * RAM (tmpfs) in fd, the run's never-restored state.vmmsave.resumed.tmp.
+ * Every `interval` seconds it reads each chunk that holds data into a
+ * buffer of its own and hashes it there; a chunk whose hash is the same as
+ * at the pass before but not that of its frame is compressed (from the same
+ * buffer) into its old frame's place, or at the end.  What changes all the
+ * time is thus never compressed; a suspend then reuses, by hash, the frames
+ * of what did not change since, as after a resume.  base (taken; NULL, or
+ * another codec: a new one) is a resumed state's, whose stream and index
+ * are freed at once.
+ */
+typedef struct vmm_chunk_ahead vmm_chunk_ahead;
+int vmm_chunk_ahead_start(vmm_chunk_ahead **out, int ram_fd, uint64_t size, int fd,
+			  vmm_chunk_base *base, vmm_codec codec, double interval, vmm_error **err);
+/*
+ * An eventfd, readable when it has caught up (a pass found nothing more to
+ * compress, after one that did), and when the thread fails.
+ */
+int vmm_chunk_ahead_fd(const vmm_chunk_ahead *a);
+/*
+ * After the fd is readable: 1 if caught up, 0 if not, -1 if the thread
+ * failed (why in *err; it stopped, its base stands); *bytes the RAM
+ * compressed so far, and at the last pass *stored chunks with a frame and
+ * *changing chunks without one.
+ */
+int vmm_chunk_ahead_news(vmm_chunk_ahead *a, uint64_t *bytes, size_t *stored, size_t *changing,
+			 vmm_error **err);
+/* Stop the thread (a chunk at most is finished) and free a: its base, for a save into fd. */
+vmm_chunk_base *vmm_chunk_ahead_stop(vmm_chunk_ahead *a);
+
+/*
  * Where the threads read the RAM from, instead of ram_fd: read(ctx, pos,
  * buf, len) puts the len bytes of RAM at pos (a chunk) into buf; 0, or -1
  * with errno.  For a RAM that changes while it is saved (vm/cow.h).  Call

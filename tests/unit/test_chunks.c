@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -355,6 +356,45 @@ static void test_chunks_reuse__unchanged_stretches(void **state)
 	free(dev);
 }
 
+/* A save of ram into base's own file fd (at path), with 4 KiB of device state. */
+static void write_in_place(fixture *f, int fd, const char *path, const vmm_chunk_base *base,
+			   int ram, uint64_t *compressed, uint64_t *reused)
+{
+	vmm_chunk_writer *w = NULL;
+	vmm_error *err = NULL;
+	assert_int_equal(vmm_chunk_writer_open_in_place(&w, fd, base, "aside", 0, 2, &err), 0);
+	assert_int_equal(vmm_chunk_writer_add_memory(w, ram, RAM, &err), 0);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(vmm_write_all(p[1], f->device, 4096), 0);
+	close(p[1]);
+	assert_int_equal(vmm_chunk_writer_pump(w, p[0], &err), 0);
+	close(p[0]);
+	vmm_savefile_header *h = sample_header();
+	if (vmm_chunk_writer_finish(w, h, &err) < 0)
+		fail_msg("%s", err->msg);
+	vmm_chunk_writer_counts(w, compressed, reused);
+	vmm_chunk_writer_free(w);
+	assert_int_equal(vmm_savefile_publish(fd, path, f->path, h, &err), 0);
+	vmm_savefile_header_free(h);
+}
+
+/* The state at f->path loads as ram, with that 4 KiB of device state. */
+static void assert_loads_as(fixture *f, int ram)
+{
+	int again = -1;
+	unsigned char *dev = NULL;
+	size_t len = 0;
+	vmm_error *err = NULL;
+	if (load_state(f, &again, &dev, &len, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_int_equal(len, 4096);
+	assert_memory_equal(dev, f->device, 4096);
+	assert_same_ram(ram, again);
+	close(again);
+	free(dev);
+}
+
 /* ... and into the very file resumed from: only the changed stretches are written. */
 static void test_chunks_reuse__in_place(void **state)
 {
@@ -378,40 +418,78 @@ static void test_chunks_reuse__in_place(void **state)
 	struct stat before;
 	assert_int_equal(stat(aside, &before), 0);
 	int fd = open(aside, O_RDWR);
-	vmm_chunk_writer *w = NULL;
-	assert_int_equal(vmm_chunk_writer_open_in_place(&w, fd, base, "aside", 0, 2, &err), 0);
-	assert_int_equal(vmm_chunk_writer_add_memory(w, ram, RAM, &err), 0);
-	int p[2];
-	assert_int_equal(pipe(p), 0);
-	assert_int_equal(vmm_write_all(p[1], f->device, 4096), 0);
-	close(p[1]);
-	assert_int_equal(vmm_chunk_writer_pump(w, p[0], &err), 0);
-	close(p[0]);
-	vmm_savefile_header *h = sample_header();
-	if (vmm_chunk_writer_finish(w, h, &err) < 0)
-		fail_msg("%s", err->msg);
 	uint64_t compressed = 0, reused = 0;
-	vmm_chunk_writer_counts(w, &compressed, &reused);
+	write_in_place(f, fd, aside, base, ram, &compressed, &reused);
 	assert_int_equal(compressed, 1);
 	assert_int_equal(reused, 3);
-	vmm_chunk_writer_free(w);
-	assert_int_equal(vmm_savefile_publish(fd, aside, f->path, h, &err), 0);
 	close(fd);
-	vmm_savefile_header_free(h);
 	vmm_chunk_base_free(base);
 	/* the old stream and index are freed: fewer blocks than before, whatever the size */
 	struct stat after;
 	assert_int_equal(stat(f->path, &after), 0);
 	assert_true(after.st_blocks < before.st_blocks);
-	int again = -1;
-	if (load_state(f, &again, &dev, &len, &err) < 0)
-		fail_msg("%s", err->msg);
-	assert_int_equal(len, 4096);
-	assert_memory_equal(dev, f->device, 4096);
-	assert_same_ram(ram, again);
+	assert_loads_as(f, ram);
 	close(ram);
-	close(again);
-	free(dev);
+	free(aside);
+}
+
+/* Wait for the saving ahead to catch up; how many chunks it holds then. */
+static size_t ahead_caught_up(vmm_chunk_ahead *a, size_t *changing)
+{
+	for (;;) {
+		struct pollfd p = {.fd = vmm_chunk_ahead_fd(a), .events = POLLIN};
+		assert_int_equal(poll(&p, 1, 20000), 1);
+		uint64_t bytes = 0;
+		size_t stored = 0;
+		vmm_error *err = NULL;
+		int rc = vmm_chunk_ahead_news(a, &bytes, &stored, changing, &err);
+		if (rc < 0)
+			fail_msg("%s", err->msg);
+		if (rc > 0)
+			return stored;
+	}
+}
+
+/*
+ * Saving ahead: the RAM's chunks compressed while it "runs", a chunk once it
+ * held still for a pass; one changed after that is compressed by the save,
+ * one that became a hole is dropped, and the save into the file keeps the
+ * rest.  The state loads as the RAM was.
+ */
+static void test_chunks_ahead__then_in_place(void **state)
+{
+	fixture *f = *state;
+	char *aside = path_join(f->dir, "aside");
+	int fd = open(aside, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	vmm_chunk_ahead *a = NULL;
+	vmm_error *err = NULL;
+	assert_int_equal(
+	    vmm_chunk_ahead_start(&a, f->ram, RAM, fd, NULL, VMM_CODEC_LZ4, 0.02, &err), 0);
+	size_t changing = 9;
+	/* 4 stretches hold data (0, 2, 10 and 22 MiB) */
+	assert_int_equal(ahead_caught_up(a, &changing), 4);
+	assert_int_equal(changing, 0);
+	/* a page changes at 2 MiB and the last page goes: saved again, and dropped */
+	unsigned char page[4096];
+	fill_page(page, 41);
+	assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, 2 << 20), 0);
+	assert_int_equal(
+	    fallocate(f->ram, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, RAM - 4096, 4096), 0);
+	assert_int_equal(ahead_caught_up(a, &changing), 3);
+	/* a change it has not seen: the save compresses that stretch */
+	fill_page(page, 42);
+	assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, 4096), 0);
+	vmm_chunk_base *base = vmm_chunk_ahead_stop(a);
+	assert_non_null(base);
+	assert_true(vmm_chunk_base_in_place_ok(base, VMM_CODEC_LZ4));
+	uint64_t compressed = 0, reused = 0;
+	write_in_place(f, fd, aside, base, f->ram, &compressed, &reused);
+	assert_int_equal(compressed, 1);
+	assert_int_equal(reused, 2);
+	close(fd);
+	vmm_chunk_base_free(base);
+	assert_loads_as(f, f->ram);
 	free(aside);
 }
 
@@ -595,6 +673,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_chunks_reuse__unchanged_stretches, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_reuse__in_place, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_ahead__then_in_place, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_fill__lazy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__corrupt_chunk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__index, setup, teardown),
