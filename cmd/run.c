@@ -18,7 +18,7 @@ typedef struct run_args {
 	const char *net_bridged, *net_softnet_allow, *net_softnet_block, *net_softnet_expose,
 	    *accel;
 	const char *root_disk_opts, *serial_path;
-	vmm_opt_num stop_timeout;
+	vmm_opt_num stop_timeout, save_ahead;
 } run_args;
 
 static const vmm_opt opts[] = {
@@ -49,6 +49,9 @@ static const vmm_opt opts[] = {
 	      "Accepted for Tart's sake: every vmm VM can be suspended")},
     {VMM_INT(run_args, stop_timeout, "stop-timeout", "SECONDS", 0, 86400,
 	     "On SIGINT/SIGTERM, wait this long for the guest to power off (default 30)")},
+    {VMM_INT(run_args, save_ahead, "save-ahead", "SECONDS", 0, 86400,
+	     "Compress the RAM while the guest runs, looking again every SECONDS, so that "
+	     "a suspend saves only what changed since (0: off, the default)")},
     {VMM_LIST(run_args, disk, "disk", "PATH[:ro][,sync=none|fsync|full][,caching=...]",
 	      "Attach a disk image or block device (a .iso as a bootable CD-ROM; repeatable)")},
     {VMM_STRING(run_args, root_disk_opts, "root-disk-opts", "OPTIONS",
@@ -221,6 +224,8 @@ int cmd_run_vm(int argc, char **argv, bool resume_only)
 	int nrc = parse_net(&ra, spec, &o.net);
 	if (nrc)
 		return nrc;
+	if (ra.save_ahead.given)
+		o.save_ahead = ra.save_ahead.value ? (double)ra.save_ahead.value : -1;
 	if (ra.stop_timeout.given)
 		o.stop_timeout = ra.stop_timeout.value ? (double)ra.stop_timeout.value : 0.001;
 	o.resume_only = resume_only;

@@ -144,7 +144,10 @@ static int parse_reply(const char *reply, const vmm_bundle *b, const char *name,
 		unsigned long long raw = 0, comp = 0;
 		double secs = 0, pause = 0;
 		if (stats && sscanf(reply, "ok %llu %llu %lf %lf", &raw, &comp, &secs, &pause) >= 3)
-			*stats = (vmm_savefile_stats){raw, comp, secs, pause};
+			*stats = (vmm_savefile_stats){.raw_bytes = raw,
+						      .compressed_bytes = comp,
+						      .seconds = secs,
+						      .pause = pause};
 		return 0;
 	}
 	if (strncmp(reply, "error ", 6) == 0)

@@ -45,26 +45,28 @@ typedef struct run {
 	pid_t pid;	   /* QEMU; 0 once reaped */
 	int status;	   /* QEMU's wait status once reaped */
 	int console, errpipe, sigfd, ctl, tap, console_in, console_out;
-	int ram;	       /* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
-	uint64_t ram_size;     /* bytes */
-	vmm_qmp *qmp;	       /* owned */
-	vmm_net *net;	       /* owned */
-	vmm_ckpt *ckpt;	       /* owned: a snapshot of the running VM under way */
-	vmm_chunk_base *base;  /* owned: the state this run resumed from, for suspend to reuse */
-	int base_fd;	       /* that file (RESUMED_ASIDE), read-write: suspend saves into it */
-	bool huge;	       /* the RAM is in huge pages (hugetlbfs) */
-	vmm_lazy *lazy;	       /* owned: QEMU's userfaultfd (vm/lazy.h), for the run */
-	bool lazy_resume;      /* a resume serves QEMU's faults while fill restores the RAM */
-	int lazy_child;	       /* QEMU's end of lazy's socket until QEMU has it */
-	vmm_chunk_fill *fill;  /* owned: a resume's RAM still coming in (vm/lazy.h) */
-	vmm_error *fill_error; /* owned: why it did not: the run's error */
-	double resume_start;   /* when the resume began (vmm_now) */
-	int ckpt_client;       /* the control connection waiting for it */
-	char *ckpt_wait;       /* owned: where a snapshot asked for during the fill goes */
-	vmm_agent_fwd *agent;  /* owned: control.sock's forwarder to the guest agent */
-	char *shares_dir;      /* owned: tmp/<uuid> for named shares' mount points */
-	int shares_lock;       /* its GC guard */
-	char errline[512];     /* QEMU's last line on stderr */
+	int ram;		/* the guest's RAM: a memfd QEMU maps (VMM_QEMU_RAM_FD) */
+	uint64_t ram_size;	/* bytes */
+	vmm_qmp *qmp;		/* owned */
+	vmm_net *net;		/* owned */
+	vmm_ckpt *ckpt;		/* owned: a snapshot of the running VM under way */
+	vmm_chunk_base *base;	/* owned: the state this run resumed from, for suspend to reuse */
+	int base_fd;		/* that file (RESUMED_ASIDE), read-write: suspend saves into it */
+	vmm_chunk_ahead *ahead; /* owned: saving the RAM ahead into base_fd (vm/chunks.h) */
+	double ahead_every;	/* seconds between its passes (VMM_SAVE_AHEAD); 0: not at all */
+	bool huge;		/* the RAM is in huge pages (hugetlbfs) */
+	vmm_lazy *lazy;		/* owned: QEMU's userfaultfd (vm/lazy.h), for the run */
+	bool lazy_resume;	/* a resume serves QEMU's faults while fill restores the RAM */
+	int lazy_child;		/* QEMU's end of lazy's socket until QEMU has it */
+	vmm_chunk_fill *fill;	/* owned: a resume's RAM still coming in (vm/lazy.h) */
+	vmm_error *fill_error;	/* owned: why it did not: the run's error */
+	double resume_start;	/* when the resume began (vmm_now) */
+	int ckpt_client;	/* the control connection waiting for it */
+	char *ckpt_wait;	/* owned: where a snapshot asked for during the fill goes */
+	vmm_agent_fwd *agent;	/* owned: control.sock's forwarder to the guest agent */
+	char *shares_dir;	/* owned: tmp/<uuid> for named shares' mount points */
+	int shares_lock;	/* its GC guard */
+	char errline[512];	/* QEMU's last line on stderr */
 	char errpart[512];
 	size_t errpart_len;
 	bool stopping, quit_sent, suspended;
@@ -421,8 +423,73 @@ static int memory_in(run *r, vmm_error **err)
 	return vmm_error_set(err, vmm_error_code(r->fill_error), "%s", r->fill_error->msg);
 }
 
+/*
+ * Saving ahead (vm/chunks.h): while the guest runs and nothing else works
+ * on its memory, a low-priority thread keeps r->base up to date in
+ * RESUMED_ASIDE, so that a first suspend, too, compresses only what changed
+ * lately.  `vmm run --save-ahead SECONDS` (or VMM_SAVE_AHEAD=SECONDS, for
+ * those that start vmm run with no say in its flags) turns it on.
+ */
+static bool ahead_wanted(const run *r)
+{
+	return r->ahead_every > 0 && r->pid > 0 && r->qmp && r->ram >= 0 && !r->huge && !r->fill &&
+	       !r->ckpt && !r->ckpt_wait && !r->stopping && !r->suspended;
+}
+
+/* Its base back in r->base, where a save finds it; none if it could not start. */
+static void ahead_stop(run *r)
+{
+	if (r->ahead)
+		r->base = vmm_chunk_ahead_stop(steal_ptr(r->ahead));
+	if (r->base_fd >= 0 && !r->base) {
+		close(r->base_fd);
+		r->base_fd = -1;
+		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	}
+}
+
+static void ahead_start(run *r)
+{
+	cleanup_vmm_error vmm_error *e = NULL;
+	if (r->base_fd < 0)
+		r->base_fd =
+		    openat(r->dirfd, RESUMED_ASIDE, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (r->base_fd < 0)
+		vmm_error_errno(&e, errno, "create `%s/%s`", r->dir, RESUMED_ASIDE);
+	else
+		vmm_chunk_ahead_start(&r->ahead, r->ram, r->ram_size, r->base_fd,
+				      steal_ptr(r->base), VMM_STATE_CODEC, r->ahead_every, &e);
+	if (r->ahead)
+		return;
+	say(r, "saving the memory ahead: %s; a suspend saves all of it", e->msg);
+	r->ahead_every = 0;
+	ahead_stop(r);
+}
+
+/* What the thread has to say: it caught up, or it failed. */
+static void ahead_news(run *r)
+{
+	cleanup_vmm_error vmm_error *e = NULL;
+	uint64_t bytes = 0;
+	size_t stored = 0, changing = 0;
+	int rc = vmm_chunk_ahead_news(r->ahead, &bytes, &stored, &changing, &e);
+	if (rc > 0)
+		say(r,
+		    "the VM's memory is saved ahead: %zu chunks, %zu changing (%.0f MiB "
+		    "compressed so far)",
+		    stored, changing, (double)bytes / (1 << 20));
+	if (rc >= 0)
+		return;
+	say(r, "saving the memory ahead stopped: %s", e->msg);
+	r->ahead_every = 0;
+	ahead_stop(r);
+}
+
 static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 {
+	vmm_savefile_stats mine = {0};
+	if (!stats)
+		stats = &mine;
 	if (r->stopping)
 		return vmm_error_set(err, VMM_EGENERIC, "the VM is being stopped");
 	if (r->ckpt || r->ckpt_wait)
@@ -433,6 +500,7 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 		return vmm_error_set(err, VMM_EGENERIC, "QEMU is not running");
 	if (vmm_qemu_unsavable(r->cmd))
 		return vmm_error_set(err, VMM_EINVAL, "%s", vmm_qemu_unsavable(r->cmd));
+	ahead_stop(r);
 	/* a lazy resume's chunks not yet in are saved as they are, without waiting for them */
 	vmm_chunk_base *live =
 	    r->fill && r->base_fd >= 0 ? vmm_chunk_fill_base(r->fill, VMM_STATE_CODEC) : NULL;
@@ -474,6 +542,10 @@ static int do_suspend(run *r, vmm_savefile_stats *stats, vmm_error **err)
 	if (rc < 0)
 		return -1;
 	say(r, "snapshot created successfully! shutting down the VM...");
+	if (stats->chunks_compressed + stats->chunks_reused)
+		say(r, "memory: %llu chunks compressed, %llu kept from before",
+		    (unsigned long long)stats->chunks_compressed,
+		    (unsigned long long)stats->chunks_reused);
 	r->suspended = true;
 	quit_now(r);
 	wait_exit(r, QUIT_GRACE);
@@ -508,6 +580,7 @@ static int do_checkpoint(run *r, int client, const char *dest, vmm_error **err)
 	}
 	if (memory_in(r, err) < 0)
 		return -1;
+	ahead_stop(r); /* the snapshot's writer gets the CPUs and the disk */
 	vmm_qmp_set_timeout(r->qmp, 120);
 	uint64_t uffd_base = 0;
 	int uffd = vmm_lazy_uffd(r->lazy, &uffd_base);
@@ -754,10 +827,14 @@ static void handle_signal(run *r)
 static void loop(run *r)
 {
 	while (r->pid > 0) {
-		struct pollfd p[8];
+		struct pollfd p[9];
 		int n = 0;
 		int i_sig = n, i_con = -1, i_in = -1, i_err = -1, i_qmp = -1, i_ctl = -1, i_ck = -1;
-		int i_fill = -1;
+		int i_fill = -1, i_ahead = -1;
+		if (r->ahead && !ahead_wanted(r))
+			ahead_stop(r);
+		else if (!r->ahead && ahead_wanted(r))
+			ahead_start(r);
 		p[n++] = (struct pollfd){.fd = r->sigfd, .events = POLLIN};
 		if (r->console >= 0) {
 			i_con = n;
@@ -787,6 +864,11 @@ static void loop(run *r)
 			i_fill = n;
 			p[n++] = (struct pollfd){.fd = vmm_chunk_fill_done_fd(r->fill),
 						 .events = POLLIN};
+		}
+		if (r->ahead) {
+			i_ahead = n;
+			p[n++] =
+			    (struct pollfd){.fd = vmm_chunk_ahead_fd(r->ahead), .events = POLLIN};
 		}
 		int timeout = -1;
 		double now = vmm_now();
@@ -834,6 +916,8 @@ static void loop(run *r)
 				    vmm_now() - r->resume_start);
 			if (r->ckpt_wait && !r->fill)
 				checkpoint_after_fill(r);
+			if (i_ahead >= 0 && p[i_ahead].revents && r->ahead)
+				ahead_news(r);
 		}
 		now = vmm_now();
 		if (r->stopping && !r->quit_sent && now >= r->deadline)
@@ -842,6 +926,7 @@ static void loop(run *r)
 			kill(r->pid, SIGKILL);
 		reap(r, false);
 	}
+	ahead_stop(r);
 	if (r->ckpt_wait)
 		checkpoint_after_fill(r);
 	if (r->ckpt) { /* QEMU is gone: the snapshot with it */
@@ -1207,6 +1292,18 @@ int vmm_vm_run(const vmm_home *h, const char *name, const vmm_run_opts *o, vmm_r
 		 .lazy_child = -1,
 		 .console_in = o->console_in,
 		 .console_out = o->console_out};
+	const char *ahead = getenv("VMM_SAVE_AHEAD");
+	if (o->save_ahead) {
+		r.ahead_every = o->save_ahead > 0 ? o->save_ahead : 0;
+	} else if (ahead && *ahead) {
+		char *end;
+		errno = 0;
+		r.ahead_every = strtod(ahead, &end);
+		if (errno || *end || !(r.ahead_every >= 0 && r.ahead_every <= 86400))
+			return vmm_error_set(
+			    err, VMM_EINVAL,
+			    "VMM_SAVE_AHEAD=%s: not a number of seconds (0 to 86400)", ahead);
+	}
 	vmm_vm_state st = vmm_bundle_state(b);
 	if (st == VMM_STATE_RUNNING)
 		return vmm_error_set(err, VMM_EALREADYRUNNING, "VM \"%s\" is already running!",

@@ -41,6 +41,8 @@ typedef struct vmm_run_opts {
 	int console_out;     /* the console's output; -1 to discard it */
 	int log_fd;	     /* QEMU's own messages; -1 to discard them */
 	double stop_timeout; /* seconds from ACPI power-down to quit (0: 30) */
+	/* saving ahead (vm/chunks.h): seconds between passes; -1 off, 0: VMM_SAVE_AHEAD's */
+	double save_ahead;
 	void (*notice)(void *ctx, const char *line); /* may be NULL */
 	void *notice_ctx;
 } vmm_run_opts;

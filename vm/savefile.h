@@ -108,6 +108,8 @@ typedef struct vmm_savefile_stats {
 	uint64_t compressed_bytes;
 	double seconds;
 	double pause; /* snapshots of running VMs: how long the guest was paused */
+	/* memory chunks compressed by this save, and kept from an earlier one unchanged */
+	uint64_t chunks_compressed, chunks_reused;
 } vmm_savefile_stats;
 
 /*

@@ -250,7 +250,7 @@ static int save_format1(vmm_qmp *q, const char *path, vmm_savefile_header *h,
 }
 
 static int save_chunks(vmm_qmp *q, const char *path, vmm_savefile_header *h,
-		       const vmm_state_save_opts *o, vmm_error **err)
+		       const vmm_state_save_opts *o, vmm_savefile_stats *stats, vmm_error **err)
 {
 	/*
 	 * After a resume, into the file resumed from (its unchanged chunks stay,
@@ -297,6 +297,8 @@ static int save_chunks(vmm_qmp *q, const char *path, vmm_savefile_header *h,
 	if (vmm_chunk_writer_finish(w, h, err) < 0 ||
 	    vmm_savefile_publish(fd, tmp, path, h, err) < 0)
 		goto out;
+	if (stats)
+		vmm_chunk_writer_counts(w, &stats->chunks_compressed, &stats->chunks_reused);
 	rc = 0;
 out:
 	if (migrating)
@@ -327,7 +329,7 @@ int vmm_state_save(vmm_qmp *q, const char *path, vmm_savefile_header *h,
 		if (o->format == VMM_SAVEFILE_FORMAT_STREAM)
 			rc = save_format1(q, path, h, stats, err);
 		else
-			rc = save_chunks(q, path, h, o, err);
+			rc = save_chunks(q, path, h, o, stats, err);
 	}
 	if (rc < 0) {
 		if (was_running)

@@ -7,6 +7,9 @@
 #                       stderr in $T_TMP/NAME.err, pid in RUN_PID[NAME]
 #   wait_console NAME PATTERN COUNT [SECS]   until PATTERN appears COUNT times
 #   run_wait NAME [SECS]  wait for that vmm run to exit; its status in RUN_RC
+#   run_in NAME [ENV...] [--FLAG...]  run_bg with a console to type into (fd 3 while it runs)
+#   guest_md5 NAME        the md5 of the guest's fill, as the guest reads it (needs run_in)
+#   suspend_it NAME       vmm suspend NAME, asserting that it ends suspended
 #   last_tick NAME / count NAME PATTERN
 # For network tests (see each helper for details):
 #   (sourcing it re-runs the test in a network namespace of its own: t_netns in lib.sh)
@@ -197,4 +200,35 @@ ssh_wait() { # addr [port [secs]]: until a login runs `true`; 1 on timeout
 		fi
 		sleep 1
 	done
+}
+
+# vmm run NAME with a console we can type into (fd 3 while it runs)
+run_in() { # name [env...] [--flags of vmm run...]
+	local name=$1 envs=() flags=()
+	shift
+	for a in "$@"; do
+		case $a in -*) flags+=("$a") ;; *) [ ${#flags[@]} -gt 0 ] && flags+=("$a") || envs+=("$a") ;; esac
+	done
+	rm -f "$T_TMP/$name.in"
+	mkfifo "$T_TMP/$name.in"
+	env "${envs[@]}" "$VMM" run "$name" "${flags[@]}" <"$T_TMP/$name.in" >>"$T_TMP/$name.console" \
+		2>>"$T_TMP/$name.err" &
+	RUN_PID[$name]=$!
+	t_defer "run_kill $name"
+	exec 3>"$T_TMP/$name.in"
+}
+# the md5 of the guest's fill, as the guest reads it
+guest_md5() { # name
+	local n
+	n=$(count "$1" "VMMTEST MD5")
+	echo md5 >&3
+	wait_console "$1" "VMMTEST MD5" $((n + 1)) 120 || return 1
+	grep -a -o 'VMMTEST MD5 [0-9a-f]*' "$T_TMP/$1.console" | tail -1 | awk '{print $3}'
+}
+suspend_it() { # name
+	vmm suspend "$1"
+	assert_rc 0 "suspend $1"
+	run_wait "$1" 60
+	exec 3>&-
+	assert_eq "$(state_of "$1")" suspended "$1 is suspended"
 }

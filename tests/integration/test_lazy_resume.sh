@@ -21,33 +21,6 @@ source "$(dirname "$0")/guest_lib.sh"
 home=$T_TMP/home/vms
 notice="the VM runs while its memory is restored" restored="the VM's memory is restored"
 
-# vmm run NAME with a console we can type into (fd 3 while it runs)
-run_in() { # name [env...]
-	local name=$1
-	shift
-	rm -f "$T_TMP/$name.in"
-	mkfifo "$T_TMP/$name.in"
-	env "$@" "$VMM" run "$name" <"$T_TMP/$name.in" >>"$T_TMP/$name.console" \
-		2>>"$T_TMP/$name.err" &
-	RUN_PID[$name]=$!
-	t_defer "run_kill $name"
-	exec 3>"$T_TMP/$name.in"
-}
-# the md5 of the guest's fill, as the guest reads it
-guest_md5() { # name
-	local n
-	n=$(count "$1" "VMMTEST MD5")
-	echo md5 >&3
-	wait_console "$1" "VMMTEST MD5" $((n + 1)) 120 || return 1
-	grep -a -o 'VMMTEST MD5 [0-9a-f]*' "$T_TMP/$1.console" | tail -1 | awk '{print $3}'
-}
-suspend_it() { # name
-	vmm suspend "$1"
-	assert_rc 0 "suspend $1"
-	run_wait "$1" 60
-	exec 3>&-
-	assert_eq "$(state_of "$1")" suspended "$1 is suspended"
-}
 qemu_of() { pgrep -f "vmm-$1 " | head -1; }
 # once the vmm run of g has ended suspended: it resumes with the memory it had, and again ends so
 resumes_whole() { # what
