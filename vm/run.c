@@ -54,6 +54,7 @@ typedef struct run {
 	int base_fd;		/* that file (RESUMED_ASIDE), read-write: suspend saves into it */
 	vmm_chunk_ahead *ahead; /* owned: saving the RAM ahead into base_fd (vm/chunks.h) */
 	double ahead_every;	/* seconds between its passes (VMM_SAVE_AHEAD); 0: not at all */
+	int ahead_said;		/* it has caught up (said once a run) */
 	bool huge;		/* the RAM is in huge pages (hugetlbfs) */
 	vmm_lazy *lazy;		/* owned: QEMU's userfaultfd (vm/lazy.h), for the run */
 	bool lazy_resume;	/* a resume serves QEMU's faults while fill restores the RAM */
@@ -430,22 +431,25 @@ static int memory_in(run *r, vmm_error **err)
  * lately.  `vmm run --save-ahead SECONDS` (or VMM_SAVE_AHEAD=SECONDS, for
  * those that start vmm run with no say in its flags) turns it on.
  */
-static bool ahead_wanted(const run *r)
+static bool ahead_wanted(run *r)
 {
-	return r->ahead_every > 0 && r->pid > 0 && r->qmp && r->ram >= 0 && !r->huge && !r->fill &&
-	       !r->ckpt && !r->ckpt_wait && !r->stopping && !r->suspended;
+	if (r->ahead_every > 0 && (r->huge || vmm_qemu_unsavable(r->cmd))) {
+		say(r, "--save-ahead: %s",
+		    r->huge ? "not with huge pages" : "the VM cannot be suspended");
+		r->ahead_every = 0;
+	}
+	return r->ahead_every > 0 && r->pid > 0 && r->qmp && r->ram >= 0 && !r->fill && !r->ckpt &&
+	       !r->ckpt_wait && !r->stopping && !r->suspended;
 }
 
-/* Its base back in r->base, where a save finds it; none if it could not start. */
+/*
+ * Its base back in r->base, where a save finds it.  (Nothing else here: during
+ * a lazy resume's fill the resumed state's base is the fill's, not yet r->base.)
+ */
 static void ahead_stop(run *r)
 {
 	if (r->ahead)
 		r->base = vmm_chunk_ahead_stop(steal_ptr(r->ahead));
-	if (r->base_fd >= 0 && !r->base) {
-		close(r->base_fd);
-		r->base_fd = -1;
-		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
-	}
 }
 
 static void ahead_start(run *r)
@@ -457,23 +461,27 @@ static void ahead_start(run *r)
 	if (r->base_fd < 0)
 		vmm_error_errno(&e, errno, "create `%s/%s`", r->dir, RESUMED_ASIDE);
 	else
-		vmm_chunk_ahead_start(&r->ahead, r->ram, r->ram_size, r->base_fd,
-				      steal_ptr(r->base), VMM_STATE_CODEC, r->ahead_every, &e);
+		vmm_chunk_ahead_start(&r->ahead, r->ram, r->ram_size, r->base_fd, &r->base,
+				      VMM_STATE_CODEC, r->ahead_every, &e);
 	if (r->ahead)
 		return;
-	say(r, "saving the memory ahead: %s; a suspend saves all of it", e->msg);
+	say(r, "saving the memory ahead: %s; it is off for this run", e->msg);
 	r->ahead_every = 0;
-	ahead_stop(r);
+	if (r->base_fd >= 0 && !r->base) { /* (no fill now: ahead_wanted) */
+		close(r->base_fd);
+		r->base_fd = -1;
+		unlinkat(r->dirfd, RESUMED_ASIDE, 0);
+	}
 }
 
-/* What the thread has to say: it caught up, or it failed. */
+/* What the thread has to say: it caught up (said the first time), or it failed. */
 static void ahead_news(run *r)
 {
 	cleanup_vmm_error vmm_error *e = NULL;
 	uint64_t bytes = 0;
 	size_t stored = 0, changing = 0;
 	int rc = vmm_chunk_ahead_news(r->ahead, &bytes, &stored, &changing, &e);
-	if (rc > 0)
+	if (rc > 0 && !r->ahead_said++)
 		say(r,
 		    "the VM's memory is saved ahead: %zu chunks, %zu changing (%.0f MiB "
 		    "compressed so far)",
@@ -758,7 +766,8 @@ static int do_resume(run *r, const vmm_savefile_header *h, vmm_state_load *load,
 		return -1;
 	}
 	vmm_test_pause("resume-after-cont");
-	/* I3: VMM_STATE_REUSE=0: every suspend writes a new file (benchmarks measure both) */
+	/* I3: VMM_STATE_REUSE=0: the state resumed from is no base for a suspend (benchmarks
+	 * measure both; saving ahead, if on, makes one of its own) */
 	renameat(r->dirfd, pending, r->dirfd, RESUMED_ASIDE);
 	const char *reuse = getenv("VMM_STATE_REUSE");
 	if ((r->base || r->fill) && !(reuse && strcmp(reuse, "0") == 0))

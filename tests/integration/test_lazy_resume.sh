@@ -80,6 +80,9 @@ wait_console g "VMMTEST TICK $((before + 1))" 1 || fail "the resumed guest count
 vmm suspend g
 assert_rc 0 "suspend g while the fill is held"
 assert_true "the state is durable before the fill goes on" test -s "$home/g/state.vmmsave"
+read -r c k <<<"$(suspend_counts g)"
+assert_true "most chunks kept their frames (${k:-none} kept, ${c:-none} compressed)" \
+	test "${k:-0}" -gt "$((${c:-999} * 2))"
 touch "$hold/resume-fill.go" # (vmm run's end waits for the held threads)
 resumes_whole "after a save of chunks never in"
 
