@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 
 #include <lz4frame.h>
 #include <zstd.h>
@@ -249,12 +250,17 @@ typedef struct base_entry {
 	uint8_t bitmap[BITMAP_BYTES];
 } base_entry;
 
+/* Room in a file: [off, off+len). */
+typedef struct room {
+	uint64_t off, len;
+} room;
+
 struct vmm_chunk_base {
 	int fd;
 	vmm_codec codec;
 	uint64_t chunk_size;
 	base_entry *e; /* owned: memory chunks, by position */
-	size_t n;
+	size_t n, cap; /* cap: room in e (saving ahead grows it; else n) */
 	/* the rest of that file, for a save into it (vmm_chunk_writer_open_in_place) */
 	uint64_t file_size, index_offset, live;
 	uint64_t *stream_off; /* owned: the stream frames */
@@ -262,6 +268,9 @@ struct vmm_chunk_base {
 	size_t nstream;
 	/* a lazy resume's fill under way (vmm_chunk_fill_base): e[i] is its record nstream + i */
 	struct vmm_chunk_fill *fill;
+	/* saving ahead: dead frames' room (its blocks freed), for new frames */
+	room *free;
+	size_t nfree, capfree;
 };
 
 static int fill_chunk_in(struct vmm_chunk_fill *f, size_t i, uint64_t *hash, vmm_error **err);
@@ -276,6 +285,7 @@ void vmm_chunk_base_free(vmm_chunk_base *b)
 	if (b->fd >= 0)
 		close(b->fd);
 	free(b->e);
+	free(b->free);
 	free(b->stream_off);
 	free(b->stream_len);
 	free(b);
@@ -288,7 +298,8 @@ bool vmm_chunk_base_in_place_ok(const vmm_chunk_base *b, vmm_codec codec)
 	       b->file_size <= 2 * b->live + (64u << 20);
 }
 
-static const base_entry *base_find(const vmm_chunk_base *b, uint64_t pos)
+/* Where b's entry for position pos is, or would go. */
+static size_t base_slot(const vmm_chunk_base *b, uint64_t pos)
 {
 	size_t lo = 0, hi = b->n;
 	while (lo < hi) {
@@ -298,7 +309,13 @@ static const base_entry *base_find(const vmm_chunk_base *b, uint64_t pos)
 		else
 			hi = mid;
 	}
-	return lo < b->n && b->e[lo].position == pos ? &b->e[lo] : NULL;
+	return lo;
+}
+
+static const base_entry *base_find(const vmm_chunk_base *b, uint64_t pos)
+{
+	size_t i = base_slot(b, pos);
+	return i < b->n && b->e[i].position == pos ? &b->e[i] : NULL;
 }
 
 /* Copy n bytes from in_fd at in_off to out_fd at out_off (in the kernel where it can). */
@@ -1803,28 +1820,22 @@ out:
 
 /* --- saving ahead ----------------------------------------------------------------- */
 
-typedef struct span {
-	uint64_t off, len;
-} span;
-
 struct vmm_chunk_ahead {
-	pthread_t th;
-	pthread_mutex_t mu; /* held for moments only: the thread runs at the lowest priority */
+	pthread_mutex_t mu; /* held for moments: the thread runs at the lowest priority */
 	pthread_cond_t cv;
 	int refs;		  /* the owner's and the thread's */
-	bool stop, failed, saved; /* saved: the last pass found nothing more to compress */
+	bool stop, failed, saved; /* saved: caught up (a pass found nothing more to compress) */
+	int passes;		  /* done */
 	size_t changing, stored;  /* at the last pass: chunks changing, and with frames */
 	int ram_fd, fd;		  /* the thread's own descriptors */
 	uint64_t ram_size;
 	double interval;
 	vmm_codec codec;
 	vmm_chunk_base *base; /* owned until stopped (then NULL); read and changed under mu */
-	span *free;	      /* owned: dead frames' room, for new frames */
-	size_t nfree, capfree;
-	uint64_t *seen;	  /* owned: per chunk, its hash at the last pass (0: not seen) */
-	int event;	  /* eventfd: told after a pass that saved all, and on failure */
-	vmm_error *error; /* owned: why it stopped */
-	uint64_t bytes;	  /* RAM compressed so far */
+	uint64_t *seen;	      /* owned: per chunk, its hash at the last pass (0: not seen) */
+	int event;	      /* eventfd: told when it catches up, and when it fails */
+	vmm_error *error;     /* owned: why it stopped */
+	uint64_t bytes;	      /* RAM compressed so far */
 };
 
 static void ahead_unref(vmm_chunk_ahead *a)
@@ -1839,76 +1850,81 @@ static void ahead_unref(vmm_chunk_ahead *a)
 	close(a->ram_fd);
 	close(a->fd);
 	vmm_error_free(a->error);
-	free(a->free);
 	free(a->seen);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
 	free(a);
 }
 
-/* Under mu: entry i of the base goes; its room is free. */
-static void ahead_remove(vmm_chunk_ahead *a, size_t i)
+/* Under mu: a frame's room is free (its blocks, at the stop). */
+static void ahead_free(vmm_chunk_base *b, const base_entry *e)
 {
-	vmm_chunk_base *b = a->base;
-	if (a->nfree == a->capfree) {
-		a->capfree = a->capfree ? 2 * a->capfree : 64;
-		a->free = xrealloc(a->free, a->capfree * sizeof(span));
+	if (b->nfree == b->capfree) {
+		b->capfree = b->capfree ? 2 * b->capfree : 64;
+		b->free = xrealloc(b->free, b->capfree * sizeof(room));
 	}
-	a->free[a->nfree++] = (span){b->e[i].offset, ALIGN_UP(b->e[i].csize)};
-	b->live -= b->e[i].csize;
-	memmove(&b->e[i], &b->e[i + 1], (b->n - i - 1) * sizeof(base_entry));
-	b->n--;
+	b->free[b->nfree++] = (room){e->offset, ALIGN_UP(e->csize)};
+	b->live -= e->csize;
 }
 
 /* Under mu: room for a frame of n bytes, from a dead frame's if one is big enough. */
-static uint64_t ahead_room(vmm_chunk_ahead *a, size_t n)
+static uint64_t ahead_room(vmm_chunk_base *b, size_t n)
 {
-	for (size_t i = 0; i < a->nfree; i++)
-		if (a->free[i].len >= ALIGN_UP(n)) {
-			uint64_t off = a->free[i].off;
-			a->free[i].off += ALIGN_UP(n);
-			a->free[i].len -= ALIGN_UP(n);
-			if (!a->free[i].len)
-				a->free[i] = a->free[--a->nfree];
+	for (size_t i = 0; i < b->nfree; i++)
+		if (b->free[i].len >= ALIGN_UP(n)) {
+			uint64_t off = b->free[i].off;
+			b->free[i].off += ALIGN_UP(n);
+			b->free[i].len -= ALIGN_UP(n);
+			if (!b->free[i].len)
+				b->free[i] = b->free[--b->nfree];
 			return off;
 		}
-	vmm_chunk_base *b = a->base;
 	uint64_t off = ALIGN_UP(b->file_size);
 	/* the end is past this frame even if it is never recorded: a save appends after it */
 	b->file_size = b->index_offset = off + n;
 	return off;
 }
 
-/* Where the base has position pos, or where it would go. */
-static size_t ahead_find(const vmm_chunk_base *b, uint64_t pos)
+/* Under mu: e in the base, in place of the entry for its position if there is one. */
+static void ahead_put(vmm_chunk_base *b, const base_entry *e)
 {
-	size_t lo = 0, hi = b->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (b->e[mid].position < pos)
-			lo = mid + 1;
-		else
-			hi = mid;
+	size_t i = base_slot(b, e->position);
+	if (i < b->n && b->e[i].position == e->position) {
+		ahead_free(b, &b->e[i]);
+	} else {
+		if (b->n == b->cap) {
+			b->cap = b->cap ? 2 * b->cap : 64;
+			b->e = xrealloc(b->e, b->cap * sizeof(base_entry));
+		}
+		memmove(&b->e[i + 1], &b->e[i], (b->n - i) * sizeof(base_entry));
+		b->n++;
 	}
-	return lo;
+	b->e[i] = *e;
+	b->live += e->csize;
 }
 
-/* Under mu: the base's entry for pos, if it has one, into *e. */
-static bool ahead_entry(vmm_chunk_ahead *a, uint64_t pos, base_entry *e)
+/* Under mu: the entries whose positions are not in list (n, ascending) go, in one pass. */
+static void ahead_keep(vmm_chunk_base *b, const uint64_t *list, size_t n)
 {
-	size_t i = ahead_find(a->base, pos);
-	if (i == a->base->n || a->base->e[i].position != pos)
-		return false;
-	*e = a->base->e[i];
-	return true;
+	size_t j = 0, k = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		while (j < n && list[j] < b->e[i].position)
+			j++;
+		if (j < n && list[j] == b->e[i].position)
+			b->e[k++] = b->e[i];
+		else
+			ahead_free(b, &b->e[i]);
+	}
+	b->n = k;
 }
 
 /*
  * One chunk, read into in: a copy, since the guest writes on meanwhile, so
  * its hash and its frame come from the same bytes.  The base is the
- * caller's once stopped, so it is touched only under mu, not stopped.
- * Returns 1 if the base has a frame of what the RAM held, 0 if not (yet),
- * -1 on an error, -2 once stopped.
+ * caller's once stopped, so it is touched only under mu, not stopped; a
+ * chunk's old frame stays named until its new one is written.  Returns 1
+ * if the base has a frame of what the RAM held, 0 if not (yet), -1 on an
+ * error, -2 once stopped.
  */
 static int ahead_chunk(vmm_chunk_ahead *a, codec_ctx *c, uint64_t pos, unsigned char *in,
 		       unsigned char *out, size_t cap, vmm_error **err)
@@ -1928,23 +1944,22 @@ static int ahead_chunk(vmm_chunk_ahead *a, codec_ctx *c, uint64_t pos, unsigned 
 			memcpy(in + kept * PAGE, page, PAGE);
 		kept++;
 	}
-	base_entry o;
-	pthread_mutex_lock(&a->mu);
-	bool stop = a->stop, old = !stop && ahead_entry(a, pos, &o);
-	if (old && !kept) /* zeros now: a save would not use a frame of it */
-		ahead_remove(a, ahead_find(a->base, pos));
-	pthread_mutex_unlock(&a->mu);
 	uint64_t *seen = &a->seen[pos / VMM_CHUNK_SIZE];
-	if (stop)
-		return -2;
-	if (!kept) {
+	if (!kept) { /* zeros now: the pass's end drops its frame, if any */
 		*seen = 0;
 		return 1;
 	}
 	e.rsize = (uint32_t)(kept * PAGE);
 	e.hash = pages_hash(in, e.rsize);
-	if (old && o.rsize == e.rsize && o.hash == e.hash &&
-	    memcmp(o.bitmap, e.bitmap, BITMAP_BYTES) == 0) {
+	pthread_mutex_lock(&a->mu);
+	bool stop = a->stop;
+	const base_entry *o = stop ? NULL : base_find(a->base, pos);
+	bool same = o && o->rsize == e.rsize && o->hash == e.hash &&
+		    memcmp(o->bitmap, e.bitmap, BITMAP_BYTES) == 0;
+	pthread_mutex_unlock(&a->mu);
+	if (stop)
+		return -2;
+	if (same) {
 		*seen = e.hash;
 		return 1;
 	}
@@ -1955,14 +1970,10 @@ static int ahead_chunk(vmm_chunk_ahead *a, codec_ctx *c, uint64_t pos, unsigned 
 	size_t n;
 	if (compress_chunk(c, a->codec, 0, in, e.rsize, out, cap, &n, err) < 0)
 		return -1;
-	/* the old frame leaves the base before its room may be written */
 	pthread_mutex_lock(&a->mu);
 	stop = a->stop;
-	if (!stop) {
-		if (ahead_entry(a, pos, &o))
-			ahead_remove(a, ahead_find(a->base, pos));
-		e.offset = ahead_room(a, n);
-	}
+	if (!stop)
+		e.offset = ahead_room(a->base, n);
 	pthread_mutex_unlock(&a->mu);
 	if (stop)
 		return -2;
@@ -1972,13 +1983,7 @@ static int ahead_chunk(vmm_chunk_ahead *a, codec_ctx *c, uint64_t pos, unsigned 
 	pthread_mutex_lock(&a->mu);
 	stop = a->stop; /* if stopped, the frame is in room no one names */
 	if (!stop) {
-		vmm_chunk_base *b = a->base;
-		size_t i = ahead_find(b, pos);
-		b->e = xrealloc(b->e, (b->n + 1) * sizeof(base_entry));
-		memmove(&b->e[i + 1], &b->e[i], (b->n - i) * sizeof(base_entry));
-		b->e[i] = e;
-		b->n++;
-		b->live += n;
+		ahead_put(a->base, &e);
 		a->bytes += e.rsize;
 	}
 	pthread_mutex_unlock(&a->mu);
@@ -1997,43 +2002,33 @@ static int ahead_pass(vmm_chunk_ahead *a, codec_ctx *c, unsigned char *in, unsig
 	size_t n;
 	if (scan_data(a->ram_fd, a->ram_size, &list, &n, NULL, err) < 0)
 		return -1;
-	int all = 0;
-	for (size_t i = 0; i < n && all >= 0; i++) {
+	int changing = 0;
+	for (size_t i = 0; i < n && changing >= 0; i++) {
 		int got = ahead_chunk(a, c, list[i], in, out, cap, err);
 		if (got < 0)
-			all = got;
+			changing = got;
 		else if (got == 0)
-			all++;
+			changing++;
 	}
-	/* holes now: their frames go */
 	pthread_mutex_lock(&a->mu);
-	vmm_chunk_base *b = a->base;
-	if (all >= 0 && !a->stop) {
-		size_t j = 0;
-		for (size_t k = 0; k < b->n;) {
-			while (j < n && list[j] < b->e[k].position)
-				j++;
-			if (j < n && list[j] == b->e[k].position)
-				k++;
-			else
-				ahead_remove(a, k);
-		}
+	if (a->stop) {
+		changing = -2;
+	} else if (changing >= 0) {
+		ahead_keep(a->base, list, n); /* holes now: their frames go */
+		a->stored = a->base->n;
 	}
-	if (a->stop)
-		all = -2;
-	else
-		a->stored = b->n;
 	pthread_mutex_unlock(&a->mu);
 	free(list);
-	return all;
+	return changing;
 }
 
 static void *ahead_main(void *arg)
 {
 	vmm_chunk_ahead *a = arg;
-	/* the guest first: only what the host's CPUs have left over */
+	/* the guest first: only what the host's CPUs and disks have left over */
 	struct sched_param sp = {0};
 	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, 3 << 13 /* IOPRIO_CLASS_IDLE */);
 	codec_ctx c = {0};
 	size_t cap = bound(a->codec, VMM_CHUNK_SIZE);
 	unsigned char *in = xmalloc(VMM_CHUNK_SIZE), *out = xmalloc(cap);
@@ -2051,7 +2046,7 @@ static void *ahead_main(void *arg)
 		if (stop)
 			break;
 		vmm_error *e = NULL;
-		uint64_t before = a->bytes;
+		uint64_t before = a->bytes; /* (only this thread changes it) */
 		int rc = ahead_pass(a, &c, in, out, cap, &e);
 		if (rc == -2)
 			break;
@@ -2059,12 +2054,14 @@ static void *ahead_main(void *arg)
 		if (rc >= 0 && a->bytes != before && fdatasync(a->fd) < 0)
 			rc = vmm_error_errno(&e, errno, "save guest memory ahead");
 		pthread_mutex_lock(&a->mu);
-		/* caught up: a pass with nothing more to compress */
-		bool saved = rc >= 0 && a->bytes == before && a->stored;
+		if (rc >= 0) {
+			a->passes++;
+			a->changing = (size_t)rc;
+		}
+		/* caught up: every chunk seen twice, and nothing more to compress */
+		bool saved = rc >= 0 && a->passes >= 2 && a->bytes == before && a->stored;
 		bool news = saved && !a->saved;
 		a->saved = saved;
-		if (rc >= 0)
-			a->changing = (size_t)rc;
 		if (rc < 0 && !a->stop) {
 			a->failed = true;
 			a->error = steal_ptr(e);
@@ -2094,36 +2091,49 @@ static vmm_chunk_base *empty_base(int fd, vmm_codec codec)
 	b->codec = codec;
 	b->chunk_size = VMM_CHUNK_SIZE;
 	b->e = xcalloc(1, sizeof(base_entry));
+	b->cap = 1;
 	b->file_size = b->index_offset = VMM_SAVEFILE_HEADER_SIZE;
 	if (b->fd < 0 || ftruncate(fd, VMM_SAVEFILE_HEADER_SIZE) < 0) {
+		int e = errno;
 		vmm_chunk_base_free(b);
+		errno = e;
 		return NULL;
 	}
 	return b;
 }
 
+/*
+ * What saving ahead starts from: *base's entries if it can keep them (not
+ * during a fill, in codec, and every frame on 4 KiB, as vmm writes them
+ * since format 2's first months: older frames would share blocks with the
+ * room of their neighbours), else an empty base in fd.
+ */
+static vmm_chunk_base *ahead_base(vmm_chunk_base **base, int fd, vmm_codec codec)
+{
+	vmm_chunk_base *b = *base;
+	bool keep = b && !b->fill && b->codec == codec && b->chunk_size == VMM_CHUNK_SIZE;
+	for (size_t i = 0; keep && i < b->n; i++)
+		keep = b->e[i].offset % PAGE == 0;
+	if (!keep)
+		return empty_base(fd, codec);
+	/* the resumed state's own stream and index: never read again */
+	for (size_t i = 0; i < b->nstream; i++)
+		punch(fd, b->stream_off[i], b->stream_len[i]);
+	b->nstream = 0;
+	punch(fd, b->index_offset, b->file_size - b->index_offset);
+	b->index_offset = b->file_size;
+	if (b->cap < b->n)
+		b->cap = b->n;
+	*base = NULL;
+	return b;
+}
+
 int vmm_chunk_ahead_start(vmm_chunk_ahead **out, int ram_fd, uint64_t size, int fd,
-			  vmm_chunk_base *base, vmm_codec codec, double interval, vmm_error **err)
+			  vmm_chunk_base **base, vmm_codec codec, double interval, vmm_error **err)
 {
 	struct statfs sf;
-	if (fstatfs(ram_fd, &sf) < 0 || sf.f_type != TMPFS_MAGIC) {
-		vmm_chunk_base_free(base);
+	if (fstatfs(ram_fd, &sf) < 0 || sf.f_type != TMPFS_MAGIC)
 		return vmm_error_set(err, VMM_EINVAL, "guest memory is not on tmpfs");
-	}
-	if (base && (base->fill || base->codec != codec || base->chunk_size != VMM_CHUNK_SIZE)) {
-		vmm_chunk_base_free(base);
-		base = NULL;
-	}
-	if (base) {
-		/* the resumed state's own stream and index: never read again */
-		for (size_t i = 0; i < base->nstream; i++)
-			punch(fd, base->stream_off[i], base->stream_len[i]);
-		base->nstream = 0;
-		punch(fd, base->index_offset, base->file_size - base->index_offset);
-		base->index_offset = base->file_size;
-	} else if (!(base = empty_base(fd, codec))) {
-		return vmm_error_errno(err, errno, "save guest memory ahead");
-	}
 	vmm_chunk_ahead *a = xcalloc(1, sizeof(*a));
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_condattr_t ca;
@@ -2131,23 +2141,33 @@ int vmm_chunk_ahead_start(vmm_chunk_ahead **out, int ram_fd, uint64_t size, int 
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&a->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	a->refs = 2;
+	a->refs = 1;
 	a->ram_fd = fcntl(ram_fd, F_DUPFD_CLOEXEC, 3);
 	a->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	a->event = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->ram_fd < 0 || a->fd < 0 || a->event < 0 ||
+	    !(a->base = ahead_base(base, fd, codec))) {
+		int e = errno;
+		ahead_unref(a);
+		return vmm_error_errno(err, e, "save guest memory ahead");
+	}
 	a->ram_size = size;
 	a->interval = interval;
 	a->codec = codec;
-	a->base = base;
 	a->seen = xcalloc(size / VMM_CHUNK_SIZE + 1, sizeof(uint64_t));
-	a->event = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	int e = errno;
-	if (a->ram_fd < 0 || a->fd < 0 || a->event < 0 ||
-	    (e = pthread_create(&a->th, NULL, ahead_main, a)) != 0) {
+	a->refs = 2;
+	pthread_t th;
+	int e = pthread_create(&th, NULL, ahead_main, a);
+	if (e != 0) {
+		vmm_chunk_base_free(*base);
+		*base = steal_ptr(a->base); /* as good as the one given, if not that one */
 		a->refs = 1;
 		ahead_unref(a);
 		return vmm_error_errno(err, e, "save guest memory ahead");
 	}
-	pthread_detach(a->th);
+	pthread_detach(th);
+	vmm_chunk_base_free(*base); /* (not kept: ahead_base) */
+	*base = NULL;
 	*out = a;
 	return 0;
 }
@@ -2184,13 +2204,10 @@ vmm_chunk_base *vmm_chunk_ahead_stop(vmm_chunk_ahead *a)
 	a->stop = true;
 	pthread_cond_broadcast(&a->cv);
 	vmm_chunk_base *b = steal_ptr(a->base);
-	span *f = steal_ptr(a->free);
-	size_t nf = a->nfree;
-	a->nfree = 0;
 	pthread_mutex_unlock(&a->mu);
-	for (size_t i = 0; i < nf; i++)
-		punch(b->fd, f[i].off, f[i].len);
-	free(f);
+	/* dead frames' blocks go back (through a->fd: a resumed base's own is read-only) */
+	for (size_t i = 0; i < b->nfree; i++)
+		punch(a->fd, b->free[i].off, b->free[i].len);
 	ahead_unref(a);
 	return b;
 }

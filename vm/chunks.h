@@ -107,23 +107,26 @@ int vmm_chunks_with_data(int ram_fd, uint64_t size, uint64_t **list, size_t *n, 
 
 /*
  * Saving ahead: while the guest runs, one thread at the lowest priority
- * (SCHED_IDLE: only what the guest leaves of the CPUs) keeps a base of its
- * RAM (tmpfs) in fd, the run's never-restored state.vmmsave.resumed.tmp.
- * Every `interval` seconds it reads each chunk that holds data into a
- * buffer of its own and hashes it there; a chunk whose hash is the same as
- * at the pass before but not that of its frame is compressed (from the same
- * buffer) into its old frame's place, or at the end.  What changes all the
- * time is thus never compressed; a suspend then reuses, by hash, the frames
- * of what did not change since, as after a resume.  base (taken; NULL, or
- * another codec: a new one) is a resumed state's, whose stream and index
- * are freed at once.
+ * (SCHED_IDLE and the idle I/O class: only what the guest leaves) keeps a
+ * base of its RAM (tmpfs) in fd, the run's never-restored
+ * state.vmmsave.resumed.tmp.  Every `interval` seconds it reads each chunk
+ * that holds data into a buffer of its own and hashes it there; a chunk
+ * whose hash is the same as at the pass before but not that of its frame is
+ * compressed (from the same buffer) into a dead frame's room, or at the
+ * end, and then named instead of its old frame.  What changes all the time
+ * is thus never compressed; a suspend then reuses, by hash, the frames of
+ * what did not change since, as after a resume.  *base (may be NULL) is
+ * what a resume or an earlier stop left, freed at once of its stream and
+ * index; one that cannot be kept (another codec, a fill under way, frames
+ * off 4 KiB) gives way to an empty one.  Taken (*base NULL) on success; on
+ * failure *base is still a base for fd.
  */
 typedef struct vmm_chunk_ahead vmm_chunk_ahead;
 int vmm_chunk_ahead_start(vmm_chunk_ahead **out, int ram_fd, uint64_t size, int fd,
-			  vmm_chunk_base *base, vmm_codec codec, double interval, vmm_error **err);
+			  vmm_chunk_base **base, vmm_codec codec, double interval, vmm_error **err);
 /*
- * An eventfd, readable when it has caught up (a pass found nothing more to
- * compress, after one that did), and when the thread fails.
+ * An eventfd, readable when it has caught up (every chunk seen twice, and
+ * a pass found nothing more to compress), and when the thread fails.
  */
 int vmm_chunk_ahead_fd(const vmm_chunk_ahead *a);
 /*
@@ -134,7 +137,10 @@ int vmm_chunk_ahead_fd(const vmm_chunk_ahead *a);
  */
 int vmm_chunk_ahead_news(vmm_chunk_ahead *a, uint64_t *bytes, size_t *stored, size_t *changing,
 			 vmm_error **err);
-/* Stop the thread (a chunk at most is finished) and free a: its base, for a save into fd. */
+/*
+ * Stop the thread, without waiting for it (it changes nothing from then on),
+ * and free a: its base, for a save into fd or a later start.
+ */
 vmm_chunk_base *vmm_chunk_ahead_stop(vmm_chunk_ahead *a);
 
 /*

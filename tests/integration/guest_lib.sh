@@ -10,6 +10,8 @@
 #   run_in NAME [ENV...] [--FLAG...]  run_bg with a console to type into (fd 3 while it runs)
 #   guest_md5 NAME        the md5 of the guest's fill, as the guest reads it (needs run_in)
 #   suspend_it NAME       vmm suspend NAME, asserting that it ends suspended
+#   suspend_counts NAME   "COMPRESSED KEPT": the memory chunks NAME's last suspend
+#                         compressed and kept from before, as vmm run said
 #   last_tick NAME / count NAME PATTERN
 # For network tests (see each helper for details):
 #   (sourcing it re-runs the test in a network namespace of its own: t_netns in lib.sh)
@@ -224,6 +226,10 @@ guest_md5() { # name
 	echo md5 >&3
 	wait_console "$1" "VMMTEST MD5" $((n + 1)) 120 || return 1
 	grep -a -o 'VMMTEST MD5 [0-9a-f]*' "$T_TMP/$1.console" | tail -1 | awk '{print $3}'
+}
+suspend_counts() { # name
+	grep -a -o 'memory: [0-9]* chunks compressed, [0-9]* kept' "$T_TMP/$1.err" | tail -1 |
+		awk '{print $2, $5}'
 }
 suspend_it() { # name
 	vmm suspend "$1"

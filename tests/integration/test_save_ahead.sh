@@ -18,10 +18,20 @@ source "$(dirname "$0")/guest_lib.sh"
 
 home=$T_TMP/home/vms
 caught="the VM's memory is saved ahead"
-# "memory: N chunks compressed, M kept from before", from the last suspend
-chunks() { grep -a -o 'memory: [0-9]* chunks compressed, [0-9]* kept' "$T_TMP/g.err" | tail -1; }
-compressed() { chunks | awk '{print $2}'; }
-kept() { chunks | awk '{print $5}'; }
+# wait until vmm run has said it caught up more than $1 times in all; prints the MiB it
+# had compressed then
+caught_up() { # times_before
+	for _ in $(seq 1 900); do
+		[ "$(saids)" -gt "$1" ] && break
+		sleep 0.2
+	done
+	grep -a -o "$caught: .*(\([0-9]*\) MiB" "$T_TMP/g.err" | tail -1 | grep -o '([0-9]* MiB' | tr -dc 0-9
+}
+saids() {
+	local n
+	n=$(grep -a -c "$caught" "$T_TMP/g.err" 2>/dev/null)
+	echo "${n:-0}"
+}
 # once the vmm run of g has ended suspended: it resumes whole
 resumes_whole() { # what [env...]
 	local what=$1 before boots
@@ -44,29 +54,33 @@ assert_rc 1 "VMM_SAVE_AHEAD=soon"
 assert_contains "$ERR" "VMM_SAVE_AHEAD=soon: not a number of seconds" "naming the variable and why"
 
 echo "boot with saving ahead every second: caught up, then a suspend keeps most chunks"
+said=$(saids)
 run_in g --save-ahead 1
 wait_console g "VMMTEST READY" 1 || fail "the guest fills its memory"
 wait_console g "VMMTEST CHURN 2" 1 || fail "and churns"
 md5=$(guest_md5 g) || fail "the guest reads its fill"
 assert_match "$md5" '^[0-9a-f]{32}$' "the guest's md5 of its fill"
-for _ in $(seq 1 600); do grep -q "$caught" "$T_TMP/g.err" && break; sleep 0.2; done
-assert_contains "$(cat "$T_TMP/g.err")" "$caught" "vmm run says it has caught up"
+mib=$(caught_up "$said")
+assert_eq "$(saids)" $((said + 1)) "vmm run says once that it has caught up"
+echo "       caught up after compressing ${mib:-?} MiB"
 assert_true "the base is the never-restored file" test -s "$home/g/state.vmmsave.resumed.tmp"
 suspend_it g
-k=$(kept) c=$(compressed)
+read -r c k <<<"$(suspend_counts g)"
 echo "       suspend after saving ahead: ${c:-?} chunks compressed, ${k:-?} kept"
 assert_true "most chunks were kept (${k:-none} kept, ${c:-none} compressed)" \
 	test "${k:-0}" -ge 48 -a "${k:-0}" -gt "$((${c:-999} * 2))"
 assert_true "the changing ones were compressed" test "${c:-0}" -ge 1
 assert_true "no file is left aside" test ! -e "$home/g/state.vmmsave.resumed.tmp"
+said=$(saids)
 resumes_whole "after a suspend saved ahead" VMM_SAVE_AHEAD=1
 
 echo "after a resume the resumed state is the base; saving ahead goes on from it"
-: >"$T_TMP/g.err"
-for _ in $(seq 1 600); do grep -q "$caught" "$T_TMP/g.err" && break; sleep 0.2; done
-assert_contains "$(cat "$T_TMP/g.err")" "$caught" "vmm run catches up after a resume"
+mib2=$(caught_up "$said")
+assert_eq "$(saids)" $((said + 1)) "vmm run catches up after a resume"
+assert_true "from the resumed state: it compressed only what changed (${mib2:-?} MiB, ${mib:-?} after the boot)" \
+	test -n "$mib2" -a -n "$mib" -a "${mib2:-999}" -lt $((${mib:-0} / 2))
 suspend_it g
-k=$(kept) c=$(compressed)
+read -r c k <<<"$(suspend_counts g)"
 assert_true "most chunks were kept again (${k:-none} kept, ${c:-none} compressed)" \
 	test "${k:-0}" -ge 48 -a "${k:-0}" -gt "$((${c:-999} * 2))"
 resumes_whole "after the second suspend" VMM_SAVE_AHEAD=0.2
@@ -85,10 +99,10 @@ assert_eq "$(state_of g)" stopped "g is stopped"
 assert_eq "$(ls "$home/g" | grep -c 'vmmsave')" 0 "no state file is left"
 
 echo "saving ahead from a boot, then a snapshot of the running VM, then a suspend"
+said=$(saids)
 run_in g VMM_SAVE_AHEAD=1
 wait_console g "VMMTEST READY" 2 || fail "the guest boots again"
-: >"$T_TMP/g.err"
-for _ in $(seq 1 600); do grep -q "$caught" "$T_TMP/g.err" && break; sleep 0.2; done
+caught_up "$said" >/dev/null
 md5=$(guest_md5 g) || fail "the guest reads its fill"
 mkdir "$T_TMP/ck"
 vmm checkpoint g "$T_TMP/ck"

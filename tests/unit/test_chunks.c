@@ -451,45 +451,74 @@ static size_t ahead_caught_up(vmm_chunk_ahead *a, size_t *changing)
 }
 
 /*
- * Saving ahead: the RAM's chunks compressed while it "runs", a chunk once it
- * held still for a pass; one changed after that is compressed by the save,
- * one that became a hole is dropped, and the save into the file keeps the
- * rest.  The state loads as the RAM was.
+ * Saving ahead from base (NULL: a boot) into fd (at path): once it has
+ * caught up, a page changes at 2 MiB and the last page goes (saved again,
+ * and dropped); then a change it has not seen, at 0, which the save
+ * compresses; the save into the file keeps the rest, and the state loads
+ * as ram is.
  */
-static void test_chunks_ahead__then_in_place(void **state)
+static void ahead_then_in_place(fixture *f, int ram, vmm_chunk_base *base, int fd, const char *path)
+{
+	vmm_chunk_ahead *a = NULL;
+	vmm_error *err = NULL;
+	if (vmm_chunk_ahead_start(&a, ram, RAM, fd, &base, VMM_CODEC_LZ4, 0.1, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_null(base);
+	size_t changing = 9;
+	/* 4 stretches hold data (0, 2, 10 and 22 MiB) */
+	assert_int_equal(ahead_caught_up(a, &changing), 4);
+	assert_int_equal(changing, 0);
+	unsigned char page[4096];
+	fill_page(page, 41);
+	assert_int_equal(vmm_pwrite_all(ram, page, 4096, 2 << 20), 0);
+	assert_int_equal(
+	    fallocate(ram, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, RAM - 4096, 4096), 0);
+	assert_int_equal(ahead_caught_up(a, &changing), 3);
+	fill_page(page, 42);
+	assert_int_equal(vmm_pwrite_all(ram, page, 4096, 4096), 0);
+	base = vmm_chunk_ahead_stop(a);
+	assert_non_null(base);
+	assert_true(vmm_chunk_base_in_place_ok(base, VMM_CODEC_LZ4));
+	uint64_t compressed = 0, reused = 0;
+	write_in_place(f, fd, path, base, ram, &compressed, &reused);
+	assert_int_equal(compressed, 1);
+	assert_int_equal(reused, 2);
+	vmm_chunk_base_free(base);
+	assert_loads_as(f, ram);
+}
+
+/* Saving ahead after a boot: a new file. */
+static void test_chunks_ahead__boot(void **state)
 {
 	fixture *f = *state;
 	char *aside = path_join(f->dir, "aside");
 	int fd = open(aside, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
-	vmm_chunk_ahead *a = NULL;
-	vmm_error *err = NULL;
-	assert_int_equal(
-	    vmm_chunk_ahead_start(&a, f->ram, RAM, fd, NULL, VMM_CODEC_LZ4, 0.02, &err), 0);
-	size_t changing = 9;
-	/* 4 stretches hold data (0, 2, 10 and 22 MiB) */
-	assert_int_equal(ahead_caught_up(a, &changing), 4);
-	assert_int_equal(changing, 0);
-	/* a page changes at 2 MiB and the last page goes: saved again, and dropped */
-	unsigned char page[4096];
-	fill_page(page, 41);
-	assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, 2 << 20), 0);
-	assert_int_equal(
-	    fallocate(f->ram, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, RAM - 4096, 4096), 0);
-	assert_int_equal(ahead_caught_up(a, &changing), 3);
-	/* a change it has not seen: the save compresses that stretch */
-	fill_page(page, 42);
-	assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, 4096), 0);
-	vmm_chunk_base *base = vmm_chunk_ahead_stop(a);
-	assert_non_null(base);
-	assert_true(vmm_chunk_base_in_place_ok(base, VMM_CODEC_LZ4));
-	uint64_t compressed = 0, reused = 0;
-	write_in_place(f, fd, aside, base, f->ram, &compressed, &reused);
-	assert_int_equal(compressed, 1);
-	assert_int_equal(reused, 2);
+	ahead_then_in_place(f, f->ram, NULL, fd, aside);
 	close(fd);
-	vmm_chunk_base_free(base);
-	assert_loads_as(f, f->ram);
+	free(aside);
+}
+
+/* ... and after a resume: the state resumed from (its descriptor read-only) is the base. */
+static void test_chunks_ahead__resumed(void **state)
+{
+	fixture *f = *state;
+	write_state(f, true, VMM_CODEC_LZ4, 2);
+	int ram = -1;
+	unsigned char *dev = NULL;
+	size_t len = 0;
+	vmm_chunk_base *base = NULL;
+	vmm_error *err = NULL;
+	if (load_state_base(f, &ram, &dev, &len, &base, &err) < 0)
+		fail_msg("%s", err->msg);
+	free(dev);
+	char *aside = path_join(f->dir, "aside");
+	assert_int_equal(rename(f->path, aside), 0);
+	int fd = open(aside, O_RDWR);
+	assert_true(fd >= 0);
+	ahead_then_in_place(f, ram, base, fd, aside);
+	close(fd);
+	close(ram);
 	free(aside);
 }
 
@@ -673,7 +702,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_chunks_reuse__unchanged_stretches, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_reuse__in_place, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_chunks_ahead__then_in_place, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_ahead__boot, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_ahead__resumed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_fill__lazy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__corrupt_chunk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__index, setup, teardown),
