@@ -561,6 +561,22 @@ static void unmap_ram(vmm_chunk_writer *w)
 	w->map = NULL;
 }
 
+/* The non-zero pages of the len bytes in in, packed to its start and marked in bitmap; how many. */
+static size_t pack_pages(unsigned char *in, size_t len, uint8_t *bitmap)
+{
+	size_t kept = 0;
+	for (size_t p = 0; p < len / PAGE; p++) {
+		unsigned char *page = in + p * PAGE;
+		if (page_is_zero(page))
+			continue;
+		bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
+		if (kept != p)
+			memcpy(in + kept * PAGE, page, PAGE);
+		kept++;
+	}
+	return kept;
+}
+
 /* One stretch of RAM: its non-zero pages, packed, compressed. */
 static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned char *in,
 		     unsigned char *out, size_t cap, vmm_error **err)
@@ -591,15 +607,7 @@ static int do_memory(vmm_chunk_writer *w, codec_ctx *c, uint64_t pos, unsigned c
 		if ((w->source ? w->source(w->source_ctx, pos, in, len)
 			       : vmm_pread_all(w->ram_fd, in, len, (off_t)pos)) < 0)
 			return vmm_error_errno(err, errno, "read guest memory");
-		for (size_t p = 0; p < len / PAGE; p++) {
-			unsigned char *page = in + p * PAGE;
-			if (page_is_zero(page))
-				continue;
-			r.bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
-			if (kept != p)
-				memcpy(in + kept * PAGE, page, PAGE);
-			kept++;
-		}
+		kept = pack_pages(in, len, r.bitmap);
 	}
 	if (!kept)
 		return 0;
@@ -1934,16 +1942,7 @@ static int ahead_chunk(vmm_chunk_ahead *a, codec_ctx *c, uint64_t pos, unsigned 
 	if (vmm_pread_all(a->ram_fd, in, len, (off_t)pos) < 0)
 		return vmm_error_errno(err, errno, "read guest memory");
 	base_entry e = {.position = pos};
-	size_t kept = 0;
-	for (size_t p = 0; p < len / PAGE; p++) {
-		unsigned char *page = in + p * PAGE;
-		if (page_is_zero(page))
-			continue;
-		e.bitmap[p / 8] |= (uint8_t)(1u << (p % 8));
-		if (kept != p)
-			memcpy(in + kept * PAGE, page, PAGE);
-		kept++;
-	}
+	size_t kept = pack_pages(in, len, e.bitmap);
 	uint64_t *seen = &a->seen[pos / VMM_CHUNK_SIZE];
 	if (!kept) { /* zeros now: the pass's end drops its frame, if any */
 		*seen = 0;

@@ -319,19 +319,29 @@ static void test_chunks_reencode__zstd(void **state)
 	free(z);
 }
 
-/* Suspend after resume: the stretches the guest did not touch are copied, not compressed. */
-static void test_chunks_reuse__unchanged_stretches(void **state)
+/* A state of the fixture written and loaded back, as for a resume: the RAM it loaded into. */
+static int resumed(fixture *f, vmm_chunk_base **base)
 {
-	fixture *f = *state;
 	write_state(f, true, VMM_CODEC_LZ4, 2);
 	int ram = -1;
 	unsigned char *dev = NULL;
 	size_t len = 0;
-	vmm_chunk_base *base = NULL;
 	vmm_error *err = NULL;
-	if (load_state_base(f, &ram, &dev, &len, &base, &err) < 0)
+	if (load_state_base(f, &ram, &dev, &len, base, &err) < 0)
 		fail_msg("%s", err->msg);
 	free(dev);
+	return ram;
+}
+
+/* Suspend after resume: the stretches the guest did not touch are copied, not compressed. */
+static void test_chunks_reuse__unchanged_stretches(void **state)
+{
+	fixture *f = *state;
+	vmm_chunk_base *base = NULL;
+	int ram = resumed(f, &base);
+	unsigned char *dev = NULL;
+	size_t len = 0;
+	vmm_error *err = NULL;
 	assert_non_null(base);
 	/* the "guest" changes one page at 1 MiB and zeroes another at 10 MiB */
 	unsigned char page[4096];
@@ -399,15 +409,8 @@ static void assert_loads_as(fixture *f, int ram)
 static void test_chunks_reuse__in_place(void **state)
 {
 	fixture *f = *state;
-	write_state(f, true, VMM_CODEC_LZ4, 2);
-	int ram = -1;
-	unsigned char *dev = NULL;
-	size_t len = 0;
 	vmm_chunk_base *base = NULL;
-	vmm_error *err = NULL;
-	if (load_state_base(f, &ram, &dev, &len, &base, &err) < 0)
-		fail_msg("%s", err->msg);
-	free(dev);
+	int ram = resumed(f, &base);
 	assert_true(vmm_chunk_base_in_place_ok(base, VMM_CODEC_LZ4));
 	unsigned char page[4096];
 	fill_page(page, 77);
@@ -503,15 +506,8 @@ static void test_chunks_ahead__boot(void **state)
 static void test_chunks_ahead__resumed(void **state)
 {
 	fixture *f = *state;
-	write_state(f, true, VMM_CODEC_LZ4, 2);
-	int ram = -1;
-	unsigned char *dev = NULL;
-	size_t len = 0;
 	vmm_chunk_base *base = NULL;
-	vmm_error *err = NULL;
-	if (load_state_base(f, &ram, &dev, &len, &base, &err) < 0)
-		fail_msg("%s", err->msg);
-	free(dev);
+	int ram = resumed(f, &base);
 	char *aside = path_join(f->dir, "aside");
 	assert_int_equal(rename(f->path, aside), 0);
 	int fd = open(aside, O_RDWR);
