@@ -1864,15 +1864,30 @@ static void ahead_unref(vmm_chunk_ahead *a)
 	free(a);
 }
 
-/* Under mu: a frame's room is free (its blocks, at the stop). */
+/*
+ * Under mu: a frame's room is free (its blocks, at the stop), one with the
+ * free room next to it on either side, so that a stretch whose frames keep
+ * growing finds room in those it left behind instead of at the end.
+ */
 static void ahead_free(vmm_chunk_base *b, const base_entry *e)
 {
+	room r = {e->offset, ALIGN_UP(e->csize)};
+	b->live -= e->csize;
+	for (size_t i = 0; i < b->nfree;) {
+		const room *o = &b->free[i];
+		if (o->off + o->len != r.off && r.off + r.len != o->off) {
+			i++;
+			continue;
+		}
+		r.off = o->off < r.off ? o->off : r.off;
+		r.len += o->len;
+		b->free[i] = b->free[--b->nfree];
+	}
 	if (b->nfree == b->capfree) {
 		b->capfree = b->capfree ? 2 * b->capfree : 64;
 		b->free = xrealloc(b->free, b->capfree * sizeof(room));
 	}
-	b->free[b->nfree++] = (room){e->offset, ALIGN_UP(e->csize)};
-	b->live -= e->csize;
+	b->free[b->nfree++] = r;
 }
 
 /* Under mu: room for a frame of n bytes, from a dead frame's if one is big enough. */

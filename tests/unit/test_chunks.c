@@ -518,6 +518,55 @@ static void test_chunks_ahead__resumed(void **state)
 	free(aside);
 }
 
+/*
+ * A stretch whose frame grows each time it settles (k incompressible pages,
+ * at 6 MiB where there were none): the room of the frames it left behind,
+ * merged, takes the later ones, so the file grows by much less than their
+ * sum; and the state saved into it then loads as the RAM is.
+ */
+static void test_chunks_ahead__growing(void **state)
+{
+	fixture *f = *state;
+	char *aside = path_join(f->dir, "aside");
+	int fd = open(aside, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	vmm_chunk_ahead *a = NULL;
+	vmm_chunk_base *base = NULL;
+	vmm_error *err = NULL;
+	if (vmm_chunk_ahead_start(&a, f->ram, RAM, fd, &base, VMM_CODEC_LZ4, 0.05, &err) < 0)
+		fail_msg("%s", err->msg);
+	size_t changing = 0;
+	assert_int_equal(ahead_caught_up(a, &changing), 4);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	off_t before = st.st_size;
+	uint64_t sum = 0; /* what the frames take, one after the other */
+	unsigned char page[4096];
+	for (size_t k = 1; k <= 12; k++) {
+		for (size_t i = 0; i < k; i++) {
+			fill_page(page, 2); /* (random bytes) */
+			assert_int_equal(vmm_pwrite_all(f->ram, page, 4096, (6 << 20) + i * 4096),
+					 0);
+		}
+		assert_int_equal(ahead_caught_up(a, &changing), 5);
+		sum += (k + 1) * 4096;
+	}
+	assert_int_equal(fstat(fd, &st), 0);
+	if ((uint64_t)(st.st_size - before) * 2 > sum)
+		fail_msg("the file grew by %lld bytes for frames of %llu",
+			 (long long)(st.st_size - before), (unsigned long long)sum);
+	base = vmm_chunk_ahead_stop(a);
+	assert_true(vmm_chunk_base_in_place_ok(base, VMM_CODEC_LZ4));
+	uint64_t compressed = 0, reused = 0;
+	write_in_place(f, fd, aside, base, f->ram, &compressed, &reused);
+	assert_int_equal(compressed, 0);
+	assert_int_equal(reused, 5);
+	vmm_chunk_base_free(base);
+	assert_loads_as(f, f->ram);
+	close(fd);
+	free(aside);
+}
+
 static void flip_byte(const char *path, off_t off)
 {
 	int fd = open(path, O_RDWR);
@@ -700,6 +749,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_chunks_reuse__in_place, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_ahead__boot, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_ahead__resumed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_ahead__growing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_fill__lazy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__corrupt_chunk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunks_bad__index, setup, teardown),
