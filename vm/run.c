@@ -54,7 +54,7 @@ typedef struct run {
 	int base_fd;		/* that file (RESUMED_ASIDE), read-write: suspend saves into it */
 	vmm_chunk_ahead *ahead; /* owned: saving the RAM ahead into base_fd (vm/chunks.h) */
 	double ahead_every;	/* seconds between its passes (VMM_SAVE_AHEAD); 0: not at all */
-	int ahead_said;		/* it has caught up (said once a run) */
+	bool ahead_said;	/* it has caught up (said once a run) */
 	bool huge;		/* the RAM is in huge pages (hugetlbfs) */
 	vmm_lazy *lazy;		/* owned: QEMU's userfaultfd (vm/lazy.h), for the run */
 	bool lazy_resume;	/* a resume serves QEMU's faults while fill restores the RAM */
@@ -431,13 +431,8 @@ static int memory_in(run *r, vmm_error **err)
  * lately.  `vmm run --save-ahead SECONDS` (or VMM_SAVE_AHEAD=SECONDS, for
  * those that start vmm run with no say in its flags) turns it on.
  */
-static bool ahead_wanted(run *r)
+static bool ahead_wanted(const run *r)
 {
-	if (r->ahead_every > 0 && (r->huge || vmm_qemu_unsavable(r->cmd))) {
-		say(r, "--save-ahead: %s",
-		    r->huge ? "not with huge pages" : "the VM cannot be suspended");
-		r->ahead_every = 0;
-	}
 	return r->ahead_every > 0 && r->pid > 0 && r->qmp && r->ram >= 0 && !r->fill && !r->ckpt &&
 	       !r->ckpt_wait && !r->stopping && !r->suspended;
 }
@@ -481,11 +476,13 @@ static void ahead_news(run *r)
 	uint64_t bytes = 0;
 	size_t stored = 0, changing = 0;
 	int rc = vmm_chunk_ahead_news(r->ahead, &bytes, &stored, &changing, &e);
-	if (rc > 0 && !r->ahead_said++)
+	if (rc > 0 && !r->ahead_said) {
+		r->ahead_said = true;
 		say(r,
 		    "the VM's memory is saved ahead: %zu chunks, %zu changing (%.0f MiB "
 		    "compressed so far)",
 		    stored, changing, (double)bytes / (1 << 20));
+	}
 	if (rc >= 0)
 		return;
 	say(r, "saving the memory ahead stopped: %s", e->msg);
@@ -1242,6 +1239,11 @@ static int run_locked(run *r, bool resume, vmm_run_outcome *outcome, vmm_error *
 		say(r, "%s", r->cmd->sandbox_notice);
 	if (guest_ram(r, err) < 0)
 		return -1;
+	if (r->ahead_every > 0 && (r->huge || vmm_qemu_unsavable(r->cmd))) {
+		say(r, "--save-ahead: %s",
+		    r->huge ? "not with huge pages" : "the VM cannot be suspended");
+		r->ahead_every = 0;
+	}
 	/* a saved RAM decompresses while QEMU starts */
 	vmm_state_load *load = NULL;
 	r->resume_start = vmm_now();
